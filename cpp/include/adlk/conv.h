@@ -1,0 +1,66 @@
+// Convolution by im2col + GEMM, forward and backward, float and double.
+//
+// Layouts are NCHW, C-contiguous. For image n, the column matrix is (C*kH*kW, L) with
+// L = H_out*W_out; row r = (c*kH + kh)*kW + kw, column l = oh*W_out + ow, holding
+// x[n, c, oh*sH - pH + kh*dH, ow*sW - pW + kw*dW] (zero where that falls in the
+// padding). This is torch.nn.functional.unfold's layout.
+//
+// Workspace: conv2d_forward/backward never build the column matrix of a whole batch.
+// They process images in chunks of nb images, nb = max(1, kConvWorkspaceBytes /
+// (C*kH*kW*L*sizeof(T))) capped at N, and allocate per call
+//   forward:  nb*C*kH*kW*L + (nb > 1 ? nb*C_out*L : 0) elements of T
+//   backward: nb*C*kH*kW*L + (nb > 1 ? nb*C_out*L : 0) elements of T
+// i.e. about kConvWorkspaceBytes, or one image's column matrix when that is larger.
+// conv_workspace_bytes() returns the exact figure for a geometry.
+//
+// Determinism: im2col and col2im are pure copies / fixed-order sums, bitwise identical
+// for any thread count. col2im accumulates each input element over (kh, kw) in one
+// fixed order by a single thread (each thread owns whole (n, c) planes): no atomics.
+#pragma once
+
+#include <cstddef>
+
+#include "adlk/common.h"
+
+namespace adlk {
+
+struct Conv2dGeom {
+  index_t N = 0, C = 0, H = 0, W = 0;  // input
+  index_t C_out = 0;                   // output channels (0 for bare im2col/col2im)
+  index_t kH = 1, kW = 1, sH = 1, sW = 1, pH = 0, pW = 0, dH = 1, dW = 1;
+  index_t groups = 1;
+  index_t H_out = 0, W_out = 0;  // filled by finalize()
+
+  index_t L() const { return H_out * W_out; }
+  index_t col_rows() const { return C * kH * kW; }
+  // Checks every field (throws std::invalid_argument) and computes H_out, W_out.
+  void finalize();
+};
+
+// Byte budget for one chunk's column matrix (see the header comment).
+constexpr std::size_t kConvWorkspaceBytes = std::size_t(8) << 20;
+
+// Images per chunk and the workspace in bytes that conv2d_forward/backward allocate.
+index_t conv_chunk_images(const Conv2dGeom& g, std::size_t elem_size);
+std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size);
+
+// x (N, C, H, W) -> cols (N, C*kH*kW, L).
+template <typename T>
+void im2col(const T* x, const Conv2dGeom& g, T* cols);
+
+// cols (N, C*kH*kW, L) -> x (N, C, H, W), overlapping windows summed. Overwrites x.
+template <typename T>
+void col2im(const T* cols, const Conv2dGeom& g, T* x);
+
+// y (N, C_out, H_out, W_out) = conv(x, weight) + bias; weight (C_out, C/groups, kH, kW);
+// bias (C_out,) or nullptr.
+template <typename T>
+void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom& g, T* y);
+
+// Gradients of conv2d_forward. Each output pointer may be nullptr (not computed):
+// dx (N, C, H, W), dweight (C_out, C/groups, kH, kW), dbias (C_out,). All overwritten.
+template <typename T>
+void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom& g, T* dx,
+                     T* dweight, T* dbias);
+
+}  // namespace adlk

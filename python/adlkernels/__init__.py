@@ -1,0 +1,69 @@
+"""adlkernels: compiled, verified kernels for deep learning.
+
+NumPy arrays run C++/OpenMP kernels (GEMMs through OpenBLAS); CuPy arrays run CUDA
+kernels on CuPy's current device and stream. See the API contract in the README.
+"""
+
+# Loads libscipy_openblas globally; the extension module links against it by soname,
+# so this import must come first.
+import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+
+from . import _adlk
+from ._backend import has_cuda
+from . import conv
+from .conv import (
+    col2im,
+    conv1d_backward,
+    conv1d_forward,
+    conv2d_backward,
+    conv2d_forward,
+    im2col,
+)
+
+__version__ = _adlk.__version__
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for every kernel: OpenMP regions and the BLAS alike (n >= 1)."""
+    import numbers
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    _adlk.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use (default: all cores, or OMP_NUM_THREADS)."""
+    return _adlk.get_num_threads()
+
+
+def build_info() -> dict:
+    """How this build was made: version, compiler, OpenMP, BLAS, CUDA, sanitizers."""
+    from ._backend import cuda_module
+
+    info = {"version": __version__}
+    info.update(_adlk.build_info())
+    info["num_threads"] = get_num_threads()
+    mod = cuda_module()
+    if mod is None:
+        info["cuda"] = {"built": False}
+    else:
+        info["cuda"] = {
+            "built": True,
+            "version": mod.runtime_version(),
+            "driver": mod.driver_version() or None,
+            "architectures": mod.architectures().split(","),
+            "devices": mod.device_count(),
+        }
+    return info
+
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "has_cuda",
+    "set_num_threads",
+    "get_num_threads",
+    "conv",
+    *conv.__all__[:6],
+]

@@ -1,0 +1,94 @@
+"""python -m adlkernels info | selfcheck"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+import adlkernels as ak
+
+
+def _info(_args) -> int:
+    print(json.dumps(ak.build_info(), indent=2))
+    return 0
+
+
+def _conv_reference(x, w, b, stride, padding):
+    """Direct convolution sum in float64 (the definition, not im2col)."""
+    n, c, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (wd + 2 * padding - kw) // stride + 1
+    y = np.zeros((n, co, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
+    return y + b[None, :, None, None]
+
+
+def _selfcheck(args) -> int:
+    """Checks conv2d forward against the definition and backward against finite
+    differences, then times one forward/backward pass."""
+    print(f"adlkernels {ak.__version__}: {ak.get_num_threads()} threads, "
+          f"{ak.build_info()['blas']}, CUDA device: {ak.has_cuda()}")
+    rng = np.random.default_rng(0)
+    ok = True
+
+    x = rng.standard_normal((4, 3, 11, 9))
+    w = rng.standard_normal((5, 3, 3, 3))
+    b = rng.standard_normal(5)
+    y = ak.conv2d_forward(x, w, b, stride=2, padding=1)
+    err = np.abs(y - _conv_reference(x, w, b, 2, 1)).max()
+    ok &= err < 1e-10
+    print(f"  conv2d_forward  float64 max |error| vs direct sum      {err:.2e}")
+
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = ak.conv2d_backward(gy, x, w, stride=2, padding=1)
+    eps, worst = 1e-6, 0.0
+    for arr, grad in ((x, gx), (w, gw), (b, gb)):
+        for idx in [tuple(rng.integers(0, s) for s in arr.shape) for _ in range(5)]:
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = np.sum(gy * ak.conv2d_forward(x, w, b, stride=2, padding=1))
+            arr[idx] = old - eps
+            down = np.sum(gy * ak.conv2d_forward(x, w, b, stride=2, padding=1))
+            arr[idx] = old
+            worst = max(worst, abs((up - down) / (2 * eps) - grad[idx]) / max(1.0, abs(grad[idx])))
+    ok &= worst < 1e-6
+    print(f"  conv2d_backward float64 max rel error vs finite diff   {worst:.2e}")
+
+    x32 = rng.standard_normal((32, 64, 32, 32)).astype(np.float32)
+    w32 = rng.standard_normal((128, 64, 3, 3)).astype(np.float32) * 0.05
+    b32 = np.zeros(128, np.float32)
+    ak.conv2d_forward(x32, w32, b32, padding=1)
+    t0 = time.perf_counter()
+    y32 = ak.conv2d_forward(x32, w32, b32, padding=1)
+    t1 = time.perf_counter()
+    ak.conv2d_backward(y32, x32, w32, padding=1)
+    t2 = time.perf_counter()
+    flops = 2.0 * y32.size * 64 * 9
+    print(f"  conv2d (32,64,32,32) k3 p1 -> 128 float32: forward {(t1 - t0) * 1e3:.1f} ms "
+          f"({flops / (t1 - t0) / 1e9:.1f} GFLOP/s), backward {(t2 - t1) * 1e3:.1f} ms")
+    print("selfcheck: " + ("OK" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adlkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="print build_info() as JSON").set_defaults(func=_info)
+    sub.add_parser("selfcheck", help="check and time conv2d forward/backward").set_defaults(
+        func=_selfcheck
+    )
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Array-type dispatch: numpy arrays run the C++/OpenMP kernels, cupy arrays the CUDA ones.
+
+CuPy is never imported here: a device array is recognised by its
+``__cuda_array_interface__``, so importing adlkernels works without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+CPU = "cpu"
+CUDA = "cuda"
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_module():
+    """The CUDA extension module, or None when this build has none."""
+    try:
+        from . import _adlk_cuda
+    except ImportError:
+        return None
+    return _adlk_cuda
+
+
+def has_cuda() -> bool:
+    """True when the CUDA extension is built and loads, and a CUDA device is visible."""
+    mod = cuda_module()
+    return mod is not None and mod.device_count() > 0
+
+
+def is_device_array(a) -> bool:
+    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+
+
+def _device_id(a):
+    dev = getattr(a, "device", None)
+    return getattr(dev, "id", dev)
+
+
+def backend_of(fn: str, arrays: dict) -> str:
+    """The backend for one call, from its array arguments (None entries are skipped).
+
+    Mixing numpy and cupy arrays, or cupy arrays on two devices, raises ValueError;
+    cupy arrays on a build without CUDA raise RuntimeError.
+    """
+    host, device = [], []
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        if isinstance(a, np.ndarray):
+            host.append(name)
+        elif is_device_array(a):
+            device.append(name)
+    if host and device:
+        raise ValueError(
+            f"{fn}: cannot mix numpy and cupy arrays in one call "
+            f"({', '.join(host)} numpy; {', '.join(device)} cupy)"
+        )
+    if not device:
+        return CPU
+    devices = {_device_id(arrays[n]) for n in device}
+    if len(devices) > 1:
+        raise ValueError(f"{fn}: cupy arrays on different devices ({sorted(map(str, devices))})")
+    if cuda_module() is None:
+        raise RuntimeError(
+            f"{fn}: got cupy arrays, but this adlkernels build has no CUDA support "
+            "(rebuild with a CUDA toolkit, ADLK_CUDA=ON)"
+        )
+    if not has_cuda():
+        raise RuntimeError(f"{fn}: got cupy arrays, but no CUDA device is visible")
+    return CUDA
+
+
+def require_cpu(fn: str, backend: str) -> None:
+    """Families whose CUDA kernels are not in this release say so clearly."""
+    if backend != CPU:
+        raise RuntimeError(
+            f"{fn}: this release has no CUDA kernel for this function; "
+            "pass numpy arrays (cupy.asnumpy) to run it on the CPU"
+        )

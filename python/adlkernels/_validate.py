@@ -1,0 +1,112 @@
+"""Argument checks shared by every kernel family (API section 0).
+
+Everything here runs before any kernel touches memory. Messages name the function and
+the argument, and for shapes the expected and the given shape:
+
+    conv2d_forward: weight: expected shape (C_out, 3, kH, kW), got (8, 4, 3, 3)
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Geometry arguments are bounded so that no size computation can overflow 64 bits.
+MAX_GEOM = 2**31 - 1
+
+
+def _fmt_shape(shape) -> str:
+    parts = [str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+class Args:
+    """Argument checker for one call of function ``fn``."""
+
+    def __init__(self, fn: str):
+        self.fn = fn
+
+    # -- errors ----------------------------------------------------------------
+    def value_error(self, name: str, msg: str) -> ValueError:
+        return ValueError(f"{self.fn}: {name}: {msg}")
+
+    def type_error(self, name: str, msg: str) -> TypeError:
+        return TypeError(f"{self.fn}: {name}: {msg}")
+
+    def shape_error(self, name: str, expected: str, shape) -> ValueError:
+        return self.value_error(name, f"expected shape {expected}, got {_fmt_shape(shape)}")
+
+    # -- arrays ----------------------------------------------------------------
+    def float_dtype(self, **arrays) -> np.dtype:
+        """The one float dtype shared by the given arrays (None entries are skipped)."""
+        dtype, first = None, None
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            self._require_array(a, name)
+            dt = np.dtype(a.dtype)
+            if dt not in FLOAT_DTYPES:
+                raise self.type_error(name, f"expected float32 or float64, got {dt}")
+            if dtype is None:
+                dtype, first = dt, name
+            elif dt != dtype:
+                raise self.type_error(name, f"dtype {dt} differs from {first}'s {dtype}")
+        return dtype
+
+    def _require_array(self, a, name: str) -> None:
+        if not (isinstance(a, np.ndarray) or hasattr(a, "__cuda_array_interface__")):
+            raise self.type_error(name, f"expected a numpy or cupy array, got {type(a).__name__}")
+
+    def array(self, a, name: str, desc: str, ndim: int | None = None):
+        """A C-contiguous, aligned view or copy of input ``a`` (any strides accepted)."""
+        if a is None:
+            raise self.type_error(name, "expected an array, got None")
+        self._require_array(a, name)
+        if ndim is not None and a.ndim != ndim:
+            raise self.shape_error(name, desc, a.shape)
+        if isinstance(a, np.ndarray):
+            return np.require(a, requirements=("C", "A"))
+        return a if a.flags.c_contiguous else a.copy(order="C")
+
+    def shape(self, a, name: str, expected: tuple, desc: str) -> None:
+        """``expected`` holds ints, or None where any size is fine."""
+        if len(a.shape) != len(expected) or any(
+            e is not None and s != e for s, e in zip(a.shape, expected)
+        ):
+            raise self.shape_error(name, desc, a.shape)
+
+    # -- integers and pairs ----------------------------------------------------
+    def integer(self, v, name: str, min_value: int) -> int:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise self.type_error(name, f"expected an int, got {type(v).__name__}")
+        v = operator.index(v)
+        if v < min_value:
+            raise self.value_error(name, f"must be >= {min_value}, got {v}")
+        if v > MAX_GEOM:
+            raise self.value_error(name, f"must be <= {MAX_GEOM}, got {v}")
+        return v
+
+    def pair(self, v, name: str, min_value: int) -> tuple:
+        """An int or a pair of ints (h, w), each >= min_value."""
+        if isinstance(v, (tuple, list)):
+            if len(v) != 2:
+                raise self.value_error(name, f"expected an int or a pair (h, w), got {tuple(v)!r}")
+            return (self.integer(v[0], name, min_value), self.integer(v[1], name, min_value))
+        if isinstance(v, np.ndarray) and v.shape == (2,):
+            return self.pair(tuple(v.tolist()), name, min_value)
+        i = self.integer(v, name, min_value)
+        return (i, i)
+
+    def flags(self, v, name: str, n: int) -> tuple:
+        """A sequence of n bools (e.g. output_mask)."""
+        try:
+            items = tuple(v)
+        except TypeError:
+            raise self.type_error(name, f"expected a sequence of {n} bools, got {v!r}") from None
+        if len(items) != n or not all(isinstance(b, (bool, np.bool_)) for b in items):
+            raise self.value_error(name, f"expected {n} bools, got {v!r}")
+        return tuple(bool(b) for b in items)

@@ -1,0 +1,216 @@
+// pybind11 bindings of the C++ core (module adlkernels._adlk).
+//
+// The Python layer (adlkernels._validate) has already checked types, dtypes and shapes
+// and made inputs C-contiguous; these bindings re-check what memory safety depends on
+// (dtype, contiguity, exact shapes) so that a direct call cannot reach a kernel with
+// bad buffers, then release the GIL around every kernel.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <vector>
+
+#include "adlk/conv.h"
+#include "adlk/parallel.h"
+
+namespace py = pybind11;
+using adlk::index_t;
+
+namespace {
+
+std::string shape_str(const std::vector<index_t>& s) {
+  std::string out = "(";
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    out += std::to_string(s[i]);
+    if (s.size() == 1 || i + 1 < s.size()) out += s.size() == 1 ? "," : ", ";
+  }
+  return out + ")";
+}
+
+std::vector<index_t> shape_of(const py::array& a) {
+  return std::vector<index_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// Checks one array argument and returns its data pointer.
+template <typename T>
+const T* in_ptr(const py::array& a, const char* name, const std::vector<index_t>& shape) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + ": expected dtype " +
+                         std::string(py::str(py::dtype::of<T>())) + ", got " +
+                         std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+  if (shape_of(a) != shape)
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) +
+                          ", got " + shape_str(shape_of(a)));
+  return static_cast<const T*>(a.data());
+}
+
+template <typename T>
+py::array_t<T> new_array(const std::vector<index_t>& shape) {
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+adlk::Conv2dGeom make_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out,
+                           py::tuple k, py::tuple s, py::tuple p, py::tuple d, index_t groups) {
+  adlk::Conv2dGeom g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.C_out = C_out;
+  g.kH = k[0].cast<index_t>(), g.kW = k[1].cast<index_t>();
+  g.sH = s[0].cast<index_t>(), g.sW = s[1].cast<index_t>();
+  g.pH = p[0].cast<index_t>(), g.pW = p[1].cast<index_t>();
+  g.dH = d[0].cast<index_t>(), g.dW = d[1].cast<index_t>();
+  g.groups = groups;
+  g.finalize();
+  return g;
+}
+
+adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, py::tuple k, py::tuple s,
+                             py::tuple p, py::tuple d, index_t groups) {
+  if (x.ndim() != 4)
+    throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(shape_of(x)));
+  return make_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), C_out, k, s, p, d, groups);
+}
+
+bool is_double(const py::array& a) {
+  if (a.dtype().is(py::dtype::of<double>())) return true;
+  if (a.dtype().is(py::dtype::of<float>())) return false;
+  throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
+}
+
+// ---- convolution ------------------------------------------------------------
+
+template <typename T>
+py::array_t<T> im2col_t(const py::array& x, py::tuple k, py::tuple s, py::tuple p, py::tuple d) {
+  auto g = geom_from_x(x, 0, k, s, p, d, 1);
+  const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
+  auto cols = new_array<T>({g.N, g.col_rows(), g.L()});
+  T* pc = cols.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::im2col<T>(px, g, pc);
+  }
+  return cols;
+}
+
+template <typename T>
+py::array_t<T> col2im_t(const py::array& cols, index_t C, index_t H, index_t W, py::tuple k,
+                        py::tuple s, py::tuple p, py::tuple d) {
+  if (cols.ndim() != 3) throw py::value_error("cols: expected a 3-d array");
+  auto g = make_geom(cols.shape(0), C, H, W, 0, k, s, p, d, 1);
+  const T* pc = in_ptr<T>(cols, "cols", {g.N, g.col_rows(), g.L()});
+  auto x = new_array<T>({g.N, g.C, g.H, g.W});
+  T* px = x.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::col2im<T>(pc, g, px);
+  }
+  return x;
+}
+
+template <typename T>
+py::array_t<T> conv2d_forward_t(const py::array& x, const py::array& w, const py::object& b,
+                                py::tuple s, py::tuple p, py::tuple d, index_t groups) {
+  if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
+  auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d, groups);
+  const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
+  const T* pw = in_ptr<T>(w, "weight", {g.C_out, g.C / g.groups, g.kH, g.kW});
+  const T* pb = b.is_none() ? nullptr : in_ptr<T>(b.cast<py::array>(), "bias", {g.C_out});
+  auto y = new_array<T>({g.N, g.C_out, g.H_out, g.W_out});
+  T* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::conv2d_forward<T>(px, pw, pb, g, py_);
+  }
+  return y;
+}
+
+template <typename T>
+py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::array& w,
+                            py::tuple s, py::tuple p, py::tuple d, index_t groups, bool need_dx,
+                            bool need_dw, bool need_db) {
+  if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
+  auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d, groups);
+  const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
+  const T* pw = in_ptr<T>(w, "weight", {g.C_out, g.C / g.groups, g.kH, g.kW});
+  const T* pdy = in_ptr<T>(dy, "grad_y", {g.N, g.C_out, g.H_out, g.W_out});
+  py::object dx = py::none(), dw = py::none(), db = py::none();
+  T *pdx = nullptr, *pdw = nullptr, *pdb = nullptr;
+  if (need_dx) {
+    auto a = new_array<T>({g.N, g.C, g.H, g.W});
+    pdx = a.mutable_data();
+    dx = a;
+  }
+  if (need_dw) {
+    auto a = new_array<T>({g.C_out, g.C / g.groups, g.kH, g.kW});
+    pdw = a.mutable_data();
+    dw = a;
+  }
+  if (need_db) {
+    auto a = new_array<T>({g.C_out});
+    pdb = a.mutable_data();
+    db = a;
+  }
+  {
+    py::gil_scoped_release nogil;
+    adlk::conv2d_backward<T>(pdy, px, pw, g, pdx, pdw, pdb);
+  }
+  return py::make_tuple(dx, dw, db);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_adlk, m) {
+  m.doc() = R"pbdoc(adlkernels C++/OpenMP kernels (internal: use the adlkernels package).)pbdoc";
+#ifdef ADLK_VERSION
+  m.attr("__version__") = ADLK_VERSION;
+#endif
+  py::register_exception_translator([](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::length_error& err) {
+      PyErr_SetString(PyExc_ValueError, err.what());
+    }
+  });
+
+  m.def("set_num_threads", &adlk::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &adlk::get_num_threads);
+  m.def("build_info", []() {
+    py::dict d;
+    d["compiler"] = adlk::compiler_version();
+    d["openmp"] = adlk::openmp_version();
+    d["blas"] = adlk::blas_version();
+    d["blas_config"] = adlk::blas_config();
+    d["sanitizers"] = adlk::sanitized_build();
+    return d;
+  });
+
+  m.def("im2col", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p, py::tuple d) {
+    return is_double(x) ? py::object(im2col_t<double>(x, k, s, p, d))
+                        : py::object(im2col_t<float>(x, k, s, p, d));
+  });
+  m.def("col2im", [](const py::array& cols, index_t C, index_t H, index_t W, py::tuple k,
+                     py::tuple s, py::tuple p, py::tuple d) {
+    return is_double(cols) ? py::object(col2im_t<double>(cols, C, H, W, k, s, p, d))
+                           : py::object(col2im_t<float>(cols, C, H, W, k, s, p, d));
+  });
+  m.def("conv2d_forward", [](const py::array& x, const py::array& w, const py::object& b,
+                             py::tuple s, py::tuple p, py::tuple d, index_t groups) {
+    return is_double(x) ? py::object(conv2d_forward_t<double>(x, w, b, s, p, d, groups))
+                        : py::object(conv2d_forward_t<float>(x, w, b, s, p, d, groups));
+  });
+  m.def("conv2d_backward",
+        [](const py::array& dy, const py::array& x, const py::array& w, py::tuple s, py::tuple p,
+           py::tuple d, index_t groups, bool need_dx, bool need_dw, bool need_db) {
+          return is_double(x)
+                     ? conv2d_backward_t<double>(dy, x, w, s, p, d, groups, need_dx, need_dw, need_db)
+                     : conv2d_backward_t<float>(dy, x, w, s, p, d, groups, need_dx, need_dw, need_db);
+        });
+  m.def("conv_workspace_bytes",
+        [](const py::array& x, const py::array& w, py::tuple s, py::tuple p, py::tuple d,
+           index_t groups) {
+          if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
+          auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d,
+                               groups);
+          return adlk::conv_workspace_bytes(g, is_double(x) ? sizeof(double) : sizeof(float));
+        });
+}
