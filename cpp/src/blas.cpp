@@ -58,4 +58,11 @@ void gemm<double>(bool ta, bool tb, index_t M, index_t N, index_t K, double alph
 
 void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 
+namespace {
+// The kernels parallelize with OpenMP and give each thread its own GEMMs, so the BLAS
+// itself runs single-threaded: its thread pool would otherwise compete with (or nest
+// inside) ours.
+const bool g_blas_single_threaded = (scipy_openblas_set_num_threads(1), true);
+}  // namespace
+
 }  // namespace adlk

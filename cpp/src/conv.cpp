@@ -1,6 +1,14 @@
 // im2col / col2im and convolution forward/backward (see adlk/conv.h for layouts,
-// workspace and determinism). Parallel regions never contain a BLAS call.
+// workspace and determinism).
+//
+// Strategy: the work is cut into (image, block of output rows) units whose column
+// matrix fits a per-thread budget of kConvBlockBytes; each OpenMP thread builds the
+// columns of its unit in its own scratch buffer and runs a single-threaded GEMM on
+// them, so the columns are still in that core's cache when the GEMM reads them and
+// the GEMM writes straight into y. No chunk of the batch is ever staged whole.
 #include "adlk/conv.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -8,6 +16,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
+#include "adlk/scratch.h"
 
 namespace adlk {
 
@@ -15,7 +24,6 @@ namespace {
 
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr index_t kParallelGrain = 1 << 14;
-
 constexpr index_t kMaxGeomArg = index_t(1) << 31;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
@@ -29,14 +37,17 @@ inline void valid_range(index_t off, index_t stride, index_t W, index_t W_out, i
   if (hi < lo) hi = lo;
 }
 
-// One row (c, kh, kw) of one image's column matrix, L = H_out*W_out entries.
+// Output rows [oh0, oh1) of column-matrix row r = (c, kh, kw) of one image:
+// out[(oh - oh0)*W_out + ow] for the block.
 template <typename T>
-void im2col_row(const T* xplane, const Conv2dGeom& g, index_t kh, index_t kw, T* row) {
+void im2col_row(const T* ximg, const Conv2dGeom& g, index_t r, index_t oh0, index_t oh1, T* out) {
+  const index_t kk = g.kH * g.kW;
+  const index_t c = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
+  const T* xplane = ximg + c * g.H * g.W;
   const index_t off_w = kw * g.dW - g.pW;
   index_t lo, hi;
   valid_range(off_w, g.sW, g.W, g.W_out, lo, hi);
-  for (index_t oh = 0; oh < g.H_out; ++oh) {
-    T* out = row + oh * g.W_out;
+  for (index_t oh = oh0; oh < oh1; ++oh, out += g.W_out) {
     const index_t ih = oh * g.sH - g.pH + kh * g.dH;
     if (ih < 0 || ih >= g.H) {
       std::fill(out, out + g.W_out, T(0));
@@ -53,50 +64,29 @@ void im2col_row(const T* xplane, const Conv2dGeom& g, index_t kh, index_t kw, T*
   }
 }
 
-// Images [0, nb) of x into a column buffer: element (image j, row r, column l) goes to
-// cols[j*image_stride + r*row_stride + l].
+// Adds column-matrix rows of channels [c0, c1), output rows [oh0, oh1), back into the
+// image (ld = row stride of dcols). Each element sums its (kh, kw) terms in one fixed
+// order; callers give each channel plane to one thread, so no atomics are needed.
 template <typename T>
-void im2col_batch(const T* x, index_t nb, const Conv2dGeom& g, T* cols, index_t row_stride,
-                  index_t image_stride) {
-  const index_t rows = g.col_rows(), kk = g.kH * g.kW, plane = g.H * g.W;
-  const index_t total = nb * rows;
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (total * g.L() > kParallelGrain)
-  for (index_t t = 0; t < total; ++t) {
-    const index_t j = t / rows, r = t % rows;
-    const index_t c = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
-    im2col_row(x + (j * g.C + c) * plane, g, kh, kw, cols + j * image_stride + r * row_stride);
-  }
-}
-
-// Inverse layout of im2col_batch, summing overlaps. Each (image, channel) plane is
-// owned by one thread and each element sums its (kh, kw) terms in one fixed order,
-// so the result does not depend on the thread count and needs no atomics.
-template <typename T>
-void col2im_batch(const T* cols, index_t nb, const Conv2dGeom& g, T* x, index_t row_stride,
-                  index_t image_stride) {
-  const index_t plane = g.H * g.W, total = nb * g.C;
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (total * g.kH * g.kW * g.L() > kParallelGrain)
-  for (index_t t = 0; t < total; ++t) {
-    const index_t j = t / g.C, c = t % g.C;
-    T* xp = x + t * plane;
-    std::fill(xp, xp + plane, T(0));
+void col2im_channels(const T* dcols, index_t ld, const Conv2dGeom& g, index_t c0, index_t c1,
+                     index_t oh0, index_t oh1, T* ximg) {
+  for (index_t c = c0; c < c1; ++c) {
+    T* xp = ximg + c * g.H * g.W;
     for (index_t kh = 0; kh < g.kH; ++kh) {
       for (index_t kw = 0; kw < g.kW; ++kw) {
-        const T* row = cols + j * image_stride + ((c * g.kH + kh) * g.kW + kw) * row_stride;
+        const T* row = dcols + ((c * g.kH + kh) * g.kW + kw) * ld;
         const index_t off_w = kw * g.dW - g.pW;
         index_t lo, hi;
         valid_range(off_w, g.sW, g.W, g.W_out, lo, hi);
-        for (index_t oh = 0; oh < g.H_out; ++oh) {
+        for (index_t oh = oh0; oh < oh1; ++oh) {
           const index_t ih = oh * g.sH - g.pH + kh * g.dH;
           if (ih < 0 || ih >= g.H) continue;
-          T* xr = xp + ih * g.W;
-          const T* src = row + oh * g.W_out;
+          T* xr = xp + ih * g.W + off_w;
+          const T* src = row + (oh - oh0) * g.W_out;
           if (g.sW == 1) {
-            for (index_t ow = lo; ow < hi; ++ow) xr[ow + off_w] += src[ow];
+            for (index_t ow = lo; ow < hi; ++ow) xr[ow] += src[ow];
           } else {
-            for (index_t ow = lo; ow < hi; ++ow) xr[ow * g.sW + off_w] += src[ow];
+            for (index_t ow = lo; ow < hi; ++ow) xr[ow * g.sW] += src[ow];
           }
         }
       }
@@ -104,45 +94,80 @@ void col2im_batch(const T* cols, index_t nb, const Conv2dGeom& g, T* x, index_t 
   }
 }
 
-// y (nb, C_out, L) from the GEMM's staging layout (C_out, nb*L), adding the bias.
-template <typename T>
-void unstage_output(const T* stage, const T* bias, index_t nb, index_t C_out, index_t L, T* y) {
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nb * C_out * L > kParallelGrain)
-  for (index_t t = 0; t < nb * C_out; ++t) {
-    const index_t j = t / C_out, co = t % C_out;
-    const T* src = stage + co * nb * L + j * L;
-    T* dst = y + t * L;
-    const T bv = bias ? bias[co] : T(0);
-    for (index_t l = 0; l < L; ++l) dst[l] = src[l] + bv;
-  }
-}
-
-// dy (nb, C_out, L) into the staging layout (C_out, nb*L) that the GEMMs read.
-template <typename T>
-void stage_grad(const T* dy, index_t nb, index_t C_out, index_t L, T* stage) {
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nb * C_out * L > kParallelGrain)
-  for (index_t t = 0; t < nb * C_out; ++t) {
-    const index_t j = t / C_out, co = t % C_out;
-    std::memcpy(stage + co * nb * L + j * L, dy + t * L, sizeof(T) * L);
-  }
-}
-
-template <typename T>
-void add_bias(T* y, const T* bias, index_t C_out, index_t L) {
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (C_out * L > kParallelGrain)
-  for (index_t co = 0; co < C_out; ++co) {
-    T* yr = y + co * L;
-    const T bv = bias[co];
-    for (index_t l = 0; l < L; ++l) yr[l] += bv;
-  }
-}
-
 // A 1x1 kernel with stride 1 and no padding reads x itself as the column matrix.
 bool is_pointwise(const Conv2dGeom& g) {
   return g.kH == 1 && g.kW == 1 && g.sH == 1 && g.sW == 1 && g.pH == 0 && g.pW == 0;
+}
+
+// How the work is cut into units: `images` whole images side by side (one wide GEMM),
+// or one image's output rows [b*rows_per_block, (b+1)*rows_per_block).
+struct Plan {
+  index_t images = 1;                 // images per unit (> 1 only with blocks == 1)
+  index_t rows_per_block = 1, blocks = 1;
+  index_t units(index_t N) const { return ceil_div(N, images) * blocks; }
+  index_t row_begin(index_t b) const { return b * rows_per_block; }
+  index_t row_end(index_t b, index_t H_out) const {
+    return std::min(H_out, (b + 1) * rows_per_block);
+  }
+};
+
+// Largest divisor of n that is <= cap (>= 1).
+index_t largest_divisor_upto(index_t n, index_t cap) {
+  for (index_t d = std::max<index_t>(1, std::min(n, cap)); d > 1; --d)
+    if (n % d == 0) return d;
+  return 1;
+}
+
+// `per_thread_images`: images each thread gets when images are dealt out whole (0 when
+// they are not); `min_blocks`: row blocks per image needed to give every thread work.
+Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_images,
+               index_t min_blocks) {
+  Plan p;
+  const index_t row_bytes = std::max<index_t>(1, g.col_rows() * g.W_out * index_t(elem_size));
+  const index_t budget_rows = std::max<index_t>(1, index_t(kConvBlockBytes) / row_bytes);
+  if (budget_rows >= g.H_out && per_thread_images > 0) {
+    // Whole images fit: put several side by side, as many as divide each thread's share.
+    p.images = largest_divisor_upto(per_thread_images, budget_rows / g.H_out);
+    p.rows_per_block = g.H_out;
+    p.blocks = 1;
+    return p;
+  }
+  index_t rpb = std::min(budget_rows, ceil_div(g.H_out, std::max<index_t>(1, min_blocks)));
+  p.rows_per_block = std::max<index_t>(1, std::min(rpb, g.H_out));
+  p.blocks = ceil_div(g.H_out, p.rows_per_block);
+  return p;
+}
+
+// Column matrix of images [n0, n0 + nimg), output rows [oh0, oh1), into dst (ld columns
+// per row; image j starts at column j*(oh1 - oh0)*W_out).
+template <typename T>
+void build_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, index_t oh0,
+                   index_t oh1, T* dst, index_t ld) {
+  const index_t Lb = (oh1 - oh0) * g.W_out, plane = g.C * g.H * g.W;
+  for (index_t r = 0; r < g.col_rows(); ++r)
+    for (index_t j = 0; j < nimg; ++j)
+      im2col_row(x + (n0 + j) * plane, g, r, oh0, oh1, dst + r * ld + j * Lb);
+}
+
+// The columns a GEMM reads for one unit: x itself for a pointwise kernel on one image,
+// else built in `scratch`. Sets ld.
+template <typename T>
+const T* unit_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, index_t oh0,
+                      index_t oh1, T* scratch, index_t& ld) {
+  if (is_pointwise(g) && nimg == 1) {
+    ld = g.L();
+    return x + n0 * g.C * g.H * g.W + oh0 * g.W_out;
+  }
+  ld = nimg * (oh1 - oh0) * g.W_out;
+  build_columns(x, g, n0, nimg, oh0, oh1, scratch, ld);
+  return scratch;
+}
+
+// Rows [lo, hi) of `total`, split into `parts` near-equal pieces: piece `i`.
+void split_range(index_t total, int parts, int i, index_t& lo, index_t& hi) {
+  const index_t base = total / parts, extra = total % parts;
+  lo = i * base + std::min<index_t>(i, extra);
+  hi = lo + base + (i < extra ? 1 : 0);
 }
 
 }  // namespace
@@ -168,67 +193,93 @@ void Conv2dGeom::finalize() {
   W_out = (W + 2 * pW - eff_w) / sW + 1;
 }
 
-index_t conv_chunk_images(const Conv2dGeom& g, std::size_t elem_size) {
-  const index_t per_image = std::max<index_t>(1, g.col_rows() * g.L() * index_t(elem_size));
-  const index_t nb = std::max<index_t>(1, index_t(kConvWorkspaceBytes) / per_image);
-  return std::max<index_t>(1, std::min(nb, g.N));
-}
-
-std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size) {
+std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads) {
   if (g.N == 0) return 0;
-  const index_t nb = conv_chunk_images(g, elem_size);
-  index_t elems = nb * g.col_rows() * g.L();
-  if (nb > 1) elems += nb * g.C_out * g.L();
-  return std::size_t(elems) * elem_size;
+  const index_t per_thread_images = g.N >= threads ? g.N / threads : 0;
+  const Plan p = make_plan(g, elem_size, per_thread_images, 1);
+  const index_t cols = p.images * p.rows_per_block * g.W_out;
+  const index_t wsize = g.C_out * (g.col_rows() / g.groups);
+  // backward: columns, their gradient and (several images) the staged grad_y per
+  // thread, plus a grad_weight partial per thread
+  index_t per_thread = 2 * g.col_rows() * cols + wsize;
+  if (p.images > 1) per_thread += g.C_out * cols;
+  return std::size_t(per_thread) * std::size_t(threads) * elem_size;
 }
 
 template <typename T>
 void im2col(const T* x, const Conv2dGeom& g, T* cols) {
-  if (g.N == 0) return;
-  im2col_batch(x, g.N, g, cols, g.L(), g.col_rows() * g.L());
+  const index_t rows = g.col_rows(), L = g.L(), total = g.N * rows;
+  const int nt = get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (total * L > kParallelGrain)
+  for (index_t t = 0; t < total; ++t) {
+    const index_t n = t / rows, r = t % rows;
+    im2col_row(x + n * g.C * g.H * g.W, g, r, 0, g.H_out, cols + t * L);
+  }
 }
 
 template <typename T>
 void col2im(const T* cols, const Conv2dGeom& g, T* x) {
-  if (g.N == 0) return;
-  col2im_batch(cols, g.N, g, x, g.L(), g.col_rows() * g.L());
+  const index_t plane = g.H * g.W, total = g.N * g.C, L = g.L();
+  const int nt = get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (total * g.kH * g.kW * L > kParallelGrain)
+  for (index_t t = 0; t < total; ++t) {
+    const index_t n = t / g.C, c = t % g.C;
+    std::fill(x + t * plane, x + (t + 1) * plane, T(0));
+    col2im_channels(cols + n * g.col_rows() * L, L, g, c, c + 1, 0, g.H_out,
+                    x + n * g.C * plane);
+  }
 }
 
 template <typename T>
 void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom& g, T* y) {
   check(g.C_out >= 1, "conv2d_forward: output channels must be >= 1");
   if (g.N == 0) return;
-  const index_t L = g.L(), rows = g.col_rows(), plane = g.C * g.H * g.W;
+  const index_t L = g.L(), rows = g.col_rows();
   const index_t Kg = rows / g.groups, Cog = g.C_out / g.groups;
-  const index_t nb = conv_chunk_images(g, sizeof(T));
-  const bool pointwise = is_pointwise(g);
-  std::vector<T> cols, stage;
-  if (nb > 1 || !pointwise) cols.resize(std::size_t(nb * rows * L));
-  if (nb > 1) stage.resize(std::size_t(nb * g.C_out * L));
+  const int nt = get_num_threads();
+  // Whole images per unit when the batch deals out evenly; otherwise row blocks, enough
+  // of them (4 per thread) to even out the load.
+  const Plan p = g.N % nt == 0 ? make_plan(g, sizeof(T), g.N / nt, 1)
+                               : make_plan(g, sizeof(T), 0, ceil_div(4 * nt, g.N));
+  const index_t units = p.units(g.N);
+  const int team = int(std::min<index_t>(nt, units));
+  const index_t unit_cols = p.images * p.rows_per_block * g.W_out;
 
-  for (index_t n0 = 0; n0 < g.N; n0 += nb) {
-    const index_t nbc = std::min(nb, g.N - n0);
-    const T* xs = x + n0 * plane;
-    T* ys = y + n0 * g.C_out * L;
-    if (nbc == 1) {
-      // One image: the GEMM writes straight into y.
-      const T* colm = xs;
-      if (!pointwise) {
-        im2col_batch(xs, 1, g, cols.data(), L, 0);
-        colm = cols.data();
+#pragma omp parallel num_threads(team)
+  {
+    T* scratch = thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
+    T* stage = p.images > 1 ? thread_scratch_as<T>(1, std::size_t(g.C_out * unit_cols)) : nullptr;
+#pragma omp for schedule(static)
+    for (index_t u = 0; u < units; ++u) {
+      const index_t n0 = (u / p.blocks) * p.images, b = u % p.blocks;
+      const index_t nimg = std::min(p.images, g.N - n0);
+      const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
+      const index_t Lb = (oh1 - oh0) * g.W_out;
+      index_t ld;
+      const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, scratch, ld);
+      const index_t N_gemm = nimg * Lb;
+      if (nimg == 1) {
+        // Straight into y; the bias is the GEMM's initial C (beta = 1), so it costs no
+        // pass of its own.
+        T* yb = y + n0 * g.C_out * L + oh0 * g.W_out;
+        if (bias)
+          for (index_t co = 0; co < g.C_out; ++co) std::fill(yb + co * L, yb + co * L + Lb, bias[co]);
+        for (index_t gi = 0; gi < g.groups; ++gi)
+          gemm<T>(false, false, Cog, Lb, Kg, T(1), weight + gi * Cog * Kg, Kg, cols + gi * Kg * ld,
+                  ld, bias ? T(1) : T(0), yb + gi * Cog * L, L);
+      } else {
+        // Several images make one wide GEMM into a cached stage, then go to y with the bias.
+        for (index_t gi = 0; gi < g.groups; ++gi)
+          gemm<T>(false, false, Cog, N_gemm, Kg, T(1), weight + gi * Cog * Kg, Kg,
+                  cols + gi * Kg * ld, ld, T(0), stage + gi * Cog * N_gemm, N_gemm);
+        for (index_t j = 0; j < nimg; ++j)
+          for (index_t co = 0; co < g.C_out; ++co) {
+            const T* src = stage + co * N_gemm + j * L;
+            T* dst = y + ((n0 + j) * g.C_out + co) * L;
+            const T bv = bias ? bias[co] : T(0);
+            for (index_t l = 0; l < L; ++l) dst[l] = src[l] + bv;
+          }
       }
-      for (index_t gi = 0; gi < g.groups; ++gi)
-        gemm<T>(false, false, Cog, L, Kg, T(1), weight + gi * Cog * Kg, Kg, colm + gi * Kg * L, L,
-                T(0), ys + gi * Cog * L, L);
-      if (bias) add_bias(ys, bias, g.C_out, L);
-    } else {
-      // Several images side by side make one wide GEMM per group.
-      const index_t ld = nbc * L;
-      im2col_batch(xs, nbc, g, cols.data(), ld, L);
-      for (index_t gi = 0; gi < g.groups; ++gi)
-        gemm<T>(false, false, Cog, ld, Kg, T(1), weight + gi * Cog * Kg, Kg,
-                cols.data() + gi * Kg * ld, ld, T(0), stage.data() + gi * Cog * ld, ld);
-      unstage_output(stage.data(), bias, nbc, g.C_out, L, ys);
     }
   }
 }
@@ -238,11 +289,11 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
                      T* dweight, T* dbias) {
   check(g.C_out >= 1, "conv2d_backward: output channels must be >= 1");
   const index_t L = g.L(), rows = g.col_rows(), plane = g.C * g.H * g.W;
-  const index_t Kg = rows / g.groups, Cog = g.C_out / g.groups;
+  const index_t Kg = rows / g.groups, Cog = g.C_out / g.groups, wsize = g.C_out * Kg;
+  const int nt = get_num_threads();
 
   if (dbias) {
     // Fixed order per channel (images, then positions), accumulated in double.
-    const int nt = get_num_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (g.N * g.C_out * L > kParallelGrain)
     for (index_t co = 0; co < g.C_out; ++co) {
       double acc = 0.0;
@@ -253,47 +304,126 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
       dbias[co] = T(acc);
     }
   }
-  if (!dx && !dweight) return;
-  if (g.N == 0) {
-    if (dweight) std::fill(dweight, dweight + g.C_out * Kg, T(0));
-    return;
+  if (dweight) std::fill(dweight, dweight + wsize, T(0));
+  if ((!dx && !dweight) || g.N == 0) return;
+
+  const bool pointwise = is_pointwise(g);
+
+  // Images [0, n_split) are dealt out whole, each thread summing its own grad_weight
+  // partial; the rest (fewer than nt) are shared by all threads one at a time.
+  const index_t n_split = g.N >= nt ? g.N - g.N % nt : 0;
+
+  if (n_split > 0) {
+    const Plan p = make_plan(g, sizeof(T), n_split / nt, 1);
+    const index_t units = p.units(n_split);
+    const index_t unit_cols = p.images * p.rows_per_block * g.W_out;
+    std::vector<T> partials(dweight && nt > 1 ? std::size_t((nt - 1) * wsize) : 0, T(0));
+#pragma omp parallel num_threads(nt)
+    {
+      const int tid = omp_get_thread_num();
+      T* cols_buf = thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
+      T* dcols_buf = thread_scratch_as<T>(1, std::size_t(rows * unit_cols));
+      T* dy_stage = p.images > 1 ? thread_scratch_as<T>(2, std::size_t(g.C_out * unit_cols)) : nullptr;
+      T* dw_mine = dweight ? (tid == 0 ? dweight : partials.data() + (tid - 1) * wsize) : nullptr;
+#pragma omp for schedule(static)
+      for (index_t u = 0; u < units; ++u) {
+        const index_t n0 = (u / p.blocks) * p.images, b = u % p.blocks;
+        const index_t nimg = p.images;  // n_split is a multiple of p.images
+        const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
+        const index_t Lb = (oh1 - oh0) * g.W_out, N_gemm = nimg * Lb;
+        // grad_y of the unit as (C_out, N_gemm) with row stride ld_dy.
+        const T* dyc = dy + n0 * g.C_out * L + oh0 * g.W_out;
+        index_t ld_dy = L;
+        if (nimg > 1) {
+          for (index_t co = 0; co < g.C_out; ++co)
+            for (index_t j = 0; j < nimg; ++j)
+              std::memcpy(dy_stage + co * N_gemm + j * L, dy + ((n0 + j) * g.C_out + co) * L,
+                          sizeof(T) * L);
+          dyc = dy_stage;
+          ld_dy = N_gemm;
+        }
+        if (dw_mine) {
+          index_t ld;
+          const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, cols_buf, ld);
+          for (index_t gi = 0; gi < g.groups; ++gi)
+            gemm<T>(false, true, Cog, Kg, N_gemm, T(1), dyc + gi * Cog * ld_dy, ld_dy,
+                    cols + gi * Kg * ld, ld, T(1), dw_mine + gi * Cog * Kg, Kg);
+        }
+        if (dx) {
+          T* dximg = dx + n0 * plane;
+          if (pointwise && nimg == 1) {
+            // The column gradient is grad_x itself.
+            for (index_t gi = 0; gi < g.groups; ++gi)
+              gemm<T>(true, false, Kg, Lb, Cog, T(1), weight + gi * Cog * Kg, Kg,
+                      dyc + gi * Cog * ld_dy, ld_dy, T(0), dximg + gi * Kg * L + oh0 * g.W_out, L);
+            continue;
+          }
+          for (index_t gi = 0; gi < g.groups; ++gi)
+            gemm<T>(true, false, Kg, N_gemm, Cog, T(1), weight + gi * Cog * Kg, Kg,
+                    dyc + gi * Cog * ld_dy, ld_dy, T(0), dcols_buf + gi * Kg * N_gemm, N_gemm);
+          if (b == 0) std::fill(dximg, dximg + nimg * plane, T(0));
+          for (index_t j = 0; j < nimg; ++j)
+            col2im_channels(dcols_buf + j * Lb, N_gemm, g, 0, g.C, oh0, oh1, dximg + j * plane);
+        }
+      }
+    }
+    // Fixed-order sum of the partials.
+    for (int t = 1; t < nt && dweight; ++t) {
+      const T* part = partials.data() + (t - 1) * wsize;
+      for (index_t i = 0; i < wsize; ++i) dweight[i] += part[i];
+    }
   }
 
-  const index_t nb = conv_chunk_images(g, sizeof(T));
-  const bool pointwise = is_pointwise(g);
-  std::vector<T> cols, stage;
-  if (nb > 1 || !pointwise) cols.resize(std::size_t(nb * rows * L));
-  if (nb > 1) stage.resize(std::size_t(nb * g.C_out * L));
-
-  for (index_t n0 = 0; n0 < g.N; n0 += nb) {
-    const index_t nbc = std::min(nb, g.N - n0);
-    const index_t ld = nbc * L;
-    const T* xs = x + n0 * plane;
-    const T* dys = dy + n0 * g.C_out * L;
-    const T* dyc = dys;  // dy of this chunk as (C_out, nbc*L)
-    if (nbc > 1) {
-      stage_grad(dys, nbc, g.C_out, L, stage.data());
-      dyc = stage.data();
-    }
-    const bool direct = pointwise && nbc == 1;
-    if (dweight) {
-      const T* colm = xs;
-      if (!direct) {
-        im2col_batch(xs, nbc, g, cols.data(), ld, L);
-        colm = cols.data();
+  // Remaining images: all threads on one image at a time. grad_weight rows and the
+  // columns of the block's column gradient are split among threads; col2im by channel.
+  if (n_split < g.N) {
+    const Plan p = make_plan(g, sizeof(T), 0, 1);
+    const index_t block_elems = rows * p.rows_per_block * g.W_out;
+    T* cols_shared = pointwise ? nullptr : thread_scratch_as<T>(0, std::size_t(block_elems));
+    T* dcols_shared = pointwise ? nullptr : thread_scratch_as<T>(1, std::size_t(block_elems));
+    for (index_t n = n_split; n < g.N; ++n) {
+      const T* ximg = x + n * plane;
+      T* dximg = dx ? dx + n * plane : nullptr;
+      if (dximg && !pointwise) std::fill(dximg, dximg + plane, T(0));
+      for (index_t b = 0; b < p.blocks; ++b) {
+        const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out), Lb = (oh1 - oh0) * g.W_out;
+        const T* dyb = dy + n * g.C_out * L + oh0 * g.W_out;
+        const index_t cols_ld = pointwise ? L : Lb;
+        const T* cols = pointwise ? ximg + oh0 * g.W_out : cols_shared;
+#pragma omp parallel num_threads(nt)
+        {
+          const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+          if (dweight) {
+            if (!pointwise) {
+#pragma omp for schedule(static)
+              for (index_t r = 0; r < rows; ++r)
+                im2col_row(ximg, g, r, oh0, oh1, cols_shared + r * Lb);
+            }
+            index_t co0, co1;
+            split_range(g.C_out, team, tid, co0, co1);
+            for (index_t gi = 0; gi < g.groups; ++gi) {
+              const index_t a = std::max(co0, gi * Cog), e = std::min(co1, (gi + 1) * Cog);
+              if (a >= e) continue;
+              gemm<T>(false, true, e - a, Kg, Lb, T(1), dyb + a * L, L, cols + gi * Kg * cols_ld,
+                      cols_ld, T(1), dweight + a * Kg, Kg);
+            }
+          }
+          if (dximg) {
+            T* dcols = pointwise ? dximg + oh0 * g.W_out : dcols_shared;
+            index_t l0, l1;
+            split_range(Lb, team, tid, l0, l1);
+            if (l1 > l0)
+              for (index_t gi = 0; gi < g.groups; ++gi)
+                gemm<T>(true, false, Kg, l1 - l0, Cog, T(1), weight + gi * Cog * Kg, Kg,
+                        dyb + gi * Cog * L + l0, L, T(0), dcols + gi * Kg * cols_ld + l0, cols_ld);
+            if (!pointwise) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+              for (index_t c = 0; c < g.C; ++c) col2im_channels(dcols, Lb, g, c, c + 1, oh0, oh1, dximg);
+            }
+          }
+        }
       }
-      const T beta = n0 == 0 ? T(0) : T(1);
-      for (index_t gi = 0; gi < g.groups; ++gi)
-        gemm<T>(false, true, Cog, Kg, ld, T(1), dyc + gi * Cog * ld, ld, colm + gi * Kg * ld, ld,
-                beta, dweight + gi * Cog * Kg, Kg);
-    }
-    if (dx) {
-      T* dxs = dx + n0 * plane;
-      T* dcols = direct ? dxs : cols.data();
-      for (index_t gi = 0; gi < g.groups; ++gi)
-        gemm<T>(true, false, Kg, ld, Cog, T(1), weight + gi * Cog * Kg, Kg, dyc + gi * Cog * ld,
-                ld, T(0), dcols + gi * Kg * ld, ld);
-      if (!direct) col2im_batch(dcols, nbc, g, dxs, ld, L);
     }
   }
 }

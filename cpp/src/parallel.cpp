@@ -27,7 +27,6 @@ void set_num_threads(int n) {
   check(n >= 1, "set_num_threads: n must be >= 1");
   g_num_threads.store(n);
   omp_set_num_threads(n);
-  blas_set_num_threads(n);
 }
 
 int get_num_threads() {
@@ -51,6 +50,40 @@ bool sanitized_build() {
 #else
   return false;
 #endif
+}
+
+}  // namespace adlk
+
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "adlk/scratch.h"
+
+namespace adlk {
+
+namespace {
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+struct ScratchSlot {
+  std::unique_ptr<void, FreeDeleter> data;
+  std::size_t bytes = 0;
+};
+thread_local ScratchSlot t_scratch[kScratchSlots];
+}  // namespace
+
+void* thread_scratch(int slot, std::size_t bytes) {
+  check(slot >= 0 && slot < kScratchSlots, "thread_scratch: bad slot");
+  ScratchSlot& s = t_scratch[slot];
+  if (bytes > s.bytes) {
+    const std::size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    s.data.reset(p);
+    s.bytes = rounded;
+  }
+  return s.data.get();
 }
 
 }  // namespace adlk

@@ -1,7 +1,8 @@
 """Convolution (API section 1): im2col/col2im and conv1d/conv2d forward and backward.
 
-NumPy arrays run the C++/OpenMP kernels: im2col + BLAS GEMM, processing the batch in
-chunks whose column buffer stays near 8 MiB (see :func:`conv2d_workspace_bytes`).
+NumPy arrays run the C++/OpenMP kernels: im2col + BLAS GEMM, cut into (image, block of
+output rows) units whose column matrix fits in a core's cache; each thread runs its own
+units (see :func:`conv2d_workspace_bytes`).
 Results match ``torch.nn.functional.conv2d``/``conv1d``/``unfold``/``fold``.
 """
 
@@ -202,11 +203,12 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1) -> int:
-    """Bytes of scratch memory that conv2d_forward/backward allocate for these arguments.
+    """Bytes of scratch memory that conv2d_backward (the larger pass) uses for these arguments.
 
-    The batch runs in chunks of nb images, nb = max(1, 8 MiB // (one image's column
-    matrix)), so the workspace is about 8 MiB, or one image's C_in*kH*kW*L column
-    matrix when that is larger, plus the chunk's output staging when nb > 1.
+    Work is cut into (image, block of output rows) units whose column matrix holds at
+    most 512 KiB (or one output row, if that is larger). Each thread keeps, between
+    calls, two such blocks plus a grad_weight-sized partial; forward needs one block.
+    The total scales with get_num_threads(), never with the batch size.
     """
     call = _ConvCall("conv2d_workspace_bytes", x, weight, None, stride, padding, dilation, groups, 2)
     return _adlk.conv_workspace_bytes(

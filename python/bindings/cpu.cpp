@@ -211,6 +211,7 @@ PYBIND11_MODULE(_adlk, m) {
           if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
           auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d,
                                groups);
-          return adlk::conv_workspace_bytes(g, is_double(x) ? sizeof(double) : sizeof(float));
+          return adlk::conv_workspace_bytes(g, is_double(x) ? sizeof(double) : sizeof(float),
+                                            adlk::get_num_threads());
         });
 }

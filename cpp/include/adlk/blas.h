@@ -2,8 +2,9 @@
 //
 // Row-major C = alpha * op(A) @ op(B) + beta * C with op(A) (M, K), op(B) (K, N).
 // Dimensions and leading dimensions are 64-bit here and checked against the 32-bit
-// BLAS interface before the call. Must not be called from inside an OpenMP parallel
-// region: the BLAS runs its own threads.
+// BLAS interface before the call. The BLAS is set to one thread when the core loads:
+// kernels call gemm from inside their own OpenMP regions, one GEMM per thread, and
+// split larger products across threads themselves.
 #pragma once
 
 #include "adlk/common.h"
@@ -14,7 +15,7 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha,
           const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc);
 
-// Threads of the BLAS pool (kept equal to get_num_threads() by set_num_threads).
+// Threads of the BLAS's own pool (1 by default; see above).
 void blas_set_num_threads(int n);
 
 }  // namespace adlk

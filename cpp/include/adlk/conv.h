@@ -5,17 +5,20 @@
 // x[n, c, oh*sH - pH + kh*dH, ow*sW - pW + kw*dW] (zero where that falls in the
 // padding). This is torch.nn.functional.unfold's layout.
 //
-// Workspace: conv2d_forward/backward never build the column matrix of a whole batch.
-// They process images in chunks of nb images, nb = max(1, kConvWorkspaceBytes /
-// (C*kH*kW*L*sizeof(T))) capped at N, and allocate per call
-//   forward:  nb*C*kH*kW*L + (nb > 1 ? nb*C_out*L : 0) elements of T
-//   backward: nb*C*kH*kW*L + (nb > 1 ? nb*C_out*L : 0) elements of T
-// i.e. about kConvWorkspaceBytes, or one image's column matrix when that is larger.
-// conv_workspace_bytes() returns the exact figure for a geometry.
+// Workspace: the batch is never turned into one big column matrix. Work is cut into
+// units of (image, block of output rows) whose column matrix holds at most
+// kConvBlockBytes (one output row at least); each OpenMP thread builds its unit's
+// columns in a per-thread scratch buffer (adlk/scratch.h, kept between calls) and runs
+// a single-threaded GEMM on them while they are in its cache. Per thread, forward uses
+// one block, backward two blocks plus a grad_weight partial (C_out*C/groups*kH*kW);
+// conv_workspace_bytes() gives the total. A 1x1, stride-1, unpadded kernel reads x
+// directly and needs no column buffer.
 //
 // Determinism: im2col and col2im are pure copies / fixed-order sums, bitwise identical
 // for any thread count. col2im accumulates each input element over (kh, kw) in one
-// fixed order by a single thread (each thread owns whole (n, c) planes): no atomics.
+// fixed order by a single thread (each thread owns whole channel planes): no atomics.
+// conv2d results are bitwise repeatable for a given thread count; across thread counts
+// they may differ in the last bits (the batch is split differently among GEMMs).
 #pragma once
 
 #include <cstddef>
@@ -37,12 +40,12 @@ struct Conv2dGeom {
   void finalize();
 };
 
-// Byte budget for one chunk's column matrix (see the header comment).
-constexpr std::size_t kConvWorkspaceBytes = std::size_t(8) << 20;
+// Byte budget of one unit's column matrix (see the header comment): about the size of
+// a core's L2 cache, so a block stays cached between im2col and the GEMM.
+constexpr std::size_t kConvBlockBytes = std::size_t(512) << 10;
 
-// Images per chunk and the workspace in bytes that conv2d_forward/backward allocate.
-index_t conv_chunk_images(const Conv2dGeom& g, std::size_t elem_size);
-std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size);
+// Scratch bytes that conv2d_backward (the larger of the two) uses with `threads` threads.
+std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads);
 
 // x (N, C, H, W) -> cols (N, C*kH*kW, L).
 template <typename T>

@@ -1,9 +1,8 @@
 // Thread control shared by every kernel family.
 //
-// One number governs both our OpenMP regions and OpenBLAS's own thread pool, so
-// set_num_threads(n) means "use n cores" everywhere. BLAS GEMMs are only ever called
-// from outside our parallel regions (never nested), so the two pools do not
-// oversubscribe the machine.
+// One number governs every kernel: set_num_threads(n) means "use n cores". All
+// parallelism is our OpenMP; the BLAS runs single-threaded inside it (see blas.h), so
+// two thread pools never compete for the cores.
 #pragma once
 
 #include "adlk/common.h"

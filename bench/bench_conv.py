@@ -1,0 +1,149 @@
+"""conv family: ak.conv2d_forward / conv2d_backward against torch and a NumPy reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import adlkernels as ak
+
+import numpy_conv
+from common import (Context, FamilyResult, StealMeter, markdown_table, text_table,
+                    time_interleaved, torch)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    x: tuple          # (N, C_in, H, W)
+    c_out: int
+    k: int
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def label(self) -> str:
+        s = "x".join(map(str, self.x)) + f" k{self.k}"
+        s += f" s{self.stride}" if self.stride != 1 else ""
+        s += f" p{self.padding}" if self.padding else ""
+        return f"{s} -> {self.c_out}"
+
+    def out_hw(self):
+        return tuple((n + 2 * self.padding - self.k) // self.stride + 1 for n in self.x[2:])
+
+    def forward_flops(self) -> int:
+        ho, wo = self.out_hw()
+        return 2 * self.x[0] * self.c_out * ho * wo * self.x[1] * self.k * self.k
+
+
+# float32, all with bias: a LeNet-ish first layer, two mid-network 3x3 layers, ResNet's stem.
+CASES = [
+    ConvCase((64, 1, 28, 28), 32, 5),
+    ConvCase((64, 32, 14, 14), 64, 3, padding=1),
+    ConvCase((32, 64, 32, 32), 128, 3, padding=1),
+    ConvCase((8, 3, 224, 224), 64, 7, stride=2, padding=3),
+]
+
+HEADERS = ["shape", "dir", "ak ms", "GFLOP/s", "% peak",
+           "torch ms", "torch/ak", "numpy ms", "numpy/ak"]
+
+
+def _contenders(case: ConvCase, has_torch: bool):
+    """{direction: {name: zero-argument callable}} plus the outputs to cross-check."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case.x, dtype=np.float32)
+    w = rng.standard_normal((case.c_out, case.x[1], case.k, case.k), dtype=np.float32)
+    w *= 1 / np.sqrt(w[0].size)
+    b = rng.standard_normal(case.c_out, dtype=np.float32)
+    gy = rng.standard_normal((case.x[0], case.c_out) + case.out_hw(), dtype=np.float32)
+    s, p = case.stride, case.padding
+
+    fwd = {
+        "ak": lambda: ak.conv2d_forward(x, w, b, s, p),
+        "numpy": lambda: numpy_conv.conv2d_forward(x, w, b, s, p),
+    }
+    bwd = {
+        "ak": lambda: ak.conv2d_backward(gy, x, w, s, p),
+        "numpy": lambda: numpy_conv.conv2d_backward(gy, x, w, s, p),
+    }
+    if has_torch:
+        xt, wt, bt, gyt = map(torch.from_numpy, (x, w, b, gy))
+        conv_bwd = torch.ops.aten.convolution_backward
+
+        def torch_fwd():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(xt, wt, bt, s, p)
+
+        def torch_bwd():
+            # The op autograd runs for conv2d's backward; times the backward alone.
+            with torch.no_grad():
+                return conv_bwd(gyt, xt, wt, [case.c_out], [s, s], [p, p], [1, 1],
+                                False, [0, 0], 1, [True, True, True])
+
+        fwd["torch"], bwd["torch"] = torch_fwd, torch_bwd
+    return {"forward": fwd, "backward": bwd}
+
+
+def _max_rel_err(got, ref) -> float:
+    """Worst over the outputs of max |got - ref| / max |ref|."""
+    got = got if isinstance(got, tuple) else (got,)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    err = 0.0
+    for g, r in zip(got, ref):
+        r = np.asarray(r)
+        err = max(err, float(np.abs(g - r).max() / max(np.abs(r).max(), 1e-30)))
+    return err
+
+
+def _fmt_ms(t):
+    return "-" if t is None else f"{t * 1e3:.3g}" if t * 1e3 < 100 else f"{t * 1e3:.0f}"
+
+
+def _fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}"
+
+
+def run(ctx: Context) -> FamilyResult:
+    rows = []
+    for case in CASES:
+        for direction, fns in _contenders(case, ctx.has_torch).items():
+            # Correctness first: a fast wrong kernel is not a result.
+            ref_name = "torch" if "torch" in fns else "numpy"
+            err = _max_rel_err(fns["ak"](), fns[ref_name]())
+            budgets = {n: ctx.slow_budget if n == "numpy" else ctx.budget for n in fns}
+            with StealMeter() as steal:
+                st = time_interleaved(fns, budgets, rounds=ctx.rounds)
+            flops = case.forward_flops() * (1 if direction == "forward" else 2)
+            t_ak = st["ak"].median
+            row = {
+                "case": case.label, "x": case.x, "c_out": case.c_out, "k": case.k,
+                "stride": case.stride, "padding": case.padding, "bias": True,
+                "dtype": "float32", "direction": direction, "flops": flops,
+                "max_rel_err_vs_" + ref_name: err,
+                "ak_gflops": flops / t_ak / 1e9,
+                "ak_pct_peak": 100 * flops / t_ak / 1e9 / ctx.gemm_peak_gflops,
+                "time_s": {n: s.to_json() for n, s in st.items()},
+                "ratio_torch_over_ak": st["torch"].median / t_ak if "torch" in st else None,
+                "ratio_numpy_over_ak": st["numpy"].median / t_ak,
+                "cpu_steal_pct": steal.pct,
+            }
+            rows.append(row)
+            flag = "" if err < 1e-4 else f"  [!] max rel err vs {ref_name} {err:.1e}"
+            if steal.pct is not None and steal.pct > 5:
+                flag += f"  [noisy: {steal.pct:.0f}% CPU steal]"
+            print(f"  {case.label:34s} {direction:8s} ak {_fmt_ms(t_ak):>6s} ms "
+                  f"torch/ak {_fmt_ratio(row['ratio_torch_over_ak'])} "
+                  f"numpy/ak {_fmt_ratio(row['ratio_numpy_over_ak'])}{flag}", flush=True)
+
+    table = []
+    for r in rows:
+        t = r["time_s"]
+        table.append([
+            r["case"], r["direction"][:3], _fmt_ms(t["ak"]["median"]),
+            f"{r['ak_gflops']:.1f}", f"{r['ak_pct_peak']:.0f}%",
+            _fmt_ms(t["torch"]["median"] if "torch" in t else None),
+            _fmt_ratio(r["ratio_torch_over_ak"]),
+            _fmt_ms(t["numpy"]["median"]), _fmt_ratio(r["ratio_numpy_over_ak"]),
+        ])
+    return FamilyResult(rows=rows, text=text_table(HEADERS, table),
+                        markdown=markdown_table(HEADERS, table))

@@ -1,0 +1,370 @@
+"""Helpers shared by every kernel family's benchmark: threads, timing, machine facts,
+reference rates (GEMM peak, copy bandwidth) and result files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import socket
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import adlkernels as ak
+
+try:
+    import torch
+except ImportError:  # torch is a peer in the comparison, never required
+    torch = None
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+
+
+# ---------------------------------------------------------------------------- threads
+
+def _set_numpy_blas_threads(n: int) -> str:
+    """Limit NumPy's own BLAS (a separate OpenBLAS from the one adlkernels links)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
+        return f"threadpoolctl ({n})"
+    except ImportError:
+        pass
+    # Fallback without threadpoolctl: find every OpenBLAS mapped into this process and
+    # call its set_num_threads (symbol names vary with the build's prefix/suffix).
+    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # make sure NumPy's BLAS is loaded
+    done = []
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    libs = sorted(p for p in paths if "openblas" in Path(p).name.lower())
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                    "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done.append(f"{Path(path).name}:{sym}")
+                break
+    if done:
+        return f"ctypes ({n}): " + ", ".join(done) + " (threadpoolctl not installed)"
+    return "NOT SET (no threadpoolctl, no OpenBLAS found): NumPy BLAS uses its default"
+
+
+def set_threads(n: int) -> dict:
+    """One thread count for every contender in this process; returns what was set."""
+    ak.set_num_threads(n)
+    out = {"adlkernels": ak.get_num_threads()}
+    if torch is not None:
+        torch.set_num_threads(n)
+        out["torch"] = torch.get_num_threads()
+    out["numpy_blas"] = _set_numpy_blas_threads(n)
+    return out
+
+
+# ----------------------------------------------------------------------------- timing
+
+@dataclass
+class Stats:
+    """Per-call wall times in seconds."""
+
+    median: float
+    min: float
+    p25: float
+    p75: float
+    n: int
+    samples: list = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, samples):
+        s = sorted(samples)
+        q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
+        return cls(statistics.median(s), s[0], q[0], q[2], len(s), s)
+
+    def to_json(self):
+        d = asdict(self)
+        d.pop("samples")
+        return d
+
+
+@dataclass
+class Budget:
+    """How long to spend on one measurement.
+
+    target_s: total timed seconds to aim for; min_reps/max_reps bound the call count;
+    fixed_reps (from --repeats) overrides the adaptive count.
+    """
+
+    target_s: float = 1.5
+    min_reps: int = 5
+    max_reps: int = 2000
+    fixed_reps: int | None = None
+
+    def reps(self, t_call: float) -> int:
+        if self.fixed_reps is not None:
+            return self.fixed_reps
+        return int(min(self.max_reps, max(self.min_reps, math.ceil(self.target_s / max(t_call, 1e-9)))))
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], budgets: dict[str, Budget],
+                     rounds: int = 3, settle_s: float = 0.1) -> dict[str, Stats]:
+    """Median per-call time of each function, their repeats interleaved in rounds.
+
+    On a shared machine the load drifts; running contenders round-robin (a block of
+    each per round) makes a slow phase hit all of them, which keeps their *ratios*
+    honest. Before each block: a short sleep, so the previous contender's spinning
+    worker threads (OpenBLAS spins ~0.1 s after a call, OpenMP a little) go idle and
+    don't steal cores, and one untimed warm-up call (caches, thread pools, allocator).
+    """
+    # Calibrate: the first call is a warm-up; the second gives the per-call estimate.
+    per_round = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        t_call = time.perf_counter() - t0
+        per_round[name] = max(1, math.ceil(budgets[name].reps(t_call) / rounds))
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(settle_s)
+            fn()
+            for _ in range(per_round[name]):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {name: Stats.of(s) for name, s in samples.items()}
+
+
+class StealMeter:
+    """Share of CPU time the hypervisor stole while the block ran (/proc/stat), in %.
+
+    On a shared VM this is the main noise source; a high value flags numbers to
+    distrust (re-run). None where /proc/stat is unavailable.
+    """
+
+    pct: float | None = None
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+            return sum(v[:8]), v[7]  # user..steal; guest time is already inside user
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def __enter__(self):
+        self._t0 = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        t1 = self._read()
+        if self._t0 and t1 and t1[0] > self._t0[0]:
+            self.pct = 100.0 * (t1[1] - self._t0[1]) / (t1[0] - self._t0[0])
+        return False
+
+
+# ------------------------------------------------------------------- reference rates
+
+def sgemm_peak(n: int = 2048, budget: Budget | None = None) -> dict:
+    """GFLOP/s of one large row-major sgemm through the OpenBLAS adlkernels links.
+
+    adlkernels has no public GEMM, so this calls the same library
+    (scipy-openblas32's libscipy_openblas, already loaded by ``import adlkernels``)
+    via ctypes, at the thread count ak.set_num_threads gave it.
+    """
+    import scipy_openblas32
+
+    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))
+    sgemm = lib.scipy_cblas_sgemm
+    fp = ctypes.POINTER(ctypes.c_float)
+    i, f = ctypes.c_int, ctypes.c_float
+    sgemm.argtypes = [i, i, i, i, i, i, f, fp, i, fp, i, f, fp, i]
+    sgemm.restype = None
+    lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    c = np.zeros((n, n), np.float32)
+    pa, pb, pc = (m.ctypes.data_as(fp) for m in (a, b, c))
+    row_major, no_trans = 101, 111
+
+    def call():
+        sgemm(row_major, no_trans, no_trans, n, n, n, 1.0, pa, n, pb, n, 0.0, pc, n)
+
+    call()
+    ref = a[:64].astype(np.float64) @ b.astype(np.float64)  # spot check the ctypes call
+    if not np.allclose(c[:64], ref, rtol=1e-3, atol=1e-2 * math.sqrt(n)):
+        raise RuntimeError("sgemm_peak: ctypes sgemm gave a wrong product")
+    st = time_interleaved({"sgemm": call}, {"sgemm": budget or Budget(2.0, 5)}, rounds=1)["sgemm"]
+    flops = 2.0 * n**3
+    return {"n": n, "threads": lib.scipy_openblas_get_num_threads(),
+            "gflops": flops / st.median / 1e9, "gflops_best": flops / st.min / 1e9,
+            "time": st.to_json()}
+
+
+def copy_bandwidth(mbytes: int = 256, budget: Budget | None = None) -> dict:
+    """np.copyto of a large float32 array. GB/s counts bytes read + written (as STREAM's
+    Copy); the bytes copied per second are half that. Single-threaded (NumPy's copy)."""
+    src = np.ones(mbytes * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    st = time_interleaved({"copy": lambda: np.copyto(dst, src)},
+                          {"copy": budget or Budget(1.0, 5)}, rounds=1)["copy"]
+    return {"mbytes": mbytes, "gbps_read_write": 2 * src.nbytes / st.median / 1e9,
+            "time": st.to_json()}
+
+
+# -------------------------------------------------------------------------- machine
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [x for x in ("avx", "avx2", "fma", "avx512f") if x in have]
+    except OSError:
+        pass
+    return []
+
+
+def machine_info(threads: int, thread_notes: dict) -> dict:
+    import scipy_openblas32
+
+    info = ak.build_info()
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "threads": threads,
+        "threads_set": thread_notes,
+        "python": platform.python_version(),
+        "versions": {
+            "adlkernels": ak.__version__,
+            "adlkernels_build": {k: info.get(k) for k in ("compiler", "openmp", "blas", "blas_config")},
+            "numpy": np.__version__,
+            "numpy_blas": _numpy_blas(),
+            "scipy_openblas32": scipy_openblas32.__version__,
+            "torch": torch.__version__ if torch is not None else None,
+        },
+    }
+
+
+def _numpy_blas() -> str | None:
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older NumPy: no dict mode; not worth failing a benchmark over
+        return None
+
+
+def result_path(family: str, info: dict) -> Path:
+    """bench/results/<family>-<date>-<host or cpu>.json"""
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", info["hostname"] or info["cpu"]).strip("-").lower()
+    return RESULTS_DIR / f"{family}-{info['date'][:10]}-{tag or 'unknown'}.json"
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- tables
+
+def text_table(headers, rows) -> str:
+    """Right-aligned plain-text table (first column left-aligned)."""
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(cells[0]), rule] + [fmt(r) for r in cells[1:]])
+
+
+def markdown_table(headers, rows) -> str:
+    align = ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+RESULTS_MD_HEADER = """\
+# adlkernels benchmark results
+
+Latest numbers of `bench/run.py`, one section per kernel family (older runs: the JSON
+files in `bench/results/`). Reproduce with
+
+    pip install -e .[bench]
+    pip install torch==2.13.0        # optional peer; skipped when absent
+    python bench/run.py conv         # --threads N, --repeats N, --quick, --no-write
+
+All contenders run in one process at the same thread count. Times are medians of many
+calls; ratios > 1 mean adlkernels is faster. On shared machines trust the ratios more
+than the absolute times.
+"""
+
+
+def update_markdown_section(title: str, body: str, path: Path = RESULTS_MD) -> None:
+    """Replace section ``## <title>`` (up to the next ``## ``) or append it; other
+    sections are kept. Creates the file, with a how-to header, when absent."""
+    text = path.read_text() if path.exists() else RESULTS_MD_HEADER
+    heading = f"## {title}"
+    section = f"{heading}\n\n{body.strip()}\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.rstrip() == heading), None)
+    if start is None:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        tail = "".join(lines[end:])
+        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
+    path.write_text(text)
+
+
+# ------------------------------------------------------------------ family interface
+
+@dataclass
+class Context:
+    """What run.py hands to a family's benchmark function."""
+
+    threads: int
+    budget: Budget         # adlkernels and torch measurements
+    slow_budget: Budget    # pure-NumPy references (slow: fewer repeats)
+    rounds: int            # interleaving rounds per measurement (see time_interleaved)
+    gemm_peak_gflops: float
+    has_torch: bool = torch is not None
+
+
+@dataclass
+class FamilyResult:
+    rows: list             # JSON-ready dicts, one per (case, direction)
+    text: str              # printed table
+    markdown: str          # body of the family's RESULTS.md section

@@ -1,0 +1,678 @@
+"""API section 0 conventions, exercised on the convolution family."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import adlkernels as ak
+from reference import conv2d_ref
+
+CONV_NAMES = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv1d_forward",
+              "conv1d_backward"]
+
+
+def randn(rng, shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def names(msg: str, arg: str) -> bool:
+    """The message names the argument as a word (x must not match inside 'expected')."""
+    return re.search(rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])", msg) is not None
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+# ----------------------------------------------------------------------------------
+# names and utilities
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONV_NAMES)
+def test_names_importable(name):
+    top = getattr(ak, name)
+    sub = getattr(ak.conv, name)
+    assert callable(top)
+    assert top is sub
+    assert name in ak.__all__
+
+
+def test_from_imports():
+    from adlkernels import conv2d_forward as f1
+    from adlkernels.conv import conv2d_forward as f2, conv2d_workspace_bytes  # noqa: F401
+
+    assert f1 is f2
+
+
+def test_version():
+    assert isinstance(ak.__version__, str)
+    assert re.match(r"^\d+\.\d+", ak.__version__)
+
+
+def test_build_info():
+    info = ak.build_info()
+    assert isinstance(info, dict)
+    for key in ("compiler", "openmp", "blas", "cuda"):
+        assert key in info, key
+    assert isinstance(info["compiler"], str) and info["compiler"]
+    assert isinstance(info["blas"], str) and info["blas"]
+
+
+def test_has_cuda_is_bool():
+    assert type(ak.has_cuda()) is bool
+
+
+def test_num_threads_round_trip(restore_threads):
+    original = restore_threads
+    assert isinstance(original, int) and original >= 1
+    for n in (1, 2, 3):
+        ak.set_num_threads(n)
+        assert ak.get_num_threads() == n
+    ak.set_num_threads(original)
+    assert ak.get_num_threads() == original
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_num_threads_rejects_nonpositive(bad, restore_threads):
+    with pytest.raises(ValueError):
+        ak.set_num_threads(bad)
+    assert ak.get_num_threads() == restore_threads
+
+
+# ----------------------------------------------------------------------------------
+# dtypes and array types
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_dtype", [np.int64, np.int32, np.float16, np.complex128, np.bool_])
+def test_wrong_dtype_x(bad_dtype, rng):
+    x = (randn(rng, (1, 2, 5, 5)) * 3).astype(bad_dtype)
+    w = randn(rng, (3, 2, 3, 3))
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w)
+    assert names(str(e.value), "x"), str(e.value)
+    with pytest.raises(TypeError) as e:
+        ak.im2col(x, 3)
+    assert names(str(e.value), "x"), str(e.value)
+    with pytest.raises(TypeError) as e:
+        ak.conv1d_forward(x[:, :, 0], w[:, :, 0])
+    assert names(str(e.value), "x"), str(e.value)
+
+
+@pytest.mark.parametrize("bad_dtype", [np.int64, np.float16])
+def test_wrong_dtype_weight(bad_dtype, rng):
+    x = randn(rng, (1, 2, 5, 5), np.float32)
+    w = (randn(rng, (3, 2, 3, 3)) * 3).astype(bad_dtype)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w)
+    assert names(str(e.value), "weight"), str(e.value)
+
+
+def test_wrong_dtype_cols(rng):
+    with pytest.raises(TypeError) as e:
+        ak.col2im(np.ones((1, 4, 16), np.int64), (5, 5), 2)
+    assert names(str(e.value), "cols"), str(e.value)
+
+
+@pytest.mark.parametrize("first,second", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_mixed_float_dtypes(first, second, rng):
+    x = randn(rng, (2, 2, 5, 5), first)
+    w = randn(rng, (3, 2, 3, 3), first)
+    b = randn(rng, (3,), first)
+    gy = randn(rng, (2, 3, 3, 3), first)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w.astype(second))
+    assert names(str(e.value), "weight"), str(e.value)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w, b.astype(second))
+    assert names(str(e.value), "bias"), str(e.value)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_backward(gy, x.astype(second), w)
+    assert names(str(e.value), "x"), str(e.value)
+    with pytest.raises(TypeError) as e:
+        ak.conv1d_forward(x[:, :, 0], w[:, :, 0].astype(second))
+    assert names(str(e.value), "weight"), str(e.value)
+
+
+def test_no_silent_int_cast_of_bias(rng):
+    x = randn(rng, (1, 2, 4, 4))
+    w = randn(rng, (3, 2, 3, 3))
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w, np.arange(3))
+    assert names(str(e.value), "bias"), str(e.value)
+
+
+def test_non_array_inputs(rng):
+    x = randn(rng, (1, 2, 4, 4))
+    w = randn(rng, (3, 2, 3, 3))
+    with pytest.raises(TypeError):
+        ak.conv2d_forward(x.tolist(), w)
+    with pytest.raises(TypeError):
+        ak.conv2d_forward(x, w.tolist())
+    with pytest.raises(TypeError):
+        ak.conv2d_forward(x, w, [0.0, 1.0, 2.0])
+    with pytest.raises(TypeError):
+        ak.im2col(x.tolist(), 2)
+    with pytest.raises(TypeError):
+        ak.col2im(ak.im2col(x, 2).tolist(), (4, 4), 2)
+    with pytest.raises(TypeError):
+        ak.conv2d_backward(np.zeros((1, 3, 2, 2)).tolist(), x, w)
+    with pytest.raises(TypeError):
+        ak.conv2d_forward(None, w)
+
+
+# ----------------------------------------------------------------------------------
+# shapes
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn,args,arg,shape", [
+    ("conv2d_forward", lambda r: (randn(r, (2, 3, 4)), randn(r, (2, 3, 1, 1))), "x", (2, 3, 4)),
+    ("conv2d_forward", lambda r: (randn(r, (1, 2, 3, 4, 5)), randn(r, (2, 2, 1, 1))), "x",
+     (1, 2, 3, 4, 5)),
+    ("conv2d_forward", lambda r: (randn(r, (1, 2, 5, 5)), randn(r, (3, 2, 3))), "weight",
+     (3, 2, 3)),
+    ("conv1d_forward", lambda r: (randn(r, (1, 2, 5, 5)), randn(r, (3, 2, 3))), "x",
+     (1, 2, 5, 5)),
+    ("conv1d_forward", lambda r: (randn(r, (1, 2, 5)), randn(r, (3, 2, 3, 1))), "weight",
+     (3, 2, 3, 1)),
+    ("im2col", lambda r: (randn(r, (2, 5, 5)), 2), "x", (2, 5, 5)),
+    ("col2im", lambda r: (randn(r, (8, 16)), (5, 5), 2), "cols", (8, 16)),
+])
+def test_wrong_rank(fn, args, arg, shape, rng):
+    with pytest.raises(ValueError) as e:
+        getattr(ak, fn)(*args(rng))
+    msg = str(e.value)
+    assert names(msg, arg), msg
+    assert _shape_text(shape) in msg, msg
+
+
+def test_wrong_rank_grad_y(rng):
+    x, w = randn(rng, (2, 2, 5, 5)), randn(rng, (3, 2, 3, 3))
+    gy = randn(rng, (2, 3, 9))
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_backward(gy, x, w)
+    assert names(str(e.value), "grad_y") and "(2, 3, 9)" in str(e.value), str(e.value)
+
+
+def test_weight_channel_mismatch(rng):
+    x = randn(rng, (2, 4, 6, 6))
+    w = randn(rng, (8, 3, 3, 3))
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_forward(x, w)
+    msg = str(e.value)
+    assert names(msg, "weight") and "(8, 3, 3, 3)" in msg, msg
+    # with groups: weight must have C_in / groups channels
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_forward(x, randn(rng, (8, 4, 3, 3)), groups=2)
+    assert names(str(e.value), "weight"), str(e.value)
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_backward(randn(rng, (2, 8, 4, 4)), x, w)
+    assert names(str(e.value), "weight"), str(e.value)
+    with pytest.raises(ValueError) as e:
+        ak.conv1d_forward(x[:, :, 0], w[:, :, 0])
+    assert names(str(e.value), "weight"), str(e.value)
+
+
+@pytest.mark.parametrize("bias_shape", [(7,), (9,), (8, 1), (1, 8), ()])
+def test_bias_wrong_shape(bias_shape, rng):
+    x = randn(rng, (2, 4, 6, 6))
+    w = randn(rng, (8, 4, 3, 3))
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_forward(x, w, randn(rng, bias_shape))
+    msg = str(e.value)
+    assert names(msg, "bias"), msg
+    assert _shape_text(bias_shape) in msg, msg
+    with pytest.raises(ValueError) as e:
+        ak.conv1d_forward(x[:, :, 0], w[:, :, 0], randn(rng, bias_shape))
+    assert names(str(e.value), "bias"), str(e.value)
+
+
+@pytest.mark.parametrize("gy_shape", [(2, 8, 4, 5), (2, 8, 5, 4), (2, 7, 4, 4), (1, 8, 4, 4),
+                                      (3, 8, 4, 4)])
+def test_grad_y_wrong_shape(gy_shape, rng):
+    x = randn(rng, (2, 4, 6, 6))
+    w = randn(rng, (8, 4, 3, 3))
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_backward(randn(rng, gy_shape), x, w)
+    msg = str(e.value)
+    assert names(msg, "grad_y") and _shape_text(gy_shape) in msg, msg
+    assert "(2, 8, 4, 4)" in msg, msg  # the expected shape
+
+
+def test_conv1d_grad_y_wrong_shape(rng):
+    x, w = randn(rng, (2, 4, 9)), randn(rng, (6, 4, 3))
+    with pytest.raises(ValueError) as e:
+        ak.conv1d_backward(randn(rng, (2, 6, 8)), x, w)
+    assert names(str(e.value), "grad_y"), str(e.value)
+
+
+def test_col2im_wrong_cols_shape(rng):
+    # L must match output_size/kernel; rows must be a multiple of kH*kW
+    with pytest.raises(ValueError) as e:
+        ak.col2im(randn(rng, (1, 8, 15)), (5, 5), 2)
+    assert names(str(e.value), "cols") and "(1, 8, 15)" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        ak.col2im(randn(rng, (1, 7, 16)), (5, 5), 2)
+    assert names(str(e.value), "cols")
+
+
+def test_zero_channel_or_spatial_sizes_rejected(rng):
+    w = randn(rng, (2, 1, 1, 1))
+    for shape in [(1, 0, 3, 3), (1, 1, 0, 3), (1, 1, 3, 0)]:
+        with pytest.raises(ValueError):
+            ak.conv2d_forward(np.zeros(shape), w)
+        with pytest.raises(ValueError):
+            ak.im2col(np.zeros(shape), 1)
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((0, 1, 1, 1)))
+
+
+# ----------------------------------------------------------------------------------
+# hyper-parameters
+# ----------------------------------------------------------------------------------
+
+X4 = (2, 4, 7, 7)
+W4 = (6, 4, 3, 3)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(stride=0), dict(stride=(1, 0)), dict(stride=-1),
+    dict(padding=-1), dict(padding=(0, -2)),
+    dict(dilation=0), dict(dilation=(0, 1)),
+    dict(groups=0), dict(groups=-2), dict(groups=3),
+    dict(stride=(1, 1, 1)),
+], ids=str)
+def test_conv2d_bad_hyperparameters(kwargs, rng):
+    x, w = randn(rng, X4), randn(rng, W4)
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_forward(x, w, **kwargs)
+    (arg,) = kwargs
+    assert names(str(e.value), arg), str(e.value)
+    with pytest.raises(ValueError):
+        ak.conv2d_backward(randn(rng, (2, 6, 5, 5)), x, w, **kwargs)
+
+
+def test_groups_not_dividing_output_channels(rng):
+    x = randn(rng, (1, 4, 5, 5))
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(x, randn(rng, (3, 2, 3, 3)), groups=2)
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=0), dict(padding=-1), dict(dilation=0),
+                                    dict(groups=0), dict(groups=3)], ids=str)
+def test_conv1d_bad_hyperparameters(kwargs, rng):
+    x, w = randn(rng, (2, 4, 9)), randn(rng, (6, 4, 3))
+    with pytest.raises(ValueError):
+        ak.conv1d_forward(x, w, **kwargs)
+    with pytest.raises(ValueError):
+        ak.conv1d_backward(randn(rng, (2, 6, 7)), x, w, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=0), dict(kernel_size=2, stride=0),
+                                    dict(kernel_size=2, padding=-1),
+                                    dict(kernel_size=2, dilation=0),
+                                    dict(kernel_size=(2, 0))], ids=str)
+def test_im2col_col2im_bad_hyperparameters(kwargs, rng):
+    with pytest.raises(ValueError):
+        ak.im2col(randn(rng, (1, 2, 5, 5)), **kwargs)
+    with pytest.raises(ValueError):
+        ak.col2im(randn(rng, (1, 8, 16)), (5, 5), **kwargs)
+
+
+def test_kernel_larger_than_padded_input(rng):
+    x = randn(rng, (1, 2, 4, 5))
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(x, randn(rng, (3, 2, 5, 3)))
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(x, randn(rng, (3, 2, 7, 3)), padding=1)
+    with pytest.raises(ValueError):  # dilation makes the kernel span 5 > 4
+        ak.conv2d_forward(x, randn(rng, (3, 2, 3, 3)), dilation=2)
+    ak.conv2d_forward(x, randn(rng, (3, 2, 6, 3)), padding=1)  # exactly fits: fine
+    with pytest.raises(ValueError):
+        ak.conv2d_backward(randn(rng, (1, 3, 1, 3)), x, randn(rng, (3, 2, 5, 3)))
+    with pytest.raises(ValueError):
+        ak.conv1d_forward(x[:, :, 0], randn(rng, (3, 2, 6)))
+    with pytest.raises(ValueError):
+        ak.im2col(x, (5, 2))
+    with pytest.raises(ValueError):
+        ak.col2im(randn(rng, (1, 10, 1)), (4, 5), (5, 2))
+
+
+@pytest.mark.parametrize("arg", ["stride", "padding", "dilation", "groups"])
+def test_bool_hyperparameter_is_type_error(arg, rng):
+    x, w = randn(rng, X4), randn(rng, W4)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w, **{arg: True})
+    assert names(str(e.value), arg), str(e.value)
+    if arg != "groups":
+        with pytest.raises(TypeError):
+            ak.conv2d_forward(x, w, **{arg: (1, True)})
+        with pytest.raises(TypeError):
+            ak.im2col(x, 2, **{arg: True})
+
+
+@pytest.mark.parametrize("value", [1.0, 2.5, "1", None])
+def test_non_int_hyperparameter_is_type_error(value, rng):
+    x, w = randn(rng, X4), randn(rng, W4)
+    with pytest.raises(TypeError):
+        ak.conv2d_forward(x, w, stride=value)
+
+
+def test_int_and_pair_and_numpy_ints_agree(rng):
+    x, w = randn(rng, (2, 4, 9, 9)), randn(rng, (6, 4, 3, 3))
+    a = ak.conv2d_forward(x, w, stride=2, padding=1, dilation=2)
+    b = ak.conv2d_forward(x, w, stride=(2, 2), padding=[1, 1], dilation=(2, 2))
+    c = ak.conv2d_forward(x, w, stride=np.int64(2), padding=np.int32(1), dilation=(np.int64(2), 2))
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_output_mask_validation(rng):
+    x, w = randn(rng, (1, 2, 4, 4)), randn(rng, (3, 2, 3, 3))
+    gy = randn(rng, (1, 3, 2, 2))
+    with pytest.raises((TypeError, ValueError)):
+        ak.conv2d_backward(gy, x, w, output_mask=(True, True))
+    with pytest.raises((TypeError, ValueError)):
+        ak.conv2d_backward(gy, x, w, output_mask=True)
+
+
+# ----------------------------------------------------------------------------------
+# strides, determinism, outputs, inputs untouched
+# ----------------------------------------------------------------------------------
+
+
+def _noncontiguous_variants(a):
+    """Views of arrays equal to a with other memory layouts."""
+    out = [np.asfortranarray(a)]
+    # transposed view: the last axis first in memory
+    t = np.ascontiguousarray(np.moveaxis(a, -1, 0))
+    out.append(np.moveaxis(t, 0, -1))
+    # slice with steps of a bigger array
+    big = np.zeros(tuple(2 * s for s in a.shape), a.dtype)
+    big[tuple(slice(None, None, 2) for _ in a.shape)] = a
+    out.append(big[tuple(slice(None, None, 2) for _ in a.shape)])
+    # negative strides
+    rev = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    out.append(rev)
+    for v in out:
+        assert np.array_equal(v, a)
+        assert not v.flags.c_contiguous
+    return out
+
+
+def test_noncontiguous_conv2d(dtype, rng):
+    x = randn(rng, (2, 4, 7, 6), dtype)
+    w = randn(rng, (6, 2, 3, 2), dtype)
+    b = randn(rng, (6,), dtype)
+    geom = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    y = ak.conv2d_forward(x, w, b, **geom)
+    gy = randn(rng, y.shape, dtype)
+    grads = ak.conv2d_backward(gy, x, w, **geom)
+    for xv, wv, gyv in zip(_noncontiguous_variants(x), _noncontiguous_variants(w),
+                           _noncontiguous_variants(gy)):
+        assert np.array_equal(ak.conv2d_forward(xv, w, b, **geom), y)
+        assert np.array_equal(ak.conv2d_forward(x, wv, b, **geom), y)
+        assert np.array_equal(ak.conv2d_forward(xv, wv, b, **geom), y)
+        for got, ref in zip(ak.conv2d_backward(gyv, xv, wv, **geom), grads):
+            assert np.array_equal(got, ref)
+    bv = np.zeros(12, dtype)
+    bv[::2] = b
+    assert np.array_equal(ak.conv2d_forward(x, w, bv[::2], **geom), y)
+    # and the result is right (not merely self-consistent)
+    ref = conv2d_ref(x, w, b, **geom)
+    np.testing.assert_allclose(y, ref, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_noncontiguous_pointwise(rng):
+    x = randn(rng, (3, 4, 5, 6))
+    w = randn(rng, (2, 4, 1, 1))
+    y = ak.conv2d_forward(x, w)
+    gy = randn(rng, y.shape)
+    grads = ak.conv2d_backward(gy, x, w)
+    for xv, gyv in zip(_noncontiguous_variants(x), _noncontiguous_variants(gy)):
+        assert np.array_equal(ak.conv2d_forward(xv, w), y)
+        for got, ref in zip(ak.conv2d_backward(gyv, xv, w), grads):
+            assert np.array_equal(got, ref)
+
+
+def test_noncontiguous_conv1d(rng):
+    x = randn(rng, (2, 4, 11))
+    w = randn(rng, (6, 2, 3))
+    geom = dict(stride=2, padding=1, groups=2)
+    y = ak.conv1d_forward(x, w, **geom)
+    gy = randn(rng, y.shape)
+    grads = ak.conv1d_backward(gy, x, w, **geom)
+    for xv, wv, gyv in zip(_noncontiguous_variants(x), _noncontiguous_variants(w),
+                           _noncontiguous_variants(gy)):
+        assert np.array_equal(ak.conv1d_forward(xv, wv, **geom), y)
+        for got, ref in zip(ak.conv1d_backward(gyv, xv, wv, **geom), grads):
+            assert np.array_equal(got, ref)
+
+
+def test_noncontiguous_im2col_col2im(dtype, rng):
+    x = randn(rng, (2, 3, 7, 8), dtype)
+    kw = dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2))
+    cols = ak.im2col(x, **kw)
+    xb = ak.col2im(cols, (7, 8), **kw)
+    for xv, cv in zip(_noncontiguous_variants(x), _noncontiguous_variants(cols)):
+        assert np.array_equal(ak.im2col(xv, **kw), cols)
+        assert np.array_equal(ak.col2im(cv, (7, 8), **kw), xb)
+
+
+def test_readonly_inputs_accepted(rng):
+    x = randn(rng, (1, 2, 5, 5))
+    w = randn(rng, (3, 2, 3, 3))
+    y = ak.conv2d_forward(x, w)
+    x.flags.writeable = False
+    w.flags.writeable = False
+    assert np.array_equal(ak.conv2d_forward(x, w), y)
+
+
+def test_repeated_calls_bitwise_identical(rng):
+    x = randn(rng, (9, 8, 20, 20))
+    w = randn(rng, (8, 4, 3, 3))
+    b = randn(rng, (8,))
+    geom = dict(padding=1, groups=2)
+    y = ak.conv2d_forward(x, w, b, **geom)
+    gy = randn(rng, y.shape)
+    g = ak.conv2d_backward(gy, x, w, **geom)
+    cols = ak.im2col(x, 3, padding=1)
+    xb = ak.col2im(cols, (20, 20), 3, padding=1)
+    for _ in range(3):
+        assert np.array_equal(ak.conv2d_forward(x, w, b, **geom), y)
+        for got, ref in zip(ak.conv2d_backward(gy, x, w, **geom), g):
+            assert np.array_equal(got, ref)
+        assert np.array_equal(ak.im2col(x, 3, padding=1), cols)
+        assert np.array_equal(ak.col2im(cols, (20, 20), 3, padding=1), xb)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_im2col_col2im_thread_count_independent(dt, rng):
+    x = randn(rng, (4, 8, 33, 31), dt)
+    kw = dict(kernel_size=3, stride=1, padding=1, dilation=(1, 2))
+    cols = randn(rng, (4, 8 * 9, 33 * 29), dt)
+    original = ak.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            ak.set_num_threads(n)
+            assert ak.get_num_threads() == n
+            results.append((ak.im2col(x, **kw), ak.col2im(cols, (33, 31), **kw)))
+    finally:
+        ak.set_num_threads(original)
+    assert ak.get_num_threads() == original
+    (c1, x1), (c2, x2) = results
+    assert np.array_equal(c1, c2)
+    assert np.array_equal(x1, x2)
+
+
+def _all_calls(dt, rng):
+    """(name, fn, args, kwargs) of one call of each function on fresh inputs."""
+    x = randn(rng, (3, 4, 6, 5), dt)
+    w = randn(rng, (6, 2, 3, 3), dt)
+    w1 = randn(rng, (4, 4, 1, 1), dt)
+    b = randn(rng, (6,), dt)
+    gy = randn(rng, (3, 6, 6, 5), dt)
+    gy1 = randn(rng, (3, 4, 6, 5), dt)
+    x1d, w1d, gy1d = randn(rng, (3, 4, 9), dt), randn(rng, (6, 2, 3), dt), randn(rng, (3, 6, 9), dt)
+    cols = randn(rng, (3, 4 * 4, 30), dt)
+    g = dict(padding=1, groups=2)
+    return [
+        ("conv2d_forward", ak.conv2d_forward, (x, w, b), g),
+        ("conv2d_backward", ak.conv2d_backward, (gy, x, w), g),
+        ("conv2d_forward_1x1", ak.conv2d_forward, (x, w1, None), {}),
+        ("conv2d_backward_1x1", ak.conv2d_backward, (gy1, x, w1), {}),
+        ("conv1d_forward", ak.conv1d_forward, (x1d, w1d, b), g),
+        ("conv1d_backward", ak.conv1d_backward, (gy1d, x1d, w1d), g),
+        ("im2col", ak.im2col, (x, 2), dict(padding=(1, 0))),
+        ("col2im", ak.col2im, (cols, (6, 5), 2), dict(padding=(1, 0))),
+    ]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_outputs_new_c_contiguous_and_inputs_untouched(dt, rng):
+    for name, fn, args, kwargs in _all_calls(dt, rng):
+        before = [None if a is None or not isinstance(a, np.ndarray) else a.copy() for a in args]
+        out = fn(*args, **kwargs)
+        outs = out if isinstance(out, tuple) else (out,)
+        for o in outs:
+            assert type(o) is np.ndarray, name
+            assert o.dtype == dt, name
+            assert o.flags.c_contiguous, name
+            for a in args:
+                if isinstance(a, np.ndarray):
+                    assert not np.shares_memory(o, a), name
+        for a, saved in zip(args, before):
+            if saved is not None:
+                assert np.array_equal(a, saved), f"{name} modified an input"
+        # a second call's outputs are distinct arrays
+        out2 = fn(*args, **kwargs)
+        outs2 = out2 if isinstance(out2, tuple) else (out2,)
+        for o, o2 in zip(outs, outs2):
+            assert not np.shares_memory(o, o2), name
+
+
+# ----------------------------------------------------------------------------------
+# device arrays
+# ----------------------------------------------------------------------------------
+
+
+class _Device:
+    def __init__(self, id):
+        self.id = id
+
+
+class FakeDeviceArray:
+    """Looks like a cupy array to adlkernels' dispatch (no memory behind it)."""
+
+    def __init__(self, shape, dtype=np.float32, device=0):
+        self.shape = tuple(shape)
+        self.ndim = len(shape)
+        self.dtype = np.dtype(dtype)
+        self.device = _Device(device)
+        self.size = int(np.prod(shape))
+        self.flags = type("Flags", (), {"c_contiguous": True})()
+        self.__cuda_array_interface__ = {
+            "shape": self.shape, "typestr": self.dtype.str, "data": (0, False), "version": 3,
+            "strides": None,
+        }
+
+
+def test_fake_device_array_mixed_with_numpy_is_value_error(rng):
+    x = randn(rng, (1, 2, 5, 5), np.float32)
+    w = randn(rng, (3, 2, 3, 3), np.float32)
+    fx, fw = FakeDeviceArray(x.shape), FakeDeviceArray(w.shape)
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(fx, w)
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(x, fw)
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(fx, fw, randn(rng, (3,), np.float32))
+    with pytest.raises(ValueError):
+        ak.conv2d_backward(randn(rng, (1, 3, 3, 3), np.float32), fx, fw)
+    with pytest.raises(ValueError):
+        ak.conv1d_forward(FakeDeviceArray((1, 2, 5)), w[:, :, 0])
+
+
+def test_fake_device_arrays_on_two_devices_is_value_error():
+    with pytest.raises(ValueError):
+        ak.conv2d_forward(FakeDeviceArray((1, 2, 5, 5), device=0),
+                          FakeDeviceArray((3, 2, 3, 3), device=1))
+
+
+def test_fake_device_array_alone_is_runtime_error():
+    fx, fw = FakeDeviceArray((1, 2, 5, 5)), FakeDeviceArray((3, 2, 3, 3))
+    calls = [
+        lambda: ak.conv2d_forward(fx, fw),
+        lambda: ak.conv2d_backward(FakeDeviceArray((1, 3, 3, 3)), fx, fw),
+        lambda: ak.conv1d_forward(FakeDeviceArray((1, 2, 5)), FakeDeviceArray((3, 2, 3))),
+        lambda: ak.im2col(fx, 2),
+        lambda: ak.col2im(FakeDeviceArray((1, 8, 16)), (5, 5), 2),
+    ]
+    for call in calls:
+        with pytest.raises(RuntimeError) as e:
+            call()
+        assert "CUDA" in str(e.value) or "cupy" in str(e.value), str(e.value)
+    if not ak.has_cuda():
+        # without a device the message says so
+        with pytest.raises(RuntimeError, match="CUDA"):
+            ak.conv2d_forward(fx, fw)
+
+
+# ----------------------------------------------------------------------------------
+# workspace
+# ----------------------------------------------------------------------------------
+
+BUDGET = 8 << 20
+
+
+def _workspace_bound(x_shape, w_shape, itemsize, stride=1, padding=0, dilation=1):
+    n, c, h, w = x_shape
+    c_out, _, kh, kw = w_shape
+    s, p, d = (stride,) * 2, (padding,) * 2, (dilation,) * 2
+    ho = (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    wo = (w + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    per_image = c * kh * kw * ho * wo * itemsize
+    nb = max(1, min(n, BUDGET // per_image))
+    staging = nb * c_out * ho * wo * itemsize if nb > 1 else 0
+    return per_image, max(BUDGET, per_image) + staging
+
+
+@pytest.mark.parametrize("x_shape,w_shape,dt,geom", [
+    ((8, 3, 32, 32), (16, 3, 3, 3), np.float32, dict(padding=1)),
+    ((200, 16, 32, 32), (8, 16, 3, 3), np.float64, dict()),
+    ((2, 8, 130, 130), (4, 8, 3, 3), np.float64, dict(padding=1)),
+    ((64, 4, 9, 9), (4, 2, 2, 2), np.float32, dict(stride=2, groups=2)),
+    ((1, 1, 1, 1), (1, 1, 1, 1), np.float32, dict()),
+], ids=["small", "big_batch", "big_image", "groups", "tiny"])
+def test_conv2d_workspace_bytes(x_shape, w_shape, dt, geom):
+    x = np.zeros(x_shape, dt)
+    w = np.zeros(w_shape, dt)
+    ws = ak.conv.conv2d_workspace_bytes(x, w, **geom)
+    assert isinstance(ws, int)
+    assert ws > 0
+    per_image, bound = _workspace_bound(x_shape, w_shape, np.dtype(dt).itemsize,
+                                        geom.get("stride", 1), geom.get("padding", 0))
+    assert ws >= per_image  # holds at least one image's column matrix
+    assert ws <= bound
+
+
+def test_conv2d_workspace_does_not_grow_with_batch():
+    # 4*9*30*30*4 bytes of columns per image: 64 images per chunk
+    w = np.zeros((8, 4, 3, 3), np.float32)
+    sizes = [ak.conv.conv2d_workspace_bytes(np.zeros((n, 4, 32, 32), np.float32), w)
+             for n in (64, 100, 300)]
+    assert sizes[0] == sizes[1] == sizes[2]
+    assert sizes[0] < 3 * BUDGET
+
+
+def test_conv2d_workspace_validates(rng):
+    with pytest.raises(ValueError):
+        ak.conv.conv2d_workspace_bytes(randn(rng, (1, 2, 5, 5)), randn(rng, (3, 3, 3, 3)))
+    with pytest.raises(TypeError):
+        ak.conv.conv2d_workspace_bytes(np.zeros((1, 2, 5, 5), np.int64), randn(rng, (3, 2, 3, 3)))

@@ -1,0 +1,580 @@
+"""Convolution family (API section 1) against the float64 references in reference.py."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import adlkernels as ak
+from reference import (
+    assert_close,
+    conv1d_backward_ref,
+    conv1d_ref,
+    conv2d_backward_ref,
+    conv2d_ref,
+    fold_ref,
+    out_size,
+    pair,
+    unfold_ref,
+    window_count_ref,
+)
+
+HYPOTHESIS = settings(max_examples=40, deadline=None, database=None)
+
+
+def randn(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------
+# conv2d: explicit geometry cases
+# ----------------------------------------------------------------------------------
+
+# (id, N, C_in, H, W, C_out, kernel (kH, kW), stride, padding, dilation, groups, bias)
+CONV2D_CASES = [
+    ("basic", 2, 3, 7, 7, 4, (3, 3), 1, 0, 1, 1, True),
+    ("stride2_pad1", 2, 3, 8, 9, 5, (3, 3), 2, 1, 1, 1, False),
+    ("pairs_stride_pad", 1, 2, 9, 7, 3, (3, 2), (2, 3), (1, 0), 1, 1, True),
+    ("dilation2", 2, 2, 10, 9, 3, (3, 3), 1, 2, 2, 1, True),
+    ("pairs_all", 1, 3, 11, 8, 2, (2, 3), (1, 2), (0, 1), (3, 1), 1, False),
+    ("groups2", 2, 4, 6, 7, 6, (3, 3), 1, 1, 1, 2, True),
+    ("groups3_cout3", 1, 6, 5, 5, 3, (2, 2), 1, 0, 1, 3, True),
+    ("depthwise", 2, 4, 6, 6, 4, (3, 3), 1, 1, 1, 4, True),
+    ("depthwise_x2", 2, 3, 7, 5, 6, (3, 3), 2, 1, 1, 3, False),
+    ("depthwise_dilated", 1, 5, 9, 9, 5, (3, 3), (1, 2), 2, 2, 5, True),
+    ("batch0", 0, 3, 5, 5, 2, (3, 3), 1, 1, 1, 1, True),
+    ("batch0_groups", 0, 4, 6, 5, 4, (2, 3), 2, 0, 1, 2, False),
+    ("batch1", 1, 3, 6, 6, 2, (3, 3), 1, 1, 1, 1, True),
+    ("one_channel", 3, 1, 5, 6, 1, (2, 2), 1, 0, 1, 1, True),
+    ("odd_sizes", 1, 5, 13, 11, 7, (5, 3), (3, 2), (2, 1), (1, 2), 1, True),
+    ("kernel_eq_padded_input", 2, 3, 4, 5, 2, (6, 7), 1, 1, 1, 1, True),
+    ("kernel_eq_input", 2, 2, 3, 3, 4, (3, 3), 1, 0, 1, 1, False),
+    ("dilated_kernel_eq_padded", 2, 2, 3, 5, 3, (2, 3), 1, (1, 0), (4, 2), 1, True),
+    ("stride_gt_kernel", 1, 2, 10, 10, 3, (2, 2), 4, 0, 1, 1, True),
+    ("padding_gt_kernel", 1, 2, 3, 4, 2, (2, 2), 1, 3, 1, 1, True),
+    ("windows_in_padding", 1, 1, 2, 2, 1, (3, 3), 1, 2, 2, 1, True),
+    ("pixel_input", 2, 3, 1, 1, 4, (1, 1), 1, 0, 1, 1, True),
+    ("row_input", 2, 2, 1, 9, 3, (1, 3), (1, 2), (0, 1), 1, 1, True),
+    ("column_input", 2, 2, 9, 1, 3, (3, 1), 2, (1, 0), (2, 1), 1, False),
+    ("pointwise", 3, 4, 5, 6, 6, (1, 1), 1, 0, 1, 1, True),
+    ("pointwise_groups2", 2, 4, 5, 3, 6, (1, 1), 1, 0, 1, 2, True),
+    ("pointwise_stride2", 2, 4, 5, 6, 3, (1, 1), 2, 0, 1, 1, True),
+    ("pointwise_pad1", 2, 3, 4, 4, 2, (1, 1), 1, 1, 1, 1, False),
+    ("pointwise_dilated", 1, 3, 4, 5, 2, (1, 1), 1, 0, 3, 1, True),
+]
+
+
+def _case_inputs(case, dtype, rng):
+    _, n, c_in, h, w, c_out, (kh, kw), stride, padding, dilation, groups, has_bias = case
+    x = randn(rng, (n, c_in, h, w), dtype)
+    weight = randn(rng, (c_out, c_in // groups, kh, kw), dtype)
+    bias = randn(rng, (c_out,), dtype) if has_bias else None
+    geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, weight, bias, geom
+
+
+def _abs(a):
+    return None if a is None else np.abs(a.astype(np.float64))
+
+
+def check_forward(x, weight, bias, geom, dtype):
+    y = ak.conv2d_forward(x, weight, bias, **geom)
+    ref = conv2d_ref(x, weight, bias, **geom)
+    mag = conv2d_ref(_abs(x), _abs(weight), _abs(bias), **geom)
+    assert_close(y, ref, dtype, mag, "y")
+    return y
+
+
+def check_backward(grad_y, x, weight, geom, dtype, mask=(True, True, True)):
+    grads = ak.conv2d_backward(grad_y, x, weight, output_mask=mask, **geom)
+    assert isinstance(grads, tuple) and len(grads) == 3
+    refs = conv2d_backward_ref(grad_y, x, weight, **geom)
+    mags = conv2d_backward_ref(_abs(grad_y), _abs(x), _abs(weight), **geom)
+    for name, flag, got, ref, mag in zip(("grad_x", "grad_weight", "grad_bias"), mask, grads,
+                                         refs, mags):
+        if flag:
+            assert_close(got, ref, dtype, mag, name)
+        else:
+            assert got is None, f"{name} masked out but returned {type(got)}"
+    return grads
+
+
+def _grad_y(rng, x, weight, geom, dtype):
+    n, _, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = (pair(geom[k]) for k in ("stride", "padding", "dilation"))
+    shape = (n, weight.shape[0], out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw))
+    return randn(rng, shape, dtype)
+
+
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=[c[0] for c in CONV2D_CASES])
+def test_conv2d_forward_cases(case, dtype, rng):
+    x, weight, bias, geom = _case_inputs(case, dtype, rng)
+    y = check_forward(x, weight, bias, geom, dtype)
+    assert y.flags.c_contiguous
+
+
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=[c[0] for c in CONV2D_CASES])
+def test_conv2d_backward_cases(case, dtype, rng):
+    x, weight, _, geom = _case_inputs(case, dtype, rng)
+    grad_y = _grad_y(rng, x, weight, geom, dtype)
+    check_backward(grad_y, x, weight, geom, dtype)
+
+
+def test_conv2d_batch0_shapes(dtype):
+    x = np.zeros((0, 3, 5, 6), dtype)
+    w = np.ones((4, 3, 3, 2), dtype)
+    y = ak.conv2d_forward(x, w, np.ones(4, dtype), stride=(1, 2), padding=1)
+    assert y.shape == (0, 4, 5, 4) and y.dtype == dtype
+    gx, gw, gb = ak.conv2d_backward(np.zeros((0, 4, 5, 4), dtype), x, w, stride=(1, 2), padding=1)
+    assert gx.shape == (0, 3, 5, 6) and gx.dtype == dtype
+    assert gw.shape == w.shape and gb.shape == (4,)
+    assert np.array_equal(gw, np.zeros_like(w)) and np.array_equal(gb, np.zeros(4, dtype))
+
+
+@pytest.mark.parametrize("mask", list(itertools.product([False, True], repeat=3)),
+                         ids=lambda m: "".join("1" if f else "0" for f in m))
+def test_conv2d_backward_output_mask(mask, dtype, rng):
+    geom = dict(stride=(2, 1), padding=1, dilation=(1, 2), groups=2)
+    x = randn(rng, (2, 4, 7, 8), dtype)
+    w = randn(rng, (6, 2, 3, 2), dtype)
+    gy = _grad_y(rng, x, w, geom, dtype)
+    check_backward(gy, x, w, geom, dtype, mask=mask)
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True)])
+def test_conv2d_backward_mask_matches_full(mask, rng):
+    """A masked call computes the same values as the full call for what it returns."""
+    geom = dict(stride=1, padding=1, dilation=1, groups=1)
+    x = randn(rng, (3, 2, 6, 5), np.float64)
+    w = randn(rng, (3, 2, 3, 3), np.float64)
+    gy = _grad_y(rng, x, w, geom, np.float64)
+    full = ak.conv2d_backward(gy, x, w, **geom)
+    part = ak.conv2d_backward(gy, x, w, output_mask=mask, **geom)
+    for flag, f, p in zip(mask, full, part):
+        if flag:
+            assert np.array_equal(f, p)
+        else:
+            assert p is None
+
+
+# ----------------------------------------------------------------------------------
+# conv2d: random geometries
+# ----------------------------------------------------------------------------------
+
+
+@st.composite
+def conv2d_geometries(draw):
+    groups = draw(st.integers(1, 3))
+    cg, og = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    n = draw(st.integers(0, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), dh * (kh - 1) + 6))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), dw * (kw - 1) + 6))
+
+    def arg(a, b):
+        return a if a == b and draw(st.booleans()) else (a, b)
+
+    geom = dict(stride=arg(sh, sw), padding=arg(ph, pw), dilation=arg(dh, dw), groups=groups)
+    return (n, cg * groups, h, w), (og * groups, cg, kh, kw), geom
+
+
+@HYPOTHESIS
+@given(conv2d_geometries(), st.sampled_from([np.float32, np.float64]), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_conv2d_random_geometries(geometry, dtype, has_bias, seed):
+    x_shape, w_shape, geom = geometry
+    rng = np.random.default_rng(seed)
+    x = randn(rng, x_shape, dtype)
+    w = randn(rng, w_shape, dtype)
+    b = randn(rng, (w_shape[0],), dtype) if has_bias else None
+    check_forward(x, w, b, geom, dtype)
+    gy = _grad_y(rng, x, w, geom, dtype)
+    check_backward(gy, x, w, geom, dtype)
+
+
+# ----------------------------------------------------------------------------------
+# conv2d: batch chunking and the 1x1 fast path
+# ----------------------------------------------------------------------------------
+
+CHUNK_CASES = [
+    # float64, one image's columns ~1 MiB: 8 images per chunk, N = 41 -> 5 full chunks
+    # and a last chunk of a single image.
+    ("f64_chunks_8x5_plus1", np.float64, (41, 16, 32, 32), (8, 16, 3, 3), dict(), True),
+    # float32, groups 2, padding: 18 images per chunk -> 18, 18, 1.
+    ("f32_groups_chunks", np.float32, (37, 8, 40, 40), (6, 4, 3, 3),
+     dict(padding=1, groups=2), True),
+    # one image's columns exceed the budget: one image per chunk, grad_weight summed
+    # over chunks.
+    ("f64_one_image_per_chunk", np.float64, (2, 8, 130, 130), (4, 8, 3, 3),
+     dict(padding=1), False),
+]
+
+
+@pytest.mark.parametrize("case", CHUNK_CASES, ids=[c[0] for c in CHUNK_CASES])
+def test_conv2d_batch_chunks(case, rng):
+    _, dtype, x_shape, w_shape, geom, has_bias = case
+    geom = dict(dict(stride=1, padding=0, dilation=1, groups=1), **geom)
+    x = randn(rng, x_shape, dtype)
+    w = randn(rng, w_shape, dtype)
+    b = randn(rng, (w_shape[0],), dtype) if has_bias else None
+    check_forward(x, w, b, geom, dtype)
+    gy = _grad_y(rng, x, w, geom, dtype)
+    check_backward(gy, x, w, geom, dtype)
+
+
+def test_conv2d_chunking_is_invisible(rng):
+    """Images computed in a chunk equal the same images computed alone (float64, tight)."""
+    x = randn(rng, (19, 16, 32, 32), np.float64)
+    w = randn(rng, (8, 16, 3, 3), np.float64)
+    b = randn(rng, (8,), np.float64)
+    y = ak.conv2d_forward(x, w, b, padding=1)
+    for i in (0, 7, 8, 18):
+        yi = ak.conv2d_forward(x[i:i + 1], w, b, padding=1)
+        np.testing.assert_allclose(y[i:i + 1], yi, rtol=1e-12, atol=1e-12)
+
+
+POINTWISE_CASES = [
+    # (id, dtype, N, C_in, H, W, C_out, groups)
+    ("n1_g1", np.float64, 1, 5, 6, 7, 4, 1),
+    ("n1_g2", np.float64, 1, 4, 5, 6, 6, 2),
+    ("n1_g1_f32", np.float32, 1, 6, 4, 9, 3, 1),
+    ("n4_g1", np.float64, 4, 5, 6, 7, 3, 1),
+    ("n3_g3_f32", np.float32, 3, 6, 5, 5, 9, 3),
+    ("n5_depthwise", np.float64, 5, 4, 3, 8, 4, 4),
+    # ~2.6 MiB per image: chunks of 3 then 1 (the single-image direct path after a chunk)
+    ("n4_g3_chunks_3_1", np.float64, 4, 33, 100, 100, 6, 3),
+    # ~4.7 MiB per image: one image per chunk, direct path for every image
+    ("n3_g2_direct_each", np.float64, 3, 64, 96, 96, 8, 2),
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=[c[0] for c in POINTWISE_CASES])
+def test_conv2d_pointwise(case, rng):
+    _, dtype, n, c_in, h, w, c_out, groups = case
+    geom = dict(stride=1, padding=0, dilation=1, groups=groups)
+    x = randn(rng, (n, c_in, h, w), dtype)
+    wt = randn(rng, (c_out, c_in // groups, 1, 1), dtype)
+    b = randn(rng, (c_out,), dtype)
+    y = check_forward(x, wt, b, geom, dtype)
+    assert not np.shares_memory(y, x)
+    y0 = check_forward(x, wt, None, geom, dtype)
+    assert not np.shares_memory(y0, x)
+    gy = randn(rng, y.shape, dtype)
+    gx, _, _ = check_backward(gy, x, wt, geom, dtype)
+    assert not np.shares_memory(gx, gy) and not np.shares_memory(gx, x)
+    for mask in ((True, False, False), (False, True, False)):
+        check_backward(gy, x, wt, geom, dtype, mask=mask)
+
+
+# ----------------------------------------------------------------------------------
+# finite differences (float64): the backward is the derivative of the forward
+# ----------------------------------------------------------------------------------
+
+
+def _fd_check(forward, backward, x, w, b, gy, h=1e-3, rtol=1e-7):
+    """Central differences of loss = sum(gy * forward(x, w, b)) in every entry."""
+    gx, gw, gb = backward(gy, x, w)
+
+    def loss(x_, w_, b_):
+        return float(np.sum(gy * forward(x_, w_, b_)))
+
+    scale = max(1.0, float(np.abs(gy).sum()) * max(np.abs(x).max(), np.abs(w).max(), 1.0))
+    for which, arr, grad in (("x", x, gx), ("weight", w, gw), ("bias", b, gb)):
+        num = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            plus, minus = arr.copy(), arr.copy()
+            plus[idx] += h
+            minus[idx] -= h
+            args_p = [x, w, b]
+            args_m = [x, w, b]
+            k = ("x", "weight", "bias").index(which)
+            args_p[k], args_m[k] = plus, minus
+            num[idx] = (loss(*args_p) - loss(*args_m)) / (2 * h)
+        err = np.abs(grad - num).max()
+        assert err <= rtol * scale, f"{which}: max |analytic - numeric| = {err:.3g}"
+
+
+def test_conv2d_backward_finite_differences(rng):
+    geom = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    x = randn(rng, (2, 4, 5, 6), np.float64)
+    w = randn(rng, (4, 2, 3, 2), np.float64)
+    b = randn(rng, (4,), np.float64)
+    gy = _grad_y(rng, x, w, geom, np.float64)
+    _fd_check(lambda x_, w_, b_: ak.conv2d_forward(x_, w_, b_, **geom),
+              lambda g, x_, w_: ak.conv2d_backward(g, x_, w_, **geom), x, w, b, gy)
+
+
+def test_conv2d_pointwise_finite_differences(rng):
+    geom = dict(groups=3)
+    x = randn(rng, (3, 6, 3, 4), np.float64)
+    w = randn(rng, (3, 2, 1, 1), np.float64)
+    b = randn(rng, (3,), np.float64)
+    gy = randn(rng, (3, 3, 3, 4), np.float64)
+    _fd_check(lambda x_, w_, b_: ak.conv2d_forward(x_, w_, b_, **geom),
+              lambda g, x_, w_: ak.conv2d_backward(g, x_, w_, **geom), x, w, b, gy)
+
+
+def test_conv1d_backward_finite_differences(rng):
+    geom = dict(stride=2, padding=1, dilation=2, groups=2)
+    x = randn(rng, (2, 4, 9), np.float64)
+    w = randn(rng, (6, 2, 3), np.float64)
+    b = randn(rng, (6,), np.float64)
+    gy = randn(rng, (2, 6, out_size(9, 3, 2, 1, 2)), np.float64)
+    _fd_check(lambda x_, w_, b_: ak.conv1d_forward(x_, w_, b_, **geom),
+              lambda g, x_, w_: ak.conv1d_backward(g, x_, w_, **geom), x, w, b, gy)
+
+
+def test_fd_check_detects_a_wrong_gradient(rng):
+    """The finite-difference checker itself fails on a perturbed gradient."""
+    x = randn(rng, (1, 2, 4, 4), np.float64)
+    w = randn(rng, (2, 2, 2, 2), np.float64)
+    b = randn(rng, (2,), np.float64)
+    gy = randn(rng, (1, 2, 3, 3), np.float64)
+
+    def bad_backward(g, x_, w_):
+        gx, gw, gb = ak.conv2d_backward(g, x_, w_)
+        gw = gw.copy()
+        gw[0, 1, 1, 0] += 1e-3
+        return gx, gw, gb
+
+    with pytest.raises(AssertionError, match="weight"):
+        _fd_check(ak.conv2d_forward, bad_backward, x, w, b, gy)
+
+
+# ----------------------------------------------------------------------------------
+# conv1d
+# ----------------------------------------------------------------------------------
+
+# (id, N, C_in, L, C_out, k, stride, padding, dilation, groups, bias)
+CONV1D_CASES = [
+    ("basic", 2, 3, 10, 4, 3, 1, 0, 1, 1, True),
+    ("stride_pad", 3, 2, 11, 5, 3, 2, 1, 1, 1, False),
+    ("dilation", 1, 3, 12, 2, 3, 1, 2, 3, 1, True),
+    ("groups", 2, 4, 9, 6, 2, 3, 1, 1, 2, True),
+    ("depthwise", 2, 3, 8, 6, 3, 1, 1, 2, 3, False),
+    ("batch0", 0, 2, 7, 3, 3, 1, 1, 1, 1, True),
+    ("kernel_eq_padded", 2, 2, 4, 3, 6, 1, 1, 1, 1, True),
+    ("pointwise", 3, 4, 7, 2, 1, 1, 0, 1, 1, True),
+    ("length1", 2, 3, 1, 2, 1, 1, 0, 1, 1, False),
+]
+
+
+@pytest.mark.parametrize("case", CONV1D_CASES, ids=[c[0] for c in CONV1D_CASES])
+def test_conv1d_forward_backward(case, dtype, rng):
+    _, n, c_in, length, c_out, k, stride, padding, dilation, groups, has_bias = case
+    geom = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = randn(rng, (n, c_in, length), dtype)
+    w = randn(rng, (c_out, c_in // groups, k), dtype)
+    b = randn(rng, (c_out,), dtype) if has_bias else None
+    y = ak.conv1d_forward(x, w, b, **geom)
+    assert y.flags.c_contiguous
+    assert_close(y, conv1d_ref(x, w, b, **geom), dtype,
+                 conv1d_ref(_abs(x), _abs(w), _abs(b), **geom), "y")
+    gy = randn(rng, y.shape, dtype)
+    grads = ak.conv1d_backward(gy, x, w, **geom)
+    refs = conv1d_backward_ref(gy, x, w, **geom)
+    mags = conv1d_backward_ref(_abs(gy), _abs(x), _abs(w), **geom)
+    for name, got, ref, mag in zip(("grad_x", "grad_weight", "grad_bias"), grads, refs, mags):
+        assert got.flags.c_contiguous, name
+        assert_close(got, ref, dtype, mag, name)
+
+
+def test_conv1d_output_mask(rng):
+    x = randn(rng, (2, 3, 8), np.float64)
+    w = randn(rng, (4, 3, 3), np.float64)
+    gy = randn(rng, (2, 4, 6), np.float64)
+    refs = conv1d_backward_ref(gy, x, w)
+    for mask in itertools.product([False, True], repeat=3):
+        grads = ak.conv1d_backward(gy, x, w, output_mask=mask)
+        for flag, got, ref in zip(mask, grads, refs):
+            if flag:
+                assert_close(got, ref, np.float64)
+            else:
+                assert got is None
+
+
+def test_conv1d_matches_conv2d_with_height_one(rng):
+    x = randn(rng, (2, 4, 11), np.float64)
+    w = randn(rng, (6, 2, 3), np.float64)
+    b = randn(rng, (6,), np.float64)
+    y1 = ak.conv1d_forward(x, w, b, stride=2, padding=1, dilation=2, groups=2)
+    y2 = ak.conv2d_forward(x[:, :, None, :], w[:, :, None, :], b, stride=(1, 2), padding=(0, 1),
+                           dilation=(1, 2), groups=2)
+    assert y1.shape == (2, 6, 5)
+    np.testing.assert_allclose(y1, y2[:, :, 0, :], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("arg", ["stride", "padding", "dilation"])
+def test_conv1d_rejects_pairs(arg, rng):
+    x = randn(rng, (1, 2, 8), np.float64)
+    w = randn(rng, (3, 2, 3), np.float64)
+    value = (1, 2) if arg != "padding" else (0, 1)
+    # the implementation raises TypeError ("expected an int, got tuple")
+    with pytest.raises(TypeError, match=arg):
+        ak.conv1d_forward(x, w, **{arg: value})
+    with pytest.raises(TypeError, match=arg):
+        ak.conv1d_backward(randn(rng, (1, 3, 6), np.float64), x, w, **{arg: value})
+
+
+# ----------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------
+
+# (id, N, C, H, W, kernel, stride, padding, dilation)
+UNFOLD_CASES = [
+    ("basic", 2, 3, 5, 6, 3, 1, 0, 1),
+    ("stride2", 2, 2, 7, 8, (3, 2), 2, 0, 1),
+    ("pad", 1, 3, 4, 5, 3, 1, 1, 1),
+    ("pad_pairs", 2, 2, 5, 4, (2, 3), (1, 2), (2, 1), 1),
+    ("dilation", 1, 2, 9, 8, 3, 1, 1, 2),
+    ("dilation_pairs", 2, 1, 7, 9, (2, 3), (2, 1), (0, 2), (3, 2)),
+    ("stride_gt_kernel", 1, 2, 9, 9, 2, 3, 0, 1),
+    ("kernel_eq_padded", 2, 3, 3, 4, (5, 6), 1, 1, 1),
+    ("one_by_one", 2, 4, 3, 5, 1, 1, 0, 1),
+    ("one_by_one_stride_pad", 2, 2, 4, 5, 1, 2, 1, 1),
+    ("batch0", 0, 3, 5, 5, 3, 1, 1, 1),
+    ("pixel", 3, 2, 1, 1, 1, 1, 0, 1),
+    ("pad_gt_kernel", 1, 1, 2, 3, 2, 1, 3, 1),
+]
+
+
+def _unfold_args(case):
+    _, n, c, h, w, k, s, p, d = case
+    return (n, c, h, w), dict(kernel_size=k, stride=s, padding=p, dilation=d)
+
+
+@pytest.mark.parametrize("case", UNFOLD_CASES, ids=[c[0] for c in UNFOLD_CASES])
+def test_im2col_exact(case, dtype, rng):
+    shape, kw = _unfold_args(case)
+    x = randn(rng, shape, dtype)
+    cols = ak.im2col(x, **kw)
+    ref = unfold_ref(x, **kw)
+    assert cols.dtype == dtype and cols.flags.c_contiguous
+    assert cols.shape == ref.shape
+    assert np.array_equal(cols, ref)
+
+
+@pytest.mark.parametrize("case", UNFOLD_CASES, ids=[c[0] for c in UNFOLD_CASES])
+def test_col2im_matches_fold(case, dtype, rng):
+    shape, kw = _unfold_args(case)
+    ref_cols_shape = unfold_ref(np.zeros(shape), **kw).shape
+    cols = randn(rng, ref_cols_shape, dtype)
+    x = ak.col2im(cols, shape[2:], **kw)
+    ref = fold_ref(cols, shape[2:], **kw)
+    mag = fold_ref(np.abs(cols.astype(np.float64)), shape[2:], **kw)
+    assert x.flags.c_contiguous
+    assert_close(x, ref, dtype, mag, "x")
+
+
+@pytest.mark.parametrize("case", UNFOLD_CASES, ids=[c[0] for c in UNFOLD_CASES])
+def test_col2im_of_im2col_counts_windows(case, dtype, rng):
+    shape, kw = _unfold_args(case)
+    # small integers: every sum is exact in either dtype
+    x = rng.integers(-8, 9, size=shape).astype(dtype)
+    back = ak.col2im(ak.im2col(x, **kw), shape[2:], **kw)
+    count = window_count_ref(shape[2:], **kw)
+    assert back.dtype == dtype
+    assert np.array_equal(back, x * count[None, None].astype(dtype))
+    # and with non-integer values, within rounding
+    xr = randn(rng, shape, dtype)
+    back = ak.col2im(ak.im2col(xr, **kw), shape[2:], **kw)
+    assert_close(back, xr.astype(np.float64) * count, dtype)
+
+
+def test_col2im_int_output_size(rng):
+    cols = randn(rng, (2, 3 * 4, 16), np.float64)
+    a = ak.col2im(cols, 5, 2)
+    b = ak.col2im(cols, (5, 5), (2, 2))
+    assert a.shape == (2, 3, 5, 5)
+    assert np.array_equal(a, b)
+    assert_close(a, fold_ref(cols, 5, 2), np.float64)
+
+
+def test_col2im_uncovered_pixels_are_zero(rng):
+    # stride 3 with a 2x2 kernel leaves every third row/column uncovered
+    cols = randn(rng, (1, 4, 9), np.float64)
+    x = ak.col2im(cols, (8, 8), 2, stride=3)
+    count = window_count_ref((8, 8), 2, stride=3)
+    assert (count == 0).any()
+    assert np.array_equal(x[0, 0][count == 0], np.zeros(int((count == 0).sum())))
+    assert_close(x, fold_ref(cols, (8, 8), 2, stride=3), np.float64)
+
+
+def test_im2col_large_parallel(rng):
+    """Big enough for the parallel region; still an exact copy."""
+    x = randn(rng, (3, 8, 20, 20), np.float32)
+    kw = dict(kernel_size=3, stride=(1, 2), padding=1, dilation=(2, 1))
+    assert np.array_equal(ak.im2col(x, **kw), unfold_ref(x, **kw))
+
+
+# ----------------------------------------------------------------------------------
+# optional cross-checks against PyTorch
+# ----------------------------------------------------------------------------------
+
+TORCH_CONV2D_CASES = [
+    ((2, 4, 9, 8), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
+    ((1, 3, 5, 5), (3, 1, 3, 3), dict(stride=1, padding=1, dilation=1, groups=3)),
+    ((3, 5, 6, 7), (4, 5, 1, 1), dict(stride=1, padding=0, dilation=1, groups=1)),
+    ((0, 2, 4, 4), (2, 2, 2, 2), dict(stride=1, padding=0, dilation=1, groups=1)),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,geom", TORCH_CONV2D_CASES)
+def test_conv2d_vs_torch(x_shape, w_shape, geom, dtype, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = randn(rng, x_shape, dtype)
+    w = randn(rng, w_shape, dtype)
+    b = randn(rng, (w_shape[0],), dtype)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = F.conv2d(tx, tw, tb, **geom)
+    y = ak.conv2d_forward(x, w, b, **geom)
+    mag = conv2d_ref(_abs(x), _abs(w), _abs(b), **geom)
+    assert_close(y, ty.detach().numpy().astype(np.float64), dtype, mag, "y")
+    gy = randn(rng, y.shape, dtype)
+    ty.backward(torch.tensor(gy))
+    grads = ak.conv2d_backward(gy, x, w, **geom)
+    mags = conv2d_backward_ref(_abs(gy), _abs(x), _abs(w), **geom)
+    for got, t, mag, name in zip(grads, (tx, tw, tb), mags, ("grad_x", "grad_w", "grad_b")):
+        ref = np.zeros(t.shape) if t.grad is None else t.grad.numpy().astype(np.float64)
+        assert_close(got, ref, dtype, mag, name)
+
+
+def test_conv1d_vs_torch(dtype, rng):
+    torch = pytest.importorskip("torch")
+    geom = dict(stride=2, padding=2, dilation=2, groups=2)
+    x = randn(rng, (3, 4, 13), dtype)
+    w = randn(rng, (6, 2, 3), dtype)
+    b = randn(rng, (6,), dtype)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv1d(tx, tw, tb, **geom)
+    y = ak.conv1d_forward(x, w, b, **geom)
+    assert_close(y, ty.detach().numpy().astype(np.float64), dtype,
+                 conv1d_ref(_abs(x), _abs(w), _abs(b), **geom))
+    gy = randn(rng, y.shape, dtype)
+    ty.backward(torch.tensor(gy))
+    grads = ak.conv1d_backward(gy, x, w, **geom)
+    mags = conv1d_backward_ref(_abs(gy), _abs(x), _abs(w), **geom)
+    for got, t, mag in zip(grads, (tx, tw, tb), mags):
+        assert_close(got, t.grad.numpy().astype(np.float64), dtype, mag)
+
+
+@pytest.mark.parametrize("case", UNFOLD_CASES[:8], ids=[c[0] for c in UNFOLD_CASES[:8]])
+def test_unfold_fold_vs_torch(case, dtype, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    shape, kw = _unfold_args(case)
+    x = randn(rng, shape, dtype)
+    assert np.array_equal(ak.im2col(x, **kw), F.unfold(torch.tensor(x), **kw).numpy())
+    cols = randn(rng, unfold_ref(x, **kw).shape, dtype)
+    ref = F.fold(torch.tensor(cols.astype(np.float64)), shape[2:], **kw).numpy()
+    mag = fold_ref(np.abs(cols.astype(np.float64)), shape[2:], **kw)
+    assert_close(ak.col2im(cols, shape[2:], **kw), ref, dtype, mag)
