@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
 import pytest
 
 import adlkernels as ak
+
+# When a hypothesis test fails, hypothesis' pytest plugin imports
+# hypothesis.extra._patching, which imports libcst where that is installed; in some
+# environments that import emits a DeprecationWarning (mypy_extensions.TypedDict), and
+# filterwarnings=error turns it into a pytest INTERNALERROR that hides the real failure.
+# Import it once here with warnings silenced so that a failure is reported normally.
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import hypothesis.extra._patching  # noqa: F401
+except Exception:  # not installed or not importable: the plugin then skips it too
+    pass
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

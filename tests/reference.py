@@ -165,9 +165,11 @@ def conv1d_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     xp[:, :, padding:padding + L] = x
     y = np.zeros((N, O, Lo))
     for g in range(groups):
+        cs, os_ = slice(g * Cg, (g + 1) * Cg), slice(g * Og, (g + 1) * Og)
         for k in range(K):
-            patch = xp[:, g * Cg:(g + 1) * Cg, k * dilation:k * dilation + stride * (Lo - 1) + 1:stride]
-            y[:, g * Og:(g + 1) * Og] += np.einsum("ncl,oc->nol", patch, w[g * Og:(g + 1) * Og, :, k])
+            # patch[n, c, i] = xpad[n, c, i*s + k*d]
+            patch = xp[:, cs, k * dilation:k * dilation + stride * (Lo - 1) + 1:stride]
+            y[:, os_] += np.einsum("ncl,oc->nol", patch, w[os_, :, k])
     if b is not None:
         y += np.asarray(b, dtype=np.float64)[None, :, None]
     return y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -189,6 +190,7 @@ def test_wrong_rank(fn, args, arg, shape, rng):
     msg = str(e.value)
     assert names(msg, arg), msg
     assert _shape_text(shape) in msg, msg
+    assert "expected" in msg, msg
 
 
 def test_wrong_rank_grad_y(rng):
@@ -354,6 +356,9 @@ def test_bool_hyperparameter_is_type_error(arg, rng):
             ak.conv2d_forward(x, w, **{arg: (1, True)})
         with pytest.raises(TypeError):
             ak.im2col(x, 2, **{arg: True})
+    else:
+        with pytest.raises(TypeError):
+            ak.im2col(x, True)
 
 
 @pytest.mark.parametrize("value", [1.0, 2.5, "1", None])
@@ -499,16 +504,17 @@ def test_im2col_col2im_thread_count_independent(dt, rng):
     original = ak.get_num_threads()
     try:
         results = []
-        for n in (1, 2):
+        for n in (1, 2, 3):
             ak.set_num_threads(n)
             assert ak.get_num_threads() == n
             results.append((ak.im2col(x, **kw), ak.col2im(cols, (33, 31), **kw)))
     finally:
         ak.set_num_threads(original)
     assert ak.get_num_threads() == original
-    (c1, x1), (c2, x2) = results
-    assert np.array_equal(c1, c2)
-    assert np.array_equal(x1, x2)
+    (c1, x1) = results[0]
+    for c2, x2 in results[1:]:
+        assert np.array_equal(c1, c2)
+        assert np.array_equal(x1, x2)
 
 
 def _all_calls(dt, rng):
@@ -520,7 +526,7 @@ def _all_calls(dt, rng):
     gy = randn(rng, (3, 6, 6, 5), dt)
     gy1 = randn(rng, (3, 4, 6, 5), dt)
     x1d, w1d, gy1d = randn(rng, (3, 4, 9), dt), randn(rng, (6, 2, 3), dt), randn(rng, (3, 6, 9), dt)
-    cols = randn(rng, (3, 4 * 4, 30), dt)
+    cols = randn(rng, (3, 4 * 4, 7 * 4), dt)
     g = dict(padding=1, groups=2)
     return [
         ("conv2d_forward", ak.conv2d_forward, (x, w, b), g),
@@ -628,47 +634,68 @@ def test_fake_device_array_alone_is_runtime_error():
 # workspace
 # ----------------------------------------------------------------------------------
 
-BUDGET = 8 << 20
+BLOCK = 512 << 10  # documented: a unit's column matrix holds at most 512 KiB ...
 
 
-def _workspace_bound(x_shape, w_shape, itemsize, stride=1, padding=0, dilation=1):
-    n, c, h, w = x_shape
+def _per_thread_bound(x_shape, w_shape, itemsize, stride=1, padding=0, dilation=1, groups=1):
+    """... or one output row if that is larger; each thread keeps two such blocks, a
+    grad_weight-sized partial and (several images per unit) their staged grad_y."""
+    _, c, h, w = x_shape
     c_out, _, kh, kw = w_shape
-    s, p, d = (stride,) * 2, (padding,) * 2, (dilation,) * 2
-    ho = (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
-    wo = (w + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
-    per_image = c * kh * kw * ho * wo * itemsize
-    nb = max(1, min(n, BUDGET // per_image))
-    staging = nb * c_out * ho * wo * itemsize if nb > 1 else 0
-    return per_image, max(BUDGET, per_image) + staging
+    wo = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    row_bytes = c * kh * kw * wo * itemsize
+    block = max(BLOCK, row_bytes)
+    columns = block // (c * kh * kw * itemsize)  # column-matrix columns in one block
+    staging = c_out * columns * itemsize
+    partial = c_out * (c // groups) * kh * kw * itemsize
+    return 2 * block + partial + staging, partial
 
 
-@pytest.mark.parametrize("x_shape,w_shape,dt,geom", [
+WORKSPACE_CASES = [
     ((8, 3, 32, 32), (16, 3, 3, 3), np.float32, dict(padding=1)),
     ((200, 16, 32, 32), (8, 16, 3, 3), np.float64, dict()),
     ((2, 8, 130, 130), (4, 8, 3, 3), np.float64, dict(padding=1)),
     ((64, 4, 9, 9), (4, 2, 2, 2), np.float32, dict(stride=2, groups=2)),
+    ((3, 64, 6, 130), (3, 64, 3, 3), np.float64, dict()),
     ((1, 1, 1, 1), (1, 1, 1, 1), np.float32, dict()),
-], ids=["small", "big_batch", "big_image", "groups", "tiny"])
-def test_conv2d_workspace_bytes(x_shape, w_shape, dt, geom):
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("x_shape,w_shape,dt,geom", WORKSPACE_CASES,
+                         ids=["small", "big_batch", "big_image", "groups", "wide_row", "tiny"])
+def test_conv2d_workspace_bytes(x_shape, w_shape, dt, geom, threads, restore_threads):
     x = np.zeros(x_shape, dt)
     w = np.zeros(w_shape, dt)
+    ak.set_num_threads(threads)
     ws = ak.conv.conv2d_workspace_bytes(x, w, **geom)
-    assert isinstance(ws, int)
+    assert type(ws) is int
     assert ws > 0
-    per_image, bound = _workspace_bound(x_shape, w_shape, np.dtype(dt).itemsize,
-                                        geom.get("stride", 1), geom.get("padding", 0))
-    assert ws >= per_image  # holds at least one image's column matrix
-    assert ws <= bound
+    per_thread, partial = _per_thread_bound(x_shape, w_shape, np.dtype(dt).itemsize, **geom)
+    assert ws <= threads * per_thread
+    assert ws >= threads * partial  # at least a grad_weight partial per thread
 
 
-def test_conv2d_workspace_does_not_grow_with_batch():
-    # 4*9*30*30*4 bytes of columns per image: 64 images per chunk
+def test_conv2d_workspace_does_not_grow_with_batch(restore_threads):
+    ak.set_num_threads(2)
     w = np.zeros((8, 4, 3, 3), np.float32)
+    per_thread, _ = _per_thread_bound((1, 4, 32, 32), w.shape, 4)
     sizes = [ak.conv.conv2d_workspace_bytes(np.zeros((n, 4, 32, 32), np.float32), w)
-             for n in (64, 100, 300)]
-    assert sizes[0] == sizes[1] == sizes[2]
-    assert sizes[0] < 3 * BUDGET
+             for n in (2, 64, 1000, 4096)]
+    assert all(0 < s <= 2 * per_thread for s in sizes), sizes
+    assert max(sizes) < 4 * (1 << 20)  # a few MiB, while x alone is 64 MiB at N = 4096
+
+
+def test_conv2d_workspace_scales_with_threads(restore_threads):
+    # a large image: work is cut in row blocks whatever the thread count, so every
+    # thread keeps the same buffers
+    x = np.zeros((8, 16, 66, 66))
+    w = np.zeros((8, 16, 3, 3))
+    sizes = {}
+    for t in (1, 2, 4):
+        ak.set_num_threads(t)
+        sizes[t] = ak.conv.conv2d_workspace_bytes(x, w)
+    assert sizes[2] == 2 * sizes[1] and sizes[4] == 4 * sizes[1], sizes
 
 
 def test_conv2d_workspace_validates(rng):
@@ -676,3 +703,54 @@ def test_conv2d_workspace_validates(rng):
         ak.conv.conv2d_workspace_bytes(randn(rng, (1, 2, 5, 5)), randn(rng, (3, 3, 3, 3)))
     with pytest.raises(TypeError):
         ak.conv.conv2d_workspace_bytes(np.zeros((1, 2, 5, 5), np.int64), randn(rng, (3, 2, 3, 3)))
+
+
+# ----------------------------------------------------------------------------------
+# GIL and huge arguments
+# ----------------------------------------------------------------------------------
+
+
+def _count_while(fn):
+    """Runs fn in a thread; counts loop iterations of this thread meanwhile."""
+    import threading
+
+    t = threading.Thread(target=fn)
+    count = 0
+    start = time.perf_counter()
+    t.start()
+    while t.is_alive():
+        count += 1
+    return count, time.perf_counter() - start
+
+
+def test_gil_released_during_kernel(rng, restore_threads):
+    ak.set_num_threads(1)  # leave the other core to this thread's counting loop
+    x = randn(rng, (8, 32, 48, 48), np.float32)
+    w = randn(rng, (32, 32, 3, 3), np.float32)
+    calls = 10
+    # baseline speed of the counting loop (with a thread holding no GIL: sleeping)
+    base, base_s = _count_while(lambda: time.sleep(0.1))
+    rate = base / base_s
+
+    def work():
+        for _ in range(calls):
+            ak.conv2d_forward(x, w, padding=1)
+
+    count, seconds = _count_while(work)
+    assert seconds > 0.05, "the kernel ran too fast for this measurement"
+    # with the GIL held during the kernel this loop would barely run (a few switch
+    # intervals); released, it runs at a good fraction of its normal speed
+    assert count > 0.2 * rate * seconds, (count, rate * seconds)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=2**30), dict(padding=2**31),
+                                    dict(stride=2**62), dict(dilation=2**40),
+                                    dict(padding=2**30, dilation=2**30)], ids=str)
+def test_huge_hyperparameters_raise(kwargs, rng):
+    # outputs of more than 2**63 bytes (or arguments over the geometry limit): a clean
+    # exception, never a crash or an attempt to run
+    x, w = randn(rng, (1, 2, 3, 3)), randn(rng, (2, 2, 2, 2))
+    with pytest.raises((ValueError, MemoryError)):
+        ak.conv2d_forward(x, w, **kwargs)
+    with pytest.raises((ValueError, MemoryError)):
+        ak.im2col(x, 2, **kwargs)

@@ -201,25 +201,28 @@ def test_conv2d_random_geometries(geometry, dtype, has_bias, seed):
 
 
 # ----------------------------------------------------------------------------------
-# conv2d: batch chunking and the 1x1 fast path
+# conv2d: how the work is cut (whole images side by side, blocks of output rows,
+# images dealt out per thread plus a remainder shared by all threads) must not show
 # ----------------------------------------------------------------------------------
+#
+# The implementation cuts work into units whose column matrix stays within a cache-sized
+# budget (about 512 KiB; C*kH*kW*W_out*itemsize bytes of columns per output row): small
+# images go several to a unit, large ones in blocks of output rows; in the backward,
+# images are dealt out whole to threads and the rest (N % threads) are computed by all
+# threads together. The geometries below sit well inside each regime.
 
-CHUNK_CASES = [
-    # float64, one image's columns ~1 MiB: 8 images per chunk, N = 41 -> 5 full chunks
-    # and a last chunk of a single image.
-    ("f64_chunks_8x5_plus1", np.float64, (41, 16, 32, 32), (8, 16, 3, 3), dict(), True),
-    # float32, groups 2, padding: 18 images per chunk -> 18, 18, 1.
-    ("f32_groups_chunks", np.float32, (37, 8, 40, 40), (6, 4, 3, 3),
+BIG_BATCH_CASES = [
+    # (id, dtype, x shape, weight shape, geometry, bias)
+    ("f64_n41", np.float64, (41, 16, 32, 32), (8, 16, 3, 3), dict(), True),
+    ("f32_n37_groups_pad", np.float32, (37, 8, 40, 40), (6, 4, 3, 3),
      dict(padding=1, groups=2), True),
-    # one image's columns exceed the budget: one image per chunk, grad_weight summed
-    # over chunks.
-    ("f64_one_image_per_chunk", np.float64, (2, 8, 130, 130), (4, 8, 3, 3),
-     dict(padding=1), False),
+    # ~9 MiB of columns per image: many row blocks
+    ("f64_big_image", np.float64, (2, 8, 130, 130), (4, 8, 3, 3), dict(padding=1), False),
 ]
 
 
-@pytest.mark.parametrize("case", CHUNK_CASES, ids=[c[0] for c in CHUNK_CASES])
-def test_conv2d_batch_chunks(case, rng):
+@pytest.mark.parametrize("case", BIG_BATCH_CASES, ids=[c[0] for c in BIG_BATCH_CASES])
+def test_conv2d_big_cases(case, rng):
     _, dtype, x_shape, w_shape, geom, has_bias = case
     geom = dict(dict(stride=1, padding=0, dilation=1, groups=1), **geom)
     x = randn(rng, x_shape, dtype)
@@ -230,8 +233,93 @@ def test_conv2d_batch_chunks(case, rng):
     check_backward(gy, x, w, geom, dtype)
 
 
-def test_conv2d_chunking_is_invisible(rng):
-    """Images computed in a chunk equal the same images computed alone (float64, tight)."""
+# (id, dtype, x shape, weight shape, geometry)
+PARTITION_GEOMETRIES = [
+    # small images: several whole images per unit
+    ("small", np.float64, (3, 8, 8), (4, 3, 3, 3), dict(padding=1)),
+    ("small_groups_stride", np.float32, (4, 9, 7), (6, 2, 3, 2),
+     dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)),
+    # 36 KiB of columns per output row, 1.1 MiB per image: a few row blocks per image
+    ("row_blocks", np.float64, (16, 34, 34), (6, 16, 3, 3), dict()),
+    ("row_blocks_groups_dilated", np.float64, (16, 70, 33), (4, 8, 3, 3),
+     dict(stride=(1, 2), padding=2, dilation=2, groups=2)),
+    # 576 KiB of columns per output row, more than the budget: one row per unit
+    ("row_over_budget", np.float64, (64, 6, 130), (3, 64, 3, 3), dict()),
+    # pointwise (x read directly as the column matrix), in row blocks and whole images
+    ("pointwise_row_blocks", np.float64, (64, 40, 40), (6, 32, 1, 1), dict(groups=2)),
+    ("pointwise_small", np.float32, (5, 6, 7), (3, 5, 1, 1), dict()),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("geometry", PARTITION_GEOMETRIES, ids=[g[0] for g in PARTITION_GEOMETRIES])
+def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
+    _, dtype, chw, w_shape, geom = geometry
+    if n == 8 and chw[0] * chw[1] * chw[2] > 50000:
+        n = 4  # keep the big geometries quick; 4 still deals images out to threads
+    geom = dict(dict(stride=1, padding=0, dilation=1, groups=1), **geom)
+    x = randn(rng, (n,) + chw, dtype)
+    w = randn(rng, w_shape, dtype)
+    b = randn(rng, (w_shape[0],), dtype)
+    gy = _grad_y(rng, x, w, geom, dtype)
+    ak.set_num_threads(threads)
+    y = check_forward(x, w, b, geom, dtype)
+    grads = check_backward(gy, x, w, geom, dtype)
+    # each gradient alone (other code paths skip work) gives the same values
+    for i, mask in enumerate(((True, False, False), (False, True, False))):
+        alone = ak.conv2d_backward(gy, x, w, output_mask=mask, **geom)[i]
+        assert np.array_equal(alone, grads[i])
+    # bitwise repeatable for a given thread count
+    assert np.array_equal(ak.conv2d_forward(x, w, b, **geom), y)
+    for g1, g2 in zip(ak.conv2d_backward(gy, x, w, **geom), grads):
+        assert np.array_equal(g1, g2)
+
+
+_FEWER_THREADS_SCRIPT = r"""
+import sys
+import numpy as np
+import adlkernels as ak
+from reference import assert_close, conv2d_backward_ref, conv2d_ref
+
+rng = np.random.default_rng(0)
+failures = []
+for threads in (3, 4):
+    ak.set_num_threads(threads)
+    for n in (3, 4, 6):
+        for c, hw in ((16, 34), (3, 8)):  # row blocks / whole images per unit
+            x = rng.standard_normal((n, c, hw, hw))
+            w = rng.standard_normal((5, c, 3, 3))
+            gy = rng.standard_normal((n, 5, hw - 2, hw - 2))
+            got = (ak.conv2d_forward(x, w),) + ak.conv2d_backward(gy, x, w)
+            ref = (conv2d_ref(x, w),) + conv2d_backward_ref(gy, x, w)
+            for name, g, r in zip(("y", "grad_x", "grad_weight", "grad_bias"), got, ref):
+                try:
+                    assert_close(g, r, np.float64, what=name)
+                except AssertionError as e:
+                    failures.append(f"threads={threads} x={x.shape}: {e}")
+print("\n".join(failures))
+sys.exit(1 if failures else 0)
+"""
+
+
+def test_conv2d_when_openmp_grants_fewer_threads():
+    """set_num_threads(n) above OMP_THREAD_LIMIT: OpenMP then runs teams smaller than n,
+    and the results must still be right (run in a subprocess: the limit is read when
+    the OpenMP runtime starts)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_THREAD_LIMIT="2")
+    r = subprocess.run([sys.executable, "-c", _FEWER_THREADS_SCRIPT], env=env,
+                       cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+
+
+def test_conv2d_images_independent_of_batch(rng):
+    """Each image of a batch equals the same image computed alone (float64, tight)."""
     x = randn(rng, (19, 16, 32, 32), np.float64)
     w = randn(rng, (8, 16, 3, 3), np.float64)
     b = randn(rng, (8,), np.float64)
@@ -239,6 +327,35 @@ def test_conv2d_chunking_is_invisible(rng):
     for i in (0, 7, 8, 18):
         yi = ak.conv2d_forward(x[i:i + 1], w, b, padding=1)
         np.testing.assert_allclose(y[i:i + 1], yi, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_concurrent_calls(rng):
+    """Calls from several Python threads at once (the GIL is released) give the same
+    results as the same calls made one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for i in range(8):
+        n, c, hw = (1, 3, 5, 8)[i % 4], (16, 4)[i % 2], (34, 12)[i % 2]
+        x = randn(rng, (n, c, hw, hw), np.float64)
+        w = randn(rng, (6, c, 3, 3), np.float64)
+        gy = randn(rng, (n, 6, hw - 2, hw - 2), np.float64)
+        jobs.append((x, w, gy))
+
+    def run(job):
+        x, w, gy = job
+        return ak.conv2d_forward(x, w), ak.conv2d_backward(gy, x, w)
+
+    serial = [run(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(run, jobs))
+            for (y1, g1), (y2, g2) in zip(serial, concurrent):
+                assert np.array_equal(y1, y2)
+                for a, b in zip(g1, g2):
+                    assert np.array_equal(a, b)
+    x, w, gy = jobs[1]
+    assert_close(serial[1][0], conv2d_ref(x, w), np.float64)
 
 
 POINTWISE_CASES = [
@@ -249,10 +366,9 @@ POINTWISE_CASES = [
     ("n4_g1", np.float64, 4, 5, 6, 7, 3, 1),
     ("n3_g3_f32", np.float32, 3, 6, 5, 5, 9, 3),
     ("n5_depthwise", np.float64, 5, 4, 3, 8, 4, 4),
-    # ~2.6 MiB per image: chunks of 3 then 1 (the single-image direct path after a chunk)
-    ("n4_g3_chunks_3_1", np.float64, 4, 33, 100, 100, 6, 3),
-    # ~4.7 MiB per image: one image per chunk, direct path for every image
-    ("n3_g2_direct_each", np.float64, 3, 64, 96, 96, 8, 2),
+    # large planes: x read directly as the column matrix, in row blocks
+    ("n4_g3_large", np.float64, 4, 33, 100, 100, 6, 3),
+    ("n3_g2_large", np.float64, 3, 64, 96, 96, 8, 2),
 ]
 
 
@@ -272,6 +388,38 @@ def test_conv2d_pointwise(case, rng):
     assert not np.shares_memory(gx, gy) and not np.shares_memory(gx, x)
     for mask in ((True, False, False), (False, True, False)):
         check_backward(gy, x, wt, geom, dtype, mask=mask)
+
+
+def test_outputs_do_not_depend_on_fresh_memory(rng):
+    """Outputs are fully written: memory that held NaNs before does not leak into them
+    (e.g. a GEMM with beta = 0 must not read its output, nor a sum start from garbage)."""
+    geoms = [(dict(), (2, 3, 6, 5), (4, 3, 3, 2)), (dict(), (3, 4, 5, 6), (2, 4, 1, 1)),
+             (dict(groups=2, padding=1), (1, 4, 7, 7), (6, 2, 3, 3))]
+    for geom, x_shape, w_shape in geoms:
+        x, w = randn(rng, x_shape, np.float64), randn(rng, w_shape, np.float64)
+        y_ref = conv2d_ref(x, w, None, **geom)
+        gy = randn(rng, y_ref.shape, np.float64)
+        g_ref = conv2d_backward_ref(gy, x, w, **geom)
+        for _ in range(5):
+            junk = [np.full(s, np.nan) for s in (y_ref.shape, x_shape, w_shape, (w_shape[0],))
+                    for _ in range(4)]
+            del junk
+            y = ak.conv2d_forward(x, w, None, **geom)
+            assert np.isfinite(y).all()
+            assert_close(y, y_ref, np.float64)
+            junk = [np.full(s, np.nan) for s in (y_ref.shape, x_shape, w_shape, (w_shape[0],))
+                    for _ in range(4)]
+            del junk
+            for got, ref in zip(ak.conv2d_backward(gy, x, w, **geom), g_ref):
+                assert np.isfinite(got).all()
+                assert_close(got, ref, np.float64)
+        junk = [np.full(x_shape, np.nan) for _ in range(4)]
+        del junk
+        cols = ak.im2col(x, w_shape[2:], padding=1)
+        junk = [np.full(x_shape, np.nan) for _ in range(4)]
+        del junk
+        back = ak.col2im(cols, x_shape[2:], w_shape[2:], padding=1)
+        assert np.isfinite(cols).all() and np.isfinite(back).all()
 
 
 # ----------------------------------------------------------------------------------
@@ -417,10 +565,11 @@ def test_conv1d_rejects_pairs(arg, rng):
     x = randn(rng, (1, 2, 8), np.float64)
     w = randn(rng, (3, 2, 3), np.float64)
     value = (1, 2) if arg != "padding" else (0, 1)
-    # the implementation raises TypeError ("expected an int, got tuple")
-    with pytest.raises(TypeError, match=arg):
+    # a clear error naming the argument (the implementation raises TypeError:
+    # "expected an int, got tuple"); never silently using one element of the pair
+    with pytest.raises((TypeError, ValueError), match=arg):
         ak.conv1d_forward(x, w, **{arg: value})
-    with pytest.raises(TypeError, match=arg):
+    with pytest.raises((TypeError, ValueError), match=arg):
         ak.conv1d_backward(randn(rng, (1, 3, 6), np.float64), x, w, **{arg: value})
 
 
