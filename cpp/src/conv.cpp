@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 #include <vector>
 
 #include "adlk/blas.h"
@@ -123,8 +124,11 @@ index_t largest_divisor_upto(index_t n, index_t cap) {
 Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_images,
                index_t min_blocks) {
   Plan p;
-  const index_t row_bytes = std::max<index_t>(1, g.col_rows() * g.W_out * index_t(elem_size));
-  const index_t budget_rows = std::max<index_t>(1, index_t(kConvBlockBytes) / row_bytes);
+  // A unit's columns and its output (or grad_y) rows should stay in cache together.
+  const index_t row_bytes =
+      std::max<index_t>(1, (g.col_rows() + g.C_out) * g.W_out * index_t(elem_size));
+  static const index_t budget = std::getenv("ADLK_TUNE_BLOCK") ? std::atol(std::getenv("ADLK_TUNE_BLOCK")) : index_t(kConvBlockBytes);
+  const index_t budget_rows = std::max<index_t>(1, budget / row_bytes);
   if (budget_rows >= g.H_out && per_thread_images > 0) {
     // Whole images fit: put several side by side, as many as divide each thread's share.
     p.images = largest_divisor_upto(per_thread_images, budget_rows / g.H_out);
@@ -315,7 +319,6 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
 
   if (n_split > 0) {
     const Plan p = make_plan(g, sizeof(T), n_split / nt, 1);
-    const index_t units = p.units(n_split);
     const index_t unit_cols = p.images * p.rows_per_block * g.W_out;
     std::vector<T> partials(dweight && nt > 1 ? std::size_t((nt - 1) * wsize) : 0, T(0));
 #pragma omp parallel num_threads(nt)
@@ -325,9 +328,12 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
       T* dcols_buf = thread_scratch_as<T>(1, std::size_t(rows * unit_cols));
       T* dy_stage = p.images > 1 ? thread_scratch_as<T>(2, std::size_t(g.C_out * unit_cols)) : nullptr;
       T* dw_mine = dweight ? (tid == 0 ? dweight : partials.data() + (tid - 1) * wsize) : nullptr;
+      // A group of images belongs to one thread for all its row blocks: grad_x is
+      // cleared at the first block and accumulated by the later ones.
 #pragma omp for schedule(static)
-      for (index_t u = 0; u < units; ++u) {
-        const index_t n0 = (u / p.blocks) * p.images, b = u % p.blocks;
+      for (index_t grp = 0; grp < n_split / p.images; ++grp) {
+      for (index_t b = 0; b < p.blocks; ++b) {
+        const index_t n0 = grp * p.images;
         const index_t nimg = p.images;  // n_split is a multiple of p.images
         const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
         const index_t Lb = (oh1 - oh0) * g.W_out, N_gemm = nimg * Lb;
@@ -365,6 +371,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
           for (index_t j = 0; j < nimg; ++j)
             col2im_channels(dcols_buf + j * Lb, N_gemm, g, 0, g.C, oh0, oh1, dximg + j * plane);
         }
+      }
       }
     }
     // Fixed-order sum of the partials.
