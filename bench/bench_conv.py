@@ -9,7 +9,7 @@ import numpy as np
 import adlkernels as ak
 
 import numpy_conv
-from common import (Context, FamilyResult, StealMeter, markdown_table, text_table,
+from common import (Context, FamilyResult, LoadMeter, markdown_table, text_table,
                     time_interleaved, torch)
 
 
@@ -111,7 +111,7 @@ def run(ctx: Context) -> FamilyResult:
             ref_name = "torch" if "torch" in fns else "numpy"
             err = _max_rel_err(fns["ak"](), fns[ref_name]())
             budgets = {n: ctx.slow_budget if n == "numpy" else ctx.budget for n in fns}
-            with StealMeter() as steal:
+            with LoadMeter() as load:
                 st = time_interleaved(fns, budgets, rounds=ctx.rounds)
             flops = case.forward_flops() * (1 if direction == "forward" else 2)
             t_ak = st["ak"].median
@@ -125,12 +125,11 @@ def run(ctx: Context) -> FamilyResult:
                 "time_s": {n: s.to_json() for n, s in st.items()},
                 "ratio_torch_over_ak": st["torch"].median / t_ak if "torch" in st else None,
                 "ratio_numpy_over_ak": st["numpy"].median / t_ak,
-                "cpu_steal_pct": steal.pct,
+                "cpu_load": load.to_json(),
             }
             rows.append(row)
             flag = "" if err < 1e-4 else f"  [!] max rel err vs {ref_name} {err:.1e}"
-            if steal.pct is not None and steal.pct > 5:
-                flag += f"  [noisy: {steal.pct:.0f}% CPU steal]"
+            flag += load.warning()
             print(f"  {case.label:34s} {direction:8s} ak {_fmt_ms(t_ak):>6s} ms "
                   f"torch/ak {_fmt_ratio(row['ratio_torch_over_ak'])} "
                   f"numpy/ak {_fmt_ratio(row['ratio_numpy_over_ak'])}{flag}", flush=True)
@@ -139,7 +138,7 @@ def run(ctx: Context) -> FamilyResult:
     for r in rows:
         t = r["time_s"]
         table.append([
-            r["case"], r["direction"][:3], _fmt_ms(t["ak"]["median"]),
+            r["case"], r["direction"][0] + "wd", _fmt_ms(t["ak"]["median"]),
             f"{r['ak_gflops']:.1f}", f"{r['ak_pct_peak']:.0f}%",
             _fmt_ms(t["torch"]["median"] if "torch" in t else None),
             _fmt_ratio(r["ratio_torch_over_ak"]),

@@ -34,22 +34,46 @@ RESULTS_MD = BENCH_DIR / "RESULTS.md"
 
 # ---------------------------------------------------------------------------- threads
 
-def _set_numpy_blas_threads(n: int) -> str:
-    """Limit NumPy's own BLAS (a separate OpenBLAS from the one adlkernels links)."""
-    try:
-        from threadpoolctl import threadpool_limits
+def _ak_blas():
+    """adlkernels' OpenBLAS (scipy-openblas32's library, loaded by ``import adlkernels``)."""
+    import scipy_openblas32
 
-        threadpool_limits(limits=n, user_api="blas")
-        return f"threadpoolctl ({n})"
+    path = os.path.realpath(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))
+    lib = ctypes.CDLL(path)  # already loaded: same handle
+    lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
+    return path, lib
+
+
+_LIMITERS = []  # threadpoolctl limiters stay referenced for the life of the process
+
+
+def _set_numpy_blas_threads(n: int) -> str:
+    """Limit NumPy's own BLAS (a separate OpenBLAS, NumPy's bundled one) to n threads.
+
+    adlkernels' OpenBLAS is deliberately left alone: the kernels run it single-threaded
+    inside their own OpenMP threads, and making it multi-threaded would oversubscribe
+    the cores (measured: ~100x slower convolutions on 2 cores).
+    """
+    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # make sure NumPy's BLAS is loaded
+    ak_path, _ = _ak_blas()
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        ctl = ThreadpoolController()
+        paths = [i["filepath"] for i in ctl.info() if i["user_api"] == "blas"
+                 and os.path.realpath(i["filepath"]) != ak_path]
+        if paths:
+            _LIMITERS.append(ctl.select(filepath=paths).limit(limits=n))
+            return f"threadpoolctl ({n}): " + ", ".join(Path(p).name for p in paths)
     except ImportError:
         pass
-    # Fallback without threadpoolctl: find every OpenBLAS mapped into this process and
-    # call its set_num_threads (symbol names vary with the build's prefix/suffix).
-    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # make sure NumPy's BLAS is loaded
-    done = []
+    # Without threadpoolctl: every other OpenBLAS mapped into this process, through its
+    # set_num_threads (the symbol's name varies with the build's prefix/suffix).
     with open("/proc/self/maps") as f:
-        paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
-    libs = sorted(p for p in paths if "openblas" in Path(p).name.lower())
+        paths = {line.split()[-1] for line in f if ".so" in line}
+    libs = sorted(p for p in paths if "openblas" in Path(p).name.lower()
+                  and os.path.realpath(p) != ak_path)
+    done = []
     for path in libs:
         lib = ctypes.CDLL(path)
         for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
@@ -61,13 +85,14 @@ def _set_numpy_blas_threads(n: int) -> str:
                 break
     if done:
         return f"ctypes ({n}): " + ", ".join(done) + " (threadpoolctl not installed)"
-    return "NOT SET (no threadpoolctl, no OpenBLAS found): NumPy BLAS uses its default"
+    return "NOT SET (no threadpoolctl, no other OpenBLAS found): NumPy BLAS uses its default"
 
 
 def set_threads(n: int) -> dict:
     """One thread count for every contender in this process; returns what was set."""
     ak.set_num_threads(n)
-    out = {"adlkernels": ak.get_num_threads()}
+    out = {"adlkernels": ak.get_num_threads(),
+           "adlkernels_blas": _ak_blas()[1].scipy_openblas_get_num_threads()}
     if torch is not None:
         torch.set_num_threads(n)
         out["torch"] = torch.get_num_threads()
@@ -120,82 +145,127 @@ class Budget:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], budgets: dict[str, Budget],
-                     rounds: int = 3, settle_s: float = 0.1) -> dict[str, Stats]:
+                     rounds: int = 3, settle_s: float = 0.25,
+                     warmup_s: float = 0.1) -> dict[str, Stats]:
     """Median per-call time of each function, their repeats interleaved in rounds.
 
     On a shared machine the load drifts; running contenders round-robin (a block of
     each per round) makes a slow phase hit all of them, which keeps their *ratios*
-    honest. Before each block: a short sleep, so the previous contender's spinning
-    worker threads (OpenBLAS spins ~0.1 s after a call, OpenMP a little) go idle and
-    don't steal cores, and one untimed warm-up call (caches, thread pools, allocator).
+    honest. Before each block: a sleep of settle_s, so the previous contender's idle
+    worker threads stop spinning (OpenBLAS spins ~0.1 s after each call, a full core
+    on a 2-core machine), then untimed warm-up calls for at least warmup_s (thread
+    pools waking up take a few calls; caches; allocator).
     """
-    # Calibrate: the first call is a warm-up; the second gives the per-call estimate.
     per_round = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        t_call = time.perf_counter() - t0
-        per_round[name] = max(1, math.ceil(budgets[name].reps(t_call) / rounds))
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             time.sleep(settle_s)
-            fn()
-            for _ in range(per_round[name]):
+            _warm_up(fn, warmup_s)
+            n = per_round.get(name)
+            if n is None:  # first block: its first timed call sizes the blocks
+                t0 = time.perf_counter()
+                fn()
+                t_call = time.perf_counter() - t0
+                samples[name].append(t_call)
+                n = per_round[name] = max(1, math.ceil(budgets[name].reps(t_call) / rounds))
+                n -= 1
+            for _ in range(n):
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)
     return {name: Stats.of(s) for name, s in samples.items()}
 
 
-class StealMeter:
-    """Share of CPU time the hypervisor stole while the block ran (/proc/stat), in %.
+def _warm_up(fn, seconds: float) -> None:
+    t_end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < t_end:
+        fn()
 
-    On a shared VM this is the main noise source; a high value flags numbers to
-    distrust (re-run). None where /proc/stat is unavailable.
+
+class LoadMeter:
+    """What else used the CPUs while a block ran, from /proc/stat, in % of all cores.
+
+    steal_pct: time the hypervisor gave our vCPUs to other guests. other_pct: busy
+    time of every other process on this machine (machine busy time minus ours). On a
+    shared machine these are the noise sources; high values flag numbers to distrust.
+    Both None where /proc/stat is unavailable.
     """
 
-    pct: float | None = None
+    steal_pct: float | None = None
+    other_pct: float | None = None
 
     @staticmethod
     def _read():
         try:
             with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-            return sum(v[:8]), v[7]  # user..steal; guest time is already inside user
-        except (OSError, IndexError, ValueError):
+                v = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
             return None
+        t = os.times()
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        busy = v[0] + v[1] + v[2] + v[5] + v[6]
+        return sum(v), busy, v[7], t.user + t.system + t.children_user + t.children_system
 
     def __enter__(self):
         self._t0 = self._read()
         return self
 
     def __exit__(self, *exc):
-        t1 = self._read()
-        if self._t0 and t1 and t1[0] > self._t0[0]:
-            self.pct = 100.0 * (t1[1] - self._t0[1]) / (t1[0] - self._t0[0])
+        t1, t0 = self._read(), self._t0
+        if t0 and t1 and t1[0] > t0[0]:
+            hz = os.sysconf("SC_CLK_TCK")
+            total = t1[0] - t0[0]
+            self.steal_pct = 100.0 * (t1[2] - t0[2]) / total
+            other = (t1[1] - t0[1]) - (t1[3] - t0[3]) * hz
+            self.other_pct = max(0.0, 100.0 * other / total)
         return False
+
+    def warning(self, limit: float = 10.0) -> str:
+        """'' when quiet, else a short note for the printed line."""
+        parts = []
+        if self.other_pct is not None and self.other_pct > limit:
+            parts.append(f"other processes {self.other_pct:.0f}%")
+        if self.steal_pct is not None and self.steal_pct > limit / 2:
+            parts.append(f"steal {self.steal_pct:.0f}%")
+        return f"  [noisy: {', '.join(parts)} of the CPUs]" if parts else ""
+
+    def to_json(self):
+        return {"steal_pct": self.steal_pct, "other_processes_pct": self.other_pct}
+
+
+def wait_for_idle(max_wait_s: float, busy_limit_pct: float = 10.0, probe_s: float = 2.0) -> float | None:
+    """Wait (up to max_wait_s) until other processes use < busy_limit_pct of the CPUs
+    over a probe_s window; returns the last reading. Benchmarks on a 2-core machine
+    shared with test runs are otherwise meaningless."""
+    t_end = time.monotonic() + max_wait_s
+    while True:
+        with LoadMeter() as m:
+            time.sleep(probe_s)
+        if m.other_pct is None or m.other_pct < busy_limit_pct or time.monotonic() >= t_end:
+            return m.other_pct
+        print(f"  machine busy (other processes {m.other_pct:.0f}% of the CPUs), waiting...",
+              flush=True)
 
 
 # ------------------------------------------------------------------- reference rates
 
-def sgemm_peak(n: int = 2048, budget: Budget | None = None) -> dict:
+def sgemm_peak(threads: int, n: int = 2048, budget: Budget | None = None) -> dict:
     """GFLOP/s of one large row-major sgemm through the OpenBLAS adlkernels links.
 
-    adlkernels has no public GEMM, so this calls the same library
-    (scipy-openblas32's libscipy_openblas, already loaded by ``import adlkernels``)
-    via ctypes, at the thread count ak.set_num_threads gave it.
+    adlkernels has no public GEMM, so this calls the same library via ctypes. The
+    kernels run that BLAS single-threaded inside their OpenMP threads, so the library
+    is switched to ``threads`` threads for this measurement only and then restored
+    (leaving it multi-threaded would oversubscribe the cores in the kernels). A
+    single-threaded figure is measured too: the per-thread ceiling of the kernels.
     """
-    import scipy_openblas32
-
-    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"))
+    _, lib = _ak_blas()
     sgemm = lib.scipy_cblas_sgemm
     fp = ctypes.POINTER(ctypes.c_float)
     i, f = ctypes.c_int, ctypes.c_float
     sgemm.argtypes = [i, i, i, i, i, i, f, fp, i, fp, i, f, fp, i]
     sgemm.restype = None
-    lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     c = np.zeros((n, n), np.float32)
@@ -205,15 +275,24 @@ def sgemm_peak(n: int = 2048, budget: Budget | None = None) -> dict:
     def call():
         sgemm(row_major, no_trans, no_trans, n, n, n, 1.0, pa, n, pb, n, 0.0, pc, n)
 
-    call()
+    flops = 2.0 * n**3
+    budget = budget or Budget(2.0, 5)
+    saved = lib.scipy_openblas_get_num_threads()
+    out = {"n": n, "blas_threads_restored_to": saved}
+    try:
+        for key, t in (("1_thread", 1), ("threads", threads)):
+            lib.scipy_openblas_set_num_threads(t)
+            st = time_interleaved({"sgemm": call}, {"sgemm": budget}, rounds=1)["sgemm"]
+            out[key] = {"threads": lib.scipy_openblas_get_num_threads(),
+                        "gflops": flops / st.median / 1e9, "gflops_best": flops / st.min / 1e9,
+                        "time": st.to_json()}
+    finally:
+        lib.scipy_openblas_set_num_threads(saved)
     ref = a[:64].astype(np.float64) @ b.astype(np.float64)  # spot check the ctypes call
     if not np.allclose(c[:64], ref, rtol=1e-3, atol=1e-2 * math.sqrt(n)):
         raise RuntimeError("sgemm_peak: ctypes sgemm gave a wrong product")
-    st = time_interleaved({"sgemm": call}, {"sgemm": budget or Budget(2.0, 5)}, rounds=1)["sgemm"]
-    flops = 2.0 * n**3
-    return {"n": n, "threads": lib.scipy_openblas_get_num_threads(),
-            "gflops": flops / st.median / 1e9, "gflops_best": flops / st.min / 1e9,
-            "time": st.to_json()}
+    out["gflops"] = out["threads"]["gflops"]
+    return out
 
 
 def copy_bandwidth(mbytes: int = 256, budget: Budget | None = None) -> dict:
@@ -285,10 +364,10 @@ def _numpy_blas() -> str | None:
         return None
 
 
-def result_path(family: str, info: dict) -> Path:
-    """bench/results/<family>-<date>-<host or cpu>.json"""
+def result_path(family: str, info: dict, suffix: str = "") -> Path:
+    """bench/results/<family>-<date>-<host or cpu><suffix>.json"""
     tag = re.sub(r"[^A-Za-z0-9]+", "-", info["hostname"] or info["cpu"]).strip("-").lower()
-    return RESULTS_DIR / f"{family}-{info['date'][:10]}-{tag or 'unknown'}.json"
+    return RESULTS_DIR / f"{family}-{info['date'][:10]}-{tag or 'unknown'}{suffix}.json"
 
 
 def write_json(path: Path, obj) -> None:

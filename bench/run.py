@@ -40,9 +40,13 @@ def parse_args(argv=None):
                     help="fixed number of timed calls per measurement (default: adaptive, "
                          "~1.5 s per measurement, at least 5; NumPy reference ~0.75 s, at least 3)")
     ap.add_argument("--quick", action="store_true",
-                    help="short smoke run (< 1 min): few repeats, one round; noisy numbers")
+                    help="short smoke run (< 1 min): few repeats, one round, noisy numbers; "
+                         "its JSON gets a -quick suffix and RESULTS.md is not updated")
     ap.add_argument("--no-write", action="store_true",
                     help="print only: no JSON file, no RESULTS.md update")
+    ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
+                    help="first wait up to S seconds for other processes to go quiet "
+                         "(default 60, with --quick 0)")
     args = ap.parse_args(argv)
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
         ap.error("--threads and --repeats must be >= 1")
@@ -69,11 +73,20 @@ def main(argv=None) -> int:
     if common.torch is None:
         print("torch not importable: torch columns skipped")
 
+    if args.wait_idle is None:
+        args.wait_idle = 0.0 if args.quick else 60.0
+    if args.wait_idle > 0:
+        other = common.wait_for_idle(args.wait_idle)
+        if other is not None and other >= 10:
+            print(f"WARNING: other processes use {other:.0f}% of the CPUs: expect noisy numbers")
+
     t0 = time.perf_counter()
-    peak = common.sgemm_peak(2048, ref_budget)
+    peak = common.sgemm_peak(args.threads, 2048, ref_budget)
     bw = common.copy_bandwidth(256, ref_budget)
-    print(f"sgemm 2048^3 (scipy-openblas32, {peak['threads']} threads): "
-          f"{peak['gflops']:.1f} GFLOP/s median, {peak['gflops_best']:.1f} best")
+    for key in ("threads", "1_thread"):
+        p = peak[key]
+        print(f"sgemm 2048^3 (adlkernels' scipy-openblas32, {p['threads']} thread(s)): "
+              f"{p['gflops']:.1f} GFLOP/s median, {p['gflops_best']:.1f} best")
     print(f"copy 256 MiB (np.copyto): {bw['gbps_read_write']:.1f} GB/s read+write")
 
     families = sorted(FAMILIES) if args.family == "all" else [args.family]
@@ -82,34 +95,38 @@ def main(argv=None) -> int:
         print(f"\n== {title}")
         ctx = Context(threads=args.threads, budget=budget, slow_budget=slow,
                       rounds=rounds, gemm_peak_gflops=peak["gflops"])
-        with common.StealMeter() as steal:
+        with common.LoadMeter() as load:
             res = fn(ctx)
-        steal_txt = "n/a" if steal.pct is None else f"{steal.pct:.1f}%"
+        load_txt = ("n/a" if load.other_pct is None else
+                    f"other processes {load.other_pct:.1f}%, steal {load.steal_pct:.1f}% of the CPUs")
         print("\n" + res.text)
         print("\n% peak: of the sgemm GFLOP/s above; X/ak ratios > 1: adlkernels faster.")
-        print(f"CPU steal (hypervisor) during the {fam} run: {steal_txt}")
+        print(f"load besides this benchmark during the {fam} run: {load_txt}")
         if args.no_write:
             continue
-        path = common.result_path(fam, info)
+        path = common.result_path(fam, info, suffix="-quick" if args.quick else "")
         common.write_json(path, {
             "family": fam, "machine": info, "quick": args.quick,
-            "sgemm_peak": peak, "copy_bandwidth": bw, "cpu_steal_pct": steal.pct,
+            "sgemm_peak": peak, "copy_bandwidth": bw, "cpu_load": load.to_json(),
             "results": res.rows,
         })
         rel = os.path.relpath(path, common.BENCH_DIR.parent)
         body = (
             f"{info['date'][:10]}, {info['cpu']} ({info['cores']} cores), "
-            f"{args.threads} threads{' (--quick)' if args.quick else ''}; "
+            f"{args.threads} threads; "
             f"adlkernels {info['versions']['adlkernels']}, "
             f"torch {info['versions']['torch']}, numpy {info['versions']['numpy']}. "
             f"sgemm peak {peak['gflops']:.1f} GFLOP/s (2048^3, scipy-openblas32), "
-            f"copy {bw['gbps_read_write']:.1f} GB/s (read+write), CPU steal {steal_txt}. "
+            f"copy {bw['gbps_read_write']:.1f} GB/s (read+write); {load_txt}. "
             f"Raw data: `{rel}`.\n\n"
             "Float32 with bias; fwd = conv2d_forward, bwd = conv2d_backward (grad_x, grad_w, "
             "grad_b; torch: `aten.convolution_backward` alone). FLOPs: fwd "
             "2·N·C_out·H_out·W_out·C_in·kH·kW, bwd twice that. numpy = im2col "
             "(sliding_window_view) + np.matmul, `bench/numpy_conv.py`.\n\n" + res.markdown
         )
+        if args.quick:  # a smoke run's noisy numbers never replace a full run's summary
+            print(f"wrote {rel} (--quick: bench/RESULTS.md left as it is)")
+            continue
         common.update_markdown_section(title, body)
         print(f"wrote {rel} and bench/RESULTS.md")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

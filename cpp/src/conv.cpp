@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <cstdlib>
 #include <vector>
 
 #include "adlk/blas.h"
@@ -26,6 +25,8 @@ namespace {
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr index_t kParallelGrain = 1 << 14;
 constexpr index_t kMaxGeomArg = index_t(1) << 31;
+// Images with fewer output positions than this share a GEMM with their neighbours.
+constexpr index_t kConvMinGemmColumns = 128;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
@@ -127,11 +128,14 @@ Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_im
   // A unit's columns and its output (or grad_y) rows should stay in cache together.
   const index_t row_bytes =
       std::max<index_t>(1, (g.col_rows() + g.C_out) * g.W_out * index_t(elem_size));
-  static const index_t budget = std::getenv("ADLK_TUNE_BLOCK") ? std::atol(std::getenv("ADLK_TUNE_BLOCK")) : index_t(kConvBlockBytes);
-  const index_t budget_rows = std::max<index_t>(1, budget / row_bytes);
+  const index_t budget_rows = std::max<index_t>(1, index_t(kConvBlockBytes) / row_bytes);
   if (budget_rows >= g.H_out && per_thread_images > 0) {
-    // Whole images fit: put several side by side, as many as divide each thread's share.
-    p.images = largest_divisor_upto(per_thread_images, budget_rows / g.H_out);
+    // Whole images fit. Small ones go several side by side, as many as divide each
+    // thread's share, so the GEMM is wide enough to run efficiently (that costs a copy
+    // of the output out of the stage, which a larger image's own GEMM does not need).
+    p.images = g.L() < kConvMinGemmColumns
+                   ? largest_divisor_upto(per_thread_images, budget_rows / g.H_out)
+                   : 1;
     p.rows_per_block = g.H_out;
     p.blocks = 1;
     return p;
@@ -251,7 +255,8 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
 
 #pragma omp parallel num_threads(team)
   {
-    T* scratch = thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
+    const bool reads_x = is_pointwise(g) && p.images == 1;  // no column buffer needed
+    T* scratch = reads_x ? nullptr : thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
     T* stage = p.images > 1 ? thread_scratch_as<T>(1, std::size_t(g.C_out * unit_cols)) : nullptr;
 #pragma omp for schedule(static)
     for (index_t u = 0; u < units; ++u) {
@@ -324,8 +329,9 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_get_thread_num();
-      T* cols_buf = thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
-      T* dcols_buf = thread_scratch_as<T>(1, std::size_t(rows * unit_cols));
+      const bool reads_x = pointwise && p.images == 1;  // no column buffers needed
+      T* cols_buf = reads_x ? nullptr : thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
+      T* dcols_buf = reads_x ? nullptr : thread_scratch_as<T>(1, std::size_t(rows * unit_cols));
       T* dy_stage = p.images > 1 ? thread_scratch_as<T>(2, std::size_t(g.C_out * unit_cols)) : nullptr;
       T* dw_mine = dweight ? (tid == 0 ? dweight : partials.data() + (tid - 1) * wsize) : nullptr;
       // A group of images belongs to one thread for all its row blocks: grad_x is

@@ -206,7 +206,7 @@ def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1)
     """Bytes of scratch memory that conv2d_backward (the larger pass) uses for these arguments.
 
     Work is cut into (image, block of output rows) units whose column matrix holds at
-    most 512 KiB (or one output row, if that is larger). Each thread keeps, between
+    together with its output rows at most 1 MiB (or one output row, if that is larger). Each thread keeps, between
     calls, two such blocks plus a grad_weight-sized partial; forward needs one block.
     The total scales with get_num_threads(), never with the batch size.
     """

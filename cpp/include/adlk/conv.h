@@ -6,8 +6,9 @@
 // padding). This is torch.nn.functional.unfold's layout.
 //
 // Workspace: the batch is never turned into one big column matrix. Work is cut into
-// units of (image, block of output rows) whose column matrix holds at most
-// kConvBlockBytes (one output row at least); each OpenMP thread builds its unit's
+// units of (image, block of output rows), or of several whole small images, whose
+// column matrix and output rows hold at most kConvBlockBytes (one output row at
+// least); each OpenMP thread builds its unit's
 // columns in a per-thread scratch buffer (adlk/scratch.h, kept between calls) and runs
 // a single-threaded GEMM on them while they are in its cache. Per thread, forward uses
 // one block, backward two blocks plus a grad_weight partial (C_out*C/groups*kH*kW);
@@ -40,9 +41,9 @@ struct Conv2dGeom {
   void finalize();
 };
 
-// Byte budget of one unit's column matrix (see the header comment): about the size of
-// a core's L2 cache, so a block stays cached between im2col and the GEMM.
-constexpr std::size_t kConvBlockBytes = std::size_t(512) << 10;
+// Byte budget of one unit's column matrix plus its output rows (see the header
+// comment): about a core's L2 cache, so a block stays cached between im2col and GEMM.
+constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
 
 // Scratch bytes that conv2d_backward (the larger of the two) uses with `threads` threads.
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads);
