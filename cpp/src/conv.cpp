@@ -30,70 +30,94 @@ constexpr index_t kConvMinGemmColumns = 128;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
-// Output columns [lo, hi) whose input column ow*sW + off lies inside [0, W).
-inline void valid_range(index_t off, index_t stride, index_t W, index_t W_out, index_t& lo,
-                        index_t& hi) {
-  lo = off >= 0 ? 0 : ceil_div(-off, stride);
-  hi = (W - 1 - off) < 0 ? 0 : std::min(W_out, (W - 1 - off) / stride + 1);
-  lo = std::min(lo, W_out);
-  if (hi < lo) hi = lo;
-}
-
-// Output rows [oh0, oh1) of column-matrix row r = (c, kh, kw) of one image:
-// out[(oh - oh0)*W_out + ow] for the block.
+// Rows (c, kh, kw) of channel c's column matrix for output rows [oh0, oh1), into
+// out (row stride ld). The input rows they read are first copied into `band` with
+// their zero padding, (oh1-oh0-1)*sH + (kH-1)*dH + 1 rows of W + 2*pW; after that every
+// copy is a branch-free loop, which matters for the short rows of small images, where
+// a memcpy per row segment costs more than the data it moves. Loops are kept as loops
+// (no memcpy calls) for the same reason.
 template <typename T>
-void im2col_row(const T* ximg, const Conv2dGeom& g, index_t r, index_t oh0, index_t oh1, T* out) {
-  const index_t kk = g.kH * g.kW;
-  const index_t c = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
-  const T* xplane = ximg + c * g.H * g.W;
-  const index_t off_w = kw * g.dW - g.pW;
-  index_t lo, hi;
-  valid_range(off_w, g.sW, g.W, g.W_out, lo, hi);
-  for (index_t oh = oh0; oh < oh1; ++oh, out += g.W_out) {
-    const index_t ih = oh * g.sH - g.pH + kh * g.dH;
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
+                    T* out, index_t ld) {
+  const index_t Wp = g.W + 2 * g.pW, nrow = oh1 - oh0;
+  const index_t ih0 = oh0 * g.sH - g.pH;
+  const index_t Hb = (nrow - 1) * g.sH + (g.kH - 1) * g.dH + 1;
+  for (index_t i = 0; i < Hb; ++i) {
+    T* brow = band + i * Wp;
+    const index_t ih = ih0 + i;
     if (ih < 0 || ih >= g.H) {
-      std::fill(out, out + g.W_out, T(0));
+      for (index_t w = 0; w < Wp; ++w) brow[w] = T(0);
       continue;
     }
     const T* xr = xplane + ih * g.W;
-    std::fill(out, out + lo, T(0));
-    if (g.sW == 1) {
-      if (hi > lo) std::memcpy(out + lo, xr + lo + off_w, sizeof(T) * (hi - lo));
-    } else {
-      for (index_t ow = lo; ow < hi; ++ow) out[ow] = xr[ow * g.sW + off_w];
-    }
-    std::fill(out + hi, out + g.W_out, T(0));
+    for (index_t w = 0; w < g.pW; ++w) brow[w] = T(0);
+    for (index_t w = 0; w < g.W; ++w) brow[g.pW + w] = xr[w];
+    for (index_t w = g.pW + g.W; w < Wp; ++w) brow[w] = T(0);
   }
-}
-
-// Adds column-matrix rows of channels [c0, c1), output rows [oh0, oh1), back into the
-// image (ld = row stride of dcols). Each element sums its (kh, kw) terms in one fixed
-// order; callers give each channel plane to one thread, so no atomics are needed.
-template <typename T>
-void col2im_channels(const T* dcols, index_t ld, const Conv2dGeom& g, index_t c0, index_t c1,
-                     index_t oh0, index_t oh1, T* ximg) {
-  for (index_t c = c0; c < c1; ++c) {
-    T* xp = ximg + c * g.H * g.W;
-    for (index_t kh = 0; kh < g.kH; ++kh) {
-      for (index_t kw = 0; kw < g.kW; ++kw) {
-        const T* row = dcols + ((c * g.kH + kh) * g.kW + kw) * ld;
-        const index_t off_w = kw * g.dW - g.pW;
-        index_t lo, hi;
-        valid_range(off_w, g.sW, g.W, g.W_out, lo, hi);
-        for (index_t oh = oh0; oh < oh1; ++oh) {
-          const index_t ih = oh * g.sH - g.pH + kh * g.dH;
-          if (ih < 0 || ih >= g.H) continue;
-          T* xr = xp + ih * g.W + off_w;
-          const T* src = row + (oh - oh0) * g.W_out;
-          if (g.sW == 1) {
-            for (index_t ow = lo; ow < hi; ++ow) xr[ow] += src[ow];
-          } else {
-            for (index_t ow = lo; ow < hi; ++ow) xr[ow * g.sW] += src[ow];
-          }
+  for (index_t kh = 0; kh < g.kH; ++kh) {
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      T* dst = out + (kh * g.kW + kw) * ld;
+      const T* src0 = band + kh * g.dH * Wp + kw * g.dW;
+      for (index_t i = 0; i < nrow; ++i, dst += g.W_out) {
+        const T* src = src0 + i * g.sH * Wp;
+        if (g.sW == 1) {
+          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow];
+        } else {
+          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow * g.sW];
         }
       }
     }
   }
+}
+
+// Elements of the padded band that im2col_channel needs for a block of `rows` output rows.
+index_t band_elems(const Conv2dGeom& g, index_t rows) {
+  return ((rows - 1) * g.sH + (g.kH - 1) * g.dH + 1) * (g.W + 2 * g.pW);
+}
+
+// Adds the (kh, kw) rows of channel c's column gradient, output rows [oh0, oh1), back
+// into that channel's plane of the image. The terms are first summed into a zeroed
+// padded band (the layout of im2col_channel) in one fixed (kh, kw) order, then the
+// band's interior is added to the plane: branch-free loops, no atomics, and the same
+// bits for any thread count, since callers give each plane to one thread.
+template <typename T>
+void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
+                    T* band, T* xplane) {
+  const index_t Wp = g.W + 2 * g.pW, nrow = oh1 - oh0;
+  const index_t ih0 = oh0 * g.sH - g.pH;
+  const index_t Hb = (nrow - 1) * g.sH + (g.kH - 1) * g.dH + 1;
+  std::fill(band, band + Hb * Wp, T(0));
+  for (index_t kh = 0; kh < g.kH; ++kh) {
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      const T* src = dcols + (kh * g.kW + kw) * ld;
+      T* dst0 = band + kh * g.dH * Wp + kw * g.dW;
+      for (index_t i = 0; i < nrow; ++i, src += g.W_out) {
+        T* dst = dst0 + i * g.sH * Wp;
+        if (g.sW == 1) {
+          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] += src[ow];
+        } else {
+          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow * g.sW] += src[ow];
+        }
+      }
+    }
+  }
+  const index_t i_lo = std::max<index_t>(0, -ih0), i_hi = std::min(Hb, g.H - ih0);
+  for (index_t i = i_lo; i < i_hi; ++i) {
+    const T* brow = band + i * Wp + g.pW;
+    T* xr = xplane + (ih0 + i) * g.W;
+    for (index_t w = 0; w < g.W; ++w) xr[w] += brow[w];
+  }
+}
+
+// col2im_channel for channels [c0, c1) of one image (dcols holds all channels' rows).
+template <typename T>
+void col2im_channels(const T* dcols, index_t ld, const Conv2dGeom& g, index_t c0, index_t c1,
+                     index_t oh0, index_t oh1, T* ximg) {
+  T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
+  const index_t kk = g.kH * g.kW;
+  for (index_t c = c0; c < c1; ++c)
+    col2im_channel(dcols + c * kk * ld, ld, g, oh0, oh1, band, ximg + c * g.H * g.W);
 }
 
 // A 1x1 kernel with stride 1 and no padding reads x itself as the column matrix.
@@ -151,10 +175,12 @@ Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_im
 template <typename T>
 void build_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, index_t oh0,
                    index_t oh1, T* dst, index_t ld) {
-  const index_t Lb = (oh1 - oh0) * g.W_out, plane = g.C * g.H * g.W;
-  for (index_t r = 0; r < g.col_rows(); ++r)
-    for (index_t j = 0; j < nimg; ++j)
-      im2col_row(x + (n0 + j) * plane, g, r, oh0, oh1, dst + r * ld + j * Lb);
+  const index_t Lb = (oh1 - oh0) * g.W_out, kk = g.kH * g.kW;
+  T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
+  for (index_t j = 0; j < nimg; ++j)
+    for (index_t c = 0; c < g.C; ++c)
+      im2col_channel(x + ((n0 + j) * g.C + c) * g.H * g.W, g, oh0, oh1, band,
+                     dst + c * kk * ld + j * Lb, ld);
 }
 
 // The columns a GEMM reads for one unit: x itself for a pointwise kernel on one image,
@@ -216,12 +242,14 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
 
 template <typename T>
 void im2col(const T* x, const Conv2dGeom& g, T* cols) {
-  const index_t rows = g.col_rows(), L = g.L(), total = g.N * rows;
+  const index_t L = g.L(), kk = g.kH * g.kW, total = g.N * g.C;
   const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (total * L > kParallelGrain)
-  for (index_t t = 0; t < total; ++t) {
-    const index_t n = t / rows, r = t % rows;
-    im2col_row(x + n * g.C * g.H * g.W, g, r, 0, g.H_out, cols + t * L);
+#pragma omp parallel num_threads(nt) if (total * kk * L > kParallelGrain)
+  {
+    T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, g.H_out)));
+#pragma omp for schedule(static)
+    for (index_t t = 0; t < total; ++t)
+      im2col_channel(x + t * g.H * g.W, g, 0, g.H_out, band, cols + t * kk * L, L);
   }
 }
 
@@ -408,9 +436,11 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
           const int tid = omp_get_thread_num(), team = omp_get_num_threads();
           if (dweight) {
             if (!pointwise) {
+              T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
 #pragma omp for schedule(static)
-              for (index_t r = 0; r < rows; ++r)
-                im2col_row(ximg, g, r, oh0, oh1, cols_shared + r * Lb);
+              for (index_t c = 0; c < g.C; ++c)
+                im2col_channel(ximg + c * g.H * g.W, g, oh0, oh1, band,
+                               cols_shared + c * g.kH * g.kW * Lb, Lb);
             }
             index_t co0, co1;
             split_range(g.C_out, team, tid, co0, co1);

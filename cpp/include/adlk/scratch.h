@@ -10,7 +10,7 @@
 
 namespace adlk {
 
-constexpr int kScratchSlots = 3;
+constexpr int kScratchSlots = 4;
 
 // Buffer `slot` (0 <= slot < kScratchSlots) of the calling thread, at least `bytes` long.
 void* thread_scratch(int slot, std::size_t bytes);
