@@ -30,83 +30,90 @@ constexpr index_t kConvMinGemmColumns = 128;
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
-// Rows (c, kh, kw) of channel c's column matrix for output rows [oh0, oh1), into
-// out (row stride ld). The input rows they read are first copied into `band` with
-// their zero padding, (oh1-oh0-1)*sH + (kH-1)*dH + 1 rows of W + 2*pW; after that every
-// copy is a branch-free loop, which matters for the short rows of small images, where
-// a memcpy per row segment costs more than the data it moves. Loops are kept as loops
-// (no memcpy calls) for the same reason.
+// The zero-padded band of input rows that a block of output rows reads. A padded row
+// of Wp = W + 2*pW values is stored de-interleaved by the horizontal stride: phase q
+// (0 <= q < sW) holds padded columns q, q + sW, q + 2*sW, ... in Wq = ceil(Wp/sW)
+// slots. Then the input values of one (kh, kw) row segment, padded columns
+// kw*dW + ow*sW for ow < W_out, are contiguous for any stride.
+struct Band {
+  index_t Wp, Wq, row, rows;  // padded width, slots per phase, row length, row count
+  Band(const Conv2dGeom& g, index_t out_rows)
+      : Wp(g.W + 2 * g.pW),
+        Wq(ceil_div(g.W + 2 * g.pW, g.sW)),
+        row(g.sW * ceil_div(g.W + 2 * g.pW, g.sW)),
+        rows((out_rows - 1) * g.sH + (g.kH - 1) * g.dH + 1) {}
+  index_t elems() const { return rows * row; }
+  index_t slot(index_t col, index_t sW) const { return (col % sW) * Wq + col / sW; }
+};
+
+index_t band_elems(const Conv2dGeom& g, index_t out_rows) { return Band(g, out_rows).elems(); }
+
+// Rows (c, kh, kw) of channel c's column matrix for output rows [oh0, oh1), into out
+// (row stride ld), through the band of that channel: after one pass that fills the
+// band, every row segment is a plain contiguous copy, with no bounds logic and no
+// strided loads, which matters for short rows and strided kernels. The loops stay
+// loops (no memcpy call per short segment).
 template <typename T>
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
                     T* out, index_t ld) {
-  const index_t Wp = g.W + 2 * g.pW, nrow = oh1 - oh0;
-  const index_t ih0 = oh0 * g.sH - g.pH;
-  const index_t Hb = (nrow - 1) * g.sH + (g.kH - 1) * g.dH + 1;
-  for (index_t i = 0; i < Hb; ++i) {
-    T* brow = band + i * Wp;
+  const Band b(g, oh1 - oh0);
+  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
+  for (index_t i = 0; i < b.rows; ++i) {
+    T* brow = band + i * b.row;
     const index_t ih = ih0 + i;
-    if (ih < 0 || ih >= g.H) {
-      for (index_t w = 0; w < Wp; ++w) brow[w] = T(0);
-      continue;
+    const T* xr = (ih >= 0 && ih < g.H) ? xplane + ih * g.W : nullptr;
+    for (index_t q = 0; q < g.sW; ++q) {
+      T* ph = brow + q * b.Wq;
+      for (index_t m = 0; m < b.Wq; ++m) {
+        const index_t w = m * g.sW + q - g.pW;  // input column of this slot
+        ph[m] = (xr && w >= 0 && w < g.W) ? xr[w] : T(0);
+      }
     }
-    const T* xr = xplane + ih * g.W;
-    for (index_t w = 0; w < g.pW; ++w) brow[w] = T(0);
-    for (index_t w = 0; w < g.W; ++w) brow[g.pW + w] = xr[w];
-    for (index_t w = g.pW + g.W; w < Wp; ++w) brow[w] = T(0);
   }
   for (index_t kh = 0; kh < g.kH; ++kh) {
     for (index_t kw = 0; kw < g.kW; ++kw) {
       T* dst = out + (kh * g.kW + kw) * ld;
-      const T* src0 = band + kh * g.dH * Wp + kw * g.dW;
+      const T* src0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
       for (index_t i = 0; i < nrow; ++i, dst += g.W_out) {
-        const T* src = src0 + i * g.sH * Wp;
-        if (g.sW == 1) {
-          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow];
-        } else {
-          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow * g.sW];
-        }
+        const T* src = src0 + i * g.sH * b.row;
+        for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow];
       }
     }
   }
-}
-
-// Elements of the padded band that im2col_channel needs for a block of `rows` output rows.
-index_t band_elems(const Conv2dGeom& g, index_t rows) {
-  return ((rows - 1) * g.sH + (g.kH - 1) * g.dH + 1) * (g.W + 2 * g.pW);
 }
 
 // Adds the (kh, kw) rows of channel c's column gradient, output rows [oh0, oh1), back
 // into that channel's plane of the image. The terms are first summed into a zeroed
-// padded band (the layout of im2col_channel) in one fixed (kh, kw) order, then the
-// band's interior is added to the plane: branch-free loops, no atomics, and the same
-// bits for any thread count, since callers give each plane to one thread.
+// band (the layout of im2col_channel) in one fixed (kh, kw) order, then the band's
+// interior is added to the plane: contiguous loops, no atomics, and the same bits for
+// any thread count, since callers give each plane to one thread.
 template <typename T>
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
                     T* band, T* xplane) {
-  const index_t Wp = g.W + 2 * g.pW, nrow = oh1 - oh0;
-  const index_t ih0 = oh0 * g.sH - g.pH;
-  const index_t Hb = (nrow - 1) * g.sH + (g.kH - 1) * g.dH + 1;
-  std::fill(band, band + Hb * Wp, T(0));
+  const Band b(g, oh1 - oh0);
+  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
+  std::fill(band, band + b.elems(), T(0));
   for (index_t kh = 0; kh < g.kH; ++kh) {
     for (index_t kw = 0; kw < g.kW; ++kw) {
       const T* src = dcols + (kh * g.kW + kw) * ld;
-      T* dst0 = band + kh * g.dH * Wp + kw * g.dW;
+      T* dst0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
       for (index_t i = 0; i < nrow; ++i, src += g.W_out) {
-        T* dst = dst0 + i * g.sH * Wp;
-        if (g.sW == 1) {
-          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] += src[ow];
-        } else {
-          for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow * g.sW] += src[ow];
-        }
+        T* dst = dst0 + i * g.sH * b.row;
+        for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] += src[ow];
       }
     }
   }
-  const index_t i_lo = std::max<index_t>(0, -ih0), i_hi = std::min(Hb, g.H - ih0);
+  const index_t i_lo = std::max<index_t>(0, -ih0), i_hi = std::min(b.rows, g.H - ih0);
   for (index_t i = i_lo; i < i_hi; ++i) {
-    const T* brow = band + i * Wp + g.pW;
+    const T* brow = band + i * b.row;
     T* xr = xplane + (ih0 + i) * g.W;
-    for (index_t w = 0; w < g.W; ++w) xr[w] += brow[w];
+    if (g.sW == 1) {
+      for (index_t w = 0; w < g.W; ++w) xr[w] += brow[w + g.pW];
+    } else {
+      for (index_t w = 0; w < g.W; ++w) xr[w] += brow[b.slot(w + g.pW, g.sW)];
+    }
   }
 }
 
