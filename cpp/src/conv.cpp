@@ -1,11 +1,13 @@
 // im2col / col2im and convolution forward/backward (see adlk/conv.h for layouts,
 // workspace and determinism).
 //
-// Strategy: the work is cut into (image, block of output rows) units whose column
-// matrix fits a per-thread budget of kConvBlockBytes; each OpenMP thread builds the
-// columns of its unit in its own scratch buffer and runs a single-threaded GEMM on
-// them, so the columns are still in that core's cache when the GEMM reads them and
-// the GEMM writes straight into y. No chunk of the batch is ever staged whole.
+// Strategy: the work is cut into units, (one image, a block of its output rows) or
+// (several small whole images), whose column matrix and output rows fit a per-thread
+// budget of kConvBlockBytes; each OpenMP thread builds the columns of its unit in its
+// own scratch buffer and runs a single-threaded GEMM on them while they are still in
+// that core's cache. The batch's column matrix is never built whole. Columns are
+// copied out of a zero-padded, stride-de-interleaved band of input rows (Band), so
+// every copy is a contiguous loop whatever the padding and stride.
 #include "adlk/conv.h"
 
 #include <omp.h>
@@ -240,9 +242,9 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
   const Plan p = make_plan(g, elem_size, per_thread_images, 1);
   const index_t cols = p.images * p.rows_per_block * g.W_out;
   const index_t wsize = g.C_out * (g.col_rows() / g.groups);
-  // backward: columns, their gradient and (several images) the staged grad_y per
-  // thread, plus a grad_weight partial per thread
-  index_t per_thread = 2 * g.col_rows() * cols + wsize;
+  // backward: columns, their gradient, the input band and (several images) the staged
+  // grad_y per thread, plus a grad_weight partial per thread
+  index_t per_thread = 2 * g.col_rows() * cols + band_elems(g, p.rows_per_block) + wsize;
   if (p.images > 1) per_thread += g.C_out * cols;
   return std::size_t(per_thread) * std::size_t(threads) * elem_size;
 }

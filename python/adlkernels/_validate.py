@@ -19,7 +19,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_GEOM = 2**31 - 1
 
 
-def _fmt_shape(shape) -> str:
+def fmt_shape(shape) -> str:
     parts = [str(s) for s in shape]
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
@@ -38,7 +38,7 @@ class Args:
         return TypeError(f"{self.fn}: {name}: {msg}")
 
     def shape_error(self, name: str, expected: str, shape) -> ValueError:
-        return self.value_error(name, f"expected shape {expected}, got {_fmt_shape(shape)}")
+        return self.value_error(name, f"expected shape {expected}, got {fmt_shape(shape)}")
 
     # -- arrays ----------------------------------------------------------------
     def float_dtype(self, **arrays) -> np.dtype:

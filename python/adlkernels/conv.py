@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import _adlk
 from ._backend import backend_of, require_cpu
-from ._validate import Args
+from ._validate import Args, fmt_shape
 
 __all__ = [
     "im2col",
@@ -73,7 +73,7 @@ class _ConvCall:
         if any(s == 0 for s in weight.shape[2:]):
             raise a.shape_error("weight", w_desc + " with kernel sizes >= 1", weight.shape)
         expected_w = (c_out, c_in // groups) + weight.shape[2:]
-        a.shape(weight, "weight", expected_w, "(" + ", ".join(map(str, expected_w)) + ")")
+        a.shape(weight, "weight", expected_w, fmt_shape(expected_w))
         if bias is not None:
             bias = a.array(bias, "bias", f"({c_out},)", ndim=1)
             a.shape(bias, "bias", (c_out,), f"({c_out},)")
@@ -83,18 +83,14 @@ class _ConvCall:
         out = _out_size(a, x.shape[2:], kernel, stride, padding, dilation)
         self.y_shape = (n, c_out) + (out if dims == 2 else out[1:])
         if grad_y is not None:
-            grad_y = a.array(grad_y, "grad_y", _fmt(self.y_shape), ndim=dims + 2)
-            a.shape(grad_y, "grad_y", self.y_shape, _fmt(self.y_shape))
+            grad_y = a.array(grad_y, "grad_y", fmt_shape(self.y_shape), ndim=dims + 2)
+            a.shape(grad_y, "grad_y", self.y_shape, fmt_shape(self.y_shape))
             if dims == 1:
                 grad_y = grad_y[:, :, None, :]
         self.args, self.fn = a, fn
         self.x, self.weight, self.bias, self.grad_y = x, weight, bias, grad_y
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.dims = dims
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")"
 
 
 def _forward(call: _ConvCall):

@@ -11,7 +11,8 @@
 // least); each OpenMP thread builds its unit's
 // columns in a per-thread scratch buffer (adlk/scratch.h, kept between calls) and runs
 // a single-threaded GEMM on them while they are in its cache. Per thread, forward uses
-// one block, backward two blocks plus a grad_weight partial (C_out*C/groups*kH*kW);
+// one block, backward two blocks plus a grad_weight partial (C_out*C/groups*kH*kW),
+// and both a band of zero-padded input rows of one channel;
 // conv_workspace_bytes() gives the total. A 1x1, stride-1, unpadded kernel reads x
 // directly and needs no column buffer.
 //
