@@ -46,8 +46,14 @@ const T* in_ptr(const py::array& a, const char* name, const std::vector<index_t>
   return static_cast<const T*>(a.data());
 }
 
+// A new C-contiguous output. Sizes whose byte count does not even fit in 63 bits (huge
+// padding or dilation) raise MemoryError here, before numpy computes strides that
+// would overflow.
 template <typename T>
 py::array_t<T> new_array(const std::vector<index_t>& shape) {
+  index_t bytes = sizeof(T);
+  for (index_t s : shape)
+    if (s < 0 || __builtin_mul_overflow(bytes, s, &bytes)) throw std::bad_alloc();
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
