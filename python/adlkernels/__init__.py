@@ -10,7 +10,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _adlk
 from ._backend import has_cuda
-from . import conv
+from . import conv, pool
 from .conv import (
     col2im,
     conv1d_backward,
@@ -18,6 +18,13 @@ from .conv import (
     conv2d_backward,
     conv2d_forward,
     im2col,
+)
+from .pool import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    max_unpool2d,
+    maxpool2d_backward,
+    maxpool2d_forward,
 )
 
 __version__ = _adlk.__version__
@@ -65,5 +72,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "conv",
+    "pool",
     *conv.__all__[:6],
+    *pool.__all__,
 ]

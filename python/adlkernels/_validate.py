@@ -110,3 +110,8 @@ class Args:
         if len(items) != n or not all(isinstance(b, (bool, np.bool_)) for b in items):
             raise self.value_error(name, f"expected {n} bools, got {v!r}")
         return tuple(bool(b) for b in items)
+
+    def boolean(self, v, name: str) -> bool:
+        if not isinstance(v, (bool, np.bool_)):
+            raise self.type_error(name, f"expected a bool, got {type(v).__name__}")
+        return bool(v)

@@ -12,6 +12,7 @@
 
 #include "adlk/conv.h"
 #include "adlk/parallel.h"
+#include "adlk/pool.h"
 
 namespace py = pybind11;
 using adlk::index_t;
@@ -163,6 +164,94 @@ py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::a
   return py::make_tuple(dx, dw, db);
 }
 
+
+// ---- pooling ------------------------------------------------------------------
+
+adlk::Pool2dGeom make_pool_geom(const std::vector<index_t>& in_shape, py::tuple k, py::tuple s,
+                                py::tuple p, py::tuple d, bool ceil_mode) {
+  if (in_shape.size() != 4)
+    throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(in_shape));
+  adlk::Pool2dGeom g;
+  g.N = in_shape[0], g.C = in_shape[1], g.H = in_shape[2], g.W = in_shape[3];
+  g.kH = k[0].cast<index_t>(), g.kW = k[1].cast<index_t>();
+  g.sH = s[0].cast<index_t>(), g.sW = s[1].cast<index_t>();
+  g.pH = p[0].cast<index_t>(), g.pW = p[1].cast<index_t>();
+  g.dH = d[0].cast<index_t>(), g.dW = d[1].cast<index_t>();
+  g.ceil_mode = ceil_mode;
+  g.finalize();
+  return g;
+}
+
+template <typename T>
+py::tuple maxpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g) {
+  const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
+  auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
+  auto ind = new_array<std::int64_t>({g.N, g.C, g.H_out, g.W_out});
+  T* py_ = y.mutable_data();
+  std::int64_t* pi = ind.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::maxpool2d_forward<T>(px, g, py_, pi);
+  }
+  return py::make_tuple(y, ind);
+}
+
+// grad_y/x (N, C, h, w) + indices (same shape) -> (N, C, H, W); unpool or max backward.
+template <typename T>
+py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, index_t H,
+                               index_t W, bool unpool) {
+  if (src.ndim() != 4) throw py::value_error("expected a 4-d array");
+  const std::vector<index_t> shape = shape_of(src);
+  const char* name = unpool ? "x" : "grad_y";
+  const T* ps = in_ptr<T>(src, name, shape);
+  const std::int64_t* pi = in_ptr<std::int64_t>(indices, "indices", shape);
+  if (H < 1 || W < 1) throw py::value_error("output size must be positive");
+  adlk::IndexScatterGeom g;
+  g.planes = shape[0] * shape[1];
+  g.count = shape[2] * shape[3];
+  g.dst_size = H * W;
+  auto out = new_array<T>({shape[0], shape[1], H, W});
+  T* po = out.mutable_data();
+  index_t bad;
+  {
+    py::gil_scoped_release nogil;
+    bad = unpool ? adlk::max_unpool2d<T>(ps, pi, g, po) : adlk::maxpool2d_backward<T>(ps, pi, g, po);
+  }
+  if (bad >= 0) {
+    const index_t plane = bad / std::max<index_t>(1, g.count), i = bad % std::max<index_t>(1, g.count);
+    throw py::value_error(
+        "indices: value " + std::to_string(pi[bad]) + " at [" + std::to_string(plane / shape[1]) +
+        ", " + std::to_string(plane % shape[1]) + ", " + std::to_string(i / shape[3]) + ", " +
+        std::to_string(i % shape[3]) + "] is outside [0, " + std::to_string(g.dst_size) +
+        ") = [0, H*W) of the target plane");
+  }
+  return out;
+}
+
+template <typename T>
+py::array_t<T> avgpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g, bool cip) {
+  const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
+  auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
+  T* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::avgpool2d_forward<T>(px, g, cip, py_);
+  }
+  return y;
+}
+
+template <typename T>
+py::array_t<T> avgpool2d_backward_t(const py::array& dy, const adlk::Pool2dGeom& g, bool cip) {
+  const T* pdy = in_ptr<T>(dy, "grad_y", {g.N, g.C, g.H_out, g.W_out});
+  auto dx = new_array<T>({g.N, g.C, g.H, g.W});
+  T* pdx = dx.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::avgpool2d_backward<T>(pdy, g, cip, pdx);
+  }
+  return dx;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_adlk, m) {
@@ -220,4 +309,32 @@ PYBIND11_MODULE(_adlk, m) {
           return adlk::conv_workspace_bytes(g, is_double(x) ? sizeof(double) : sizeof(float),
                                             adlk::get_num_threads());
         });
+
+  m.def("maxpool2d_forward", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p,
+                                py::tuple d, bool ceil_mode) {
+    auto g = make_pool_geom(shape_of(x), k, s, p, d, ceil_mode);
+    return is_double(x) ? maxpool2d_forward_t<double>(x, g) : maxpool2d_forward_t<float>(x, g);
+  });
+  m.def("maxpool2d_backward", [](const py::array& dy, const py::array& ind, index_t H, index_t W) {
+    return is_double(dy) ? py::object(index_scatter_t<double>(dy, ind, H, W, false))
+                         : py::object(index_scatter_t<float>(dy, ind, H, W, false));
+  });
+  m.def("max_unpool2d", [](const py::array& x, const py::array& ind, index_t H, index_t W) {
+    return is_double(x) ? py::object(index_scatter_t<double>(x, ind, H, W, true))
+                        : py::object(index_scatter_t<float>(x, ind, H, W, true));
+  });
+  m.def("avgpool2d_forward", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p,
+                                bool ceil_mode, bool cip) {
+    auto g = make_pool_geom(shape_of(x), k, s, p, py::make_tuple(1, 1), ceil_mode);
+    return is_double(x) ? py::object(avgpool2d_forward_t<double>(x, g, cip))
+                        : py::object(avgpool2d_forward_t<float>(x, g, cip));
+  });
+  m.def("avgpool2d_backward", [](const py::array& dy, py::tuple input_size, py::tuple k,
+                                 py::tuple s, py::tuple p, bool ceil_mode, bool cip) {
+    std::vector<index_t> in_shape;
+    for (auto v : input_size) in_shape.push_back(v.cast<index_t>());
+    auto g = make_pool_geom(in_shape, k, s, p, py::make_tuple(1, 1), ceil_mode);
+    return is_double(dy) ? py::object(avgpool2d_backward_t<double>(dy, g, cip))
+                         : py::object(avgpool2d_backward_t<float>(dy, g, cip));
+  });
 }

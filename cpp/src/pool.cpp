@@ -1,0 +1,409 @@
+// Pooling kernels (see adlk/pool.h for semantics and determinism).
+//
+// Every kernel works row by row on output rows and vectorizes across output columns:
+// for each in-range kernel cell (kh, kw) one loop runs over the output columns whose
+// window holds that cell, updating the whole output row (running max and argmax, or
+// running sum). Cells are visited in scan order, so the result equals the per-window
+// definition. Column strides 1 and 2 (2x2/s2 and 3x3/s2 pooling among them) get
+// constant-stride copies of the loops; each plane function is compiled for baseline
+// x86-64 and for AVX2 (x86-64-v3), picked once at load time.
+#include "adlk/pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "adlk/parallel.h"
+#include "adlk/scratch.h"
+
+namespace adlk {
+
+namespace {
+
+constexpr index_t kMaxGeomArg = index_t(1) << 31;
+constexpr index_t kParallelGrain = 1 << 14;
+
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
+  const index_t span = in + 2 * p - d * (k - 1) - 1;
+  if (span < 0) return 0;
+  index_t out = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
+  // A last window that would start inside the right/bottom padding is dropped.
+  if (ceil_mode && (out - 1) * s >= in + p) --out;
+  return out;
+}
+
+// Kernel offsets [lo, hi) (in steps of the dilation) whose cell start + k*d is in [0, n).
+inline void valid_taps(index_t start, index_t k, index_t d, index_t n, index_t& lo, index_t& hi) {
+  lo = start < 0 ? ceil_div(-start, d) : 0;
+  hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  if (hi < lo) hi = lo;
+}
+
+// Output columns [lo, hi) whose cell ow*s + off is in [0, W).
+inline void valid_cols(index_t off, index_t s, index_t W, index_t W_out, index_t& lo, index_t& hi) {
+  lo = off >= 0 ? 0 : ceil_div(-off, s);
+  hi = (W - 1 - off) < 0 ? 0 : std::min(W_out, (W - 1 - off) / s + 1);
+  lo = std::min(lo, W_out);
+  if (hi < lo) hi = lo;
+}
+
+// One tap (cell ih, kw) of a max-pooling row: for output columns [lo, hi), compare
+// x[ow*s + off] with the running max. SW is the column stride when it is a constant.
+template <typename T, int SW>
+inline __attribute__((always_inline)) void max_tap(const T* __restrict xr, index_t row_base,
+                                                   index_t off, index_t s_rt, index_t lo,
+                                                   index_t hi, T* __restrict ym,
+                                                   std::int64_t* __restrict im) {
+  const index_t s = SW ? SW : s_rt;
+  for (index_t ow = lo; ow < hi; ++ow) {
+    const index_t iw = ow * s + off;
+    const T v = xr[iw];
+    const bool take = (v > ym[ow]) || (v != v);  // NaN wins, as PyTorch
+    ym[ow] = take ? v : ym[ow];
+    im[ow] = take ? row_base + iw : im[ow];
+  }
+}
+
+// Output columns [c0, c1) of output row oh, tap by tap (any geometry).
+template <typename T, int SW>
+inline __attribute__((always_inline)) void maxpool_row_generic(
+    const T* __restrict x, const Pool2dGeom& g, index_t oh, index_t c0, index_t c1,
+    T* __restrict ym, std::int64_t* __restrict im) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  const index_t hstart = oh * g.sH - g.pH;
+  index_t kh_lo, kh_hi;
+  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  // Start at -inf on the first in-range cell of each window (-1: none in range).
+  const index_t ih0 = hstart + kh_lo * g.dH;
+  for (index_t ow = c0; ow < c1; ++ow) {
+    const index_t wstart = ow * g.sW - g.pW;
+    index_t kw_lo, kw_hi;
+    valid_taps(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
+    ym[ow] = neg_inf;
+    im[ow] = (kh_lo < kh_hi && kw_lo < kw_hi) ? ih0 * g.W + wstart + kw_lo * g.dW : -1;
+  }
+  for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
+    const index_t ih = hstart + kh * g.dH;
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      const index_t off = kw * g.dW - g.pW;
+      index_t lo, hi;
+      valid_cols(off, g.sW, g.W, g.W_out, lo, hi);
+      max_tap<T, SW>(x + ih * g.W, ih * g.W, off, g.sW, std::max(lo, c0), std::min(hi, c1), ym, im);
+    }
+  }
+}
+
+// Windows of KH x KW cells, column stride S, no dilation, entirely inside the input:
+// the whole window is reduced in registers, vectorized across output columns.
+template <typename T, int KH, int KW, int S>
+inline __attribute__((always_inline)) void maxpool_row_interior(
+    const T* __restrict x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1,
+    T* __restrict ym, std::int64_t* __restrict im) {
+  for (index_t ow = c0; ow < c1; ++ow) {
+    const index_t w0 = ow * S - pW;
+    T m = x[hstart * W + w0];
+    std::int64_t best = hstart * W + w0;
+    for (int kh = 0; kh < KH; ++kh)
+      for (int kw = 0; kw < KW; ++kw) {
+        if (kh == 0 && kw == 0) continue;
+        const index_t pos = (hstart + kh) * W + w0 + kw;
+        const T v = x[pos];
+        const bool take = (v > m) || (v != v);
+        m = take ? v : m;
+        best = take ? pos : best;
+      }
+    ym[ow] = m;
+    im[ow] = best;
+  }
+}
+
+// KH = 0: no fixed-size fast path for this kernel.
+template <typename T, int SW, int KH, int KW>
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void maxpool_plane(const T* x, const Pool2dGeom& g, T* y, std::int64_t* ind) {
+  // Output columns whose window lies entirely inside the input's width.
+  const index_t a = std::min(g.W_out, ceil_div(g.pW, g.sW));
+  const index_t b = g.W >= g.kW ? std::max(a, std::min(g.W_out, (g.W - g.kW + g.pW) / g.sW + 1)) : a;
+  for (index_t oh = 0; oh < g.H_out; ++oh) {
+    T* ym = y + oh * g.W_out;
+    std::int64_t* im = ind + oh * g.W_out;
+    const index_t hstart = oh * g.sH - g.pH;
+    if (KH > 0 && hstart >= 0 && hstart + KH <= g.H) {
+      // The first cell of an interior window is in range, so starting from it equals
+      // starting from -inf on it.
+      maxpool_row_generic<T, SW>(x, g, oh, 0, a, ym, im);
+      maxpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
+          x, g.W, hstart, g.pW, a, b, ym, im);
+      maxpool_row_generic<T, SW>(x, g, oh, b, g.W_out, ym, im);
+    } else {
+      maxpool_row_generic<T, SW>(x, g, oh, 0, g.W_out, ym, im);
+    }
+  }
+}
+
+template <typename T, int SW>
+inline __attribute__((always_inline)) void sum_tap(const T* __restrict xr, index_t off, index_t s_rt,
+                                                   index_t lo, index_t hi, T* __restrict acc) {
+  const index_t s = SW ? SW : s_rt;
+  for (index_t ow = lo; ow < hi; ++ow) acc[ow] += xr[ow * s + off];
+}
+
+template <typename T, int SW>
+inline __attribute__((always_inline)) void scatter_tap(const T* __restrict g_row, index_t off, index_t s_rt,
+                                                       index_t lo, index_t hi, T* __restrict dxr) {
+  const index_t s = SW ? SW : s_rt;
+  for (index_t ow = lo; ow < hi; ++ow) dxr[ow * s + off] += g_row[ow];
+}
+
+// PyTorch's divisor of window (oh, ow).
+inline index_t avg_divisor(const Pool2dGeom& g, index_t oh, index_t ow, bool count_include_pad) {
+  index_t hstart = oh * g.sH - g.pH, wstart = ow * g.sW - g.pW;
+  index_t hend = std::min(hstart + g.kH, g.H + g.pH), wend = std::min(wstart + g.kW, g.W + g.pW);
+  const index_t pool_size = (hend - hstart) * (wend - wstart);
+  if (count_include_pad) return pool_size;
+  hstart = std::max<index_t>(hstart, 0), wstart = std::max<index_t>(wstart, 0);
+  hend = std::min(hend, g.H), wend = std::min(wend, g.W);
+  return (hend - hstart) * (wend - wstart);
+}
+
+// Output columns [c0, c1) of output row oh, tap by tap (any geometry).
+template <typename T, int SW>
+inline __attribute__((always_inline)) void avgpool_row_generic(
+    const T* __restrict x, const Pool2dGeom& g, bool count_include_pad, index_t oh, index_t c0,
+    index_t c1, T* __restrict yr) {
+  const index_t hstart = oh * g.sH - g.pH;
+  index_t kh_lo, kh_hi;
+  valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+  std::fill(yr + c0, yr + c1, T(0));
+  for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
+    const T* xr = x + (hstart + kh) * g.W;
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      index_t lo, hi;
+      valid_cols(kw - g.pW, g.sW, g.W, g.W_out, lo, hi);
+      sum_tap<T, SW>(xr, kw - g.pW, g.sW, std::max(lo, c0), std::min(hi, c1), yr);
+    }
+  }
+  for (index_t ow = c0; ow < c1; ++ow) {
+    const index_t div = avg_divisor(g, oh, ow, count_include_pad);
+    yr[ow] = div > 0 ? yr[ow] / T(div) : T(0);
+  }
+}
+
+// Windows of KH x KW cells, column stride S, entirely inside the input: summed in
+// registers in the same (kh, kw) order as the generic path, divided by KH*KW.
+template <typename T, int KH, int KW, int S>
+inline __attribute__((always_inline)) void avgpool_row_interior(
+    const T* __restrict x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1,
+    T* __restrict yr) {
+  for (index_t ow = c0; ow < c1; ++ow) {
+    const T* w0 = x + hstart * W + ow * S - pW;
+    T sum = T(0);
+    for (int kh = 0; kh < KH; ++kh)
+      for (int kw = 0; kw < KW; ++kw) sum += w0[kh * W + kw];
+    yr[ow] = sum / T(KH * KW);
+  }
+}
+
+template <typename T, int SW, int KH, int KW>
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void avgpool_plane(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
+  const index_t a = std::min(g.W_out, ceil_div(g.pW, g.sW));
+  const index_t b = g.W >= g.kW ? std::max(a, std::min(g.W_out, (g.W - g.kW + g.pW) / g.sW + 1)) : a;
+  for (index_t oh = 0; oh < g.H_out; ++oh) {
+    T* yr = y + oh * g.W_out;
+    const index_t hstart = oh * g.sH - g.pH;
+    if (KH > 0 && hstart >= 0 && hstart + KH <= g.H) {
+      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, 0, a, yr);
+      avgpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
+          x, g.W, hstart, g.pW, a, b, yr);
+      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, b, g.W_out, yr);
+    } else {
+      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, 0, g.W_out, yr);
+    }
+  }
+}
+
+template <typename T, int SW>
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx,
+                            T* g_row) {
+  std::fill(dx, dx + g.H * g.W, T(0));
+  for (index_t oh = 0; oh < g.H_out; ++oh) {
+    const index_t hstart = oh * g.sH - g.pH;
+    index_t kh_lo, kh_hi;
+    valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+    for (index_t ow = 0; ow < g.W_out; ++ow) {
+      const index_t div = avg_divisor(g, oh, ow, count_include_pad);
+      g_row[ow] = div > 0 ? dy[oh * g.W_out + ow] / T(div) : T(0);
+    }
+    for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
+      T* dxr = dx + (hstart + kh) * g.W;
+      for (index_t kw = 0; kw < g.kW; ++kw) {
+        index_t lo, hi;
+        valid_cols(kw - g.pW, g.sW, g.W, g.W_out, lo, hi);
+        scatter_tap<T, SW>(g_row, kw - g.pW, g.sW, lo, hi, dxr);
+      }
+    }
+  }
+}
+
+// Runs fn(plane) for every (n, c) plane, each plane on one thread.
+template <typename Fn>
+void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
+  const int nt = get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (planes * work_per_plane > kParallelGrain)
+  for (index_t p = 0; p < planes; ++p) fn(p);
+}
+
+// First position in [0, count) of an index outside [-1, dst_size), or -1.
+index_t first_bad_index(const std::int64_t* ind, index_t count, index_t dst_size) {
+  bool bad = false;
+  for (index_t i = 0; i < count; ++i) bad |= (ind[i] < -1) | (ind[i] >= dst_size);
+  if (!bad) return -1;
+  for (index_t i = 0; i < count; ++i)
+    if (ind[i] < -1 || ind[i] >= dst_size) return i;
+  return -1;
+}
+
+// Shared driver of the two index scatters: check each plane's indices, then op(plane).
+template <typename Op>
+index_t checked_scatter(const std::int64_t* indices, const IndexScatterGeom& g, Op op) {
+  check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
+  index_t first_bad = -1;
+  const int nt = get_num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt) if (g.planes * (g.count + g.dst_size) > kParallelGrain)
+  for (index_t p = 0; p < g.planes; ++p) {
+    const std::int64_t* ind = indices + p * g.count;
+    const index_t bad = first_bad_index(ind, g.count, g.dst_size);
+    if (bad >= 0) {
+      // Keep the lowest bad position over all planes (planes are in order).
+#pragma omp critical(adlk_pool_bad_index)
+      if (first_bad < 0 || p * g.count + bad < first_bad) first_bad = p * g.count + bad;
+      continue;
+    }
+    op(p, ind);
+  }
+  return first_bad;
+}
+
+}  // namespace
+
+void Pool2dGeom::finalize() {
+  check(N >= 0, "pool: batch size must be >= 0");
+  check(C >= 1 && H >= 1 && W >= 1, "pool: channels, height and width must be >= 1");
+  check(kH >= 1 && kW >= 1 && kH < kMaxGeomArg && kW < kMaxGeomArg,
+        "pool: kernel_size must be in [1, 2^31)");
+  check(sH >= 1 && sW >= 1 && sH < kMaxGeomArg && sW < kMaxGeomArg,
+        "pool: stride must be in [1, 2^31)");
+  check(dH >= 1 && dW >= 1 && dH < kMaxGeomArg && dW < kMaxGeomArg,
+        "pool: dilation must be in [1, 2^31)");
+  check(pH >= 0 && pW >= 0 && pH <= kH / 2 && pW <= kW / 2,
+        "pool: padding must be >= 0 and at most half the kernel size");
+  H_out = pooled_size(H, kH, sH, pH, dH, ceil_mode);
+  W_out = pooled_size(W, kW, sW, pW, dW, ceil_mode);
+  check(H_out >= 1 && W_out >= 1, "pool: the output would be empty (kernel larger than input)");
+}
+
+template <typename T>
+void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indices) {
+  const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+    const T* xp = x + p * in_plane;
+    T* yp = y + p * out_plane;
+    std::int64_t* ip = indices + p * out_plane;
+    // Fast paths: 2x2 and 3x3 windows with column stride 2, no dilation.
+    const bool plain = g.dH == 1 && g.dW == 1 && g.sW == 2;
+    if (plain && g.kH == 2 && g.kW == 2)
+      maxpool_plane<T, 2, 2, 2>(xp, g, yp, ip);
+    else if (plain && g.kH == 3 && g.kW == 3)
+      maxpool_plane<T, 2, 3, 3>(xp, g, yp, ip);
+    else if (g.sW == 1)
+      maxpool_plane<T, 1, 0, 0>(xp, g, yp, ip);
+    else if (g.sW == 2)
+      maxpool_plane<T, 2, 0, 0>(xp, g, yp, ip);
+    else
+      maxpool_plane<T, 0, 0, 0>(xp, g, yp, ip);
+  });
+}
+
+template <typename T>
+index_t maxpool2d_backward(const T* dy, const std::int64_t* indices, const IndexScatterGeom& g,
+                           T* dx) {
+  return checked_scatter(indices, g, [&](index_t p, const std::int64_t* ind) {
+    const T* src = dy + p * g.count;
+    T* dst = dx + p * g.dst_size;
+    std::fill(dst, dst + g.dst_size, T(0));
+    for (index_t i = 0; i < g.count; ++i)
+      if (ind[i] >= 0) dst[ind[i]] += src[i];
+  });
+}
+
+template <typename T>
+index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y) {
+  return checked_scatter(indices, g, [&](index_t p, const std::int64_t* ind) {
+    const T* src = x + p * g.count;
+    T* dst = y + p * g.dst_size;
+    std::fill(dst, dst + g.dst_size, T(0));
+    for (index_t i = 0; i < g.count; ++i)
+      if (ind[i] >= 0) dst[ind[i]] = src[i];
+  });
+}
+
+template <typename T>
+void avgpool2d_forward(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
+  check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
+  const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+    const T* xp = x + p * in_plane;
+    T* yp = y + p * out_plane;
+    const bool s2 = g.sW == 2;
+    if (s2 && g.kH == 2 && g.kW == 2)
+      avgpool_plane<T, 2, 2, 2>(xp, g, count_include_pad, yp);
+    else if (s2 && g.kH == 3 && g.kW == 3)
+      avgpool_plane<T, 2, 3, 3>(xp, g, count_include_pad, yp);
+    else if (g.sW == 1)
+      avgpool_plane<T, 1, 0, 0>(xp, g, count_include_pad, yp);
+    else if (s2)
+      avgpool_plane<T, 2, 0, 0>(xp, g, count_include_pad, yp);
+    else
+      avgpool_plane<T, 0, 0, 0>(xp, g, count_include_pad, yp);
+  });
+}
+
+template <typename T>
+void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx) {
+  check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
+  const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  const int nt = get_num_threads();
+  const index_t planes = g.N * g.C;
+#pragma omp parallel num_threads(nt) if (planes * g.kH * g.kW * out_plane > kParallelGrain)
+  {
+    T* g_row = thread_scratch_as<T>(0, std::size_t(g.W_out));
+#pragma omp for schedule(static)
+    for (index_t p = 0; p < planes; ++p) {
+      const T* dyp = dy + p * out_plane;
+      T* dxp = dx + p * in_plane;
+      if (g.sW == 1)
+        avgpool_backward_plane<T, 1>(dyp, g, count_include_pad, dxp, g_row);
+      else if (g.sW == 2)
+        avgpool_backward_plane<T, 2>(dyp, g, count_include_pad, dxp, g_row);
+      else
+        avgpool_backward_plane<T, 0>(dyp, g, count_include_pad, dxp, g_row);
+    }
+  }
+}
+
+#define ADLK_INSTANTIATE_POOL(T)                                                               \
+  template void maxpool2d_forward<T>(const T*, const Pool2dGeom&, T*, std::int64_t*);          \
+  template index_t maxpool2d_backward<T>(const T*, const std::int64_t*, const IndexScatterGeom&, \
+                                         T*);                                                  \
+  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*); \
+  template void avgpool2d_forward<T>(const T*, const Pool2dGeom&, bool, T*);                   \
+  template void avgpool2d_backward<T>(const T*, const Pool2dGeom&, bool, T*);
+ADLK_INSTANTIATE_POOL(float)
+ADLK_INSTANTIATE_POOL(double)
+#undef ADLK_INSTANTIATE_POOL
+
+}  // namespace adlk
