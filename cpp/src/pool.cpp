@@ -26,9 +26,9 @@ constexpr index_t kParallelGrain = 1 << 14;
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
-  const index_t span = in + 2 * p - d * (k - 1) - 1;
-  if (span < 0) return 0;
-  index_t out = (span + (ceil_mode ? s - 1 : 0)) / s + 1;
+  // The span may be negative (a ceil_mode window hanging over the edge): floor division.
+  const index_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+  index_t out = (num >= 0 ? num / s : -ceil_div(-num, s)) + 1;
   // A last window that would start inside the right/bottom padding is dropped.
   if (ceil_mode && (out - 1) * s >= in + p) --out;
   return out;
