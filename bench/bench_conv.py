@@ -44,6 +44,11 @@ CASES = [
     ConvCase((8, 3, 224, 224), 64, 7, stride=2, padding=3),
 ]
 
+NOTES = ("Float32 with bias; fwd = conv2d_forward, bwd = conv2d_backward (grad_x, grad_w, "
+         "grad_b; torch: `aten.convolution_backward` alone). FLOPs: fwd "
+         "2·N·C_out·H_out·W_out·C_in·kH·kW, bwd twice that. numpy = im2col "
+         "(sliding_window_view) + np.matmul, `bench/numpy_conv.py`.")
+
 HEADERS = ["shape", "dir", "ak ms", "GFLOP/s", "% peak",
            "torch ms", "torch/ak", "numpy ms", "numpy/ak"]
 
@@ -145,4 +150,6 @@ def run(ctx: Context) -> FamilyResult:
             _fmt_ms(t["numpy"]["median"]), _fmt_ratio(r["ratio_numpy_over_ak"]),
         ])
     return FamilyResult(rows=rows, text=text_table(HEADERS, table),
-                        markdown=markdown_table(HEADERS, table))
+                        markdown=markdown_table(HEADERS, table), notes=NOTES,
+                        legend="% peak: of the sgemm GFLOP/s above; X/ak ratios > 1: "
+                               "adlkernels faster.")

@@ -402,7 +402,8 @@ files in `bench/results/`). Reproduce with
 
     pip install -e .[bench]
     pip install torch==2.13.0        # optional peer; skipped when absent
-    python bench/run.py conv         # --threads N, --repeats N, --quick, --no-write
+    python bench/run.py conv         # a family (conv, pool) or all; --threads N,
+                                     # --repeats N, --quick, --no-write
 
 All contenders run in one process at the same thread count. Times are medians of many
 calls; ratios > 1 mean adlkernels is faster. On shared machines trust the ratios more
@@ -440,10 +441,13 @@ class Context:
     rounds: int            # interleaving rounds per measurement (see time_interleaved)
     gemm_peak_gflops: float
     has_torch: bool = torch is not None
+    copy_gbps: float | None = None  # np.copyto bandwidth, bytes read + written per second / 1e9
 
 
 @dataclass
 class FamilyResult:
     rows: list             # JSON-ready dicts, one per (case, direction)
     text: str              # printed table
-    markdown: str          # body of the family's RESULTS.md section
+    markdown: str          # the table for the family's RESULTS.md section
+    notes: str = ""        # RESULTS.md: what was measured and how (above the table)
+    legend: str = ""       # printed under the table: how to read its columns

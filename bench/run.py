@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py conv [--threads 2] [--repeats N] [--quick] [--no-write]``.
+"""Benchmark entry point: ``python bench/run.py conv|pool|all [--threads 2] [--quick] ...``.
 
 Every contender (adlkernels, torch, a NumPy reference) runs in this one process at one
 thread count. Results are printed, saved as JSON under bench/results/ and summarised in
@@ -25,9 +25,16 @@ def _conv(ctx):
     return bench_conv.run(ctx)
 
 
+def _pool(ctx):
+    import bench_pool
+
+    return bench_pool.run(ctx)
+
+
 # family -> (RESULTS.md section title, benchmark function)
 FAMILIES = {
     "conv": ("conv (CPU)", _conv),
+    "pool": ("pool (CPU)", _pool),
 }
 
 
@@ -94,13 +101,15 @@ def main(argv=None) -> int:
         title, fn = FAMILIES[fam]
         print(f"\n== {title}")
         ctx = Context(threads=args.threads, budget=budget, slow_budget=slow,
-                      rounds=rounds, gemm_peak_gflops=peak["gflops"])
+                      rounds=rounds, gemm_peak_gflops=peak["gflops"],
+                      copy_gbps=bw["gbps_read_write"])
         with common.LoadMeter() as load:
             res = fn(ctx)
         load_txt = ("n/a" if load.other_pct is None else
                     f"other processes {load.other_pct:.1f}%, steal {load.steal_pct:.1f}% of the CPUs")
         print("\n" + res.text)
-        print("\n% peak: of the sgemm GFLOP/s above; X/ak ratios > 1: adlkernels faster.")
+        if res.legend:
+            print("\n" + res.legend)
         print(f"load besides this benchmark during the {fam} run: {load_txt}")
         if args.no_write:
             continue
@@ -119,10 +128,7 @@ def main(argv=None) -> int:
             f"sgemm peak {peak['gflops']:.1f} GFLOP/s (2048^3, scipy-openblas32), "
             f"copy {bw['gbps_read_write']:.1f} GB/s (read+write); {load_txt}. "
             f"Raw data: `{rel}`.\n\n"
-            "Float32 with bias; fwd = conv2d_forward, bwd = conv2d_backward (grad_x, grad_w, "
-            "grad_b; torch: `aten.convolution_backward` alone). FLOPs: fwd "
-            "2·N·C_out·H_out·W_out·C_in·kH·kW, bwd twice that. numpy = im2col "
-            "(sliding_window_view) + np.matmul, `bench/numpy_conv.py`.\n\n" + res.markdown
+            + (res.notes.strip() + "\n\n" if res.notes else "") + res.markdown
         )
         if args.quick:  # a smoke run's noisy numbers never replace a full run's summary
             print(f"wrote {rel} (--quick: bench/RESULTS.md left as it is)")
