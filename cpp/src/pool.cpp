@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "adlk/parallel.h"
 #include "adlk/scratch.h"
@@ -36,6 +37,10 @@ index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool
 
 // Kernel offsets [lo, hi) (in steps of the dilation) whose cell start + k*d is in [0, n).
 inline void valid_taps(index_t start, index_t k, index_t d, index_t n, index_t& lo, index_t& hi) {
+  if (start >= 0 && start + (k - 1) * d < n) {  // the common case, without divisions
+    lo = 0, hi = k;
+    return;
+  }
   lo = start < 0 ? ceil_div(-start, d) : 0;
   hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
   if (hi < lo) hi = lo;
@@ -48,6 +53,29 @@ inline void valid_cols(index_t off, index_t s, index_t W, index_t W_out, index_t
   lo = std::min(lo, W_out);
   if (hi < lo) hi = lo;
 }
+
+// Column geometry shared by every row of every plane, computed once per call (it costs
+// divisions, which per row would dominate small planes): for each kernel column kw the
+// output columns [lo, hi) whose cell is in range, for each output column the first
+// in-range input column of its window (-1: none), and the output columns [a, b) whose
+// windows lie entirely inside the input's width.
+struct ColTaps {
+  std::vector<index_t> lo, hi;
+  std::vector<std::int64_t> first;
+  index_t a = 0, b = 0;
+  explicit ColTaps(const Pool2dGeom& g) : lo(g.kW), hi(g.kW), first(g.W_out) {
+    for (index_t kw = 0; kw < g.kW; ++kw) valid_cols(kw * g.dW - g.pW, g.sW, g.W, g.W_out, lo[kw], hi[kw]);
+    for (index_t ow = 0; ow < g.W_out; ++ow) {
+      const index_t wstart = ow * g.sW - g.pW;
+      index_t k0, k1;
+      valid_taps(wstart, g.kW, g.dW, g.W, k0, k1);
+      first[ow] = k0 < k1 ? wstart + k0 * g.dW : -1;
+    }
+    const index_t span = g.dW * (g.kW - 1) + 1;
+    a = std::min(g.W_out, ceil_div(g.pW, g.sW));
+    b = g.W >= span ? std::max(a, std::min(g.W_out, (g.W - span + g.pW) / g.sW + 1)) : a;
+  }
+};
 
 // One tap (cell ih, kw) of a max-pooling row: for output columns [lo, hi), compare
 // x[ow*s + off] with the running max. SW is the column stride when it is a constant.
@@ -69,8 +97,9 @@ inline __attribute__((always_inline)) void max_tap(const T* __restrict xr, index
 // Output columns [c0, c1) of output row oh, tap by tap (any geometry).
 template <typename T, int SW>
 inline __attribute__((always_inline)) void maxpool_row_generic(
-    const T* __restrict x, const Pool2dGeom& g, index_t oh, index_t c0, index_t c1,
-    T* __restrict ym, std::int64_t* __restrict im) {
+    const T* __restrict x, const Pool2dGeom& g, const ColTaps& ct, index_t oh, index_t c0,
+    index_t c1, T* __restrict ym, std::int64_t* __restrict im) {
+  if (c0 >= c1) return;
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
@@ -78,20 +107,14 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   // Start at -inf on the first in-range cell of each window (-1: none in range).
   const index_t ih0 = hstart + kh_lo * g.dH;
   for (index_t ow = c0; ow < c1; ++ow) {
-    const index_t wstart = ow * g.sW - g.pW;
-    index_t kw_lo, kw_hi;
-    valid_taps(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
     ym[ow] = neg_inf;
-    im[ow] = (kh_lo < kh_hi && kw_lo < kw_hi) ? ih0 * g.W + wstart + kw_lo * g.dW : -1;
+    im[ow] = (kh_lo < kh_hi && ct.first[ow] >= 0) ? ih0 * g.W + ct.first[ow] : -1;
   }
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const index_t ih = hstart + kh * g.dH;
-    for (index_t kw = 0; kw < g.kW; ++kw) {
-      const index_t off = kw * g.dW - g.pW;
-      index_t lo, hi;
-      valid_cols(off, g.sW, g.W, g.W_out, lo, hi);
-      max_tap<T, SW>(x + ih * g.W, ih * g.W, off, g.sW, std::max(lo, c0), std::min(hi, c1), ym, im);
-    }
+    for (index_t kw = 0; kw < g.kW; ++kw)
+      max_tap<T, SW>(x + ih * g.W, ih * g.W, kw * g.dW - g.pW, g.sW, std::max(ct.lo[kw], c0),
+                     std::min(ct.hi[kw], c1), ym, im);
   }
 }
 
@@ -122,10 +145,9 @@ inline __attribute__((always_inline)) void maxpool_row_interior(
 // KH = 0: no fixed-size fast path for this kernel.
 template <typename T, int SW, int KH, int KW>
 __attribute__((target_clones("arch=x86-64-v3", "default")))
-void maxpool_plane(const T* x, const Pool2dGeom& g, T* y, std::int64_t* ind) {
-  // Output columns whose window lies entirely inside the input's width.
-  const index_t a = std::min(g.W_out, ceil_div(g.pW, g.sW));
-  const index_t b = g.W >= g.kW ? std::max(a, std::min(g.W_out, (g.W - g.kW + g.pW) / g.sW + 1)) : a;
+void maxpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, T* y,
+                   std::int64_t* ind) {
+  const index_t a = ct.a, b = ct.b;
   for (index_t oh = 0; oh < g.H_out; ++oh) {
     T* ym = y + oh * g.W_out;
     std::int64_t* im = ind + oh * g.W_out;
@@ -133,12 +155,12 @@ void maxpool_plane(const T* x, const Pool2dGeom& g, T* y, std::int64_t* ind) {
     if (KH > 0 && hstart >= 0 && hstart + KH <= g.H) {
       // The first cell of an interior window is in range, so starting from it equals
       // starting from -inf on it.
-      maxpool_row_generic<T, SW>(x, g, oh, 0, a, ym, im);
+      maxpool_row_generic<T, SW>(x, g, ct, oh, 0, a, ym, im);
       maxpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
           x, g.W, hstart, g.pW, a, b, ym, im);
-      maxpool_row_generic<T, SW>(x, g, oh, b, g.W_out, ym, im);
+      maxpool_row_generic<T, SW>(x, g, ct, oh, b, g.W_out, ym, im);
     } else {
-      maxpool_row_generic<T, SW>(x, g, oh, 0, g.W_out, ym, im);
+      maxpool_row_generic<T, SW>(x, g, ct, oh, 0, g.W_out, ym, im);
     }
   }
 }
@@ -171,19 +193,17 @@ inline index_t avg_divisor(const Pool2dGeom& g, index_t oh, index_t ow, bool cou
 // Output columns [c0, c1) of output row oh, tap by tap (any geometry).
 template <typename T, int SW>
 inline __attribute__((always_inline)) void avgpool_row_generic(
-    const T* __restrict x, const Pool2dGeom& g, bool count_include_pad, index_t oh, index_t c0,
-    index_t c1, T* __restrict yr) {
+    const T* __restrict x, const Pool2dGeom& g, const ColTaps& ct, bool count_include_pad,
+    index_t oh, index_t c0, index_t c1, T* __restrict yr) {
+  if (c0 >= c1) return;
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
   valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
   std::fill(yr + c0, yr + c1, T(0));
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const T* xr = x + (hstart + kh) * g.W;
-    for (index_t kw = 0; kw < g.kW; ++kw) {
-      index_t lo, hi;
-      valid_cols(kw - g.pW, g.sW, g.W, g.W_out, lo, hi);
-      sum_tap<T, SW>(xr, kw - g.pW, g.sW, std::max(lo, c0), std::min(hi, c1), yr);
-    }
+    for (index_t kw = 0; kw < g.kW; ++kw)
+      sum_tap<T, SW>(xr, kw - g.pW, g.sW, std::max(ct.lo[kw], c0), std::min(ct.hi[kw], c1), yr);
   }
   for (index_t ow = c0; ow < c1; ++ow) {
     const index_t div = avg_divisor(g, oh, ow, count_include_pad);
@@ -208,27 +228,27 @@ inline __attribute__((always_inline)) void avgpool_row_interior(
 
 template <typename T, int SW, int KH, int KW>
 __attribute__((target_clones("arch=x86-64-v3", "default")))
-void avgpool_plane(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
-  const index_t a = std::min(g.W_out, ceil_div(g.pW, g.sW));
-  const index_t b = g.W >= g.kW ? std::max(a, std::min(g.W_out, (g.W - g.kW + g.pW) / g.sW + 1)) : a;
+void avgpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, bool count_include_pad,
+                   T* y) {
+  const index_t a = ct.a, b = ct.b;
   for (index_t oh = 0; oh < g.H_out; ++oh) {
     T* yr = y + oh * g.W_out;
     const index_t hstart = oh * g.sH - g.pH;
     if (KH > 0 && hstart >= 0 && hstart + KH <= g.H) {
-      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, 0, a, yr);
+      avgpool_row_generic<T, SW>(x, g, ct, count_include_pad, oh, 0, a, yr);
       avgpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
           x, g.W, hstart, g.pW, a, b, yr);
-      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, b, g.W_out, yr);
+      avgpool_row_generic<T, SW>(x, g, ct, count_include_pad, oh, b, g.W_out, yr);
     } else {
-      avgpool_row_generic<T, SW>(x, g, count_include_pad, oh, 0, g.W_out, yr);
+      avgpool_row_generic<T, SW>(x, g, ct, count_include_pad, oh, 0, g.W_out, yr);
     }
   }
 }
 
 template <typename T, int SW>
 __attribute__((target_clones("arch=x86-64-v3", "default")))
-void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx,
-                            T* g_row) {
+void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, const ColTaps& ct,
+                            bool count_include_pad, T* dx, T* g_row) {
   std::fill(dx, dx + g.H * g.W, T(0));
   for (index_t oh = 0; oh < g.H_out; ++oh) {
     const index_t hstart = oh * g.sH - g.pH;
@@ -240,11 +260,8 @@ void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, bool count_include
     }
     for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
       T* dxr = dx + (hstart + kh) * g.W;
-      for (index_t kw = 0; kw < g.kW; ++kw) {
-        index_t lo, hi;
-        valid_cols(kw - g.pW, g.sW, g.W, g.W_out, lo, hi);
-        scatter_tap<T, SW>(g_row, kw - g.pW, g.sW, lo, hi, dxr);
-      }
+      for (index_t kw = 0; kw < g.kW; ++kw)
+        scatter_tap<T, SW>(g_row, kw - g.pW, g.sW, ct.lo[kw], ct.hi[kw], dxr);
     }
   }
 }
@@ -257,33 +274,49 @@ void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
   for (index_t p = 0; p < planes; ++p) fn(p);
 }
 
-// First position in [0, count) of an index outside [-1, dst_size), or -1.
-index_t first_bad_index(const std::int64_t* ind, index_t count, index_t dst_size) {
-  bool bad = false;
-  for (index_t i = 0; i < count; ++i) bad |= (ind[i] < -1) | (ind[i] >= dst_size);
-  if (!bad) return -1;
-  for (index_t i = 0; i < count; ++i)
-    if (ind[i] < -1 || ind[i] >= dst_size) return i;
+// One plane of an index scatter: checks every index (outside [-1, dst_size) is bad;
+// returns the first bad position, writing nothing), then dst = 0 and, in order,
+// dst[ind[i]] += src[i] (maxpool backward) or dst[ind[i]] = src[i] (unpooling; the last
+// write to a position wins); -1 entries are skipped.
+template <typename T, bool Accumulate>
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict ind, index_t count,
+                      index_t dst_size, T* __restrict dst) {
+  // One unsigned compare covers both ends: -1 maps to 0, anything below to 2^64 - k.
+  const std::uint64_t limit = std::uint64_t(dst_size);
+  std::uint64_t bad = 0;
+  for (index_t i = 0; i < count; ++i) bad |= std::uint64_t(ind[i] + 1) > limit;
+  if (bad) {
+    for (index_t i = 0; i < count; ++i)
+      if (std::uint64_t(ind[i] + 1) > limit) return i;
+  }
+  std::fill(dst, dst + dst_size, T(0));
+  for (index_t i = 0; i < count; ++i) {
+    const std::int64_t j = ind[i];
+    if (j < 0) continue;
+    if (Accumulate)
+      dst[j] += src[i];
+    else
+      dst[j] = src[i];
+  }
   return -1;
 }
 
-// Shared driver of the two index scatters: check each plane's indices, then op(plane).
-template <typename Op>
-index_t checked_scatter(const std::int64_t* indices, const IndexScatterGeom& g, Op op) {
+// Runs scatter_plane over all planes; returns the lowest bad position overall, or -1.
+template <typename T, bool Accumulate>
+index_t scatter_planes(const T* src, const std::int64_t* indices, const IndexScatterGeom& g,
+                       T* dst) {
   check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
   index_t first_bad = -1;
   const int nt = get_num_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (g.planes * (g.count + g.dst_size) > kParallelGrain)
   for (index_t p = 0; p < g.planes; ++p) {
-    const std::int64_t* ind = indices + p * g.count;
-    const index_t bad = first_bad_index(ind, g.count, g.dst_size);
+    const index_t bad = scatter_plane<T, Accumulate>(src + p * g.count, indices + p * g.count,
+                                                     g.count, g.dst_size, dst + p * g.dst_size);
     if (bad >= 0) {
-      // Keep the lowest bad position over all planes (planes are in order).
 #pragma omp critical(adlk_pool_bad_index)
       if (first_bad < 0 || p * g.count + bad < first_bad) first_bad = p * g.count + bad;
-      continue;
     }
-    op(p, ind);
   }
   return first_bad;
 }
@@ -309,6 +342,7 @@ void Pool2dGeom::finalize() {
 template <typename T>
 void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indices) {
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  const ColTaps ct(g);
   for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
@@ -316,59 +350,48 @@ void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indi
     // Fast paths: 2x2 and 3x3 windows with column stride 2, no dilation.
     const bool plain = g.dH == 1 && g.dW == 1 && g.sW == 2;
     if (plain && g.kH == 2 && g.kW == 2)
-      maxpool_plane<T, 2, 2, 2>(xp, g, yp, ip);
+      maxpool_plane<T, 2, 2, 2>(xp, g, ct, yp, ip);
     else if (plain && g.kH == 3 && g.kW == 3)
-      maxpool_plane<T, 2, 3, 3>(xp, g, yp, ip);
+      maxpool_plane<T, 2, 3, 3>(xp, g, ct, yp, ip);
     else if (g.sW == 1)
-      maxpool_plane<T, 1, 0, 0>(xp, g, yp, ip);
+      maxpool_plane<T, 1, 0, 0>(xp, g, ct, yp, ip);
     else if (g.sW == 2)
-      maxpool_plane<T, 2, 0, 0>(xp, g, yp, ip);
+      maxpool_plane<T, 2, 0, 0>(xp, g, ct, yp, ip);
     else
-      maxpool_plane<T, 0, 0, 0>(xp, g, yp, ip);
+      maxpool_plane<T, 0, 0, 0>(xp, g, ct, yp, ip);
   });
 }
 
 template <typename T>
 index_t maxpool2d_backward(const T* dy, const std::int64_t* indices, const IndexScatterGeom& g,
                            T* dx) {
-  return checked_scatter(indices, g, [&](index_t p, const std::int64_t* ind) {
-    const T* src = dy + p * g.count;
-    T* dst = dx + p * g.dst_size;
-    std::fill(dst, dst + g.dst_size, T(0));
-    for (index_t i = 0; i < g.count; ++i)
-      if (ind[i] >= 0) dst[ind[i]] += src[i];
-  });
+  return scatter_planes<T, true>(dy, indices, g, dx);
 }
 
 template <typename T>
 index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y) {
-  return checked_scatter(indices, g, [&](index_t p, const std::int64_t* ind) {
-    const T* src = x + p * g.count;
-    T* dst = y + p * g.dst_size;
-    std::fill(dst, dst + g.dst_size, T(0));
-    for (index_t i = 0; i < g.count; ++i)
-      if (ind[i] >= 0) dst[ind[i]] = src[i];
-  });
+  return scatter_planes<T, false>(x, indices, g, y);
 }
 
 template <typename T>
 void avgpool2d_forward(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  const ColTaps ct(g);
   for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     const bool s2 = g.sW == 2;
     if (s2 && g.kH == 2 && g.kW == 2)
-      avgpool_plane<T, 2, 2, 2>(xp, g, count_include_pad, yp);
+      avgpool_plane<T, 2, 2, 2>(xp, g, ct, count_include_pad, yp);
     else if (s2 && g.kH == 3 && g.kW == 3)
-      avgpool_plane<T, 2, 3, 3>(xp, g, count_include_pad, yp);
+      avgpool_plane<T, 2, 3, 3>(xp, g, ct, count_include_pad, yp);
     else if (g.sW == 1)
-      avgpool_plane<T, 1, 0, 0>(xp, g, count_include_pad, yp);
+      avgpool_plane<T, 1, 0, 0>(xp, g, ct, count_include_pad, yp);
     else if (s2)
-      avgpool_plane<T, 2, 0, 0>(xp, g, count_include_pad, yp);
+      avgpool_plane<T, 2, 0, 0>(xp, g, ct, count_include_pad, yp);
     else
-      avgpool_plane<T, 0, 0, 0>(xp, g, count_include_pad, yp);
+      avgpool_plane<T, 0, 0, 0>(xp, g, ct, count_include_pad, yp);
   });
 }
 
@@ -376,6 +399,7 @@ template <typename T>
 void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  const ColTaps ct(g);
   const int nt = get_num_threads();
   const index_t planes = g.N * g.C;
 #pragma omp parallel num_threads(nt) if (planes * g.kH * g.kW * out_plane > kParallelGrain)
@@ -386,11 +410,11 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
       const T* dyp = dy + p * out_plane;
       T* dxp = dx + p * in_plane;
       if (g.sW == 1)
-        avgpool_backward_plane<T, 1>(dyp, g, count_include_pad, dxp, g_row);
+        avgpool_backward_plane<T, 1>(dyp, g, ct, count_include_pad, dxp, g_row);
       else if (g.sW == 2)
-        avgpool_backward_plane<T, 2>(dyp, g, count_include_pad, dxp, g_row);
+        avgpool_backward_plane<T, 2>(dyp, g, ct, count_include_pad, dxp, g_row);
       else
-        avgpool_backward_plane<T, 0>(dyp, g, count_include_pad, dxp, g_row);
+        avgpool_backward_plane<T, 0>(dyp, g, ct, count_include_pad, dxp, g_row);
     }
   }
 }
