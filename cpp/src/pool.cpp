@@ -41,8 +41,13 @@ inline void valid_taps(index_t start, index_t k, index_t d, index_t n, index_t& 
     lo = 0, hi = k;
     return;
   }
-  lo = start < 0 ? ceil_div(-start, d) : 0;
-  hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  if (d == 1) {  // no divisions (they cost more than a small window's scan)
+    lo = start < 0 ? std::min(k, -start) : 0;
+    hi = start >= n ? 0 : std::min(k, n - start);
+  } else {
+    lo = start < 0 ? ceil_div(-start, d) : 0;
+    hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
+  }
   if (hi < lo) hi = lo;
 }
 
@@ -118,27 +123,56 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   }
 }
 
+// One output (oh, ow) scanned cell by cell: for the few border windows of a row whose
+// other windows take the fast path (a tap loop over one column costs more in setup).
+template <typename T>
+inline void maxpool_window(const T* __restrict x, const Pool2dGeom& g, index_t oh, index_t ow,
+                           T* __restrict ym, std::int64_t* __restrict im) {
+  const index_t hstart = oh * g.sH - g.pH, wstart = ow * g.sW - g.pW;
+  index_t kh_lo, kh_hi, kw_lo, kw_hi;
+  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  valid_taps(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
+  T m = -std::numeric_limits<T>::infinity();
+  std::int64_t best = (kh_lo < kh_hi && kw_lo < kw_hi)
+                          ? (hstart + kh_lo * g.dH) * g.W + wstart + kw_lo * g.dW
+                          : -1;
+  for (index_t kh = kh_lo; kh < kh_hi; ++kh)
+    for (index_t kw = kw_lo; kw < kw_hi; ++kw) {
+      const index_t pos = (hstart + kh * g.dH) * g.W + wstart + kw * g.dW;
+      const T v = x[pos];
+      if (v > m || v != v) m = v, best = pos;
+    }
+  ym[ow] = m;
+  im[ow] = best;
+}
+
 // Windows of KH x KW cells, column stride S, no dilation, entirely inside the input:
-// the whole window is reduced in registers, vectorized across output columns.
+// the whole window is reduced in registers, vectorized across output columns. The
+// winner is tracked as a 32-bit offset inside its window (the caller ensures KH*W fits)
+// and widened to the 64-bit plane index once per output, so every lane operation but
+// the last is 32 bits wide.
 template <typename T, int KH, int KW, int S>
 inline __attribute__((always_inline)) void maxpool_row_interior(
     const T* __restrict x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1,
     T* __restrict ym, std::int64_t* __restrict im) {
+  const std::int32_t w32 = std::int32_t(W);
+  const T* __restrict x0 = x + hstart * W - pW;
+  const std::int64_t base = hstart * W - pW;
   for (index_t ow = c0; ow < c1; ++ow) {
-    const index_t w0 = ow * S - pW;
-    T m = x[hstart * W + w0];
-    std::int64_t best = hstart * W + w0;
+    const T* __restrict win = x0 + ow * S;
+    T m = win[0];
+    std::int32_t best = 0;
     for (int kh = 0; kh < KH; ++kh)
       for (int kw = 0; kw < KW; ++kw) {
         if (kh == 0 && kw == 0) continue;
-        const index_t pos = (hstart + kh) * W + w0 + kw;
-        const T v = x[pos];
+        const std::int32_t off = kh * w32 + kw;
+        const T v = win[off];
         const bool take = (v > m) || (v != v);
         m = take ? v : m;
-        best = take ? pos : best;
+        best = take ? off : best;
       }
     ym[ow] = m;
-    im[ow] = best;
+    im[ow] = base + ow * S + best;
   }
 }
 
@@ -152,13 +186,13 @@ void maxpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, T* y,
     T* ym = y + oh * g.W_out;
     std::int64_t* im = ind + oh * g.W_out;
     const index_t hstart = oh * g.sH - g.pH;
-    if (KH > 0 && hstart >= 0 && hstart + KH <= g.H) {
+    if (KH > 0 && hstart >= 0 && hstart + KH <= g.H && KH * g.W < (index_t(1) << 31)) {
       // The first cell of an interior window is in range, so starting from it equals
       // starting from -inf on it.
-      maxpool_row_generic<T, SW>(x, g, ct, oh, 0, a, ym, im);
+      for (index_t ow = 0; ow < a; ++ow) maxpool_window(x, g, oh, ow, ym, im);
       maxpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
           x, g.W, hstart, g.pW, a, b, ym, im);
-      maxpool_row_generic<T, SW>(x, g, ct, oh, b, g.W_out, ym, im);
+      for (index_t ow = b; ow < g.W_out; ++ow) maxpool_window(x, g, oh, ow, ym, im);
     } else {
       maxpool_row_generic<T, SW>(x, g, ct, oh, 0, g.W_out, ym, im);
     }
