@@ -316,13 +316,14 @@ template <typename T, bool Accumulate>
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict ind, index_t count,
                       index_t dst_size, T* __restrict dst) {
-  // One unsigned compare covers both ends: -1 maps to 0, anything below to 2^64 - k.
+  // One unsigned compare covers both ends: -1 maps to 0, anything below it to 2^64 - k
+  // (unsigned arithmetic: INT64_MAX + 1 must wrap, not overflow).
   const std::uint64_t limit = std::uint64_t(dst_size);
   std::uint64_t bad = 0;
-  for (index_t i = 0; i < count; ++i) bad |= std::uint64_t(ind[i] + 1) > limit;
+  for (index_t i = 0; i < count; ++i) bad |= (std::uint64_t(ind[i]) + 1) > limit;
   if (bad) {
     for (index_t i = 0; i < count; ++i)
-      if (std::uint64_t(ind[i] + 1) > limit) return i;
+      if ((std::uint64_t(ind[i]) + 1) > limit) return i;
   }
   std::fill(dst, dst + dst_size, T(0));
   for (index_t i = 0; i < count; ++i) {
