@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -176,6 +177,77 @@ inline __attribute__((always_inline)) void maxpool_row_interior(
   }
 }
 
+// float32, column stride 2: eight outputs at a time in explicit 8-lane vectors. The
+// cells x[2*ow + kw] of eight consecutive windows are the even lanes of the 15 floats
+// from 2*ow0 + kw: two loads (at +0 and +7, so nothing past the last cell is read) and
+// one shuffle. A last partial group is redone overlapping the previous one (outputs are
+// pure functions of x), so short rows need no scalar tail. Same scan order, NaN and tie
+// rules as maxpool_window_fixed's scalar form in maxpool_row_interior.
+typedef float v8f __attribute__((vector_size(32)));
+typedef std::int32_t v8i __attribute__((vector_size(32)));
+
+inline __attribute__((always_inline)) v8f even_lanes(const float* __restrict p) {
+  v8f lo, hi;
+  std::memcpy(&lo, p, sizeof lo);
+  std::memcpy(&hi, p + 7, sizeof hi);
+  return __builtin_shuffle(lo, hi, v8i{0, 2, 4, 6, 9, 11, 13, 15});
+}
+
+template <int KH, int KW>
+inline __attribute__((always_inline)) void maxpool_group_s2_f32(
+    const float* __restrict x0, std::int32_t w32, index_t ow0, std::int64_t base,
+    float* __restrict ym, std::int64_t* __restrict im) {
+  const float* __restrict p = x0 + 2 * ow0;
+  v8f m = even_lanes(p);
+  v8i best = v8i{} ;
+  for (int kh = 0; kh < KH; ++kh)
+    for (int kw = 0; kw < KW; ++kw) {
+      if (kh == 0 && kw == 0) continue;
+      const std::int32_t off = kh * w32 + kw;
+      const v8f v = even_lanes(p + off);
+      const v8i take = (v > m) | (v != v);
+      m = take ? v : m;
+      best = take ? v8i{} + off : best;
+    }
+  std::memcpy(ym + ow0, &m, sizeof m);
+  for (int j = 0; j < 8; ++j) im[ow0 + j] = base + 2 * (ow0 + j) + best[j];
+}
+
+template <int KH, int KW>
+inline __attribute__((always_inline)) bool maxpool_row_s2_f32(
+    const float* __restrict x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1,
+    float* __restrict ym, std::int64_t* __restrict im) {
+  if (c1 - c0 < 8 || KH * W >= (index_t(1) << 31)) return false;
+  const float* __restrict x0 = x + hstart * W - pW;
+  const std::int64_t base = hstart * W - pW;
+  const std::int32_t w32 = std::int32_t(W);
+  for (index_t ow0 = c0;; ow0 += 8) {
+    if (ow0 + 8 > c1) ow0 = c1 - 8;
+    maxpool_group_s2_f32<KH, KW>(x0, w32, ow0, base, ym, im);
+    if (ow0 + 8 >= c1) break;
+  }
+  return true;
+}
+
+template <typename T, int KH, int KW, int S>
+inline __attribute__((always_inline)) bool maxpool_row_vector(const T*, index_t, index_t, index_t,
+                                                              index_t, index_t, T*,
+                                                              std::int64_t*) {
+  return false;
+}
+template <>
+inline __attribute__((always_inline)) bool maxpool_row_vector<float, 2, 2, 2>(
+    const float* x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1, float* ym,
+    std::int64_t* im) {
+  return maxpool_row_s2_f32<2, 2>(x, W, hstart, pW, c0, c1, ym, im);
+}
+template <>
+inline __attribute__((always_inline)) bool maxpool_row_vector<float, 3, 3, 2>(
+    const float* x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1, float* ym,
+    std::int64_t* im) {
+  return maxpool_row_s2_f32<3, 3>(x, W, hstart, pW, c0, c1, ym, im);
+}
+
 // KH = 0: no fixed-size fast path for this kernel.
 template <typename T, int SW, int KH, int KW>
 __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -190,8 +262,9 @@ void maxpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, T* y,
       // The first cell of an interior window is in range, so starting from it equals
       // starting from -inf on it.
       for (index_t ow = 0; ow < a; ++ow) maxpool_window(x, g, oh, ow, ym, im);
-      maxpool_row_interior<T, (KH > 0 ? KH : 1), (KW > 0 ? KW : 1), (SW > 0 ? SW : 1)>(
-          x, g.W, hstart, g.pW, a, b, ym, im);
+      constexpr int kh_ = KH > 0 ? KH : 1, kw_ = KW > 0 ? KW : 1, s_ = SW > 0 ? SW : 1;
+      if (!maxpool_row_vector<T, kh_, kw_, s_>(x, g.W, hstart, g.pW, a, b, ym, im))
+        maxpool_row_interior<T, kh_, kw_, s_>(x, g.W, hstart, g.pW, a, b, ym, im);
       for (index_t ow = b; ow < g.W_out; ++ow) maxpool_window(x, g, oh, ow, ym, im);
     } else {
       maxpool_row_generic<T, SW>(x, g, ct, oh, 0, g.W_out, ym, im);
