@@ -754,3 +754,15 @@ def test_huge_hyperparameters_raise(kwargs, rng):
         ak.conv2d_forward(x, w, **kwargs)
     with pytest.raises((ValueError, MemoryError)):
         ak.im2col(x, 2, **kwargs)
+
+
+def test_cli_info_and_selfcheck(capsys):
+    # The README's main job: `python -m adlkernels info` and `selfcheck`.
+    from adlkernels.__main__ import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert '"blas"' in out and '"cuda"' in out
+    assert main(["selfcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "selfcheck: OK" in out and "WRONG" not in out

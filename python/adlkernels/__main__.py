@@ -34,7 +34,7 @@ def _conv_reference(x, w, b, stride, padding):
 
 def _selfcheck(args) -> int:
     """Checks conv2d forward against the definition and backward against finite
-    differences, then times one forward/backward pass."""
+    differences, max pooling against a direct window scan, then times one conv layer."""
     print(f"adlkernels {ak.__version__}: {ak.get_num_threads()} threads, "
           f"{ak.build_info()['blas']}, CUDA device: {ak.has_cuda()}")
     rng = np.random.default_rng(0)
@@ -63,6 +63,25 @@ def _selfcheck(args) -> int:
     ok &= worst < 1e-6
     print(f"  conv2d_backward float64 max rel error vs finite diff   {worst:.2e}")
 
+    # Max pooling 3x3/s2/p1 against a direct scan of each window, and its backward
+    # against a scatter-add of grad_y into the argmax positions.
+    xp = rng.standard_normal((2, 3, 9, 10))
+    yp, ip = ak.maxpool2d_forward(xp, 3, stride=2, padding=1)
+    padded = np.pad(xp, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    ref = np.empty_like(yp)
+    for i in range(yp.shape[2]):
+        for j in range(yp.shape[3]):
+            ref[:, :, i, j] = padded[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(2, 3))
+    picked = np.take_along_axis(xp.reshape(2, 3, -1), ip.reshape(2, 3, -1), axis=2)
+    pool_ok = np.array_equal(yp, ref) and np.array_equal(picked.reshape(yp.shape), yp)
+    gyp = rng.standard_normal(yp.shape)
+    scatter = np.zeros((6, 90))
+    for plane in range(6):
+        np.add.at(scatter[plane], ip.reshape(6, -1)[plane], gyp.reshape(6, -1)[plane])
+    pool_ok &= np.allclose(ak.maxpool2d_backward(gyp, ip, xp.shape), scatter.reshape(xp.shape))
+    ok &= pool_ok
+    print(f"  maxpool2d 3x3/s2/p1 forward, indices and backward   {'exact' if pool_ok else 'WRONG'}")
+
     x32 = rng.standard_normal((32, 64, 32, 32)).astype(np.float32)
     w32 = rng.standard_normal((128, 64, 3, 3)).astype(np.float32) * 0.05
     b32 = np.zeros(128, np.float32)
@@ -83,7 +102,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print build_info() as JSON").set_defaults(func=_info)
-    sub.add_parser("selfcheck", help="check and time conv2d forward/backward").set_defaults(
+    sub.add_parser("selfcheck", help="check conv2d and max pooling, time one conv layer").set_defaults(
         func=_selfcheck
     )
     args = parser.parse_args(argv)
