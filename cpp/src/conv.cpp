@@ -56,7 +56,7 @@ index_t band_elems(const Conv2dGeom& g, index_t out_rows) { return Band(g, out_r
 // strided loads, which matters for short rows and strided kernels. The loops stay
 // loops (no memcpy call per short segment).
 template <typename T>
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
+ADLK_KEEP_LOOPS
 void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
                     T* out, index_t ld) {
   const Band b(g, oh1 - oh0);
@@ -91,7 +91,7 @@ void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t o
 // interior is added to the plane: contiguous loops, no atomics, and the same bits for
 // any thread count, since callers give each plane to one thread.
 template <typename T>
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
+ADLK_KEEP_LOOPS
 void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
                     T* band, T* xplane) {
   const Band b(g, oh1 - oh0);

@@ -183,6 +183,10 @@ inline __attribute__((always_inline)) void maxpool_row_interior(
 // one shuffle. A last partial group is redone overlapping the previous one (outputs are
 // pure functions of x), so short rows need no scalar tail. Same scan order, NaN and tie
 // rules as maxpool_window_fixed's scalar form in maxpool_row_interior.
+#ifdef ADLK_VECTOR_EXT
+// The 8-lane helpers are always inlined, so the ABI note about passing 32-byte vectors
+// in the baseline (non-AVX) clone does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float v8f __attribute__((vector_size(32)));
 typedef std::int32_t v8i __attribute__((vector_size(32)));
 
@@ -229,12 +233,15 @@ inline __attribute__((always_inline)) bool maxpool_row_s2_f32(
   return true;
 }
 
+#endif  // ADLK_VECTOR_EXT
+
 template <typename T, int KH, int KW, int S>
 inline __attribute__((always_inline)) bool maxpool_row_vector(const T*, index_t, index_t, index_t,
                                                               index_t, index_t, T*,
                                                               std::int64_t*) {
   return false;
 }
+#ifdef ADLK_VECTOR_EXT
 template <>
 inline __attribute__((always_inline)) bool maxpool_row_vector<float, 2, 2, 2>(
     const float* x, index_t W, index_t hstart, index_t pW, index_t c0, index_t c1, float* ym,
@@ -247,10 +254,11 @@ inline __attribute__((always_inline)) bool maxpool_row_vector<float, 3, 3, 2>(
     std::int64_t* im) {
   return maxpool_row_s2_f32<3, 3>(x, W, hstart, pW, c0, c1, ym, im);
 }
+#endif  // ADLK_VECTOR_EXT
 
 // KH = 0: no fixed-size fast path for this kernel.
 template <typename T, int SW, int KH, int KW>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+ADLK_MULTIVERSION
 void maxpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, T* y,
                    std::int64_t* ind) {
   const index_t a = ct.a, b = ct.b;
@@ -334,7 +342,7 @@ inline __attribute__((always_inline)) void avgpool_row_interior(
 }
 
 template <typename T, int SW, int KH, int KW>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+ADLK_MULTIVERSION
 void avgpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, bool count_include_pad,
                    T* y) {
   const index_t a = ct.a, b = ct.b;
@@ -353,7 +361,7 @@ void avgpool_plane(const T* x, const Pool2dGeom& g, const ColTaps& ct, bool coun
 }
 
 template <typename T, int SW>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+ADLK_MULTIVERSION
 void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, const ColTaps& ct,
                             bool count_include_pad, T* dx, T* g_row) {
   std::fill(dx, dx + g.H * g.W, T(0));
@@ -386,7 +394,7 @@ void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
 // dst[ind[i]] += src[i] (maxpool backward) or dst[ind[i]] = src[i] (unpooling; the last
 // write to a position wins); -1 entries are skipped.
 template <typename T, bool Accumulate>
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+ADLK_MULTIVERSION
 index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict ind, index_t count,
                       index_t dst_size, T* __restrict dst) {
   // One unsigned compare covers both ends: -1 maps to 0, anything below it to 2^64 - k

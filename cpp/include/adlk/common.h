@@ -10,6 +10,26 @@
 #include <stdexcept>
 #include <string>
 
+// Portability of the few compiler extensions the kernels use.
+// ADLK_MULTIVERSION: compile a function for baseline x86-64 and for AVX2 (x86-64-v3),
+// picked once at load time (GCC on x86-64 with ifunc support; elsewhere a plain function).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define ADLK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ADLK_MULTIVERSION
+#endif
+// ADLK_KEEP_LOOPS: keep short copy loops as loops (GCC would turn them into memcpy calls,
+// whose call overhead exceeds the work for short rows).
+#if defined(__GNUC__) && !defined(__clang__)
+#define ADLK_KEEP_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define ADLK_KEEP_LOOPS
+#endif
+// ADLK_VECTOR_EXT: GCC vector extensions with __builtin_shuffle are available.
+#if defined(__GNUC__) && !defined(__clang__)
+#define ADLK_VECTOR_EXT 1
+#endif
+
 namespace adlk {
 
 // All index arithmetic is 64-bit: sizes up to the memory of the machine work.
