@@ -766,3 +766,9 @@ def test_cli_info_and_selfcheck(capsys):
     assert main(["selfcheck"]) == 0
     out = capsys.readouterr().out
     assert "selfcheck: OK" in out and "WRONG" not in out
+
+
+def test_blas_runs_single_threaded():
+    # The kernels give each OpenMP thread its own GEMMs; a multithreaded BLAS inside
+    # them would oversubscribe the cores.
+    assert ak.build_info()["blas_threads"] == 1

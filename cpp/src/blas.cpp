@@ -13,6 +13,7 @@ void scipy_cblas_dgemm(int order, int ta, int tb, int M, int N, int K, double al
                        const double* A, int lda, const double* B, int ldb, double beta,
                        double* C, int ldc);
 void scipy_openblas_set_num_threads(int n);
+int scipy_openblas_get_num_threads(void);
 }
 
 namespace adlk {
@@ -57,6 +58,7 @@ void gemm<double>(bool ta, bool tb, index_t M, index_t N, index_t K, double alph
 }
 
 void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 
 namespace {
 // The kernels parallelize with OpenMP and give each thread its own GEMMs, so the BLAS

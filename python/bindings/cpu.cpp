@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "adlk/blas.h"
 #include "adlk/conv.h"
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
@@ -275,6 +276,8 @@ PYBIND11_MODULE(_adlk, m) {
     d["openmp"] = adlk::openmp_version();
     d["blas"] = adlk::blas_version();
     d["blas_config"] = adlk::blas_config();
+    // 1 by design: each OpenMP thread runs its own single-threaded GEMMs.
+    d["blas_threads"] = adlk::blas_get_num_threads();
     d["sanitizers"] = adlk::sanitized_build();
     return d;
   });

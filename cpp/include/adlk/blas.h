@@ -17,5 +17,6 @@ void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, T alpha,
 
 // Threads of the BLAS's own pool (1 by default; see above).
 void blas_set_num_threads(int n);
+int blas_get_num_threads();
 
 }  // namespace adlk
