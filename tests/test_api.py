@@ -9,23 +9,11 @@ import numpy as np
 import pytest
 
 import adlkernels as ak
+from helpers import _shape_text, names, randn
 from reference import conv2d_ref
 
 CONV_NAMES = ["im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv1d_forward",
               "conv1d_backward"]
-
-
-def randn(rng, shape, dtype=np.float64):
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def names(msg: str, arg: str) -> bool:
-    """The message names the argument as a word (x must not match inside 'expected')."""
-    return re.search(rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])", msg) is not None
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 # ----------------------------------------------------------------------------------

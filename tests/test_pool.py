@@ -9,7 +9,6 @@ outputs, determinism) are checked here for the pooling functions.
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import adlkernels as ak
+from helpers import _shape_text, names, randn
 from reference import assert_close
 from reference_pool import (
     avgpool2d_backward_ref,
@@ -34,19 +34,6 @@ HYPOTHESIS = settings(max_examples=40, deadline=None, database=None)
 
 POOL_NAMES = ["maxpool2d_forward", "maxpool2d_backward", "max_unpool2d", "avgpool2d_forward",
               "avgpool2d_backward"]
-
-
-def randn(rng, shape, dtype=np.float64):
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def names(msg: str, arg: str) -> bool:
-    """The message names the argument as a word (x must not match inside 'expected')."""
-    return re.search(rf"(?<![A-Za-z_]){re.escape(arg)}(?![A-Za-z_])", msg) is not None
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def values(rng, shape, dtype, mode):
