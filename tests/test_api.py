@@ -576,6 +576,15 @@ class FakeDeviceArray:
             "strides": None,
         }
 
+    def __getitem__(self, key):
+        # slicing (as the 1-D convolutions do) gives a view of the sliced shape, as cupy
+        view = np.broadcast_to(np.empty((), self.dtype), self.shape)[key]
+        return FakeDeviceArray(view.shape, self.dtype, self.device.id)
+
+    def reshape(self, *shape):
+        view = np.broadcast_to(np.empty((), self.dtype), self.shape)
+        return FakeDeviceArray(view.reshape(*shape).shape, self.dtype, self.device.id)
+
 
 def test_fake_device_array_mixed_with_numpy_is_value_error(rng):
     x = randn(rng, (1, 2, 5, 5), np.float32)

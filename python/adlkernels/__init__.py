@@ -10,7 +10,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _adlk
 from ._backend import has_cuda
-from . import conv, pool
+from . import conv, pool, rnn
 from .conv import (
     col2im,
     conv1d_backward,
@@ -25,6 +25,18 @@ from .pool import (
     max_unpool2d,
     maxpool2d_backward,
     maxpool2d_forward,
+)
+from .rnn import (
+    additive_attention_backward,
+    additive_attention_forward,
+    gru_cell_backward,
+    gru_cell_forward,
+    lstm_backward,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    lstm_forward,
+    rnn_cell_backward,
+    rnn_cell_forward,
 )
 
 __version__ = _adlk.__version__
@@ -73,6 +85,8 @@ __all__ = [
     "get_num_threads",
     "conv",
     "pool",
+    "rnn",
     *conv.__all__[:6],
     *pool.__all__,
+    *rnn.__all__,
 ]

@@ -4,9 +4,6 @@
 // and made inputs C-contiguous; these bindings re-check what memory safety depends on
 // (dtype, contiguity, exact shapes) so that a direct call cannot reach a kernel with
 // bad buffers, then release the GIL around every kernel.
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
-
 #include <string>
 #include <vector>
 
@@ -14,50 +11,11 @@
 #include "adlk/conv.h"
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
+#include "common.h"
 
-namespace py = pybind11;
-using adlk::index_t;
+using namespace adlk_bind;
 
 namespace {
-
-std::string shape_str(const std::vector<index_t>& s) {
-  std::string out = "(";
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    out += std::to_string(s[i]);
-    if (s.size() == 1 || i + 1 < s.size()) out += s.size() == 1 ? "," : ", ";
-  }
-  return out + ")";
-}
-
-std::vector<index_t> shape_of(const py::array& a) {
-  return std::vector<index_t>(a.shape(), a.shape() + a.ndim());
-}
-
-// Checks one array argument and returns its data pointer.
-template <typename T>
-const T* in_ptr(const py::array& a, const char* name, const std::vector<index_t>& shape) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(std::string(name) + ": expected dtype " +
-                         std::string(py::str(py::dtype::of<T>())) + ", got " +
-                         std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + ": expected a C-contiguous array");
-  if (shape_of(a) != shape)
-    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) +
-                          ", got " + shape_str(shape_of(a)));
-  return static_cast<const T*>(a.data());
-}
-
-// A new C-contiguous output. Sizes whose byte count does not even fit in 63 bits (huge
-// padding or dilation) raise MemoryError here, before numpy computes strides that
-// would overflow.
-template <typename T>
-py::array_t<T> new_array(const std::vector<index_t>& shape) {
-  index_t bytes = sizeof(T);
-  for (index_t s : shape)
-    if (s < 0 || __builtin_mul_overflow(bytes, s, &bytes)) throw std::bad_alloc();
-  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
-}
 
 adlk::Conv2dGeom make_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out,
                            py::tuple k, py::tuple s, py::tuple p, py::tuple d, index_t groups) {
@@ -79,11 +37,6 @@ adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, py::tuple k, py:
   return make_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), C_out, k, s, p, d, groups);
 }
 
-bool is_double(const py::array& a) {
-  if (a.dtype().is(py::dtype::of<double>())) return true;
-  if (a.dtype().is(py::dtype::of<float>())) return false;
-  throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
-}
 
 // ---- convolution ------------------------------------------------------------
 
@@ -340,4 +293,6 @@ PYBIND11_MODULE(_adlk, m) {
     return is_double(dy) ? py::object(avgpool2d_backward_t<double>(dy, g, cip))
                          : py::object(avgpool2d_backward_t<float>(dy, g, cip));
   });
+
+  bind_rnn(m);
 }

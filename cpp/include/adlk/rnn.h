@@ -1,0 +1,96 @@
+// Recurrent kernels: LSTM (cell and whole sequence), GRU and Elman RNN cells, additive
+// attention. Forward and backward, float and double.
+//
+// Weights use PyTorch's layout: w_ih (G*H, I), w_hh (G*H, H), biases (G*H,) or null,
+// G = 4 for LSTM (gates i, f, g, o), 3 for GRU (r, z, n), 1 for RNN. Matrices are
+// row-major; "ld" arguments are row strides in elements (rows of x and y may be views
+// into wider arrays). Everything else is C-contiguous.
+//
+// Parallel scheme: the input projections are GEMMs split by rows across threads; in the
+// time loop each thread owns a tile (batch rows x hidden units), runs the recurrent GEMM
+// for the G gate column blocks of its tile and then the fused pointwise pass on that tile,
+// with one barrier per step. Backward passes run the recurrence, then the weight
+// gradients as GEMMs over all steps at once; bias gradients are column sums in row order
+// (bitwise identical for any thread count). GEMM results depend on the thread count only
+// through how the products are split.
+#pragma once
+
+#include <cstdint>
+
+#include "adlk/common.h"
+
+namespace adlk {
+
+struct LstmGeom {
+  index_t T = 0, B = 0, I = 0, H = 0;
+  index_t ldx = 0;  // row stride of x viewed as (T*B, I), >= I
+  index_t ldy = 0;  // row stride of y viewed as (T*B, H), >= H
+  void check() const;
+};
+
+// x (T*B rows, ldx) -> y (T*B rows, ldy), h_n, c_n (B, H) (either may be null),
+// gates (T, B, 4H): activated i, f, g, o of every step; cells (T, B, H): c_t.
+// reverse: steps run t = T-1 .. 0 (y[t] is still position t's output).
+template <typename T>
+void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
+                  const T* w_hh, const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n,
+                  T* c_n, T* gates, T* cells);
+
+// Full BPTT. grad_y (T*B rows, ldgy), grad_h_n, grad_c_n may be null (zero). y may be null
+// when T <= 1. grad_b (4H) is the gradient of either bias (null: not computed).
+template <typename T>
+void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                   const T* grad_c_n, const T* x, const T* h0, const T* c0, const T* w_ih,
+                   const T* w_hh, const T* gates, const T* cells, const T* y, bool reverse,
+                   T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b);
+
+struct CellGeom {
+  index_t B = 0, I = 0, H = 0;
+  void check() const;
+};
+
+// GRU cell. gates (B, 3H): activated r, z, n; hn (B, H): W_hn h + b_hn.
+template <typename T>
+void gru_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, const T* w_hh,
+                      const T* b_ih, const T* b_hh, T* h_next, T* gates, T* hn);
+
+// grad_b_ih / grad_b_hh may be null (not computed).
+template <typename T>
+void gru_cell_backward(const CellGeom& g, const T* grad_h_next, const T* x, const T* h,
+                       const T* w_ih, const T* w_hh, const T* gates, const T* hn, T* grad_x,
+                       T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh);
+
+// Elman cell: h_next = tanh or relu of (x W_ih^T + b_ih + h W_hh^T + b_hh).
+template <typename T>
+void rnn_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, const T* w_hh,
+                      const T* b_ih, const T* b_hh, bool relu, T* h_next);
+
+// grad_b (H) may be null.
+template <typename T>
+void rnn_cell_backward(const CellGeom& g, const T* grad_h_next, const T* x, const T* h,
+                       const T* w_ih, const T* w_hh, const T* h_next, bool relu, T* grad_x,
+                       T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b);
+
+struct AttentionGeom {
+  index_t B = 0, T = 0, Dq = 0, Dk = 0, A = 0;
+  void check() const;
+};
+
+// query (B, Dq), keys (T, B, Dk), w_query (A, Dq), w_key (A, Dk), v (A), mask (B, T) of
+// 0/1 bytes or null (every row must hold a 1) -> context (B, Dk), weights (B, T),
+// tanh_act (T, B, A).
+template <typename T>
+void additive_attention_forward(const AttentionGeom& g, const T* query, const T* keys,
+                                const T* w_query, const T* w_key, const T* v,
+                                const std::uint8_t* mask, T* context, T* weights, T* tanh_act);
+
+// grad_weights may be null (zero). Masked positions have weight 0 and get no gradient
+// through the weights.
+template <typename T>
+void additive_attention_backward(const AttentionGeom& g, const T* grad_context,
+                                 const T* grad_weights, const T* query, const T* keys,
+                                 const T* w_query, const T* w_key, const T* v,
+                                 const T* tanh_act, const T* weights, T* grad_query,
+                                 T* grad_keys, T* grad_w_query, T* grad_w_key, T* grad_v);
+
+}  // namespace adlk

@@ -1,0 +1,706 @@
+#include "adlk/rnn.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adlk/blas.h"
+#include "adlk/parallel.h"
+#include "vecmath.h"
+
+namespace adlk {
+
+namespace {
+
+struct Span {
+  index_t begin = 0, end = 0;
+  index_t size() const { return end - begin; }
+};
+
+// Part p of np of [0, n), boundaries rounded down to multiples of `align` (last part ends at n).
+Span split(index_t n, int np, int p, index_t align = 1) {
+  auto at = [&](int q) {
+    if (q >= np) return n;
+    index_t v = n * q / np;
+    return v - v % align;
+  };
+  return {at(p), at(p + 1)};
+}
+
+// Hidden units per tile are at least this many (GEMMs on narrower column blocks lose
+// efficiency); the rest of the threads split the batch.
+constexpr index_t kMinTileCols = 32;
+
+// Tiles of (batch rows, hidden units) for the time loop, one per thread (some threads may
+// get none).
+struct TileGrid {
+  int nb = 1, nh = 1;
+  index_t B = 0, H = 0;
+  TileGrid(index_t B_, index_t H_, int np) : B(B_), H(H_) {
+    nh = static_cast<int>(std::clamp<index_t>(H / kMinTileCols, 1, np));
+    nb = static_cast<int>(std::clamp<index_t>(np / nh, 1, std::max<index_t>(B, 1)));
+  }
+  bool tile(int p, Span& rows, Span& cols) const {
+    if (p >= nb * nh) return false;
+    rows = split(B, nb, p / nh);
+    cols = split(H, nh, p % nh, 16);
+    return rows.size() > 0 && cols.size() > 0;
+  }
+};
+
+void check_blas_dim(index_t v, const char* what) {
+  if (v < 0 || v > INT_MAX)
+    throw std::length_error(std::string(what) + " = " + std::to_string(v) +
+                            " exceeds the 32-bit BLAS interface");
+}
+
+index_t checked_mul(index_t a, index_t b, const char* what) {
+  index_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw std::length_error(std::string(what) + " overflows");
+  return r;
+}
+
+// C[rows, k*H + cols] = A[rows, :] @ W[k*H + cols, :]^T + beta * C for each gate k < G:
+// the gate columns of one tile. A tile spanning all hidden units is one GEMM.
+template <typename T>
+void gate_gemm(int G, index_t H, Span rows, Span cols, index_t K, const T* A, index_t lda,
+               const T* W, T beta, T* C, index_t ldc) {
+  if (cols.begin == 0 && cols.end == H) {
+    gemm<T>(false, true, rows.size(), G * H, K, T(1), A + rows.begin * lda, lda, W, K, beta,
+            C + rows.begin * ldc, ldc);
+    return;
+  }
+  for (int k = 0; k < G; ++k)
+    gemm<T>(false, true, rows.size(), cols.size(), K, T(1), A + rows.begin * lda, lda,
+            W + (k * H + cols.begin) * K, K, beta, C + rows.begin * ldc + k * H + cols.begin,
+            ldc);
+}
+
+// C[rows, gate columns of the tile] = bias_a + bias_b (either may be null). Returns the
+// beta for the GEMMs that follow: 0 when there is no bias (C is then left as is).
+template <typename T>
+T fill_gate_bias(int G, index_t H, Span rows, Span cols, const T* bias_a, const T* bias_b,
+                 T* C, index_t ldc) {
+  if (!bias_a && !bias_b) return T(0);
+  for (index_t r = rows.begin; r < rows.end; ++r)
+    for (int k = 0; k < G; ++k) {
+      T* c = C + r * ldc + k * H;
+      for (index_t j = cols.begin; j < cols.end; ++j)
+        c[j] = (bias_a ? bias_a[k * H + j] : T(0)) + (bias_b ? bias_b[k * H + j] : T(0));
+    }
+  return T(1);
+}
+
+// C[part of rows] = A @ B + beta * C, rows split across the team (A (R, K), B (K, N)).
+template <typename T>
+void rows_gemm(int p, int np, index_t R, index_t N, index_t K, const T* A, index_t lda,
+               const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  const Span s = split(R, np, p);
+  if (s.size() > 0)
+    gemm<T>(false, false, s.size(), N, K, T(1), A + s.begin * lda, lda, B, ldb, beta,
+            C + s.begin * ldc, ldc);
+}
+
+// C[part of M rows] = G^T @ X + beta * C with G (K, M) (row stride ldg), X (K, N): the
+// weight gradient of a projection, split across the team by output rows.
+template <typename T>
+void wgrad_gemm(int p, int np, index_t M, index_t N, index_t K, const T* G, index_t ldg,
+                const T* X, index_t ldx, T beta, T* C) {
+  const Span s = split(M, np, p);
+  if (s.size() > 0)
+    gemm<T>(true, false, s.size(), N, K, T(1), G + s.begin, ldg, X, ldx, beta, C + s.begin * N,
+            N);
+}
+
+// out[j] = sum over rows r (in order) of G[r, j], columns split across the team: the
+// result does not depend on the number of threads.
+template <typename T>
+void column_sums(int p, int np, index_t R, index_t N, const T* G, index_t ldg, T* out) {
+  const Span s = split(N, np, p, 16);
+  if (s.size() == 0) return;
+  T* o = out + s.begin;
+  const index_t n = s.size();
+  std::fill(o, o + n, T(0));
+  for (index_t r = 0; r < R; ++r) {
+    const T* g = G + r * ldg + s.begin;
+#pragma omp simd
+    for (index_t j = 0; j < n; ++j) o[j] += g[j];
+  }
+}
+
+// ---- pointwise passes (one tile) --------------------------------------------------
+
+// LSTM step on a tile: pre-activations in gates (row stride 4H) become activations;
+// c = f * c_prev + i * g, h = o * tanh(c).
+template <typename T>
+ADLK_MULTIVERSION void lstm_step_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
+                                      T* gates, const T* c_prev, T* c_next, T* h_next,
+                                      index_t ldh) {
+  for (index_t r = r0; r < r1; ++r) {
+    T* __restrict gi = gates + r * 4 * H;
+    T* __restrict gf = gi + H;
+    T* __restrict gg = gi + 2 * H;
+    T* __restrict go = gi + 3 * H;
+    const T* __restrict cp = c_prev + r * H;
+    T* __restrict cn = c_next + r * H;
+    T* __restrict hn = h_next + r * ldh;
+#pragma omp simd
+    for (index_t j = j0; j < j1; ++j) {
+      const T i = vm::sigmoid(gi[j]), f = vm::sigmoid(gf[j]), g = vm::tanh(gg[j]),
+              o = vm::sigmoid(go[j]);
+      const T c = f * cp[j] + i * g;
+      gi[j] = i, gf[j] = f, gg[j] = g, go[j] = o;
+      cn[j] = c;
+      hn[j] = o * vm::tanh(c);
+    }
+  }
+}
+
+// Backward of one LSTM step on a tile. dh (in: gradient reaching h_t from step t+1, plus
+// grad_y[t] if given) and dc (in: from step t+1; out: to c_{t-1}); dG (row stride 4H)
+// receives the pre-activation gradients.
+template <typename T, bool HasGradY>
+ADLK_MULTIVERSION void lstm_step_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
+                                               index_t H, const T* gates, const T* c_prev,
+                                               const T* c_cur, const T* grad_y, index_t ldgy,
+                                               const T* dh, T* dc, T* dG) {
+  for (index_t r = r0; r < r1; ++r) {
+    const T* __restrict gi = gates + r * 4 * H;
+    const T* __restrict gf = gi + H;
+    const T* __restrict gg = gi + 2 * H;
+    const T* __restrict go = gi + 3 * H;
+    const T* __restrict cp = c_prev + r * H;
+    const T* __restrict cc = c_cur + r * H;
+    const T* __restrict gy = HasGradY ? grad_y + r * ldgy : nullptr;
+    const T* __restrict dhr = dh + r * H;
+    T* __restrict dcr = dc + r * H;
+    T* __restrict di = dG + r * 4 * H;
+    T* __restrict df = di + H;
+    T* __restrict dg = di + 2 * H;
+    T* __restrict d_o = di + 3 * H;
+#pragma omp simd
+    for (index_t j = j0; j < j1; ++j) {
+      const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
+      const T tc = vm::tanh(cc[j]);
+      const T dhv = HasGradY ? dhr[j] + gy[j] : dhr[j];
+      const T dcv = dcr[j] + dhv * o * (T(1) - tc * tc);
+      di[j] = dcv * g * i * (T(1) - i);
+      df[j] = dcv * cp[j] * f * (T(1) - f);
+      dg[j] = dcv * i * (T(1) - g * g);
+      d_o[j] = dhv * tc * o * (T(1) - o);
+      dcr[j] = dcv * f;
+    }
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void gru_step_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
+                                     T* gi_all, const T* gh_all, const T* h, T* hn_out,
+                                     T* h_next) {
+  for (index_t r = r0; r < r1; ++r) {
+    T* __restrict gr = gi_all + r * 3 * H;
+    T* __restrict gz = gr + H;
+    T* __restrict gn = gr + 2 * H;
+    const T* __restrict hr = gh_all + r * 3 * H;
+    const T* __restrict hz = hr + H;
+    const T* __restrict hnn = hr + 2 * H;
+    const T* __restrict hp = h + r * H;
+    T* __restrict hno = hn_out + r * H;
+    T* __restrict out = h_next + r * H;
+#pragma omp simd
+    for (index_t j = j0; j < j1; ++j) {
+      const T rv = vm::sigmoid(gr[j] + hr[j]);
+      const T zv = vm::sigmoid(gz[j] + hz[j]);
+      const T nv = vm::tanh(gn[j] + rv * hnn[j]);
+      gr[j] = rv, gz[j] = zv, gn[j] = nv;
+      hno[j] = hnn[j];
+      out[j] = (T(1) - zv) * nv + zv * hp[j];
+    }
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void gru_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
+                                         index_t H, const T* gates, const T* hn, const T* h,
+                                         const T* grad_h_next, T* dgi_all, T* dgh_all,
+                                         T* grad_h) {
+  for (index_t r = r0; r < r1; ++r) {
+    const T* __restrict gr = gates + r * 3 * H;
+    const T* __restrict gz = gr + H;
+    const T* __restrict gn = gr + 2 * H;
+    const T* __restrict hnr = hn + r * H;
+    const T* __restrict hp = h + r * H;
+    const T* __restrict dh = grad_h_next + r * H;
+    T* __restrict dir = dgi_all + r * 3 * H;
+    T* __restrict diz = dir + H;
+    T* __restrict din = dir + 2 * H;
+    T* __restrict dhr = dgh_all + r * 3 * H;
+    T* __restrict dhz = dhr + H;
+    T* __restrict dhn = dhr + 2 * H;
+    T* __restrict gh = grad_h + r * H;
+#pragma omp simd
+    for (index_t j = j0; j < j1; ++j) {
+      const T rv = gr[j], zv = gz[j], nv = gn[j], d = dh[j];
+      const T dan = d * (T(1) - zv) * (T(1) - nv * nv);
+      const T dar = dan * hnr[j] * rv * (T(1) - rv);
+      const T daz = d * (hp[j] - nv) * zv * (T(1) - zv);
+      dir[j] = dar, diz[j] = daz, din[j] = dan;
+      dhr[j] = dar, dhz[j] = daz, dhn[j] = dan * rv;
+      gh[j] = d * zv;
+    }
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void rnn_act_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
+                                    bool relu, T* a) {
+  for (index_t r = r0; r < r1; ++r) {
+    T* __restrict v = a + r * H;
+    if (relu) {
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) v[j] = v[j] < T(0) ? T(0) : v[j];  // NaN stays NaN
+    } else {
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) v[j] = vm::tanh(v[j]);
+    }
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void tanh_rows(index_t n_rows, index_t A, T* e, const T* q, index_t B,
+                                 index_t r0, const T* v, T* scores, index_t T_) {
+  // rows r = t*B + b of e (T*B, A): e = tanh(e + q[b]); score[b, t] = e . v
+  for (index_t r = r0; r < r0 + n_rows; ++r) {
+    const index_t t = r / B, b = r - t * B;
+    T* __restrict er = e + r * A;
+    const T* __restrict qb = q + b * A;
+    T s = T(0);
+#pragma omp simd reduction(+ : s)
+    for (index_t a = 0; a < A; ++a) {
+      const T ev = vm::tanh(er[a] + qb[a]);
+      er[a] = ev;
+      s += ev * v[a];
+    }
+    scores[b * T_ + t] = s;
+  }
+}
+
+template <typename T>
+struct Buffer {
+  std::unique_ptr<T[]> p;
+  explicit Buffer(index_t n) : p(new T[static_cast<std::size_t>(std::max<index_t>(n, 1))]) {}
+  T* get() const { return p.get(); }
+};
+
+}  // namespace
+
+// ---- geometry checks -----------------------------------------------------------------
+
+void LstmGeom::check() const {
+  adlk::check(T >= 0 && B >= 0 && I >= 1 && H >= 1, "lstm: need T, B >= 0 and I, H >= 1");
+  adlk::check(ldx >= I && ldy >= H, "lstm: row strides must be at least the row length");
+  const index_t rows = checked_mul(T, B, "T*B");
+  checked_mul(rows, std::max(ldx, 4 * H), "T*B*row");
+  checked_mul(rows, ldy, "T*B*ldy");
+  for (index_t v : {rows, 4 * H, I, H, ldx, ldy}) check_blas_dim(v, "lstm dimension");
+}
+
+void CellGeom::check() const {
+  adlk::check(B >= 0 && I >= 1 && H >= 1, "cell: need B >= 0 and I, H >= 1");
+  checked_mul(B, 4 * std::max(I, H), "B*row");
+  for (index_t v : {B, 4 * H, I, H}) check_blas_dim(v, "cell dimension");
+}
+
+void AttentionGeom::check() const {
+  adlk::check(B >= 0 && T >= 1 && Dq >= 1 && Dk >= 1 && A >= 1,
+        "attention: need B >= 0 and T, Dq, Dk, A >= 1");
+  const index_t rows = checked_mul(T, B, "T*B");
+  checked_mul(rows, std::max(A, Dk), "T*B*row");
+  for (index_t v : {rows, Dq, Dk, A}) check_blas_dim(v, "attention dimension");
+}
+
+// ---- LSTM ------------------------------------------------------------------------------
+
+template <typename T>
+void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
+                  const T* w_hh, const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n,
+                  T* c_n, T* gates, T* cells) {
+  g.check();
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G4 = 4 * H, R = Tn * B;
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    // Input projection of every step at once; bias folded in as GEMM's initial C.
+    const Span rows = split(R, np, p);
+    if (rows.size() > 0) {
+      const T beta = fill_gate_bias<T>(1, G4, rows, {0, G4}, b_ih, b_hh, gates, G4);
+      gemm<T>(false, true, rows.size(), G4, I, T(1), x + rows.begin * g.ldx, g.ldx, w_ih, I,
+              beta, gates + rows.begin * G4, G4);
+    }
+#pragma omp barrier
+    const TileGrid grid(B, H, np);
+    Span tr, tc;
+    const bool has_tile = grid.tile(p, tr, tc);
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? Tn - 1 - s : s;
+      const index_t tp = reverse ? t + 1 : t - 1;  // the step before, in running order
+      const T* hp = s == 0 ? h0 : y + tp * B * g.ldy;
+      const T* cp = s == 0 ? c0 : cells + tp * B * H;
+      T* gt = gates + t * B * G4;
+      if (has_tile) {
+        gate_gemm<T>(4, H, tr, tc, H, hp, s == 0 ? H : g.ldy, w_hh, T(1), gt, G4);
+        lstm_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gt, cp, cells + t * B * H,
+                          y + t * B * g.ldy, g.ldy);
+      }
+#pragma omp barrier
+    }
+    const Span br = split(B, np, p);
+    const index_t t_last = reverse ? 0 : Tn - 1;
+    for (index_t b = br.begin; b < br.end; ++b) {
+      const T* hs = Tn == 0 ? h0 + b * H : y + (t_last * B + b) * g.ldy;
+      const T* cs = Tn == 0 ? c0 + b * H : cells + (t_last * B + b) * H;
+      if (h_n) std::copy(hs, hs + H, h_n + b * H);
+      if (c_n) std::copy(cs, cs + H, c_n + b * H);
+    }
+  }
+}
+
+template <typename T>
+void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                   const T* grad_c_n, const T* x, const T* h0, const T* c0, const T* w_ih,
+                   const T* w_hh, const T* gates, const T* cells, const T* y, bool reverse,
+                   T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b) {
+  g.check();
+  check(!grad_y || ldgy >= g.H, "lstm_backward: grad_y row stride must be >= H");
+  check(g.T <= 1 || y != nullptr, "lstm_backward: y is needed when T > 1");
+  check_blas_dim(ldgy, "lstm_backward: grad_y row stride");
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G4 = 4 * H, R = Tn * B;
+  Buffer<T> dG_buf(checked_mul(R, G4, "T*B*4H"));
+  T* dG = dG_buf.get();
+  T* dh = grad_h0;  // the recurrent gradients live in the outputs
+  T* dc = grad_c0;
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    const TileGrid grid(B, H, np);
+    Span tr, tc;
+    const bool has_tile = grid.tile(p, tr, tc);
+    if (has_tile)
+      for (index_t b = tr.begin; b < tr.end; ++b)
+        for (index_t j = tc.begin; j < tc.end; ++j) {
+          dh[b * H + j] = grad_h_n ? grad_h_n[b * H + j] : T(0);
+          dc[b * H + j] = grad_c_n ? grad_c_n[b * H + j] : T(0);
+        }
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? s : Tn - 1 - s;  // forward order, reversed
+      const bool first = s == Tn - 1;               // the step that read h0, c0
+      const index_t tp = reverse ? t + 1 : t - 1;
+      const T* cp = first ? c0 : cells + tp * B * H;
+      T* dGt = dG + t * B * G4;
+      if (has_tile) {
+        if (grad_y)
+          lstm_step_backward_tile<T, true>(tr.begin, tr.end, tc.begin, tc.end, H,
+                                           gates + t * B * G4, cp, cells + t * B * H,
+                                           grad_y + t * B * ldgy, ldgy, dh, dc, dGt);
+        else
+          lstm_step_backward_tile<T, false>(tr.begin, tr.end, tc.begin, tc.end, H,
+                                            gates + t * B * G4, cp, cells + t * B * H, nullptr,
+                                            0, dh, dc, dGt);
+      }
+#pragma omp barrier
+      // dh[tile] = dG_t[tile rows, :] @ w_hh[:, tile cols]; each thread reads back only
+      // its own tile in the next step, so no second barrier.
+      if (has_tile)
+        gemm<T>(false, false, tr.size(), tc.size(), G4, T(1), dGt + tr.begin * G4, G4,
+                w_hh + tc.begin, H, T(0), dh + tr.begin * H + tc.begin, H);
+    }
+#pragma omp barrier
+    // Weight gradients over all steps at once.
+    rows_gemm<T>(p, np, R, I, G4, dG, G4, w_ih, I, T(0), grad_x, I);
+    wgrad_gemm<T>(p, np, G4, I, R, dG, G4, x, g.ldx, T(0), grad_w_ih);
+    if (Tn == 0) {
+      wgrad_gemm<T>(p, np, G4, H, 0, dG, G4, h0, H, T(0), grad_w_hh);
+    } else {
+      // The first step in running order saw h0; every other step saw y of its predecessor.
+      const index_t t_first = reverse ? Tn - 1 : 0;
+      wgrad_gemm<T>(p, np, G4, H, B, dG + t_first * B * G4, G4, h0, H, T(0), grad_w_hh);
+      if (Tn > 1) {
+        const T* dG_rest = dG + (reverse ? 0 : B) * G4;
+        const T* h_rest = y + (reverse ? B : 0) * g.ldy;
+        wgrad_gemm<T>(p, np, G4, H, (Tn - 1) * B, dG_rest, G4, h_rest, g.ldy, T(1), grad_w_hh);
+      }
+    }
+    if (grad_b) column_sums<T>(p, np, R, G4, dG, G4, grad_b);
+  }
+}
+
+// ---- GRU and RNN cells -----------------------------------------------------------------
+
+template <typename T>
+void gru_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, const T* w_hh,
+                      const T* b_ih, const T* b_hh, T* h_next, T* gates, T* hn) {
+  g.check();
+  const index_t B = g.B, I = g.I, H = g.H, G3 = 3 * H;
+  Buffer<T> gh_buf(B * G3);
+  T* gh = gh_buf.get();
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int np = omp_get_num_threads();
+    const TileGrid grid(B, H, np);
+    Span tr, tc;
+    if (grid.tile(omp_get_thread_num(), tr, tc)) {
+      const T beta_i = fill_gate_bias<T>(3, H, tr, tc, b_ih, nullptr, gates, G3);
+      gate_gemm<T>(3, H, tr, tc, I, x, I, w_ih, beta_i, gates, G3);
+      const T beta_h = fill_gate_bias<T>(3, H, tr, tc, b_hh, nullptr, gh, G3);
+      gate_gemm<T>(3, H, tr, tc, H, h, H, w_hh, beta_h, gh, G3);
+      gru_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates, gh, h, hn, h_next);
+    }
+  }
+}
+
+template <typename T>
+void gru_cell_backward(const CellGeom& g, const T* grad_h_next, const T* x, const T* h,
+                       const T* w_ih, const T* w_hh, const T* gates, const T* hn, T* grad_x,
+                       T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
+  g.check();
+  const index_t B = g.B, I = g.I, H = g.H, G3 = 3 * H;
+  Buffer<T> dgi_buf(B * G3), dgh_buf(B * G3);
+  T *dgi = dgi_buf.get(), *dgh = dgh_buf.get();
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    const TileGrid grid(B, H, np);
+    Span tr, tc;
+    if (grid.tile(p, tr, tc))
+      gru_backward_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates, hn, h, grad_h_next, dgi,
+                           dgh, grad_h);
+#pragma omp barrier
+    rows_gemm<T>(p, np, B, I, G3, dgi, G3, w_ih, I, T(0), grad_x, I);
+    rows_gemm<T>(p, np, B, H, G3, dgh, G3, w_hh, H, T(1), grad_h, H);
+    wgrad_gemm<T>(p, np, G3, I, B, dgi, G3, x, I, T(0), grad_w_ih);
+    wgrad_gemm<T>(p, np, G3, H, B, dgh, G3, h, H, T(0), grad_w_hh);
+    if (grad_b_ih) column_sums<T>(p, np, B, G3, dgi, G3, grad_b_ih);
+    if (grad_b_hh) column_sums<T>(p, np, B, G3, dgh, G3, grad_b_hh);
+  }
+}
+
+template <typename T>
+void rnn_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, const T* w_hh,
+                      const T* b_ih, const T* b_hh, bool relu, T* h_next) {
+  g.check();
+  const index_t B = g.B, I = g.I, H = g.H;
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const TileGrid grid(B, H, omp_get_num_threads());
+    Span tr, tc;
+    if (grid.tile(omp_get_thread_num(), tr, tc)) {
+      const T beta = fill_gate_bias<T>(1, H, tr, tc, b_ih, b_hh, h_next, H);
+      gate_gemm<T>(1, H, tr, tc, I, x, I, w_ih, beta, h_next, H);
+      gate_gemm<T>(1, H, tr, tc, H, h, H, w_hh, T(1), h_next, H);
+      rnn_act_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, relu, h_next);
+    }
+  }
+}
+
+template <typename T>
+void rnn_cell_backward(const CellGeom& g, const T* grad_h_next, const T* x, const T* h,
+                       const T* w_ih, const T* w_hh, const T* h_next, bool relu, T* grad_x,
+                       T* grad_h, T* grad_w_ih, T* grad_w_hh, T* grad_b) {
+  g.check();
+  const index_t B = g.B, I = g.I, H = g.H;
+  Buffer<T> da_buf(B * H);
+  T* da = da_buf.get();
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    const Span rows = split(B * H, np, p);
+    for (index_t k = rows.begin; k < rows.end; ++k) {
+      const T y = h_next[k];
+      // relu: derivative 0 at 0 (and for NaN), as PyTorch's threshold_backward
+      da[k] = relu ? (y > T(0) ? grad_h_next[k] : T(0)) : grad_h_next[k] * (T(1) - y * y);
+    }
+#pragma omp barrier
+    rows_gemm<T>(p, np, B, I, H, da, H, w_ih, I, T(0), grad_x, I);
+    rows_gemm<T>(p, np, B, H, H, da, H, w_hh, H, T(0), grad_h, H);
+    wgrad_gemm<T>(p, np, H, I, B, da, H, x, I, T(0), grad_w_ih);
+    wgrad_gemm<T>(p, np, H, H, B, da, H, h, H, T(0), grad_w_hh);
+    if (grad_b) column_sums<T>(p, np, B, H, da, H, grad_b);
+  }
+}
+
+// ---- additive attention ------------------------------------------------------------------
+
+template <typename T>
+void additive_attention_forward(const AttentionGeom& g, const T* query, const T* keys,
+                                const T* w_query, const T* w_key, const T* v,
+                                const std::uint8_t* mask, T* context, T* weights, T* tanh_act) {
+  g.check();
+  const index_t B = g.B, Tn = g.T, Dq = g.Dq, Dk = g.Dk, A = g.A, R = Tn * B;
+  if (mask)
+    for (index_t b = 0; b < B; ++b)
+      check(std::any_of(mask + b * Tn, mask + (b + 1) * Tn, [](std::uint8_t m) { return m != 0; }),
+            "additive_attention_forward: a mask row has no True entry");
+  Buffer<T> qp_buf(B * A);
+  T* qp = qp_buf.get();
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    const Span bs = split(B, np, p), rs = split(R, np, p);
+    if (bs.size() > 0)
+      gemm<T>(false, true, bs.size(), A, Dq, T(1), query + bs.begin * Dq, Dq, w_query, Dq, T(0),
+              qp + bs.begin * A, A);
+    if (rs.size() > 0)
+      gemm<T>(false, true, rs.size(), A, Dk, T(1), keys + rs.begin * Dk, Dk, w_key, Dk, T(0),
+              tanh_act + rs.begin * A, A);
+#pragma omp barrier
+    tanh_rows<T>(rs.size(), A, tanh_act, qp, B, rs.begin, v, weights, Tn);
+#pragma omp barrier
+    for (index_t b = bs.begin; b < bs.end; ++b) {
+      T* w = weights + b * Tn;
+      const std::uint8_t* m = mask ? mask + b * Tn : nullptr;
+      T top = -std::numeric_limits<T>::infinity();
+      for (index_t t = 0; t < Tn; ++t)
+        if (!m || m[t]) top = std::max(top, w[t]);
+      T sum = T(0);
+      for (index_t t = 0; t < Tn; ++t) {
+        w[t] = (!m || m[t]) ? std::exp(w[t] - top) : T(0);
+        sum += w[t];
+      }
+      const T inv = T(1) / sum;
+      T* ctx = context + b * Dk;
+      std::fill(ctx, ctx + Dk, T(0));
+      for (index_t t = 0; t < Tn; ++t) {
+        w[t] *= inv;
+        if (m && !m[t]) continue;
+        const T wt = w[t];
+        const T* k = keys + (t * B + b) * Dk;
+#pragma omp simd
+        for (index_t d = 0; d < Dk; ++d) ctx[d] += wt * k[d];
+      }
+    }
+  }
+}
+
+template <typename T>
+void additive_attention_backward(const AttentionGeom& g, const T* grad_context,
+                                 const T* grad_weights, const T* query, const T* keys,
+                                 const T* w_query, const T* w_key, const T* v,
+                                 const T* tanh_act, const T* weights, T* grad_query,
+                                 T* grad_keys, T* grad_w_query, T* grad_w_key, T* grad_v) {
+  g.check();
+  const index_t B = g.B, Tn = g.T, Dq = g.Dq, Dk = g.Dk, A = g.A, R = Tn * B;
+  Buffer<T> dscore_buf(B * Tn), da_buf(R * A), dqp_buf(B * A);
+  T *dscore = dscore_buf.get(), *da = da_buf.get(), *dqp = dqp_buf.get();
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    const Span bs = split(B, np, p), rs = split(R, np, p), as = split(A, np, p);
+    // Softmax backward per batch row; positions of weight 0 (masked) take no part.
+    for (index_t b = bs.begin; b < bs.end; ++b) {
+      const T* w = weights + b * Tn;
+      const T* gc = grad_context + b * Dk;
+      T* ds = dscore + b * Tn;
+      T dot_sum = T(0);
+      for (index_t t = 0; t < Tn; ++t) {
+        T* gk = grad_keys + (t * B + b) * Dk;
+        if (w[t] == T(0)) {
+          ds[t] = T(0);
+          std::fill(gk, gk + Dk, T(0));
+          continue;
+        }
+        const T* k = keys + (t * B + b) * Dk;
+        T dw = grad_weights ? grad_weights[b * Tn + t] : T(0);
+        for (index_t d = 0; d < Dk; ++d) dw += gc[d] * k[d];
+        ds[t] = dw;
+        dot_sum += w[t] * dw;
+        const T wt = w[t];
+#pragma omp simd
+        for (index_t d = 0; d < Dk; ++d) gk[d] = wt * gc[d];
+      }
+      for (index_t t = 0; t < Tn; ++t) ds[t] = w[t] == T(0) ? T(0) : w[t] * (ds[t] - dot_sum);
+    }
+#pragma omp barrier
+    for (index_t r = rs.begin; r < rs.end; ++r) {
+      const index_t t = r / B, b = r - t * B;
+      const T s = dscore[b * Tn + t];
+      const T* e = tanh_act + r * A;
+      T* d = da + r * A;
+#pragma omp simd
+      for (index_t a = 0; a < A; ++a) d[a] = s * v[a] * (T(1) - e[a] * e[a]);
+    }
+#pragma omp barrier
+    if (rs.size() > 0)
+      gemm<T>(false, false, rs.size(), Dk, A, T(1), da + rs.begin * A, A, w_key, Dk, T(1),
+              grad_keys + rs.begin * Dk, Dk);
+    wgrad_gemm<T>(p, np, A, Dk, R, da, A, keys, Dk, T(0), grad_w_key);
+    if (as.size() > 0) {
+      // grad_v[a] = sum over (t, b) in order of dscore * tanh_act
+      T* gv = grad_v + as.begin;
+      std::fill(gv, gv + as.size(), T(0));
+      for (index_t t = 0; t < Tn; ++t)
+        for (index_t b = 0; b < B; ++b) {
+          const T s = dscore[b * Tn + t];
+          const T* e = tanh_act + (t * B + b) * A + as.begin;
+#pragma omp simd
+          for (index_t a = 0; a < as.size(); ++a) gv[a] += s * e[a];
+        }
+    }
+    for (index_t b = bs.begin; b < bs.end; ++b) {
+      T* dq = dqp + b * A;
+      std::fill(dq, dq + A, T(0));
+      for (index_t t = 0; t < Tn; ++t) {
+        const T* d = da + (t * B + b) * A;
+#pragma omp simd
+        for (index_t a = 0; a < A; ++a) dq[a] += d[a];
+      }
+    }
+#pragma omp barrier
+    if (bs.size() > 0)
+      gemm<T>(false, false, bs.size(), Dq, A, T(1), dqp + bs.begin * A, A, w_query, Dq, T(0),
+              grad_query + bs.begin * Dq, Dq);
+    wgrad_gemm<T>(p, np, A, Dq, B, dqp, A, query, Dq, T(0), grad_w_query);
+  }
+}
+
+// ---- instantiations ----------------------------------------------------------------------
+
+#define ADLK_INSTANTIATE_RNN(T)                                                                   \
+  template void lstm_forward<T>(const LstmGeom&, const T*, const T*, const T*, const T*,        \
+                                const T*, const T*, const T*, bool, T*, T*, T*, T*, T*);        \
+  template void lstm_backward<T>(const LstmGeom&, const T*, index_t, const T*, const T*,        \
+                                 const T*, const T*, const T*, const T*, const T*, const T*,    \
+                                 const T*, const T*, bool, T*, T*, T*, T*, T*, T*);             \
+  template void gru_cell_forward<T>(const CellGeom&, const T*, const T*, const T*, const T*,    \
+                                    const T*, const T*, T*, T*, T*);                            \
+  template void gru_cell_backward<T>(const CellGeom&, const T*, const T*, const T*, const T*,   \
+                                     const T*, const T*, const T*, T*, T*, T*, T*, T*, T*);     \
+  template void rnn_cell_forward<T>(const CellGeom&, const T*, const T*, const T*, const T*,    \
+                                    const T*, const T*, bool, T*);                              \
+  template void rnn_cell_backward<T>(const CellGeom&, const T*, const T*, const T*, const T*,   \
+                                     const T*, const T*, bool, T*, T*, T*, T*, T*);             \
+  template void additive_attention_forward<T>(const AttentionGeom&, const T*, const T*,         \
+                                              const T*, const T*, const T*,                     \
+                                              const std::uint8_t*, T*, T*, T*);                 \
+  template void additive_attention_backward<T>(const AttentionGeom&, const T*, const T*,        \
+                                               const T*, const T*, const T*, const T*,          \
+                                               const T*, const T*, const T*, T*, T*, T*, T*,    \
+                                               T*);
+
+ADLK_INSTANTIATE_RNN(float)
+ADLK_INSTANTIATE_RNN(double)
+
+}  // namespace adlk
