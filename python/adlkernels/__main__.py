@@ -32,9 +32,47 @@ def _conv_reference(x, w, b, stride, padding):
     return y + b[None, :, None, None]
 
 
+def _lstm_reference(x, h, c, w_ih, w_hh, b):
+    """The textbook LSTM loop in float64 (gates i, f, g, o)."""
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    ys = []
+    for xt in x:
+        i, f, g, o = np.split(xt @ w_ih.T + h @ w_hh.T + b, 4, axis=1)
+        c = sig(f) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+        ys.append(h)
+    return np.stack(ys), h, c
+
+
+def _lstm_check(rng) -> bool:
+    x = rng.standard_normal((5, 3, 4))
+    h0, c0 = rng.standard_normal((2, 3, 6))
+    w_ih, w_hh = rng.standard_normal((24, 4)) * 0.5, rng.standard_normal((24, 6)) * 0.5
+    b_ih, b_hh = rng.standard_normal((2, 24))
+    y, h_n, c_n, cache = ak.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    ry, rh, rc = _lstm_reference(x, h0, c0, w_ih, w_hh, b_ih + b_hh)
+    err = max(np.abs(y - ry).max(), np.abs(h_n - rh).max(), np.abs(c_n - rc).max())
+    print(f"  lstm_forward    float64 max |error| vs textbook loop   {err:.2e}")
+    gy = rng.standard_normal(y.shape)
+    grads = ak.lstm_backward(gy, None, None, cache)
+    eps, worst = 1e-6, 0.0
+    for arr, grad in ((x, grads.x), (h0, grads.h0), (c0, grads.c0), (w_hh, grads.w_hh), (b_ih, grads.b_ih)):
+        for idx in [tuple(rng.integers(0, s) for s in arr.shape) for _ in range(3)]:
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = np.sum(gy * ak.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0])
+            arr[idx] = old - eps
+            down = np.sum(gy * ak.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh)[0])
+            arr[idx] = old
+            worst = max(worst, abs((up - down) / (2 * eps) - grad[idx]) / max(1.0, abs(grad[idx])))
+    print(f"  lstm_backward   float64 max rel error vs finite diff   {worst:.2e}")
+    return err < 1e-10 and worst < 1e-6
+
+
 def _selfcheck(args) -> int:
-    """Checks conv2d forward against the definition and backward against finite
-    differences, max pooling against a direct window scan, then times one conv layer."""
+    """Checks conv2d and an LSTM layer forward against the definitions and backward
+    against finite differences, max pooling against a direct window scan, then times one
+    conv layer."""
     print(f"adlkernels {ak.__version__}: {ak.get_num_threads()} threads, "
           f"{ak.build_info()['blas']}, CUDA device: {ak.has_cuda()}")
     rng = np.random.default_rng(0)
@@ -81,6 +119,7 @@ def _selfcheck(args) -> int:
     pool_ok &= np.allclose(ak.maxpool2d_backward(gyp, ip, xp.shape), scatter.reshape(xp.shape))
     ok &= pool_ok
     print(f"  maxpool2d 3x3/s2/p1 forward, indices and backward   {'exact' if pool_ok else 'WRONG'}")
+    ok &= _lstm_check(rng)
 
     x32 = rng.standard_normal((32, 64, 32, 32)).astype(np.float32)
     w32 = rng.standard_normal((128, 64, 3, 3)).astype(np.float32) * 0.05
@@ -102,7 +141,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print build_info() as JSON").set_defaults(func=_info)
-    sub.add_parser("selfcheck", help="check conv2d and max pooling, time one conv layer").set_defaults(
+    sub.add_parser("selfcheck", help="check conv2d, max pooling and an LSTM layer, time one conv layer").set_defaults(
         func=_selfcheck
     )
     args = parser.parse_args(argv)
