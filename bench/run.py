@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py conv|pool|all [--threads 2] [--quick] ...``.
+"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|all [--threads 2] [--quick] ...``.
 
 Every contender (adlkernels, torch, a NumPy reference) runs in this one process at one
 thread count. Results are printed, saved as JSON under bench/results/ and summarised in
@@ -31,10 +31,17 @@ def _pool(ctx):
     return bench_pool.run(ctx)
 
 
+def _rnn(ctx):
+    import bench_rnn
+
+    return bench_rnn.run(ctx)
+
+
 # family -> (RESULTS.md section title, benchmark function)
 FAMILIES = {
     "conv": ("conv (CPU)", _conv),
     "pool": ("pool (CPU)", _pool),
+    "rnn": ("rnn (CPU)", _rnn),
 }
 
 
