@@ -4,7 +4,7 @@
 // expf/tanhf calls would not vectorize without -ffast-math): selects instead of branches,
 // bit casts through memcpy, and the exponent built with integer arithmetic.
 //
-// Accuracy (checked against mpmath in tests/test_vecmath-style sweeps of the kernels):
+// Accuracy (tests/test_rnn_pointwise.py sweeps both through the cell kernels):
 // exp_clamped is within ~2 ulp of exp on its clamped range; sigmoid and tanh are within a
 // few ulp everywhere (relative error, also near 0 where tanh uses a polynomial).
 // NaN in gives NaN out; +-inf give the limits 0/1 and +-1.
