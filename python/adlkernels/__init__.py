@@ -10,7 +10,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _adlk
 from ._backend import has_cuda
-from . import conv, pool, rnn
+from . import conv, optim, pool, rnn
 from .conv import (
     col2im,
     conv1d_backward,
@@ -26,6 +26,7 @@ from .pool import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from .optim import adagrad_step, adam_step, clip_grad_norm, rmsprop_step, sgd_step
 from .rnn import (
     additive_attention_backward,
     additive_attention_forward,
@@ -86,7 +87,9 @@ __all__ = [
     "conv",
     "pool",
     "rnn",
+    "optim",
     *conv.__all__[:6],
     *pool.__all__,
     *rnn.__all__,
+    *optim.__all__,
 ]

@@ -59,7 +59,8 @@ inline bool is_double(const py::array& a) {
   throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
 }
 
-// Registers the recurrent family (rnn.cpp).
+// Register the recurrent family (rnn.cpp) and the optimizers (optim.cpp).
 void bind_rnn(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace adlk_bind

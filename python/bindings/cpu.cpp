@@ -295,4 +295,5 @@ PYBIND11_MODULE(_adlk, m) {
   });
 
   bind_rnn(m);
+  bind_optim(m);
 }

@@ -1,0 +1,193 @@
+// Bindings of the optimizer family (adlk/optim.h) into module adlkernels._adlk.
+//
+// adlkernels.optim validates and documents the arguments; here each list is re-checked
+// (dtype, C-contiguity, writeability, sizes equal to the params') before any kernel runs.
+#include <string>
+#include <vector>
+
+#include "adlk/optim.h"
+#include "common.h"
+
+namespace adlk_bind {
+
+namespace {
+
+template <typename T>
+struct TensorList {
+  std::vector<T*> ptrs;
+  std::vector<index_t> sizes;
+};
+
+// A list of arrays of dtype T; writeable ones are updated in place. With `like`, every
+// size must equal like's.
+template <typename T>
+TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeable,
+                          const TensorList<T>* like) {
+  TensorList<T> out;
+  if (obj.is_none()) return out;
+  const auto items = obj.cast<py::list>();
+  if (like && items.size() != like->sizes.size())
+    throw py::value_error(std::string(name) + ": list length differs from params'");
+  index_t i = 0;
+  for (const auto& item : items) {
+    const std::string where = std::string(name) + "[" + std::to_string(i) + "]";
+    auto a = item.cast<py::array>();
+    if (!a.dtype().is(py::dtype::of<T>()))
+      throw py::type_error(where + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
+                           ", got " + std::string(py::str(a.dtype())));
+    if (!(a.flags() & py::array::c_style))
+      throw py::value_error(where + ": expected a C-contiguous array");
+    if (writeable && !a.writeable()) throw py::value_error(where + ": must be writeable");
+    const index_t n = static_cast<index_t>(a.size());
+    if (like && like->sizes[i] != n)
+      throw py::value_error(where + ": size " + std::to_string(n) + " differs from params'");
+    out.ptrs.push_back(writeable ? static_cast<T*>(a.mutable_data())
+                                 : const_cast<T*>(static_cast<const T*>(a.data())));
+    out.sizes.push_back(n);
+    ++i;
+  }
+  return out;
+}
+
+// The dtype of a call: that of the first param (float64 or float32); none means no work.
+int list_dtype(const py::list& params) {
+  if (params.empty()) return 0;
+  return is_double(params[0].cast<py::array>()) ? 2 : 1;
+}
+
+template <typename T>
+T* const* ptrs_or_null(const TensorList<T>& l, bool used) {
+  return used ? l.ptrs.data() : nullptr;
+}
+
+template <typename T>
+void sgd_t(const py::list& params, const py::list& grads, const py::object& bufs,
+           const adlk::SgdHyper& h) {
+  auto p = tensor_list<T>(params, "params", true, nullptr);
+  auto g = tensor_list<T>(grads, "grads", false, &p);
+  auto b = tensor_list<T>(h.momentum != 0 ? bufs : py::none(), "momentum_buffers", true, &p);
+  if (h.momentum != 0 && bufs.is_none()) throw py::value_error("momentum_buffers: required");
+  py::gil_scoped_release nogil;
+  adlk::sgd_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
+                    const_cast<const T* const*>(g.ptrs.data()), ptrs_or_null(b, h.momentum != 0), h);
+}
+
+template <typename T>
+void adagrad_t(const py::list& params, const py::list& grads, const py::list& sums,
+               const adlk::AdagradHyper& h) {
+  auto p = tensor_list<T>(params, "params", true, nullptr);
+  auto g = tensor_list<T>(grads, "grads", false, &p);
+  auto s = tensor_list<T>(sums, "state_sums", true, &p);
+  py::gil_scoped_release nogil;
+  adlk::adagrad_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
+                        const_cast<const T* const*>(g.ptrs.data()), s.ptrs.data(), h);
+}
+
+template <typename T>
+void rmsprop_t(const py::list& params, const py::list& grads, const py::list& sq,
+               const py::object& bufs, const py::object& gavg, const adlk::RmspropHyper& h) {
+  auto p = tensor_list<T>(params, "params", true, nullptr);
+  auto g = tensor_list<T>(grads, "grads", false, &p);
+  auto s = tensor_list<T>(sq, "square_avgs", true, &p);
+  const bool mom = h.momentum > 0;
+  if (mom && bufs.is_none()) throw py::value_error("momentum_buffers: required");
+  if (h.centered && gavg.is_none()) throw py::value_error("grad_avgs: required");
+  auto b = tensor_list<T>(mom ? bufs : py::none(), "momentum_buffers", true, &p);
+  auto a = tensor_list<T>(h.centered ? gavg : py::none(), "grad_avgs", true, &p);
+  py::gil_scoped_release nogil;
+  adlk::rmsprop_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
+                        const_cast<const T* const*>(g.ptrs.data()), s.ptrs.data(),
+                        ptrs_or_null(b, mom), ptrs_or_null(a, h.centered), h);
+}
+
+template <typename T>
+void adam_t(const py::list& params, const py::list& grads, const py::list& m, const py::list& v,
+            const py::object& vmax, const adlk::AdamHyper& h) {
+  auto p = tensor_list<T>(params, "params", true, nullptr);
+  auto g = tensor_list<T>(grads, "grads", false, &p);
+  auto ml = tensor_list<T>(m, "exp_avgs", true, &p);
+  auto vl = tensor_list<T>(v, "exp_avg_sqs", true, &p);
+  if (h.amsgrad && vmax.is_none()) throw py::value_error("max_exp_avg_sqs: required");
+  auto xl = tensor_list<T>(h.amsgrad ? vmax : py::none(), "max_exp_avg_sqs", true, &p);
+  py::gil_scoped_release nogil;
+  adlk::adam_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
+                     const_cast<const T* const*>(g.ptrs.data()), ml.ptrs.data(), vl.ptrs.data(),
+                     ptrs_or_null(xl, h.amsgrad), h);
+}
+
+template <typename T>
+double norm_t(const py::list& tensors, double norm_type) {
+  auto t = tensor_list<T>(tensors, "grads", false, nullptr);
+  py::gil_scoped_release nogil;
+  return adlk::total_norm<T>(static_cast<index_t>(t.sizes.size()), t.sizes.data(),
+                             const_cast<const T* const*>(t.ptrs.data()), norm_type);
+}
+
+template <typename T>
+void scale_t(const py::list& tensors, double factor) {
+  auto t = tensor_list<T>(tensors, "grads", true, nullptr);
+  py::gil_scoped_release nogil;
+  adlk::scale_tensors<T>(static_cast<index_t>(t.sizes.size()), t.sizes.data(), t.ptrs.data(),
+                         factor);
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  m.def("sgd_step", [](const py::list& params, const py::list& grads, const py::object& bufs,
+                       index_t step, double lr, double momentum, double dampening, bool nesterov,
+                       double weight_decay, bool maximize) {
+    adlk::SgdHyper h;
+    h.step = step, h.lr = lr, h.momentum = momentum, h.dampening = dampening;
+    h.nesterov = nesterov, h.weight_decay = weight_decay, h.maximize = maximize;
+    const int dt = list_dtype(params);
+    if (dt == 2) sgd_t<double>(params, grads, bufs, h);
+    if (dt == 1) sgd_t<float>(params, grads, bufs, h);
+  });
+  m.def("adagrad_step", [](const py::list& params, const py::list& grads, const py::list& sums,
+                           index_t step, double lr, double lr_decay, double weight_decay,
+                           double eps, bool maximize) {
+    adlk::AdagradHyper h;
+    h.step = step, h.lr = lr, h.lr_decay = lr_decay, h.weight_decay = weight_decay, h.eps = eps;
+    h.maximize = maximize;
+    const int dt = list_dtype(params);
+    if (dt == 2) adagrad_t<double>(params, grads, sums, h);
+    if (dt == 1) adagrad_t<float>(params, grads, sums, h);
+  });
+  m.def("rmsprop_step", [](const py::list& params, const py::list& grads, const py::list& sq,
+                           const py::object& bufs, const py::object& gavg, index_t step, double lr,
+                           double alpha, double eps, double weight_decay, double momentum,
+                           bool maximize) {
+    adlk::RmspropHyper h;
+    h.step = step, h.lr = lr, h.alpha = alpha, h.eps = eps, h.weight_decay = weight_decay;
+    h.momentum = momentum, h.centered = !gavg.is_none(), h.maximize = maximize;
+    const int dt = list_dtype(params);
+    if (dt == 2) rmsprop_t<double>(params, grads, sq, bufs, gavg, h);
+    if (dt == 1) rmsprop_t<float>(params, grads, sq, bufs, gavg, h);
+  });
+  m.def("adam_step", [](const py::list& params, const py::list& grads, const py::list& m_,
+                        const py::list& v, const py::object& vmax, index_t step, double lr,
+                        double beta1, double beta2, double eps, double weight_decay,
+                        bool decoupled, bool maximize) {
+    adlk::AdamHyper h;
+    h.step = step, h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps;
+    h.weight_decay = weight_decay, h.decoupled_weight_decay = decoupled;
+    h.amsgrad = !vmax.is_none(), h.maximize = maximize;
+    const int dt = list_dtype(params);
+    if (dt == 2) adam_t<double>(params, grads, m_, v, vmax, h);
+    if (dt == 1) adam_t<float>(params, grads, m_, v, vmax, h);
+  });
+  m.def("grad_norm", [](const py::list& tensors, double norm_type) {
+    const int dt = list_dtype(tensors);
+    if (dt == 2) return norm_t<double>(tensors, norm_type);
+    if (dt == 1) return norm_t<float>(tensors, norm_type);
+    return 0.0;
+  });
+  m.def("scale_arrays", [](const py::list& tensors, double factor) {
+    const int dt = list_dtype(tensors);
+    if (dt == 2) scale_t<double>(tensors, factor);
+    if (dt == 1) scale_t<float>(tensors, factor);
+  });
+}
+
+}  // namespace adlk_bind
