@@ -180,29 +180,37 @@ ADLK_MULTIVERSION void scale_segment(index_t n, T* __restrict x, T f) {
   for (index_t i = 0; i < n; ++i) x[i] *= f;
 }
 
-// Partial norm of one chunk, accumulated in double.
+// Partial norm of one chunk, accumulated in double in kLanes fixed lanes (element i goes
+// to lane i % kLanes) that are added in order at the end: the grouping of the sum is set
+// by the code, not by how the compiler vectorizes or aligns the loop.
+constexpr index_t kLanes = 16;
+
 template <typename T>
 ADLK_MULTIVERSION double chunk_norm(index_t n, const T* __restrict x, int kind) {
+  double acc[kLanes] = {};
+  const index_t full = n - n % kLanes;
   if (kind == 2) {
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (index_t i = 0; i < n; ++i) s += double(x[i]) * double(x[i]);
-    return s;
+    for (index_t i = 0; i < full; i += kLanes)
+      for (index_t j = 0; j < kLanes; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
+    for (index_t i = full; i < n; ++i) acc[i - full] += double(x[i]) * double(x[i]);
+  } else if (kind == 1) {
+    for (index_t i = 0; i < full; i += kLanes)
+      for (index_t j = 0; j < kLanes; ++j) acc[j] += std::fabs(double(x[i + j]));
+    for (index_t i = full; i < n; ++i) acc[i - full] += std::fabs(double(x[i]));
+  } else {
+    // max is order-independent; NaN wins (as torch's inf-norm)
+    bool nan = false;
+    double top = 0;
+    for (index_t i = 0; i < n; ++i) {
+      const double a = std::fabs(double(x[i]));
+      nan |= a != a;
+      top = a > top ? a : top;
+    }
+    return nan ? std::nan("") : top;
   }
-  if (kind == 1) {
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (index_t i = 0; i < n; ++i) s += std::fabs(double(x[i]));
-    return s;
-  }
-  double top = 0;
-  bool nan = false;
-  for (index_t i = 0; i < n; ++i) {
-    const double a = std::fabs(double(x[i]));
-    nan |= a != a;
-    top = a > top ? a : top;
-  }
-  return nan ? std::nan("") : top;
+  double s = 0;
+  for (index_t j = 0; j < kLanes; ++j) s += acc[j];
+  return s;
 }
 
 }  // namespace
