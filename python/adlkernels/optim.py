@@ -246,7 +246,8 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
             f"clip_grad_norm: the total norm of order {norm_type} of the gradients is "
             "non-finite, so it cannot be clipped (error_if_nonfinite=True)"
         )
-    coef = dtype.type(max_norm) / (total + dtype.type(1e-6))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # inf/inf: NaN, as torch
+        coef = dtype.type(max_norm) / (total + dtype.type(1e-6))
     if grads and not coef >= 1:  # NaN scales too, as PyTorch's clamp(coef, max=1)
         _adlk.scale_arrays(grads, float(coef))
     return total
