@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|all [--threads 2] [--quick] ...``.
+"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|optim|all [--threads 2] [--quick] ...``.
 
 Every contender (adlkernels, torch, a NumPy reference) runs in this one process at one
 thread count. Results are printed, saved as JSON under bench/results/ and summarised in
@@ -37,11 +37,18 @@ def _rnn(ctx):
     return bench_rnn.run(ctx)
 
 
+def _optim(ctx):
+    import bench_optim
+
+    return bench_optim.run(ctx)
+
+
 # family -> (RESULTS.md section title, benchmark function)
 FAMILIES = {
     "conv": ("conv (CPU)", _conv),
     "pool": ("pool (CPU)", _pool),
     "rnn": ("rnn (CPU)", _rnn),
+    "optim": ("optim (CPU)", _optim),
 }
 
 

@@ -45,10 +45,47 @@ def _as_list(a: Args, v, name: str):
 
 
 class _Lists:
-    """The checked tensor lists of one call: params first, then grads, then states."""
+    """The tensor lists of one call: params first, then grads, then states.
+
+    Plain numpy lists with one float dtype and matching shapes take a fast path (a few
+    C-level passes over the lists; contiguity and writeability are then checked by the
+    binding, before any kernel runs). Anything else, or a binding that rejects an
+    array, goes through the full checks, whose errors name the argument.
+    """
 
     def __init__(self, fn: str, params, grads, states: dict):
-        a = self.a = Args(fn)
+        self.fn, self.a = fn, Args(fn)
+        self._raw = (params, grads, states)
+        if not self._fast():
+            self._full()
+
+    def _fast(self) -> bool:
+        params, grads, states = self._raw
+        lists = [params, grads] + [v for v in states.values() if v is not None]
+        if not all(type(v) is list for v in lists):
+            return False
+        n = len(params)
+        if any(len(v) != n for v in lists):
+            return False
+        every = [a for v in lists for a in v]
+        if set(map(type, every)) - {np.ndarray}:
+            return False
+        dtypes = set(map(_dtype_of, every))
+        if len(dtypes) > 1 or (dtypes and not dtypes <= set(_FLOATS)):
+            return False
+        shapes = list(map(_shape_of, params))
+        if any(list(map(_shape_of, v)) != shapes for v in lists[1:]):
+            return False
+        self.params, self.grads = params, grads
+        self.states = dict(states)
+        self.backend = "cpu"
+        self.dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+        self.checked = False
+        return True
+
+    def _full(self) -> None:
+        fn, a = self.fn, self.a
+        params, grads, states = self._raw
         self.params = _as_list(a, params, "params")
         self.grads = _as_list(a, grads, "grads")
         self.states = {k: (None if v is None else _as_list(a, v, k)) for k, v in states.items()}
@@ -76,12 +113,36 @@ class _Lists:
         # grads are only read: any strides, copied to C order when needed
         self.grads = [np.require(g, requirements=("C", "A")) if isinstance(g, np.ndarray) else g
                       for g in self.grads]
+        self.checked = True
+
+    def run(self, call):
+        """Runs call() (which reads this object's lists). A rejection by the binding on the
+        fast path re-runs the full checks, which raise the precise error or fix what the
+        binding needs (contiguous grads), and calls again."""
+        try:
+            return call()
+        except (ValueError, TypeError):
+            if self.checked:
+                raise
+            self._full()
+            return call()
 
     def state(self, name: str, needed: bool, why: str):
         lst = self.states[name]
         if needed and lst is None:
             raise self.a.value_error(name, f"required when {why}")
         return lst if needed else None
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_of(a):
+    return a.dtype
+
+
+def _shape_of(a):
+    return a.shape
 
 
 def _writeable(a: Args, arr, name: str) -> None:
@@ -135,10 +196,11 @@ def sgd_step(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, da
     nesterov, maximize = _bool(a, nesterov, "nesterov"), _bool(a, maximize, "maximize")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise a.value_error("nesterov", "requires a momentum > 0 and zero dampening")
-    bufs = ls.state("momentum_buffers", momentum != 0, "momentum > 0")
+    ls.state("momentum_buffers", momentum != 0, "momentum > 0")
     require_cpu(a.fn, ls.backend)
-    _adlk.sgd_step(ls.params, ls.grads, bufs, step, lr, momentum, dampening, nesterov,
-                   weight_decay, maximize)
+    ls.run(lambda: _adlk.sgd_step(
+        ls.params, ls.grads, ls.state("momentum_buffers", momentum != 0, "momentum > 0"), step,
+        lr, momentum, dampening, nesterov, weight_decay, maximize))
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
@@ -153,9 +215,10 @@ def adagrad_step(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weig
     weight_decay = _real(a, weight_decay, "weight_decay")
     eps = _real(a, eps, "eps")
     maximize = _bool(a, maximize, "maximize")
-    sums = ls.state("state_sums", True, "always")
+    ls.state("state_sums", True, "always")
     require_cpu(a.fn, ls.backend)
-    _adlk.adagrad_step(ls.params, ls.grads, sums, step, lr, lr_decay, weight_decay, eps, maximize)
+    ls.run(lambda: _adlk.adagrad_step(ls.params, ls.grads, ls.states["state_sums"], step, lr,
+                                      lr_decay, weight_decay, eps, maximize))
 
 
 def rmsprop_step(params, grads, square_avgs, *, step, lr=0.01, alpha=0.99, eps=1e-8,
@@ -179,12 +242,14 @@ def rmsprop_step(params, grads, square_avgs, *, step, lr=0.01, alpha=0.99, eps=1
     weight_decay = _real(a, weight_decay, "weight_decay")
     momentum = _real(a, momentum, "momentum")
     centered, maximize = _bool(a, centered, "centered"), _bool(a, maximize, "maximize")
-    sq = ls.state("square_avgs", True, "always")
-    bufs = ls.state("momentum_buffers", momentum > 0, "momentum > 0")
-    gavg = ls.state("grad_avgs", centered, "centered=True")
+    ls.state("square_avgs", True, "always")
+    ls.state("momentum_buffers", momentum > 0, "momentum > 0")
+    ls.state("grad_avgs", centered, "centered=True")
     require_cpu(a.fn, ls.backend)
-    _adlk.rmsprop_step(ls.params, ls.grads, sq, bufs, gavg, step, lr, alpha, eps, weight_decay,
-                       momentum, maximize)
+    ls.run(lambda: _adlk.rmsprop_step(
+        ls.params, ls.grads, ls.states["square_avgs"],
+        ls.state("momentum_buffers", momentum > 0, ""), ls.state("grad_avgs", centered, ""),
+        step, lr, alpha, eps, weight_decay, momentum, maximize))
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -209,12 +274,14 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9,
     weight_decay = _real(a, weight_decay, "weight_decay")
     decoupled = _bool(a, decoupled_weight_decay, "decoupled_weight_decay")
     amsgrad, maximize = _bool(a, amsgrad, "amsgrad"), _bool(a, maximize, "maximize")
-    m = ls.state("exp_avgs", True, "always")
-    v = ls.state("exp_avg_sqs", True, "always")
-    vmax = ls.state("max_exp_avg_sqs", amsgrad, "amsgrad=True")
+    ls.state("exp_avgs", True, "always")
+    ls.state("exp_avg_sqs", True, "always")
+    ls.state("max_exp_avg_sqs", amsgrad, "amsgrad=True")
     require_cpu(a.fn, ls.backend)
-    _adlk.adam_step(ls.params, ls.grads, m, v, vmax, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled, maximize)
+    ls.run(lambda: _adlk.adam_step(
+        ls.params, ls.grads, ls.states["exp_avgs"], ls.states["exp_avg_sqs"],
+        ls.state("max_exp_avg_sqs", amsgrad, ""), step, lr, beta1, beta2, eps, weight_decay,
+        decoupled, maximize))
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):

@@ -2,6 +2,7 @@
 //
 // adlkernels.optim validates and documents the arguments; here each list is re-checked
 // (dtype, C-contiguity, writeability, sizes equal to the params') before any kernel runs.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -35,8 +36,9 @@ TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeabl
     if (!a.dtype().is(py::dtype::of<T>()))
       throw py::type_error(where + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
                            ", got " + std::string(py::str(a.dtype())));
-    if (!(a.flags() & py::array::c_style))
-      throw py::value_error(where + ": expected a C-contiguous array");
+    if (!(a.flags() & py::array::c_style) ||
+        reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+      throw py::value_error(where + ": expected an aligned, C-contiguous array");
     if (writeable && !a.writeable()) throw py::value_error(where + ": must be writeable");
     const index_t n = static_cast<index_t>(a.size());
     if (like && like->sizes[i] != n)
