@@ -101,6 +101,14 @@ ADLK_ALWAYS_INLINE T exp_clamped(T x) {
   return overflow ? T(__builtin_huge_val()) : result;
 }
 
+// exp(x) for softmax: like exp_clamped, but 0 below kLow (the true value there is at most
+// a subnormal number), so that far-off logits get exactly zero probability.
+template <typename T>
+ADLK_ALWAYS_INLINE T exp_flush(T x) {
+  const T e = exp_clamped(x);
+  return x < FloatTraits<T>::kLow ? T(0) : e;
+}
+
 template <typename T>
 ADLK_ALWAYS_INLINE T sigmoid(T x) {
   return T(1) / (T(1) + exp_clamped(-x));

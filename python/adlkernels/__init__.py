@@ -10,7 +10,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _adlk
 from ._backend import has_cuda
-from . import conv, optim, pool, rnn
+from . import conv, init, nn, norm, optim, pool, rnn
 from .conv import (
     col2im,
     conv1d_backward,
@@ -26,6 +26,30 @@ from .pool import (
     maxpool2d_backward,
     maxpool2d_forward,
 )
+from .init import he_normal, he_uniform, xavier_normal, xavier_uniform
+from .nn import (
+    dropout_backward,
+    dropout_forward,
+    huber_loss,
+    l1_loss,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    linear_backward,
+    linear_forward,
+    log_softmax_backward,
+    log_softmax_forward,
+    mse_loss,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_backward,
+    softmax_cross_entropy,
+    softmax_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from .norm import batchnorm_backward, batchnorm_forward, layernorm_backward, layernorm_forward
 from .optim import adagrad_step, adam_step, clip_grad_norm, rmsprop_step, sgd_step
 from .rnn import (
     additive_attention_backward,
@@ -88,8 +112,14 @@ __all__ = [
     "pool",
     "rnn",
     "optim",
+    "norm",
+    "nn",
+    "init",
     *conv.__all__[:6],
     *pool.__all__,
     *rnn.__all__,
     *optim.__all__,
+    *norm.__all__,
+    *nn.__all__,
+    *init.__all__,
 ]

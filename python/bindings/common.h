@@ -59,8 +59,10 @@ inline bool is_double(const py::array& a) {
   throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
 }
 
-// Register the recurrent family (rnn.cpp) and the optimizers (optim.cpp).
+// Register the recurrent family (rnn.cpp), the optimizers (optim.cpp) and
+// normalization/dropout/linear/activations/losses (nn.cpp).
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_nn(py::module_& m);
 
 }  // namespace adlk_bind

@@ -1,0 +1,727 @@
+#include "adlk/nn.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "adlk/blas.h"
+#include "adlk/parallel.h"
+#include "vecmath.h"
+
+namespace adlk {
+
+namespace {
+
+// Elementwise work is cut into fixed chunks of this many elements (also the unit of
+// every loss partial sum), so the result never depends on the thread count.
+constexpr index_t kChunk = 32768;
+constexpr index_t kParallelGrain = 1 << 15;
+
+index_t chunks_of(index_t n) { return (n + kChunk - 1) / kChunk; }
+
+bool parallel(index_t work) { return work >= kParallelGrain && get_num_threads() > 1; }
+
+// ---- batch norm helpers -------------------------------------------------------------------
+
+// Work items of a channel: blocks of n so that each holds about kChunk elements.
+struct BnItems {
+  index_t per_block = 1, per_channel = 0;
+  BnItems(const BatchNormGeom& g) {
+    per_block = std::max<index_t>(1, kChunk / std::max<index_t>(1, g.S));
+    per_channel = (g.N + per_block - 1) / per_block;
+  }
+};
+
+// Sums over block `blk` of channel c: s1 = sum(x - pivot), s2 = sum((x - pivot)^2).
+template <typename T>
+ADLK_MULTIVERSION void bn_block_moments(const BatchNormGeom& g, const T* x, index_t c, index_t n0,
+                                        index_t n1, double pivot, double* s1, double* s2) {
+  double a = 0, b = 0;
+  for (index_t n = n0; n < n1; ++n) {
+    const T* row = x + (n * g.C + c) * g.S;
+#pragma omp simd reduction(+ : a, b)
+    for (index_t s = 0; s < g.S; ++s) {
+      const double d = double(row[s]) - pivot;
+      a += d;
+      b += d * d;
+    }
+  }
+  *s1 = a, *s2 = b;
+}
+
+// Sums over a block: sdy = sum(dy), sdx = sum(dy * (x - mean)).
+template <typename T>
+ADLK_MULTIVERSION void bn_block_grads(const BatchNormGeom& g, const T* dy, const T* x, index_t c,
+                                      index_t n0, index_t n1, double mean, double* sdy,
+                                      double* sdx) {
+  double a = 0, b = 0;
+  for (index_t n = n0; n < n1; ++n) {
+    const T* xr = x + (n * g.C + c) * g.S;
+    const T* gr = dy + (n * g.C + c) * g.S;
+#pragma omp simd reduction(+ : a, b)
+    for (index_t s = 0; s < g.S; ++s) {
+      a += double(gr[s]);
+      b += double(gr[s]) * (double(xr[s]) - mean);
+    }
+  }
+  *sdy = a, *sdx = b;
+}
+
+template <typename T>
+ADLK_MULTIVERSION void bn_normalize_plane(index_t S, const T* x, T mean, T scale, T shift,
+                                          T* y) {
+#pragma omp simd
+  for (index_t s = 0; s < S; ++s) y[s] = (x[s] - mean) * scale + shift;
+}
+
+template <typename T>
+ADLK_MULTIVERSION void bn_grad_plane(index_t S, const T* dy, const T* x, T mean, T a, T b,
+                                     T k, T* dx) {
+  // dx = a * dy + b + k * (x - mean)
+#pragma omp simd
+  for (index_t s = 0; s < S; ++s) dx[s] = a * dy[s] + b + k * (x[s] - mean);
+}
+
+}  // namespace
+
+void BatchNormGeom::check() const {
+  adlk::check(N >= 0 && C >= 1 && S >= 1, "batchnorm: need N >= 0, C >= 1, S >= 1");
+  index_t t;
+  adlk::check(!__builtin_mul_overflow(N, C, &t) && !__builtin_mul_overflow(t, S, &t),
+              "batchnorm: size overflows");
+}
+
+template <typename T>
+void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, const T* bias,
+                       T* running_mean, T* running_var, bool training, double momentum,
+                       double eps, T* y, T* save_mean, T* save_invstd) {
+  g.check();
+  const index_t C = g.C, M = g.N * g.S;
+  std::vector<double> mean(C), invstd(C);
+  if (training) {
+    check(M > 1 || M == 0, "batchnorm_forward: need more than 1 value per channel when training");
+    const BnItems it(g);
+    const index_t items = C * it.per_channel;
+    std::vector<double> s1(items), s2(items);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(g.N * C * g.S))
+    for (index_t i = 0; i < items; ++i) {
+      const index_t c = i / it.per_channel, blk = i % it.per_channel;
+      const index_t n0 = blk * it.per_block, n1 = std::min(g.N, n0 + it.per_block);
+      bn_block_moments<T>(g, x, c, n0, n1, double(x[c * g.S]), &s1[i], &s2[i]);
+    }
+    for (index_t c = 0; c < C; ++c) {
+      double a = 0, b = 0;
+      for (index_t blk = 0; blk < it.per_channel; ++blk) {
+        a += s1[c * it.per_channel + blk];
+        b += s2[c * it.per_channel + blk];
+      }
+      const double pivot = M ? double(x[c * g.S]) : 0.0;
+      const double m = M ? pivot + a / double(M) : 0.0;
+      const double var = M ? std::max(0.0, (b - a * a / double(M)) / double(M)) : 0.0;
+      mean[c] = m;
+      invstd[c] = M ? 1.0 / std::sqrt(var + eps) : 0.0;
+      if (M) {
+        if (running_mean) running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * m);
+        if (running_var)
+          running_var[c] = T((1.0 - momentum) * double(running_var[c]) +
+                             momentum * var * double(M) / double(M - 1));
+      }
+    }
+  } else {
+    check(running_mean && running_var, "batchnorm_forward: eval needs running statistics");
+    for (index_t c = 0; c < C; ++c) {
+      mean[c] = double(running_mean[c]);
+      invstd[c] = 1.0 / std::sqrt(double(running_var[c]) + eps);
+    }
+  }
+  for (index_t c = 0; c < C; ++c) {
+    save_mean[c] = T(mean[c]);
+    save_invstd[c] = T(invstd[c]);
+  }
+  const index_t planes = g.N * C;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
+  for (index_t pl = 0; pl < planes; ++pl) {
+    const index_t c = pl % C;
+    const T scale = T(invstd[c] * (weight ? double(weight[c]) : 1.0));
+    bn_normalize_plane<T>(g.S, x + pl * g.S, T(mean[c]), scale, bias ? bias[c] : T(0),
+                          y + pl * g.S);
+  }
+}
+
+template <typename T>
+void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, const T* weight,
+                        const T* save_mean, const T* save_invstd, bool training, T* grad_x,
+                        T* grad_weight, T* grad_bias) {
+  g.check();
+  const index_t C = g.C, M = g.N * g.S;
+  const BnItems it(g);
+  const index_t items = C * it.per_channel;
+  std::vector<double> sdy(items), sdx(items);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(g.N * C * g.S))
+  for (index_t i = 0; i < items; ++i) {
+    const index_t c = i / it.per_channel, blk = i % it.per_channel;
+    const index_t n0 = blk * it.per_block, n1 = std::min(g.N, n0 + it.per_block);
+    bn_block_grads<T>(g, grad_y, x, c, n0, n1, double(save_mean[c]), &sdy[i], &sdx[i]);
+  }
+  // per channel: dx = a * dy + b + k * (x - mean)
+  std::vector<double> ca(C), cb(C), ck(C);
+  for (index_t c = 0; c < C; ++c) {
+    double a = 0, b = 0;
+    for (index_t blk = 0; blk < it.per_channel; ++blk) {
+      a += sdy[c * it.per_channel + blk];
+      b += sdx[c * it.per_channel + blk];
+    }
+    const double istd = double(save_invstd[c]), w = weight ? double(weight[c]) : 1.0;
+    if (grad_bias) grad_bias[c] = T(a);
+    if (grad_weight) grad_weight[c] = T(b * istd);
+    ca[c] = w * istd;
+    if (training && M > 0) {
+      cb[c] = -w * istd * a / double(M);
+      ck[c] = -w * istd * istd * istd * b / double(M);
+    } else {
+      cb[c] = 0, ck[c] = 0;
+    }
+  }
+  const index_t planes = g.N * C;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
+  for (index_t pl = 0; pl < planes; ++pl) {
+    const index_t c = pl % C;
+    bn_grad_plane<T>(g.S, grad_y + pl * g.S, x + pl * g.S, save_mean[c], T(ca[c]), T(cb[c]),
+                     T(ck[c]), grad_x + pl * g.S);
+  }
+}
+
+// ---- layer norm --------------------------------------------------------------------------------
+
+namespace {
+
+template <typename T>
+ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T* b, double eps,
+                                     T* y, T* mean_out, T* rstd_out) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (index_t j = 0; j < D; ++j) s += double(x[j]);
+  const double mean = s / double(D);
+  double v = 0;
+#pragma omp simd reduction(+ : v)
+  for (index_t j = 0; j < D; ++j) {
+    const double d = double(x[j]) - mean;
+    v += d * d;
+  }
+  const double rstd = 1.0 / std::sqrt(v / double(D) + eps);
+  *mean_out = T(mean);
+  *rstd_out = T(rstd);
+  const T m = T(mean), r = T(rstd);
+  if (w && b) {
+#pragma omp simd
+    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j] + b[j];
+  } else if (w) {
+#pragma omp simd
+    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j];
+  } else if (b) {
+#pragma omp simd
+    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r + b[j];
+  } else {
+#pragma omp simd
+    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r;
+  }
+}
+
+// One row of the backward; accumulates dy * xhat and dy into the chunk's gw, gb (double).
+template <typename T>
+ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x, T mean, T rstd,
+                                              const T* w, T* dx, double* gw, double* gb) {
+  double c1 = 0, c2 = 0;
+#pragma omp simd reduction(+ : c1, c2)
+  for (index_t j = 0; j < D; ++j) {
+    const double xhat = double((x[j] - mean) * rstd);
+    const double gj = double(dy[j]) * (w ? double(w[j]) : 1.0);
+    c1 += gj * xhat;
+    c2 += gj;
+    gw[j] += double(dy[j]) * xhat;
+    gb[j] += double(dy[j]);
+  }
+  const T k1 = T(c1 / double(D)), k2 = T(c2 / double(D));
+#pragma omp simd
+  for (index_t j = 0; j < D; ++j) {
+    const T xhat = (x[j] - mean) * rstd;
+    const T gj = w ? dy[j] * w[j] : dy[j];
+    dx[j] = rstd * (gj - k2 - xhat * k1);
+  }
+}
+
+constexpr index_t kRowChunk = 64;
+
+}  // namespace
+
+template <typename T>
+void layernorm_forward(index_t rows, index_t D, const T* x, const T* weight, const T* bias,
+                       double eps, T* y, T* mean, T* rstd) {
+  check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(rows * D))
+  for (index_t r = 0; r < rows; ++r)
+    layernorm_row<T>(D, x + r * D, weight, bias, eps, y + r * D, mean + r, rstd + r);
+}
+
+template <typename T>
+void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, const T* mean,
+                        const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
+  check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
+  const index_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
+  std::vector<double> pw(static_cast<std::size_t>(nchunks * D), 0.0), pb(pw.size(), 0.0);
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt) if (parallel(rows * D))
+  {
+#pragma omp for schedule(static)
+    for (index_t k = 0; k < nchunks; ++k)
+      for (index_t r = k * kRowChunk; r < std::min(rows, (k + 1) * kRowChunk); ++r)
+        layernorm_row_backward<T>(D, grad_y + r * D, x + r * D, mean[r], rstd[r], weight,
+                                  grad_x + r * D, &pw[k * D], &pb[k * D]);
+    // chunk partials added in chunk order, columns split across threads
+#pragma omp for schedule(static)
+    for (index_t j = 0; j < D; ++j) {
+      double a = 0, b = 0;
+      for (index_t k = 0; k < nchunks; ++k) a += pw[k * D + j], b += pb[k * D + j];
+      grad_weight[j] = T(a);
+      grad_bias[j] = T(b);
+    }
+  }
+}
+
+// ---- dropout ----------------------------------------------------------------------------------------
+
+namespace {
+constexpr std::uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr std::uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+// Philox-4x32-10 on kLanes independent counters at once (vectorizable across lanes).
+constexpr int kLanes = 16;
+
+ADLK_ALWAYS_INLINE void philox_lanes(std::uint32_t (&c0)[kLanes], std::uint32_t (&c1)[kLanes],
+                                     std::uint32_t (&c2)[kLanes], std::uint32_t (&c3)[kLanes],
+                                     std::uint32_t k0, std::uint32_t k1) {
+  for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const std::uint64_t p0 = std::uint64_t(kPhiloxM0) * c0[l];
+      const std::uint64_t p1 = std::uint64_t(kPhiloxM1) * c2[l];
+      const std::uint32_t n0 = std::uint32_t(p1 >> 32) ^ c1[l] ^ k0;
+      const std::uint32_t n2 = std::uint32_t(p0 >> 32) ^ c3[l] ^ k1;
+      c1[l] = std::uint32_t(p1);
+      c3[l] = std::uint32_t(p0);
+      c0[l] = n0;
+      c2[l] = n2;
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void dropout_block(index_t group0, index_t n, const T* x, std::uint64_t thr,
+                                     T scale, std::uint64_t seed, T* y, bool* mask) {
+  // groups of 4 elements [4 * group0, ...), kLanes groups at a time
+  const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
+  const index_t first = 4 * group0;
+  for (index_t g = group0; 4 * g < first + n; g += kLanes) {
+    std::uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      const std::uint64_t ctr = std::uint64_t(g + l);
+      c0[l] = std::uint32_t(ctr), c1[l] = std::uint32_t(ctr >> 32), c2[l] = 0, c3[l] = 0;
+    }
+    philox_lanes(c0, c1, c2, c3, k0, k1);
+    for (int l = 0; l < kLanes; ++l) {
+      const std::uint32_t words[4] = {c0[l], c1[l], c2[l], c3[l]};
+      for (int w = 0; w < 4; ++w) {
+        const index_t i = 4 * (g + l) + w - first;
+        if (i >= n) break;
+        const bool keep = std::uint64_t(words[w]) >= thr;
+        mask[i] = keep;
+        y[i] = keep ? x[i] * scale : T(0);
+      }
+    }
+  }
+}
+}  // namespace
+
+void philox4x32_10(const std::uint32_t ctr[4], const std::uint32_t key[2], std::uint32_t out[4]) {
+  std::uint32_t c0[kLanes] = {ctr[0]}, c1[kLanes] = {ctr[1]}, c2[kLanes] = {ctr[2]},
+                c3[kLanes] = {ctr[3]};
+  philox_lanes(c0, c1, c2, c3, key[0], key[1]);
+  out[0] = c0[0], out[1] = c1[0], out[2] = c2[0], out[3] = c3[0];
+}
+
+template <typename T>
+void dropout_forward(index_t n, const T* x, double p, std::uint64_t seed, T* y, bool* mask) {
+  check(n >= 0 && p >= 0 && p <= 1, "dropout_forward: need n >= 0 and p in [0, 1]");
+  const std::uint64_t thr = std::uint64_t(std::llround(p * 4294967296.0));
+  const T scale = p < 1 ? T(1.0 / (1.0 - p)) : T(0);
+  // chunks of kChunk elements (a multiple of 4 * kLanes)
+  const index_t nchunks = chunks_of(n);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
+  for (index_t k = 0; k < nchunks; ++k) {
+    const index_t b = k * kChunk, e = std::min(n, b + kChunk);
+    dropout_block<T>(b / 4, e - b, x + b, thr, scale, seed, y + b, mask + b);
+  }
+}
+
+template <typename T>
+void dropout_backward(index_t n, const T* grad_y, const bool* mask, double p, T* grad_x) {
+  check(n >= 0 && p >= 0 && p <= 1, "dropout_backward: need n >= 0 and p in [0, 1]");
+  const T scale = p < 1 ? T(1.0 / (1.0 - p)) : T(0);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
+  for (index_t k = 0; k < chunks_of(n); ++k) {
+    const index_t b = k * kChunk, e = std::min(n, b + kChunk);
+#pragma omp simd
+    for (index_t i = b; i < e; ++i) grad_x[i] = mask[i] ? grad_y[i] * scale : T(0);
+  }
+}
+
+// ---- linear ------------------------------------------------------------------------------------------
+
+namespace {
+struct Range {
+  index_t b, e;
+};
+Range part(index_t n, int np, int p) { return {n * p / np, n * (p + 1) / np}; }
+void check_linear(index_t B, index_t I, index_t O) {
+  check(B >= 0 && I >= 0 && O >= 0, "linear: negative size");
+  for (index_t v : {B, I, O})
+    if (v > std::numeric_limits<int>::max())
+      throw std::length_error("linear: dimension " + std::to_string(v) + " exceeds the 32-bit BLAS interface");
+}
+}  // namespace
+
+template <typename T>
+void linear_forward(index_t B, index_t I, index_t O, const T* x, const T* weight, const T* bias,
+                    T* y) {
+  check_linear(B, I, O);
+#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+  {
+    const Range r = part(B, omp_get_num_threads(), omp_get_thread_num());
+    if (r.e > r.b) {
+      if (bias)
+        for (index_t i = r.b; i < r.e; ++i) std::copy(bias, bias + O, y + i * O);
+      gemm<T>(false, true, r.e - r.b, O, I, T(1), x + r.b * I, I, weight, I, bias ? T(1) : T(0),
+              y + r.b * O, O);
+    }
+  }
+}
+
+template <typename T>
+void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* x,
+                     const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
+  check_linear(B, I, O);
+#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+  {
+    const int np = omp_get_num_threads(), p = omp_get_thread_num();
+    if (grad_x) {
+      const Range r = part(B, np, p);
+      if (r.e > r.b)
+        gemm<T>(false, false, r.e - r.b, I, O, T(1), grad_y + r.b * O, O, weight, I, T(0),
+                grad_x + r.b * I, I);
+    }
+    const Range o = part(O, np, p);
+    if (grad_weight && o.e > o.b)
+      gemm<T>(true, false, o.e - o.b, I, B, T(1), grad_y + o.b, O, x, I, T(0),
+              grad_weight + o.b * I, I);
+    if (grad_bias && o.e > o.b) {
+      // column sums in row order: the same bits for any thread count
+      std::fill(grad_bias + o.b, grad_bias + o.e, T(0));
+      for (index_t i = 0; i < B; ++i) {
+        const T* g = grad_y + i * O;
+#pragma omp simd
+        for (index_t j = o.b; j < o.e; ++j) grad_bias[j] += g[j];
+      }
+    }
+  }
+}
+
+// ---- activations ---------------------------------------------------------------------------------
+
+namespace {
+template <typename T>
+ADLK_MULTIVERSION void act_chunk(index_t n, const T* x, Activation act, T slope, T* y) {
+  switch (act) {
+    case Activation::kRelu:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
+      break;
+    case Activation::kLeakyRelu:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : x[i] * slope;
+      break;
+    case Activation::kSigmoid:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y[i] = vm::sigmoid(x[i]);
+      break;
+    case Activation::kTanh:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) y[i] = vm::tanh(x[i]);
+      break;
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void act_backward_chunk(index_t n, const T* dy, const T* s, Activation act,
+                                          T slope, T* dx) {
+  switch (act) {
+    case Activation::kRelu:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) dx[i] = s[i] > T(0) ? dy[i] : T(0);
+      break;
+    case Activation::kLeakyRelu:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) dx[i] = s[i] > T(0) ? dy[i] : dy[i] * slope;
+      break;
+    case Activation::kSigmoid:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - s[i]) * s[i];
+      break;
+    case Activation::kTanh:
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - s[i] * s[i]);
+      break;
+  }
+}
+}  // namespace
+
+template <typename T>
+void activation_forward(index_t n, const T* x, Activation act, double slope, T* y) {
+  check(n >= 0, "activation: negative size");
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
+  for (index_t k = 0; k < chunks_of(n); ++k) {
+    const index_t b = k * kChunk;
+    act_chunk<T>(std::min(kChunk, n - b), x + b, act, T(slope), y + b);
+  }
+}
+
+template <typename T>
+void activation_backward(index_t n, const T* grad_y, const T* saved, Activation act,
+                         double slope, T* grad_x) {
+  check(n >= 0, "activation: negative size");
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
+  for (index_t k = 0; k < chunks_of(n); ++k) {
+    const index_t b = k * kChunk;
+    act_backward_chunk<T>(std::min(kChunk, n - b), grad_y + b, saved + b, act, T(slope),
+                          grad_x + b);
+  }
+}
+
+// ---- softmax ---------------------------------------------------------------------------------------
+
+namespace {
+template <typename T>
+ADLK_MULTIVERSION T row_max(index_t K, const T* x) {
+  T m = -std::numeric_limits<T>::infinity();
+  bool nan = false;
+  for (index_t j = 0; j < K; ++j) {
+    nan |= x[j] != x[j];
+    m = x[j] > m ? x[j] : m;
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : m;
+}
+
+// e[j] = exp(x[j] - m); returns the sum (in double).
+template <typename T>
+ADLK_MULTIVERSION double row_exp(index_t K, const T* x, T m, T* e) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (index_t j = 0; j < K; ++j) {
+    const T v = vm::exp_flush(x[j] - m);
+    e[j] = v;
+    s += double(v);
+  }
+  return s;
+}
+
+template <typename T>
+ADLK_MULTIVERSION void softmax_row(index_t K, const T* x, bool log, T* y) {
+  const T m = row_max(K, x);
+  const double s = row_exp(K, x, m, y);
+  if (log) {
+    const T shift = T(double(m) + std::log(s));
+#pragma omp simd
+    for (index_t j = 0; j < K; ++j) y[j] = x[j] - shift;
+  } else {
+    const T inv = T(1.0 / s);
+#pragma omp simd
+    for (index_t j = 0; j < K; ++j) y[j] *= inv;
+  }
+}
+
+template <typename T>
+ADLK_MULTIVERSION void softmax_backward_row(index_t K, const T* dy, const T* y, bool log, T* dx) {
+  double s = 0;
+  if (log) {
+#pragma omp simd reduction(+ : s)
+    for (index_t j = 0; j < K; ++j) s += double(dy[j]);
+    const T st = T(s);
+#pragma omp simd
+    for (index_t j = 0; j < K; ++j) dx[j] = dy[j] - vm::exp_flush(y[j]) * st;
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (index_t j = 0; j < K; ++j) s += double(dy[j]) * double(y[j]);
+    const T st = T(s);
+#pragma omp simd
+    for (index_t j = 0; j < K; ++j) dx[j] = y[j] * (dy[j] - st);
+  }
+}
+
+index_t rows_per_item(index_t K) { return std::max<index_t>(1, kChunk / std::max<index_t>(1, K)); }
+}  // namespace
+
+template <typename T>
+void softmax_forward(index_t rows, index_t K, const T* x, bool log, T* y) {
+  check(rows >= 0 && K >= 1, "softmax: need rows >= 0 and K >= 1");
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(rows * K))
+  for (index_t r = 0; r < rows; ++r) softmax_row<T>(K, x + r * K, log, y + r * K);
+}
+
+template <typename T>
+void softmax_backward(index_t rows, index_t K, const T* grad_y, const T* y, bool log, T* grad_x) {
+  check(rows >= 0 && K >= 1, "softmax: need rows >= 0 and K >= 1");
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(rows * K))
+  for (index_t r = 0; r < rows; ++r)
+    softmax_backward_row<T>(K, grad_y + r * K, y + r * K, log, grad_x + r * K);
+}
+
+// ---- losses ------------------------------------------------------------------------------------------
+
+template <typename T>
+double softmax_cross_entropy(index_t B, index_t K, const T* logits, const std::int64_t* targets,
+                             Reduction red, std::int64_t ignore_index, T* grad, T* loss_rows) {
+  check(B >= 0 && K >= 1, "softmax_cross_entropy: need B >= 0 and K >= 1");
+  index_t count = 0;
+  for (index_t b = 0; b < B; ++b) {
+    const std::int64_t t = targets[b];
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= K)
+      fail("softmax_cross_entropy: targets: value " + std::to_string(t) + " at [" +
+           std::to_string(b) + "] is outside [0, " + std::to_string(K) + ")");
+    ++count;
+  }
+  // the loss's gradient scale: mean divides by the rows that count
+  const double scale = red == Reduction::kMean ? (count ? 1.0 / double(count) : 0.0) : 1.0;
+  std::vector<double> row_loss(static_cast<std::size_t>(B));
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(B * K))
+  for (index_t b = 0; b < B; ++b) {
+    const T* x = logits + b * K;
+    T* g = grad + b * K;
+    const std::int64_t t = targets[b];
+    if (t == ignore_index) {
+      std::fill(g, g + K, T(0));
+      row_loss[b] = 0;
+      continue;
+    }
+    const T m = row_max(K, x);
+    const double s = row_exp(K, x, m, g);
+    row_loss[b] = double(m) + std::log(s) - double(x[t]);
+    const T k = T(scale / s);
+#pragma omp simd
+    for (index_t j = 0; j < K; ++j) g[j] *= k;
+    g[t] -= T(scale);
+  }
+  double total = 0;
+  for (index_t b = 0; b < B; ++b) {
+    total += row_loss[b];
+    if (loss_rows) loss_rows[b] = T(row_loss[b]);
+  }
+  if (red == Reduction::kMean) return count ? total / double(count) : std::nan("");
+  return total;
+}
+
+namespace {
+template <typename T>
+ADLK_MULTIVERSION double loss_chunk(index_t n, const T* p, const T* t, LossKind kind, T gscale,
+                                    T delta, T* grad, T* loss) {
+  double s = 0;
+  switch (kind) {
+    case LossKind::kMse:
+#pragma omp simd reduction(+ : s)
+      for (index_t i = 0; i < n; ++i) {
+        const T d = p[i] - t[i];
+        const T l = d * d;
+        if (loss) loss[i] = l;
+        s += double(l);
+        grad[i] = T(2) * d * gscale;
+      }
+      break;
+    case LossKind::kL1:
+#pragma omp simd reduction(+ : s)
+      for (index_t i = 0; i < n; ++i) {
+        const T d = p[i] - t[i];
+        const T l = d < T(0) ? -d : d;
+        if (loss) loss[i] = l;
+        s += double(l);
+        const T sg = d > T(0) ? T(1) : (d < T(0) ? T(-1) : d * T(0));  // NaN stays NaN
+        grad[i] = sg * gscale;
+      }
+      break;
+    case LossKind::kHuber:
+#pragma omp simd reduction(+ : s)
+      for (index_t i = 0; i < n; ++i) {
+        const T d = p[i] - t[i];
+        const T ad = d < T(0) ? -d : d;
+        const T l = ad <= delta ? T(0.5) * d * d : delta * (ad - T(0.5) * delta);
+        if (loss) loss[i] = l;
+        s += double(l);
+        const T sg = d > T(0) ? delta : (d < T(0) ? -delta : d * T(0));
+        grad[i] = (ad <= delta ? d : sg) * gscale;
+      }
+      break;
+  }
+  return s;
+}
+}  // namespace
+
+template <typename T>
+double elementwise_loss(index_t n, const T* pred, const T* target, LossKind kind, Reduction red,
+                        double delta, T* grad, T* loss_elems) {
+  check(n >= 0, "loss: negative size");
+  const index_t nchunks = chunks_of(n);
+  std::vector<double> part(static_cast<std::size_t>(nchunks));
+  const T gscale = red == Reduction::kMean ? T(1.0 / double(std::max<index_t>(n, 1))) : T(1);
+#pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
+  for (index_t k = 0; k < nchunks; ++k) {
+    const index_t b = k * kChunk;
+    part[k] = loss_chunk<T>(std::min(kChunk, n - b), pred + b, target + b, kind, gscale, T(delta),
+                            grad + b, loss_elems ? loss_elems + b : nullptr);
+  }
+  double total = 0;
+  for (double v : part) total += v;
+  if (red == Reduction::kMean) return n ? total / double(n) : std::nan("");
+  return total;
+}
+
+#define ADLK_INSTANTIATE_NN(T)                                                                      \
+  template void batchnorm_forward<T>(const BatchNormGeom&, const T*, const T*, const T*, T*, T*, \
+                                     bool, double, double, T*, T*, T*);                          \
+  template void batchnorm_backward<T>(const BatchNormGeom&, const T*, const T*, const T*,        \
+                                      const T*, const T*, bool, T*, T*, T*);                     \
+  template void layernorm_forward<T>(index_t, index_t, const T*, const T*, const T*, double, T*, \
+                                     T*, T*);                                                    \
+  template void layernorm_backward<T>(index_t, index_t, const T*, const T*, const T*, const T*,  \
+                                      const T*, T*, T*, T*);                                     \
+  template void dropout_forward<T>(index_t, const T*, double, std::uint64_t, T*, bool*);         \
+  template void dropout_backward<T>(index_t, const T*, const bool*, double, T*);                 \
+  template void linear_forward<T>(index_t, index_t, index_t, const T*, const T*, const T*, T*);  \
+  template void linear_backward<T>(index_t, index_t, index_t, const T*, const T*, const T*, T*,  \
+                                   T*, T*);                                                      \
+  template void activation_forward<T>(index_t, const T*, Activation, double, T*);                \
+  template void activation_backward<T>(index_t, const T*, const T*, Activation, double, T*);     \
+  template void softmax_forward<T>(index_t, index_t, const T*, bool, T*);                        \
+  template void softmax_backward<T>(index_t, index_t, const T*, const T*, bool, T*);             \
+  template double softmax_cross_entropy<T>(index_t, index_t, const T*, const std::int64_t*,      \
+                                           Reduction, std::int64_t, T*, T*);                     \
+  template double elementwise_loss<T>(index_t, const T*, const T*, LossKind, Reduction, double,  \
+                                      T*, T*);
+
+ADLK_INSTANTIATE_NN(float)
+ADLK_INSTANTIATE_NN(double)
+
+}  // namespace adlk

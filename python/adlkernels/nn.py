@@ -1,0 +1,301 @@
+"""Dropout, dense layers, activations, softmax and losses (API section 5).
+
+Elementwise kernels and per-row kernels (softmax, log_softmax, cross-entropy) run in
+parallel over fixed pieces; losses sum fixed chunks in double and add the chunk sums in
+order. Everything here is bitwise identical for any thread count except linear, whose
+products are BLAS GEMMs.
+
+Dropout's generator is Philox-4x32-10 (Salmon et al., SC'11), keyed by the 64-bit seed
+(key = (seed & 0xffffffff, seed >> 32)) with the 128-bit counter (i // 4, 0, 0, 0) for
+element i of the flattened array: the counter's output word i % 4 is u, and element i is
+kept when u >= round(p * 2^32) (so P(keep) = 1 - p to within 2^-32). The mask is a pure
+function of (seed, i): the same for any thread count and on any device.
+
+Losses return (loss, grad_pred): the loss is a 0-d array of the input's type (or the
+per-element array with reduction="none"), grad_pred the gradient of the returned loss
+(for "none": of its sum).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _adlk
+from ._backend import backend_of, require_cpu
+from ._validate import Args, fmt_shape
+
+__all__ = [
+    "dropout_forward", "dropout_backward", "linear_forward", "linear_backward",
+    "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "softmax_cross_entropy", "mse_loss", "l1_loss", "huber_loss",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _real(a: Args, v, name: str):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise a.type_error(name, f"expected a number, got {type(v).__name__}")
+    return float(v)
+
+
+def _prob(a: Args, p):
+    p = _real(a, p, "p")
+    if not 0.0 <= p <= 1.0:
+        raise a.value_error("p", f"must be in [0, 1], got {p}")
+    return p
+
+
+def _reduction(a: Args, reduction):
+    if reduction not in _REDUCTIONS:
+        raise a.value_error("reduction", f"expected 'mean', 'sum' or 'none', got {reduction!r}")
+    return _REDUCTIONS.index(reduction)
+
+
+def _pair(a: Args, fn_arrays: dict, first: str, second: str):
+    backend = backend_of(a.fn, fn_arrays)
+    a.float_dtype(**fn_arrays)
+    x = a.array(fn_arrays[first], first, "any shape")
+    y = a.array(fn_arrays[second], second, fmt_shape(x.shape))
+    a.shape(y, second, x.shape, fmt_shape(x.shape))
+    require_cpu(a.fn, backend)
+    return x, y
+
+
+def _one(a: Args, x, name="x"):
+    backend = backend_of(a.fn, {name: x})
+    a.float_dtype(**{name: x})
+    x = a.array(x, name, "any shape")
+    require_cpu(a.fn, backend)
+    return x
+
+
+# ---- dropout -----------------------------------------------------------------------------
+
+
+def dropout_forward(x, p, *, seed, training=True):
+    """Inverted dropout: y = x * mask / (1 - p), mask a bool array of x's shape drawn by
+    Philox-4x32-10 from (seed, element index) (module docstring). training=False or p = 0
+    returns (a copy of x, all-True mask); p = 1 gives y = 0 and an all-False mask."""
+    a = Args("dropout_forward")
+    p = _prob(a, p)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise a.type_error("seed", f"expected an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise a.value_error("seed", f"must be in [0, 2**64), got {seed}")
+    training = a.boolean(training, "training")
+    x = _one(a, x)
+    if not training:
+        return x.copy(), np.ones(x.shape, np.bool_)
+    y, mask = _adlk.dropout_forward(x.reshape(-1), p, int(seed))
+    return y.reshape(x.shape), mask.reshape(x.shape)
+
+
+def dropout_backward(grad_y, mask, p):
+    """grad_x = grad_y * mask / (1 - p) (0 where p = 1)."""
+    a = Args("dropout_backward")
+    p = _prob(a, p)
+    backend = backend_of(a.fn, dict(grad_y=grad_y, mask=mask))
+    a.float_dtype(grad_y=grad_y)
+    grad_y = a.array(grad_y, "grad_y", "any shape")
+    if not hasattr(mask, "dtype") or np.dtype(mask.dtype) != np.bool_:
+        raise a.type_error("mask", f"expected a bool array, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    mask = a.array(mask, "mask", fmt_shape(grad_y.shape))
+    a.shape(mask, "mask", grad_y.shape, fmt_shape(grad_y.shape))
+    require_cpu(a.fn, backend)
+    return _adlk.dropout_backward(grad_y.reshape(-1), mask.reshape(-1), p).reshape(grad_y.shape)
+
+
+# ---- linear ------------------------------------------------------------------------------
+
+
+def linear_forward(x, weight, bias=None):
+    """y = x @ weight.T + bias, as ``torch.nn.functional.linear``: x (B, I), weight (O, I),
+    bias (O,) or None -> y (B, O). The bias is the GEMM's initial output."""
+    a = Args("linear_forward")
+    arrays = dict(x=x, weight=weight, bias=bias)
+    backend = backend_of(a.fn, arrays)
+    a.float_dtype(**arrays)
+    x = a.array(x, "x", "(B, I)", ndim=2)
+    weight = a.array(weight, "weight", f"(O, {x.shape[1]})", ndim=2)
+    a.shape(weight, "weight", (None, x.shape[1]), f"(O, {x.shape[1]})")
+    if bias is not None:
+        bias = a.array(bias, "bias", f"({weight.shape[0]},)", ndim=1)
+        a.shape(bias, "bias", (weight.shape[0],), f"({weight.shape[0]},)")
+    require_cpu(a.fn, backend)
+    return _adlk.linear_forward(x, weight, bias)
+
+
+def linear_backward(grad_y, x, weight, output_mask=(True, True, True)):
+    """(grad_x, grad_weight, grad_bias) of :func:`linear_forward`; an entry whose
+    output_mask flag is False is None. grad_bias sums grad_y's rows in order."""
+    a = Args("linear_backward")
+    arrays = dict(grad_y=grad_y, x=x, weight=weight)
+    backend = backend_of(a.fn, arrays)
+    a.float_dtype(**arrays)
+    mask = a.flags(output_mask, "output_mask", 3)
+    x = a.array(x, "x", "(B, I)", ndim=2)
+    weight = a.array(weight, "weight", f"(O, {x.shape[1]})", ndim=2)
+    a.shape(weight, "weight", (None, x.shape[1]), f"(O, {x.shape[1]})")
+    shape = (x.shape[0], weight.shape[0])
+    grad_y = a.array(grad_y, "grad_y", fmt_shape(shape), ndim=2)
+    a.shape(grad_y, "grad_y", shape, fmt_shape(shape))
+    require_cpu(a.fn, backend)
+    return _adlk.linear_backward(grad_y, x, weight, *mask)
+
+
+# ---- activations ---------------------------------------------------------------------------
+
+_RELU, _LEAKY, _SIGMOID, _TANH = 0, 1, 2, 3
+
+
+def relu_forward(x):
+    """max(x, 0) (NaN stays NaN)."""
+    x = _one(Args("relu_forward"), x)
+    return _adlk.activation_forward(x, _RELU, 0.0)
+
+
+def relu_backward(grad_y, x):
+    """grad_y where x > 0, else 0."""
+    g, x = _pair(Args("relu_backward"), dict(grad_y=grad_y, x=x), "grad_y", "x")
+    return _adlk.activation_backward(g, x, _RELU, 0.0)
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x."""
+    a = Args("leaky_relu_forward")
+    slope = _real(a, negative_slope, "negative_slope")
+    return _adlk.activation_forward(_one(a, x), _LEAKY, slope)
+
+
+def leaky_relu_backward(grad_y, x, negative_slope=0.01):
+    """grad_y where x > 0, else negative_slope * grad_y."""
+    a = Args("leaky_relu_backward")
+    slope = _real(a, negative_slope, "negative_slope")
+    g, x = _pair(a, dict(grad_y=grad_y, x=x), "grad_y", "x")
+    return _adlk.activation_backward(g, x, _LEAKY, slope)
+
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)), vectorized to within ~1 ulp."""
+    return _adlk.activation_forward(_one(Args("sigmoid_forward"), x), _SIGMOID, 0.0)
+
+
+def sigmoid_backward(grad_y, y):
+    """grad_y * y * (1 - y), from the forward's output y."""
+    g, y = _pair(Args("sigmoid_backward"), dict(grad_y=grad_y, y=y), "grad_y", "y")
+    return _adlk.activation_backward(g, y, _SIGMOID, 0.0)
+
+
+def tanh_forward(x):
+    """tanh(x), vectorized to within ~1 ulp (also near 0)."""
+    return _adlk.activation_forward(_one(Args("tanh_forward"), x), _TANH, 0.0)
+
+
+def tanh_backward(grad_y, y):
+    """grad_y * (1 - y^2), from the forward's output y."""
+    g, y = _pair(Args("tanh_backward"), dict(grad_y=grad_y, y=y), "grad_y", "y")
+    return _adlk.activation_backward(g, y, _TANH, 0.0)
+
+
+# ---- softmax -----------------------------------------------------------------------------
+
+
+def _rows(x):
+    """A (rows, K) view of an array over its last axis (at least 1-d)."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+
+
+def _last_axis(a: Args, x, name="x"):
+    if x.ndim == 0:
+        raise a.shape_error(name, "(..., K) with at least one axis", x.shape)
+    return x
+
+
+def softmax_forward(x):
+    """Softmax over the last axis, stable for any logits (the row maximum is subtracted)."""
+    a = Args("softmax_forward")
+    x = _last_axis(a, _one(a, x))
+    return _adlk.softmax_forward(_rows(x), False).reshape(x.shape)
+
+
+def softmax_backward(grad_y, y):
+    """grad_x = y * (grad_y - sum(grad_y * y)) per row, from the forward's output y."""
+    a = Args("softmax_backward")
+    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
+    _last_axis(a, y, "y")
+    return _adlk.softmax_backward(_rows(g), _rows(y), False).reshape(y.shape)
+
+
+def log_softmax_forward(x):
+    """log(softmax(x)) over the last axis: x - max - log(sum(exp(x - max)))."""
+    a = Args("log_softmax_forward")
+    x = _last_axis(a, _one(a, x))
+    return _adlk.softmax_forward(_rows(x), True).reshape(x.shape)
+
+
+def log_softmax_backward(grad_y, y):
+    """grad_x = grad_y - exp(y) * sum(grad_y) per row, from the forward's output y."""
+    a = Args("log_softmax_backward")
+    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
+    _last_axis(a, y, "y")
+    return _adlk.softmax_backward(_rows(g), _rows(y), True).reshape(y.shape)
+
+
+# ---- losses --------------------------------------------------------------------------------
+
+
+def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
+    """Cross-entropy of softmax(logits) against class indices, fused with its gradient:
+    logits (B, K), targets int64 (B,) -> (loss, grad_logits), as
+    ``torch.nn.functional.cross_entropy``. Rows whose target is ignore_index contribute
+    nothing (mean divides by the number of other rows; if there are none the mean is NaN,
+    as PyTorch). Targets outside [0, K) other than ignore_index raise ValueError."""
+    a = Args("softmax_cross_entropy")
+    red = _reduction(a, reduction)
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise a.type_error("ignore_index", f"expected an int, got {type(ignore_index).__name__}")
+    backend = backend_of(a.fn, dict(logits=logits, targets=targets))
+    a.float_dtype(logits=logits)
+    logits = a.array(logits, "logits", "(B, K)", ndim=2)
+    if logits.shape[1] == 0:
+        raise a.shape_error("logits", "(B, K) with K >= 1", logits.shape)
+    if not hasattr(targets, "dtype") or np.dtype(targets.dtype) != np.int64:
+        raise a.type_error("targets", f"expected int64 class indices, got {getattr(targets, 'dtype', type(targets).__name__)}")
+    targets = a.array(targets, "targets", f"({logits.shape[0]},)", ndim=1)
+    a.shape(targets, "targets", (logits.shape[0],), f"({logits.shape[0]},)")
+    require_cpu(a.fn, backend)
+    loss, grad = _adlk.softmax_cross_entropy(logits, targets, red, int(ignore_index))
+    return (loss if red == 2 else np.asarray(loss, logits.dtype)), grad
+
+
+def _loss(fn: str, kind: int, pred, target, reduction, delta=1.0):
+    a = Args(fn)
+    red = _reduction(a, reduction)
+    p, t = _pair(a, dict(pred=pred, target=target), "pred", "target")
+    loss, grad = _adlk.elementwise_loss(p.reshape(-1), t.reshape(-1), kind, red, delta)
+    return (loss.reshape(p.shape) if red == 2 else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
+
+
+def mse_loss(pred, target, reduction="mean"):
+    """(pred - target)^2, reduced; grad 2 (pred - target) (/ n for mean)."""
+    return _loss("mse_loss", 0, pred, target, reduction)
+
+
+def l1_loss(pred, target, reduction="mean"):
+    """|pred - target|, reduced; grad sign(pred - target) (0 at 0; / n for mean)."""
+    return _loss("l1_loss", 1, pred, target, reduction)
+
+
+def huber_loss(pred, target, delta=1.0, reduction="mean"):
+    """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta), d = pred - target, as
+    ``torch.nn.functional.huber_loss``; grad d or delta * sign(d) (/ n for mean)."""
+    a = Args("huber_loss")
+    delta = _real(a, delta, "delta")
+    if not delta > 0:
+        raise a.value_error("delta", f"must be > 0, got {delta}")
+    return _loss("huber_loss", 2, pred, target, reduction, delta)
