@@ -89,7 +89,7 @@ ADLK_MULTIVERSION void bn_grad_plane(index_t S, const T* dy, const T* x, T mean,
 }  // namespace
 
 void BatchNormGeom::check() const {
-  adlk::check(N >= 0 && C >= 1 && S >= 1, "batchnorm: need N >= 0, C >= 1, S >= 1");
+  adlk::check(N >= 0 && C >= 1 && S >= 0, "batchnorm: need N >= 0, C >= 1, S >= 0");
   index_t t;
   adlk::check(!__builtin_mul_overflow(N, C, &t) && !__builtin_mul_overflow(t, S, &t),
               "batchnorm: size overflows");
@@ -321,28 +321,38 @@ ADLK_ALWAYS_INLINE void philox_lanes(std::uint32_t (&c0)[kLanes], std::uint32_t 
   }
 }
 
+// Elements [first, first + n) (first a multiple of 4 * kLanes): kLanes counters per block,
+// their 4 words laid out in element order, then one vectorized select pass.
 template <typename T>
-ADLK_MULTIVERSION void dropout_block(index_t group0, index_t n, const T* x, std::uint64_t thr,
-                                     T scale, std::uint64_t seed, T* y, bool* mask) {
-  // groups of 4 elements [4 * group0, ...), kLanes groups at a time
+ADLK_MULTIVERSION void dropout_block(index_t first, index_t n, const T* x, std::uint32_t thr,
+                                     bool keep_none, T scale, std::uint64_t seed, T* y,
+                                     bool* mask) {
+  constexpr index_t kBlock = 4 * kLanes;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
-  const index_t first = 4 * group0;
-  for (index_t g = group0; 4 * g < first + n; g += kLanes) {
-    std::uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+  alignas(64) std::uint32_t words[kBlock];
+  for (index_t base = 0; base < n; base += kBlock) {
+    const std::uint64_t g0 = std::uint64_t(first + base) / 4;
+    alignas(64) std::uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+#pragma omp simd
     for (int l = 0; l < kLanes; ++l) {
-      const std::uint64_t ctr = std::uint64_t(g + l);
+      const std::uint64_t ctr = g0 + std::uint64_t(l);
       c0[l] = std::uint32_t(ctr), c1[l] = std::uint32_t(ctr >> 32), c2[l] = 0, c3[l] = 0;
     }
     philox_lanes(c0, c1, c2, c3, k0, k1);
+#pragma omp simd
     for (int l = 0; l < kLanes; ++l) {
-      const std::uint32_t words[4] = {c0[l], c1[l], c2[l], c3[l]};
-      for (int w = 0; w < 4; ++w) {
-        const index_t i = 4 * (g + l) + w - first;
-        if (i >= n) break;
-        const bool keep = std::uint64_t(words[w]) >= thr;
-        mask[i] = keep;
-        y[i] = keep ? x[i] * scale : T(0);
-      }
+      words[4 * l] = c0[l], words[4 * l + 1] = c1[l];
+      words[4 * l + 2] = c2[l], words[4 * l + 3] = c3[l];
+    }
+    const index_t m = std::min(kBlock, n - base);
+    const T* xb = x + base;
+    T* yb = y + base;
+    bool* mb = mask + base;
+#pragma omp simd
+    for (index_t i = 0; i < m; ++i) {
+      const bool keep = !keep_none && words[i] >= thr;
+      mb[i] = keep;
+      yb[i] = keep ? xb[i] * scale : T(0);
     }
   }
 }
@@ -359,13 +369,14 @@ template <typename T>
 void dropout_forward(index_t n, const T* x, double p, std::uint64_t seed, T* y, bool* mask) {
   check(n >= 0 && p >= 0 && p <= 1, "dropout_forward: need n >= 0 and p in [0, 1]");
   const std::uint64_t thr = std::uint64_t(std::llround(p * 4294967296.0));
+  const bool keep_none = thr > 0xffffffffu;  // p = 1 (or within 2^-33 of it)
   const T scale = p < 1 ? T(1.0 / (1.0 - p)) : T(0);
   // chunks of kChunk elements (a multiple of 4 * kLanes)
   const index_t nchunks = chunks_of(n);
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
   for (index_t k = 0; k < nchunks; ++k) {
     const index_t b = k * kChunk, e = std::min(n, b + kChunk);
-    dropout_block<T>(b / 4, e - b, x + b, thr, scale, seed, y + b, mask + b);
+    dropout_block<T>(b, e - b, x + b, std::uint32_t(thr), keep_none, scale, seed, y + b, mask + b);
   }
 }
 
@@ -517,11 +528,13 @@ void activation_backward(index_t n, const T* grad_y, const T* saved, Activation 
 namespace {
 template <typename T>
 ADLK_MULTIVERSION T row_max(index_t K, const T* x) {
+  // max and "any NaN" as two vectorizable reductions; NaN wins, as torch's max
   T m = -std::numeric_limits<T>::infinity();
-  bool nan = false;
+  int nan = 0;
+#pragma omp simd reduction(max : m) reduction(| : nan)
   for (index_t j = 0; j < K; ++j) {
-    nan |= x[j] != x[j];
     m = x[j] > m ? x[j] : m;
+    nan |= x[j] != x[j];
   }
   return nan ? std::numeric_limits<T>::quiet_NaN() : m;
 }
