@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|optim|all [--threads 2] [--quick] ...``.
+"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|optim|nn|all [--threads 2] [--quick] ...``.
 
 Every contender (adlkernels, torch, a NumPy reference) runs in this one process at one
 thread count. Results are printed, saved as JSON under bench/results/ and summarised in
@@ -43,12 +43,19 @@ def _optim(ctx):
     return bench_optim.run(ctx)
 
 
+def _nn(ctx):
+    import bench_nn
+
+    return bench_nn.run(ctx)
+
+
 # family -> (RESULTS.md section title, benchmark function)
 FAMILIES = {
     "conv": ("conv (CPU)", _conv),
     "pool": ("pool (CPU)", _pool),
     "rnn": ("rnn (CPU)", _rnn),
     "optim": ("optim (CPU)", _optim),
+    "nn": ("nn (CPU)", _nn),
 }
 
 
