@@ -557,9 +557,11 @@ ADLK_MULTIVERSION void softmax_row(index_t K, const T* x, bool log, T* y) {
   const T m = row_max(K, x);
   const double s = row_exp(K, x, m, y);
   if (log) {
-    const T shift = T(double(m) + std::log(s));
+    // (x - max) - log(sum): the two terms are not merged first, which would round the
+    // huge max and lose the small log-sum-exp
+    const T ls = T(std::log(s));
 #pragma omp simd
-    for (index_t j = 0; j < K; ++j) y[j] = x[j] - shift;
+    for (index_t j = 0; j < K; ++j) y[j] = (x[j] - m) - ls;
   } else {
     const T inv = T(1.0 / s);
 #pragma omp simd
@@ -633,7 +635,7 @@ double softmax_cross_entropy(index_t B, index_t K, const T* logits, const std::i
     }
     const T m = row_max(K, x);
     const double s = row_exp(K, x, m, g);
-    row_loss[b] = double(m) + std::log(s) - double(x[t]);
+    row_loss[b] = (double(m) - double(x[t])) + std::log(s);
     const T k = T(scale / s);
 #pragma omp simd
     for (index_t j = 0; j < K; ++j) g[j] *= k;

@@ -6,9 +6,11 @@ order. Everything here is bitwise identical for any thread count except linear, 
 products are BLAS GEMMs.
 
 Dropout's generator is Philox-4x32-10 (Salmon et al., SC'11), keyed by the 64-bit seed
-(key = (seed & 0xffffffff, seed >> 32)) with the 128-bit counter (i // 4, 0, 0, 0) for
-element i of the flattened array: the counter's output word i % 4 is u, and element i is
-kept when u >= round(p * 2^32) (so P(keep) = 1 - p to within 2^-32). The mask is a pure
+(key words (seed & 0xffffffff, seed >> 32)) with the counter words (j & 0xffffffff,
+j >> 32, 0, 0), j = i // 4, for element i of the flattened (C-order) array: the output
+word i % 4 is u, and element i is kept when u >= t, t = p * 2^32 rounded to the nearest
+integer (halves away from zero); t = 2^32 (p = 1) keeps nothing. P(keep) = 1 - p to
+within 2^-33. The mask is a pure
 function of (seed, i): the same for any thread count and on any device.
 
 Losses return (loss, grad_pred): the loss is a 0-d array of the input's type (or the
@@ -207,7 +209,7 @@ def tanh_backward(grad_y, y):
 
 def _rows(x):
     """A (rows, K) view of an array over its last axis (at least 1-d)."""
-    return x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    return x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
 
 
 def _last_axis(a: Args, x, name="x"):
@@ -220,6 +222,8 @@ def softmax_forward(x):
     """Softmax over the last axis, stable for any logits (the row maximum is subtracted)."""
     a = Args("softmax_forward")
     x = _last_axis(a, _one(a, x))
+    if x.size == 0:
+        return np.empty(x.shape, x.dtype)
     return _adlk.softmax_forward(_rows(x), False).reshape(x.shape)
 
 
@@ -228,6 +232,8 @@ def softmax_backward(grad_y, y):
     a = Args("softmax_backward")
     g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
     _last_axis(a, y, "y")
+    if y.size == 0:
+        return np.empty(y.shape, y.dtype)
     return _adlk.softmax_backward(_rows(g), _rows(y), False).reshape(y.shape)
 
 
@@ -235,6 +241,8 @@ def log_softmax_forward(x):
     """log(softmax(x)) over the last axis: x - max - log(sum(exp(x - max)))."""
     a = Args("log_softmax_forward")
     x = _last_axis(a, _one(a, x))
+    if x.size == 0:
+        return np.empty(x.shape, x.dtype)
     return _adlk.softmax_forward(_rows(x), True).reshape(x.shape)
 
 
@@ -243,6 +251,8 @@ def log_softmax_backward(grad_y, y):
     a = Args("log_softmax_backward")
     g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
     _last_axis(a, y, "y")
+    if y.size == 0:
+        return np.empty(y.shape, y.dtype)
     return _adlk.softmax_backward(_rows(g), _rows(y), True).reshape(y.shape)
 
 
