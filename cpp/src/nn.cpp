@@ -202,17 +202,21 @@ namespace {
 template <typename T>
 ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T* b, double eps,
                                      T* y, T* mean_out, T* rstd_out) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (index_t j = 0; j < D; ++j) s += double(x[j]);
-  const double mean = s / double(D);
-  double v = 0;
-#pragma omp simd reduction(+ : v)
+  // one pass over the row: sums of (x - x[0]) and its square
+  // (sums in T: a row is short; the shift by x[0] keeps a large common offset from
+  // cancelling)
+  const T pivot = x[0];
+  T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
   for (index_t j = 0; j < D; ++j) {
-    const double d = double(x[j]) - mean;
-    v += d * d;
+    const T d = x[j] - pivot;
+    s1 += d;
+    s2 += d * d;
   }
-  const double rstd = 1.0 / std::sqrt(v / double(D) + eps);
+  const double mean = double(pivot) + double(s1) / double(D);
+  const double var =
+      std::max(0.0, (double(s2) - double(s1) * double(s1) / double(D)) / double(D));
+  const double rstd = 1.0 / std::sqrt(var + eps);
   *mean_out = T(mean);
   *rstd_out = T(rstd);
   const T m = T(mean), r = T(rstd);
@@ -231,26 +235,40 @@ ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T*
   }
 }
 
-// One row of the backward; accumulates dy * xhat and dy into the chunk's gw, gb (double).
+// One row of the backward; accumulates dy * xhat and dy into the chunk's gw, gb. Row sums
+// and chunk partials are in T (a row or a 64-row chunk is short); chunks are combined in
+// double.
 template <typename T>
 ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x, T mean, T rstd,
-                                              const T* w, T* dx, double* gw, double* gb) {
-  double c1 = 0, c2 = 0;
+                                              const T* w, T* dx, T* gw, T* gb) {
+  T c1 = 0, c2 = 0;
+  if (w) {
 #pragma omp simd reduction(+ : c1, c2)
-  for (index_t j = 0; j < D; ++j) {
-    const double xhat = double((x[j] - mean) * rstd);
-    const double gj = double(dy[j]) * (w ? double(w[j]) : 1.0);
-    c1 += gj * xhat;
-    c2 += gj;
-    gw[j] += double(dy[j]) * xhat;
-    gb[j] += double(dy[j]);
+    for (index_t j = 0; j < D; ++j) {
+      const T xhat = (x[j] - mean) * rstd;
+      const T gj = dy[j] * w[j];
+      c1 += gj * xhat;
+      c2 += gj;
+      gw[j] += dy[j] * xhat;
+      gb[j] += dy[j];
+    }
+  } else {
+#pragma omp simd reduction(+ : c1, c2)
+    for (index_t j = 0; j < D; ++j) {
+      const T xhat = (x[j] - mean) * rstd;
+      c1 += dy[j] * xhat;
+      c2 += dy[j];
+      gw[j] += dy[j] * xhat;
+      gb[j] += dy[j];
+    }
   }
-  const T k1 = T(c1 / double(D)), k2 = T(c2 / double(D));
+  const T k1 = c1 / T(D), k2 = c2 / T(D);
+  if (w) {
 #pragma omp simd
-  for (index_t j = 0; j < D; ++j) {
-    const T xhat = (x[j] - mean) * rstd;
-    const T gj = w ? dy[j] * w[j] : dy[j];
-    dx[j] = rstd * (gj - k2 - xhat * k1);
+    for (index_t j = 0; j < D; ++j) dx[j] = rstd * (dy[j] * w[j] - k2 - (x[j] - mean) * rstd * k1);
+  } else {
+#pragma omp simd
+    for (index_t j = 0; j < D; ++j) dx[j] = rstd * (dy[j] - k2 - (x[j] - mean) * rstd * k1);
   }
 }
 
@@ -272,7 +290,7 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
                         const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
   const index_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
-  std::vector<double> pw(static_cast<std::size_t>(nchunks * D), 0.0), pb(pw.size(), 0.0);
+  std::vector<T> pw(static_cast<std::size_t>(nchunks * D), T(0)), pb(pw.size(), T(0));
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt) if (parallel(rows * D))
   {
@@ -285,7 +303,7 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
 #pragma omp for schedule(static)
     for (index_t j = 0; j < D; ++j) {
       double a = 0, b = 0;
-      for (index_t k = 0; k < nchunks; ++k) a += pw[k * D + j], b += pb[k * D + j];
+      for (index_t k = 0; k < nchunks; ++k) a += double(pw[k * D + j]), b += double(pb[k * D + j]);
       grad_weight[j] = T(a);
       grad_bias[j] = T(b);
     }
@@ -411,14 +429,19 @@ template <typename T>
 void linear_forward(index_t B, index_t I, index_t O, const T* x, const T* weight, const T* bias,
                     T* y) {
   check_linear(B, I, O);
+  // Split the larger of B and O: splitting O, each thread packs only its rows of the
+  // weight (the larger operand when O >= B) instead of all of it.
+  const bool split_out = O >= B;
 #pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
   {
-    const Range r = part(B, omp_get_num_threads(), omp_get_thread_num());
-    if (r.e > r.b) {
+    const int np = omp_get_num_threads(), p = omp_get_thread_num();
+    const Range r = split_out ? Range{0, B} : part(B, np, p);
+    const Range o = split_out ? part(O, np, p) : Range{0, O};
+    if (r.e > r.b && o.e > o.b) {
       if (bias)
-        for (index_t i = r.b; i < r.e; ++i) std::copy(bias, bias + O, y + i * O);
-      gemm<T>(false, true, r.e - r.b, O, I, T(1), x + r.b * I, I, weight, I, bias ? T(1) : T(0),
-              y + r.b * O, O);
+        for (index_t i = r.b; i < r.e; ++i) std::copy(bias + o.b, bias + o.e, y + i * O + o.b);
+      gemm<T>(false, true, r.e - r.b, o.e - o.b, I, T(1), x + r.b * I, I, weight + o.b * I, I,
+              bias ? T(1) : T(0), y + r.b * O + o.b, O);
     }
   }
 }

@@ -69,6 +69,9 @@ class Args:
         if ndim is not None and a.ndim != ndim:
             raise self.shape_error(name, desc, a.shape)
         if isinstance(a, np.ndarray):
+            flags = a.flags
+            if flags.c_contiguous and flags.aligned:  # the common case, without np.require's cost
+                return a
             return np.require(a, requirements=("C", "A"))
         return a if a.flags.c_contiguous else a.copy(order="C")
 

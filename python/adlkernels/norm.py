@@ -9,6 +9,7 @@ results are bitwise identical for any thread count.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -131,15 +132,16 @@ def layernorm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     eps = _real(a, eps, "eps", 0.0)
     x = a.array(x, "x", "(..., *normalized_shape)")
     ns = _normalized_shape(a, x, normalized_shape)
-    for name, v in (("weight", weight), ("bias", bias)):
-        if v is not None:
-            a.shape(v, name, ns, fmt_shape(ns))
-    weight = None if weight is None else a.array(weight, "weight", fmt_shape(ns))
-    bias = None if bias is None else a.array(bias, "bias", fmt_shape(ns))
+    d = math.prod(ns)
+    if weight is not None:
+        if weight.shape != ns:
+            raise a.shape_error("weight", fmt_shape(ns), weight.shape)
+        weight = a.array(weight, "weight", "").reshape(d)
+    if bias is not None:
+        if bias.shape != ns:
+            raise a.shape_error("bias", fmt_shape(ns), bias.shape)
+        bias = a.array(bias, "bias", "").reshape(d)
     require_cpu(a.fn, backend)
-    d = int(np.prod(ns))
-    weight = None if weight is None else weight.reshape(d)
-    bias = None if bias is None else bias.reshape(d)
     y, mean, rstd = _adlk.layernorm_forward(x.reshape(-1, d), weight, bias, eps)
     stat_shape = x.shape[: x.ndim - len(ns)] + (1,) * len(ns)
     return y.reshape(x.shape), mean.reshape(stat_shape), rstd.reshape(stat_shape)
@@ -154,20 +156,20 @@ def layernorm_backward(grad_y, x, normalized_shape, mean, rstd, weight=None):
     a.float_dtype(**arrays)
     x = a.array(x, "x", "(..., *normalized_shape)")
     ns = _normalized_shape(a, x, normalized_shape)
-    grad_y = a.array(grad_y, "grad_y", fmt_shape(x.shape))
-    a.shape(grad_y, "grad_y", x.shape, fmt_shape(x.shape))
-    rows = int(np.prod(x.shape[: x.ndim - len(ns)]))
-    stat_shape = x.shape[: x.ndim - len(ns)] + (1,) * len(ns)
+    if getattr(grad_y, "shape", None) != x.shape:
+        raise a.shape_error("grad_y", fmt_shape(x.shape), np.shape(grad_y))
+    grad_y = a.array(grad_y, "grad_y", "")
+    batch = x.shape[: x.ndim - len(ns)]
+    rows, d = math.prod(batch), math.prod(ns)
     for name, v in (("mean", mean), ("rstd", rstd)):
-        if v is None or int(np.prod(np.shape(v))) != rows:
-            raise a.shape_error(name, fmt_shape(stat_shape), np.shape(v))
-    mean = a.array(mean, "mean", fmt_shape(stat_shape)).reshape(rows)
-    rstd = a.array(rstd, "rstd", fmt_shape(stat_shape)).reshape(rows)
+        if v is None or math.prod(np.shape(v)) != rows:
+            raise a.shape_error(name, fmt_shape(batch + (1,) * len(ns)), np.shape(v))
+    mean = a.array(mean, "mean", "").reshape(rows)
+    rstd = a.array(rstd, "rstd", "").reshape(rows)
     if weight is not None:
-        a.shape(weight, "weight", ns, fmt_shape(ns))
-        weight = a.array(weight, "weight", fmt_shape(ns))
+        if weight.shape != ns:
+            raise a.shape_error("weight", fmt_shape(ns), weight.shape)
+        weight = a.array(weight, "weight", "").reshape(d)
     require_cpu(a.fn, backend)
-    d = int(np.prod(ns))
-    weight = None if weight is None else weight.reshape(d)
     gx, gw, gb = _adlk.layernorm_backward(grad_y.reshape(-1, d), x.reshape(-1, d), mean, rstd, weight)
     return gx.reshape(x.shape), gw.reshape(ns), gb.reshape(ns)
