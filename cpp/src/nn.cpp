@@ -610,7 +610,6 @@ ADLK_MULTIVERSION void softmax_backward_row(index_t K, const T* dy, const T* y, 
   }
 }
 
-index_t rows_per_item(index_t K) { return std::max<index_t>(1, kChunk / std::max<index_t>(1, K)); }
 }  // namespace
 
 template <typename T>
