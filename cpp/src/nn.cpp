@@ -105,7 +105,7 @@ void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, cons
   if (training) {
     check(M > 1 || M == 0, "batchnorm_forward: need more than 1 value per channel when training");
     const BnItems it(g);
-    const index_t items = C * it.per_channel;
+    const index_t items = M ? C * it.per_channel : 0;  // no data (N or S = 0): no pivot to read
     std::vector<double> s1(items), s2(items);
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(g.N * C * g.S))
     for (index_t i = 0; i < items; ++i) {
@@ -115,7 +115,7 @@ void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, cons
     }
     for (index_t c = 0; c < C; ++c) {
       double a = 0, b = 0;
-      for (index_t blk = 0; blk < it.per_channel; ++blk) {
+      for (index_t blk = 0; items && blk < it.per_channel; ++blk) {
         a += s1[c * it.per_channel + blk];
         b += s2[c * it.per_channel + blk];
       }
@@ -159,7 +159,7 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
   g.check();
   const index_t C = g.C, M = g.N * g.S;
   const BnItems it(g);
-  const index_t items = C * it.per_channel;
+  const index_t items = M ? C * it.per_channel : 0;
   std::vector<double> sdy(items), sdx(items);
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(g.N * C * g.S))
   for (index_t i = 0; i < items; ++i) {
@@ -171,7 +171,7 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
   std::vector<double> ca(C), cb(C), ck(C);
   for (index_t c = 0; c < C; ++c) {
     double a = 0, b = 0;
-    for (index_t blk = 0; blk < it.per_channel; ++blk) {
+    for (index_t blk = 0; items && blk < it.per_channel; ++blk) {
       a += sdy[c * it.per_channel + blk];
       b += sdx[c * it.per_channel + blk];
     }
