@@ -218,42 +218,41 @@ def _last_axis(a: Args, x, name="x"):
     return x
 
 
-def softmax_forward(x):
-    """Softmax over the last axis, stable for any logits (the row maximum is subtracted)."""
-    a = Args("softmax_forward")
+def _softmax(fn: str, x, log: bool):
+    a = Args(fn)
     x = _last_axis(a, _one(a, x))
     if x.size == 0:
         return np.empty(x.shape, x.dtype)
-    return _adlk.softmax_forward(_rows(x), False).reshape(x.shape)
+    return _adlk.softmax_forward(_rows(x), log).reshape(x.shape)
+
+
+def _softmax_grad(fn: str, grad_y, y, log: bool):
+    a = Args(fn)
+    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
+    _last_axis(a, y, "y")
+    if y.size == 0:
+        return np.empty(y.shape, y.dtype)
+    return _adlk.softmax_backward(_rows(g), _rows(y), log).reshape(y.shape)
+
+
+def softmax_forward(x):
+    """Softmax over the last axis, stable for any logits (the row maximum is subtracted)."""
+    return _softmax("softmax_forward", x, False)
 
 
 def softmax_backward(grad_y, y):
     """grad_x = y * (grad_y - sum(grad_y * y)) per row, from the forward's output y."""
-    a = Args("softmax_backward")
-    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
-    _last_axis(a, y, "y")
-    if y.size == 0:
-        return np.empty(y.shape, y.dtype)
-    return _adlk.softmax_backward(_rows(g), _rows(y), False).reshape(y.shape)
+    return _softmax_grad("softmax_backward", grad_y, y, False)
 
 
 def log_softmax_forward(x):
-    """log(softmax(x)) over the last axis: x - max - log(sum(exp(x - max)))."""
-    a = Args("log_softmax_forward")
-    x = _last_axis(a, _one(a, x))
-    if x.size == 0:
-        return np.empty(x.shape, x.dtype)
-    return _adlk.softmax_forward(_rows(x), True).reshape(x.shape)
+    """log(softmax(x)) over the last axis: (x - max) - log(sum(exp(x - max)))."""
+    return _softmax("log_softmax_forward", x, True)
 
 
 def log_softmax_backward(grad_y, y):
     """grad_x = grad_y - exp(y) * sum(grad_y) per row, from the forward's output y."""
-    a = Args("log_softmax_backward")
-    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
-    _last_axis(a, y, "y")
-    if y.size == 0:
-        return np.empty(y.shape, y.dtype)
-    return _adlk.softmax_backward(_rows(g), _rows(y), True).reshape(y.shape)
+    return _softmax_grad("log_softmax_backward", grad_y, y, True)
 
 
 # ---- losses --------------------------------------------------------------------------------
