@@ -10,7 +10,7 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _adlk
 from ._backend import has_cuda
-from . import conv, init, nn, norm, optim, pool, rnn
+from . import conv, init, layers, nn, norm, optim, pool, rnn
 from .conv import (
     col2im,
     conv1d_backward,
@@ -115,6 +115,7 @@ __all__ = [
     "norm",
     "nn",
     "init",
+    "layers",
     *conv.__all__[:6],
     *pool.__all__,
     *rnn.__all__,

@@ -1,0 +1,452 @@
+"""Small stateful layers for training without a framework (API section 7).
+
+Each layer is built with PyTorch's constructor arguments (plus ``dtype`` and ``rng``:
+numpy dtype of the parameters, float32 by default, and the numpy Generator that draws
+the initial weights), starts in training mode (``.train()``, ``.eval()``), and has
+``forward(x)`` (caches what its backward needs), ``backward(grad_y)`` (returns grad_x and
+stores the parameter gradients), ``params()`` (the live parameter arrays, PyTorch's
+order: weight before bias) and ``grads()`` (same order). Initialization is PyTorch's:
+Linear/Conv2d weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LSTM weights and
+biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
+
+``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
+(running statistics, dropout's step counter) as copies, so training resumes
+bit-identically. Every layer runs the functional kernels of adlkernels; cupy arrays
+work wherever those kernels have a CUDA implementation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import conv, nn, norm, pool, rnn
+
+__all__ = [
+    "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "ReLU", "Dropout", "BatchNorm1d",
+    "BatchNorm2d", "LayerNorm", "LSTM", "Flatten", "Sequential",
+]
+
+
+def _uniform(rng, bound, shape, dtype):
+    return rng.uniform(-bound, bound, shape).astype(dtype)
+
+
+def _rng(rng):
+    return np.random.default_rng() if rng is None else rng
+
+
+class Module:
+    """Base class: training flag, parameters with their gradients, buffers, state dicts."""
+
+    _param_names: tuple = ()
+    _buffer_names: tuple = ()
+
+    def __init__(self):
+        self.training = True
+        self.cache = None
+
+    # -- modes ---------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def children(self):
+        return []
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # -- parameters ------------------------------------------------------------------------
+    def params(self):
+        own = [getattr(self, n) for n in self._param_names if getattr(self, n) is not None]
+        return own + [p for c in self.children() for p in c.params()]
+
+    def grads(self):
+        own = [self._grads[n] for n in self._param_names if getattr(self, n) is not None]
+        return own + [g for c in self.children() for g in c.grads()]
+
+    def _init_grads(self):
+        self._grads = {n: (None if getattr(self, n) is None else np.zeros_like(getattr(self, n)))
+                       for n in self._param_names}
+
+    def _set_grad(self, name, value):
+        if value is not None and self._grads.get(name) is not None:
+            self._grads[name][...] = value
+
+    # -- state ------------------------------------------------------------------------------
+    def _state_items(self, prefix=""):
+        for n in self._param_names + self._buffer_names:
+            v = getattr(self, n)
+            if v is not None:
+                yield prefix + n, v
+        for i, c in enumerate(self.children()):
+            yield from c._state_items(f"{prefix}{i}.")
+
+    def state_dict(self) -> dict:
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state_items()}
+
+    def load_state_dict(self, d: dict) -> None:
+        items = dict(self._state_items())
+        if set(items) != set(d):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: keys differ: "
+                             f"missing {sorted(set(items) - set(d))}, unexpected {sorted(set(d) - set(items))}")
+        for k, v in items.items():
+            if isinstance(v, np.ndarray) and np.shape(d[k]) != v.shape:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {k}: expected shape "
+                                 f"{v.shape}, got {np.shape(d[k])}")
+        self._load_items(d, "")
+
+    def _load_items(self, d, prefix):
+        for n in self._param_names + self._buffer_names:
+            v = getattr(self, n)
+            if isinstance(v, np.ndarray):
+                v[...] = d[prefix + n]
+            elif v is not None:
+                setattr(self, n, d[prefix + n])
+        for i, c in enumerate(self.children()):
+            c._load_items(d, f"{prefix}{i}.")
+
+    def _need_cache(self):
+        if self.cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        return self.cache
+
+
+class Linear(Module):
+    """y = x W^T + b (``torch.nn.Linear``); x (B, in_features)."""
+
+    _param_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0
+        self.weight = _uniform(rng, bound, (out_features, in_features), dtype)
+        self.bias = _uniform(rng, bound, (out_features,), dtype) if bias else None
+        self._init_grads()
+
+    def forward(self, x):
+        self.cache = x
+        return nn.linear_forward(x, self.weight, self.bias)
+
+    def backward(self, grad_y):
+        x = self._need_cache()
+        gx, gw, gb = nn.linear_backward(grad_y, x, self.weight, (True, True, self.bias is not None))
+        self._set_grad("weight", gw)
+        self._set_grad("bias", gb)
+        return gx
+
+
+class Conv2d(Module):
+    """2-d convolution (``torch.nn.Conv2d``); x (N, C_in, H, W)."""
+
+    _param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * k[0] * k[1]
+        bound = 1 / math.sqrt(fan_in) if fan_in else 0.0
+        self.weight = _uniform(rng, bound, (out_channels, in_channels // groups) + k, dtype)
+        self.bias = _uniform(rng, bound, (out_channels,), dtype) if bias else None
+        self._init_grads()
+
+    def forward(self, x):
+        self.cache = x
+        return conv.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding,
+                                   self.dilation, self.groups)
+
+    def backward(self, grad_y):
+        x = self._need_cache()
+        gx, gw, gb = conv.conv2d_backward(grad_y, x, self.weight, self.stride, self.padding,
+                                          self.dilation, self.groups,
+                                          (True, True, self.bias is not None))
+        self._set_grad("weight", gw)
+        self._set_grad("bias", gb)
+        return gx
+
+
+class MaxPool2d(Module):
+    """Max pooling (``torch.nn.MaxPool2d``); the argmax indices are the cache."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.args = (kernel_size, stride, padding, dilation, ceil_mode)
+
+    def forward(self, x):
+        y, idx = pool.maxpool2d_forward(x, *self.args)
+        self.cache = (idx, x.shape)
+        return y
+
+    def backward(self, grad_y):
+        idx, shape = self._need_cache()
+        return pool.maxpool2d_backward(grad_y, idx, shape)
+
+
+class AvgPool2d(Module):
+    """Average pooling (``torch.nn.AvgPool2d``)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__()
+        self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+    def forward(self, x):
+        self.cache = x.shape
+        return pool.avgpool2d_forward(x, *self.args)
+
+    def backward(self, grad_y):
+        return pool.avgpool2d_backward(grad_y, self._need_cache(), *self.args)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        self.cache = x
+        return nn.relu_forward(x)
+
+    def backward(self, grad_y):
+        return nn.relu_backward(grad_y, self._need_cache())
+
+
+class Dropout(Module):
+    """Inverted dropout (``torch.nn.Dropout``). The mask of the k-th training forward is
+    drawn with seed + k (Philox; see adlkernels.nn), so a run is reproducible from
+    ``seed`` and the step counter, which state_dict saves."""
+
+    _buffer_names = ("steps",)
+
+    def __init__(self, p=0.5, *, seed=None, rng=None):
+        super().__init__()
+        self.p = p
+        self.seed = int(_rng(rng).integers(0, 2**62)) if seed is None else int(seed)
+        self.steps = 0
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.cache = None
+            return x
+        y, mask = nn.dropout_forward(x, self.p, seed=(self.seed + self.steps) % 2**64)
+        self.steps += 1
+        self.cache = mask
+        return y
+
+    def backward(self, grad_y):
+        if self.cache is None:
+            return grad_y
+        return nn.dropout_backward(grad_y, self.cache, self.p)
+
+
+class _BatchNorm(Module):
+    _param_names = ("weight", "bias")
+    _buffer_names = ("running_mean", "running_var")
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, dtype=np.float32):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = np.ones(num_features, dtype) if affine else None
+        self.bias = np.zeros(num_features, dtype) if affine else None
+        self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
+        self.running_var = np.ones(num_features, dtype) if track_running_stats else None
+        self._init_grads()
+
+    def forward(self, x):
+        if x.ndim not in self._ndims:
+            raise ValueError(f"{type(self).__name__}: expected a {' or '.join(map(str, self._ndims))}-d input, got shape {x.shape}")
+        training = self.training or self.running_mean is None
+        y, mean, invstd = norm.batchnorm_forward(
+            x, self.weight, self.bias, self.running_mean, self.running_var, training=training,
+            momentum=self.momentum, eps=self.eps)
+        self.cache = (x, mean, invstd, training)
+        return y
+
+    def backward(self, grad_y):
+        x, mean, invstd, training = self._need_cache()
+        gx, gw, gb = norm.batchnorm_backward(grad_y, x, self.weight, mean, invstd, training=training)
+        self._set_grad("weight", gw)
+        self._set_grad("bias", gb)
+        return gx
+
+
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d``: (N, C) or (N, C, L)."""
+
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d``: (N, C, H, W)."""
+
+    _ndims = (4,)
+
+
+class LayerNorm(Module):
+    """``torch.nn.LayerNorm`` over the trailing normalized_shape."""
+
+    _param_names = ("weight", "bias")
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, *, dtype=np.float32):
+        super().__init__()
+        ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = ns, eps
+        self.weight = np.ones(ns, dtype) if elementwise_affine else None
+        self.bias = np.zeros(ns, dtype) if elementwise_affine else None
+        self._init_grads()
+
+    def forward(self, x):
+        y, mean, rstd = norm.layernorm_forward(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        self.cache = (x, mean, rstd)
+        return y
+
+    def backward(self, grad_y):
+        x, mean, rstd = self._need_cache()
+        gx, gw, gb = norm.layernorm_backward(grad_y, x, self.normalized_shape, mean, rstd, self.weight)
+        self._set_grad("weight", gw)
+        self._set_grad("bias", gb)
+        return gx
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...)) (``torch.nn.Flatten`` with start_dim=1, end_dim=-1)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        self.cache = x.shape
+        end = self.end_dim % x.ndim
+        return x.reshape(x.shape[: self.start_dim] + (-1,) + x.shape[end + 1:])
+
+    def backward(self, grad_y):
+        return grad_y.reshape(self._need_cache())
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = list(layers)
+
+    def children(self):
+        return self.layers
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_y):
+        for layer in reversed(self.layers):
+            grad_y = layer.backward(grad_y)
+        return grad_y
+
+
+class LSTM(Module):
+    """``torch.nn.LSTM`` (sequence-first: x (T, B, input_size)) with num_layers and
+    bidirectional; the output of a bidirectional layer is [forward, backward] concatenated
+    on the last axis. forward(x, state=None) -> y (T, B, D*H); state is (h0, c0), each
+    (num_layers * D, B, H), zeros if None; the final (h_n, c_n) are kept in ``.state``.
+    Parameters per layer and direction, in PyTorch's order: weight_ih, weight_hh, bias_ih,
+    bias_hh (names weight_ih_l{k}[_reverse], ...). Each direction writes straight into its
+    half of the layer's output (no concatenation copies)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, dtype=np.float32, rng=None):
+        super().__init__()
+        if batch_first or dropout:
+            raise ValueError("LSTM: batch_first and inter-layer dropout are not supported "
+                             "(use (T, B, I) inputs and a Dropout layer)")
+        rng = _rng(rng)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.dirs = 2 if bidirectional else 1
+        bound = 1 / math.sqrt(hidden_size)
+        names = []
+        for layer in range(num_layers):
+            n_in = input_size if layer == 0 else hidden_size * self.dirs
+            for d in range(self.dirs):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                for n, shape in (("weight_ih", (4 * hidden_size, n_in)),
+                                 ("weight_hh", (4 * hidden_size, hidden_size)),
+                                 ("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))):
+                    if n.startswith("bias") and not bias:
+                        setattr(self, n + sfx, None)
+                    else:
+                        setattr(self, n + sfx, _uniform(rng, bound, shape, dtype))
+                    names.append(n + sfx)
+        self._param_names = tuple(names)
+        self._init_grads()
+        self.state = None
+
+    def _weights(self, layer, d):
+        sfx = f"_l{layer}" + ("_reverse" if d else "")
+        return [getattr(self, n + sfx) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")], sfx
+
+    def forward(self, x, state=None):
+        steps, bsz = x.shape[0], x.shape[1]
+        hid, dirs = self.hidden_size, self.dirs
+        dtype = self.weight_ih_l0.dtype
+        if state is None:
+            h0 = np.zeros((self.num_layers * dirs, bsz, hid), dtype)
+            c0 = np.zeros_like(h0)
+        else:
+            h0, c0 = state
+        caches, h_n, c_n = [], [], []
+        inp = x
+        for layer in range(self.num_layers):
+            y = np.empty((steps, bsz, dirs * hid), dtype)
+            for d in range(dirs):
+                k = layer * dirs + d
+                w, _ = self._weights(layer, d)
+                _, hk, ck, cache = rnn.lstm_forward(inp, h0[k], c0[k], *w, reverse=bool(d),
+                                                    out=y[:, :, d * hid:(d + 1) * hid])
+                caches.append(cache)
+                h_n.append(hk)
+                c_n.append(ck)
+            inp = y
+        self.state = (np.stack(h_n), np.stack(c_n))
+        self.cache = caches
+        return inp
+
+    def backward(self, grad_y, grad_state=None):
+        """grad_y (T, B, D*H) -> grad_x; grad_state = (grad_h_n, grad_c_n) or None. The
+        gradients of h0 and c0 are kept in ``.grad_state``."""
+        caches = self._need_cache()
+        hid, dirs = self.hidden_size, self.dirs
+        g = grad_y
+        gh0 = [None] * len(caches)
+        gc0 = [None] * len(caches)
+        for layer in reversed(range(self.num_layers)):
+            gx = None
+            for d in range(dirs):
+                k = layer * dirs + d
+                ghn = None if grad_state is None else grad_state[0][k]
+                gcn = None if grad_state is None else grad_state[1][k]
+                gk = rnn.lstm_backward(g[:, :, d * hid:(d + 1) * hid], ghn, gcn, caches[k])
+                _, sfx = self._weights(layer, d)
+                self._set_grad("weight_ih" + sfx, gk.w_ih)
+                self._set_grad("weight_hh" + sfx, gk.w_hh)
+                self._set_grad("bias_ih" + sfx, gk.b_ih)
+                self._set_grad("bias_hh" + sfx, gk.b_hh)
+                gh0[k], gc0[k] = gk.h0, gk.c0
+                gx = gk.x if gx is None else gx + gk.x
+            g = gx
+        self.grad_state = (np.stack(gh0), np.stack(gc0))
+        return g
