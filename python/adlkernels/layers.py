@@ -10,7 +10,7 @@ Linear/Conv2d weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LSTM weight
 biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
 
 ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
-(running statistics, dropout's step counter) as copies, so training resumes
+(running statistics, dropout's seed and step counter) as copies, so training resumes
 bit-identically. Every layer runs the functional kernels of adlkernels; cupy arrays
 work wherever those kernels have a CUDA implementation.
 """
@@ -222,7 +222,8 @@ class Dropout(Module):
     drawn with seed + k (Philox; see adlkernels.nn), so a run is reproducible from
     ``seed`` and the step counter, which state_dict saves."""
 
-    _buffer_names = ("steps",)
+    _buffer_names = ("seed", "steps")
+    _IDENTITY = "identity"  # cache of a forward that dropped nothing (eval, or p = 0)
 
     def __init__(self, p=0.5, *, seed=None, rng=None):
         super().__init__()
@@ -232,7 +233,7 @@ class Dropout(Module):
 
     def forward(self, x):
         if not self.training or self.p == 0:
-            self.cache = None
+            self.cache = self._IDENTITY
             return x
         y, mask = nn.dropout_forward(x, self.p, seed=(self.seed + self.steps) % 2**64)
         self.steps += 1
@@ -240,9 +241,10 @@ class Dropout(Module):
         return y
 
     def backward(self, grad_y):
-        if self.cache is None:
+        mask = self._need_cache()
+        if isinstance(mask, str):
             return grad_y
-        return nn.dropout_backward(grad_y, self.cache, self.p)
+        return nn.dropout_backward(grad_y, mask, self.p)
 
 
 class _BatchNorm(Module):
@@ -325,8 +327,9 @@ class Flatten(Module):
 
     def forward(self, x):
         self.cache = x.shape
-        end = self.end_dim % x.ndim
-        return x.reshape(x.shape[: self.start_dim] + (-1,) + x.shape[end + 1:])
+        start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
+        merged = math.prod(x.shape[start:end + 1])  # explicit: -1 is ambiguous for size 0
+        return x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1:])
 
     def backward(self, grad_y):
         return grad_y.reshape(self._need_cache())
