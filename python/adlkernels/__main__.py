@@ -1,4 +1,4 @@
-"""python -m adlkernels info | selfcheck"""
+"""python -m adlkernels info | selfcheck | demo"""
 
 from __future__ import annotations
 
@@ -137,6 +137,18 @@ def _selfcheck(args) -> int:
     return 0 if ok else 1
 
 
+def _demo_arguments(parser) -> None:
+    from ._demo import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_demo(args) -> int:
+    from ._demo import run
+
+    return run(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +156,15 @@ def main(argv=None) -> int:
     sub.add_parser("selfcheck", help="check conv2d, max pooling and an LSTM layer, time one conv layer").set_defaults(
         func=_selfcheck
     )
+    demo = sub.add_parser(
+        "demo",
+        help="train a CNN (or --model lstm) on scikit-learn's 8x8 digits; needs adlkernels[demo]",
+        description="Train a LeNet-style CNN (or --model lstm) on scikit-learn's bundled 8x8 digits "
+        "with ak.layers, Adam and a learning-rate schedule, with early stopping on a validation "
+        'split. Needs the optional extra: pip install "adlkernels[demo]".',
+    )
+    _demo_arguments(demo)
+    demo.set_defaults(func=_run_demo)
     args = parser.parse_args(argv)
     return args.func(args)
 
