@@ -117,3 +117,22 @@ def test_out_must_be_row_strided_and_writeable():
     # the untouched half of the buffer stays as it was
     y, *_ = ak.lstm_forward(x, h0, h0, w_ih, w_hh, out=buf[:, :, 5:])
     assert np.all(buf[:, :, :5] == 0) and np.shares_memory(y, buf)
+
+
+def test_lstm_backward_beyond_the_kept_scratch_size():
+    """Gate gradients over 64 MiB take a buffer of the call instead of the thread's
+    persistent scratch; both paths must give the reference gradients."""
+    from reference_rnn import lstm_backward_ref
+
+    rng = np.random.default_rng(3)
+    steps, bsz, n_in, hid = 520, 64, 3, 64  # T*B*4H float64 = 68 MB
+    x = rng.standard_normal((steps, bsz, n_in)) * 0.5
+    h0, c0 = rng.standard_normal((2, bsz, hid)) * 0.5
+    w_ih = rng.standard_normal((4 * hid, n_in)) * 0.3
+    w_hh = rng.standard_normal((4 * hid, hid)) * 0.1
+    y, h_n, c_n, cache = ak.lstm_forward(x, h0, c0, w_ih, w_hh)
+    gy = rng.standard_normal(y.shape)
+    got = ak.lstm_backward(gy, None, None, cache)
+    ref = lstm_backward_ref(gy, None, None, x, h0, c0, w_ih, w_hh)  # (gx, gh0, gc0, gw_ih, gw_hh, ...)
+    for name, want in zip(("x", "h0", "c0", "w_ih", "w_hh"), ref):
+        np.testing.assert_allclose(getattr(got, name), want, rtol=1e-9, atol=1e-9, err_msg=name)

@@ -37,7 +37,9 @@ void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const
                   T* c_n, T* gates, T* cells);
 
 // Full BPTT. grad_y (T*B rows, ldgy), grad_h_n, grad_c_n may be null (zero). y may be null
-// when T <= 1. grad_b (4H) is the gradient of either bias (null: not computed).
+// when T <= 1. grad_b (4H) is the gradient of either bias (null: not computed). The
+// T*B*4H gate gradients use the calling thread's scratch slot 0 (kept between calls) up
+// to 64 MiB, a buffer of the call beyond.
 template <typename T>
 void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
                    const T* grad_c_n, const T* x, const T* h0, const T* c0, const T* w_ih,
