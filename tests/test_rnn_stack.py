@@ -10,10 +10,9 @@ import pytest
 
 import adlkernels as ak
 
-torch = pytest.importorskip("torch")
-
 
 def _torch_lstm(n_in, hid, layers, bidirectional, rng):
+    torch = pytest.importorskip("torch")
     lstm = torch.nn.LSTM(n_in, hid, num_layers=layers, bidirectional=bidirectional).double()
     with torch.no_grad():
         for p in lstm.parameters():
@@ -64,6 +63,7 @@ def _backward(grad_y, grad_h_n, grad_c_n, caches, layers, dirs, hid):
 
 @pytest.mark.parametrize("layers,bidirectional", [(1, True), (2, False), (2, True)])
 def test_stacked_lstm_matches_torch(layers, bidirectional):
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(7)
     steps, bsz, n_in, hid = 5, 3, 4, 6
     dirs = 2 if bidirectional else 1
