@@ -57,6 +57,12 @@ void gemm<double>(bool ta, bool tb, index_t M, index_t N, index_t K, double alph
                     to_blas_int(ldc, "ldc"));
 }
 
+void check_blas_dim(index_t v, const char* what) {
+  if (v < 0 || v > INT_MAX)
+    throw std::length_error(std::string(what) + " = " + std::to_string(v) +
+                            " exceeds the 32-bit BLAS interface");
+}
+
 void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 

@@ -10,6 +10,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
+#include "partition.h"
 #include "vecmath.h"
 
 namespace adlk {
@@ -413,15 +414,9 @@ void dropout_backward(index_t n, const T* grad_y, const bool* mask, double p, T*
 // ---- linear ------------------------------------------------------------------------------------------
 
 namespace {
-struct Range {
-  index_t b, e;
-};
-Range part(index_t n, int np, int p) { return {n * p / np, n * (p + 1) / np}; }
 void check_linear(index_t B, index_t I, index_t O) {
   check(B >= 0 && I >= 0 && O >= 0, "linear: negative size");
-  for (index_t v : {B, I, O})
-    if (v > std::numeric_limits<int>::max())
-      throw std::length_error("linear: dimension " + std::to_string(v) + " exceeds the 32-bit BLAS interface");
+  for (index_t v : {B, I, O}) check_blas_dim(v, "linear dimension");
 }
 }  // namespace
 
@@ -435,13 +430,14 @@ void linear_forward(index_t B, index_t I, index_t O, const T* x, const T* weight
 #pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
-    const Range r = split_out ? Range{0, B} : part(B, np, p);
-    const Range o = split_out ? part(O, np, p) : Range{0, O};
-    if (r.e > r.b && o.e > o.b) {
+    const Span r = split_out ? Span{0, B} : split(B, np, p);
+    const Span o = split_out ? split(O, np, p) : Span{0, O};
+    if (r.size() > 0 && o.size() > 0) {
       if (bias)
-        for (index_t i = r.b; i < r.e; ++i) std::copy(bias + o.b, bias + o.e, y + i * O + o.b);
-      gemm<T>(false, true, r.e - r.b, o.e - o.b, I, T(1), x + r.b * I, I, weight + o.b * I, I,
-              bias ? T(1) : T(0), y + r.b * O + o.b, O);
+        for (index_t i = r.begin; i < r.end; ++i)
+          std::copy(bias + o.begin, bias + o.end, y + i * O + o.begin);
+      gemm<T>(false, true, r.size(), o.size(), I, T(1), x + r.begin * I, I, weight + o.begin * I,
+              I, bias ? T(1) : T(0), y + r.begin * O + o.begin, O);
     }
   }
 }
@@ -454,22 +450,22 @@ void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* 
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     if (grad_x) {
-      const Range r = part(B, np, p);
-      if (r.e > r.b)
-        gemm<T>(false, false, r.e - r.b, I, O, T(1), grad_y + r.b * O, O, weight, I, T(0),
-                grad_x + r.b * I, I);
+      const Span r = split(B, np, p);
+      if (r.size() > 0)
+        gemm<T>(false, false, r.size(), I, O, T(1), grad_y + r.begin * O, O, weight, I, T(0),
+                grad_x + r.begin * I, I);
     }
-    const Range o = part(O, np, p);
-    if (grad_weight && o.e > o.b)
-      gemm<T>(true, false, o.e - o.b, I, B, T(1), grad_y + o.b, O, x, I, T(0),
-              grad_weight + o.b * I, I);
-    if (grad_bias && o.e > o.b) {
+    const Span o = split(O, np, p);
+    if (grad_weight && o.size() > 0)
+      gemm<T>(true, false, o.size(), I, B, T(1), grad_y + o.begin, O, x, I, T(0),
+              grad_weight + o.begin * I, I);
+    if (grad_bias && o.size() > 0) {
       // column sums in row order: the same bits for any thread count
-      std::fill(grad_bias + o.b, grad_bias + o.e, T(0));
+      std::fill(grad_bias + o.begin, grad_bias + o.end, T(0));
       for (index_t i = 0; i < B; ++i) {
         const T* g = grad_y + i * O;
 #pragma omp simd
-        for (index_t j = o.b; j < o.e; ++j) grad_bias[j] += g[j];
+        for (index_t j = o.begin; j < o.end; ++j) grad_bias[j] += g[j];
       }
     }
   }

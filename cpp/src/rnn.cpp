@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -13,26 +12,12 @@
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
 #include "adlk/scratch.h"
+#include "partition.h"
 #include "vecmath.h"
 
 namespace adlk {
 
 namespace {
-
-struct Span {
-  index_t begin = 0, end = 0;
-  index_t size() const { return end - begin; }
-};
-
-// Part p of np of [0, n), boundaries rounded down to multiples of `align` (last part ends at n).
-Span split(index_t n, int np, int p, index_t align = 1) {
-  auto at = [&](int q) {
-    if (q >= np) return n;
-    index_t v = n * q / np;
-    return v - v % align;
-  };
-  return {at(p), at(p + 1)};
-}
 
 // Hidden units per tile are at least this many (GEMMs on narrower column blocks lose
 // efficiency); the rest of the threads split the batch.
@@ -54,12 +39,6 @@ struct TileGrid {
     return rows.size() > 0 && cols.size() > 0;
   }
 };
-
-void check_blas_dim(index_t v, const char* what) {
-  if (v < 0 || v > INT_MAX)
-    throw std::length_error(std::string(what) + " = " + std::to_string(v) +
-                            " exceeds the 32-bit BLAS interface");
-}
 
 index_t checked_mul(index_t a, index_t b, const char* what) {
   index_t r;

@@ -114,6 +114,22 @@ class Args:
             raise self.value_error(name, f"expected {n} bools, got {v!r}")
         return tuple(bool(b) for b in items)
 
+    def real(self, v, name: str, low=None, high=None, high_open=False, allow_nan=False) -> float:
+        """A real number (not a bool) as float, in [low, high] (or [low, high) with
+        high_open); NaN is rejected unless allow_nan."""
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise self.type_error(name, f"expected a number, got {type(v).__name__}")
+        v = float(v)
+        if v != v:
+            if allow_nan:
+                return v
+            raise self.value_error(name, f"must be a number, got {v}")
+        if (low is not None and v < low) or (high is not None and (v >= high if high_open else v > high)):
+            lo = "-inf" if low is None else low
+            rng = f"[{lo}, {high})" if high_open else (f"[{lo}, {high}]" if high is not None else f">= {lo}")
+            raise self.value_error(name, f"must be in {rng}, got {v}")
+        return v
+
     def boolean(self, v, name: str) -> bool:
         if not isinstance(v, (bool, np.bool_)):
             raise self.type_error(name, f"expected a bool, got {type(v).__name__}")

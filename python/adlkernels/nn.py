@@ -39,17 +39,8 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _real(a: Args, v, name: str):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise a.type_error(name, f"expected a number, got {type(v).__name__}")
-    return float(v)
-
-
 def _prob(a: Args, p):
-    p = _real(a, p, "p")
-    if not 0.0 <= p <= 1.0:
-        raise a.value_error("p", f"must be in [0, 1], got {p}")
-    return p
+    return a.real(p, "p", 0.0, 1.0)
 
 
 def _reduction(a: Args, reduction):
@@ -170,14 +161,14 @@ def relu_backward(grad_y, x):
 def leaky_relu_forward(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
     a = Args("leaky_relu_forward")
-    slope = _real(a, negative_slope, "negative_slope")
+    slope = a.real(negative_slope, "negative_slope", allow_nan=True)
     return _adlk.activation_forward(_one(a, x), _LEAKY, slope)
 
 
 def leaky_relu_backward(grad_y, x, negative_slope=0.01):
     """grad_y where x > 0, else negative_slope * grad_y."""
     a = Args("leaky_relu_backward")
-    slope = _real(a, negative_slope, "negative_slope")
+    slope = a.real(negative_slope, "negative_slope", allow_nan=True)
     g, x = _pair(a, dict(grad_y=grad_y, x=x), "grad_y", "x")
     return _adlk.activation_backward(g, x, _LEAKY, slope)
 
@@ -304,7 +295,7 @@ def huber_loss(pred, target, delta=1.0, reduction="mean"):
     """0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta), d = pred - target, as
     ``torch.nn.functional.huber_loss``; grad d or delta * sign(d) (/ n for mean)."""
     a = Args("huber_loss")
-    delta = _real(a, delta, "delta")
+    delta = a.real(delta, "delta", allow_nan=True)
     if not delta > 0:
         raise a.value_error("delta", f"must be > 0, got {delta}")
     return _loss("huber_loss", 2, pred, target, reduction, delta)

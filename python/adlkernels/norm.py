@@ -38,15 +38,6 @@ def _vec(a: Args, v, name: str, c: int):
     return v
 
 
-def _real(a: Args, v, name: str, low=None):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise a.type_error(name, f"expected a number, got {type(v).__name__}")
-    v = float(v)
-    if v != v or (low is not None and v < low):
-        raise a.value_error(name, f"must be >= {low}, got {v}")
-    return v
-
-
 def batchnorm_forward(x, weight, bias, running_mean, running_var, *, training, momentum=0.1,
                       eps=1e-5):
     """Batch normalization, as ``torch.nn.functional.batch_norm``.
@@ -63,8 +54,8 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, *, training, m
     backend = backend_of(a.fn, arrays)
     a.float_dtype(**arrays)
     training = a.boolean(training, "training")
-    momentum = _real(a, momentum, "momentum", 0.0)
-    eps = _real(a, eps, "eps", 0.0)
+    momentum = a.real(momentum, "momentum", 0.0)
+    eps = a.real(eps, "eps", 0.0)
     x = _x_ncs(a, x)
     c = x.shape[1]
     weight, bias = _vec(a, weight, "weight", c), _vec(a, bias, "bias", c)
@@ -129,7 +120,7 @@ def layernorm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     arrays = dict(x=x, weight=weight, bias=bias)
     backend = backend_of(a.fn, arrays)
     a.float_dtype(**arrays)
-    eps = _real(a, eps, "eps", 0.0)
+    eps = a.real(eps, "eps", 0.0)
     x = a.array(x, "x", "(..., *normalized_shape)")
     ns = _normalized_shape(a, x, normalized_shape)
     d = math.prod(ns)

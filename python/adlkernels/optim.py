@@ -155,16 +155,6 @@ def _writeable(a: Args, arr, name: str) -> None:
         raise a.value_error(name, "is updated in place and must be C-contiguous")
 
 
-def _real(a: Args, v, name: str, low=0.0, high=None, high_open=False) -> float:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise a.type_error(name, f"expected a number, got {type(v).__name__}")
-    v = float(v)
-    if math.isnan(v) or v < low or (high is not None and (v >= high if high_open else v > high)):
-        rng = f"[{low}, {high})" if high_open else (f"[{low}, {high}]" if high is not None else f">= {low}")
-        raise a.value_error(name, f"must be in {rng}, got {v}")
-    return v
-
-
 def _step(a: Args, step) -> int:
     if step is None:
         raise a.type_error("step", "the 1-based update count is required")
@@ -189,10 +179,10 @@ def sgd_step(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, da
     ls = _Lists("sgd_step", params, grads, {"momentum_buffers": momentum_buffers})
     a = ls.a
     step = _step(a, step)
-    lr = _real(a, lr, "lr")
-    momentum = _real(a, momentum, "momentum")
-    dampening = _real(a, dampening, "dampening", -math.inf)
-    weight_decay = _real(a, weight_decay, "weight_decay")
+    lr = a.real(lr, "lr", 0.0)
+    momentum = a.real(momentum, "momentum", 0.0)
+    dampening = a.real(dampening, "dampening", -math.inf)
+    weight_decay = a.real(weight_decay, "weight_decay", 0.0)
     nesterov, maximize = _bool(a, nesterov, "nesterov"), _bool(a, maximize, "maximize")
     if nesterov and (momentum <= 0 or dampening != 0):
         raise a.value_error("nesterov", "requires a momentum > 0 and zero dampening")
@@ -210,10 +200,10 @@ def adagrad_step(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weig
     ls = _Lists("adagrad_step", params, grads, {"state_sums": state_sums})
     a = ls.a
     step = _step(a, step)
-    lr = _real(a, lr, "lr")
-    lr_decay = _real(a, lr_decay, "lr_decay")
-    weight_decay = _real(a, weight_decay, "weight_decay")
-    eps = _real(a, eps, "eps")
+    lr = a.real(lr, "lr", 0.0)
+    lr_decay = a.real(lr_decay, "lr_decay", 0.0)
+    weight_decay = a.real(weight_decay, "weight_decay", 0.0)
+    eps = a.real(eps, "eps", 0.0)
     maximize = _bool(a, maximize, "maximize")
     ls.state("state_sums", True, "always")
     require_cpu(a.fn, ls.backend)
@@ -236,11 +226,11 @@ def rmsprop_step(params, grads, square_avgs, *, step, lr=0.01, alpha=0.99, eps=1
     })
     a = ls.a
     step = _step(a, step)
-    lr = _real(a, lr, "lr")
-    alpha = _real(a, alpha, "alpha")
-    eps = _real(a, eps, "eps")
-    weight_decay = _real(a, weight_decay, "weight_decay")
-    momentum = _real(a, momentum, "momentum")
+    lr = a.real(lr, "lr", 0.0)
+    alpha = a.real(alpha, "alpha", 0.0)
+    eps = a.real(eps, "eps", 0.0)
+    weight_decay = a.real(weight_decay, "weight_decay", 0.0)
+    momentum = a.real(momentum, "momentum", 0.0)
     centered, maximize = _bool(a, centered, "centered"), _bool(a, maximize, "maximize")
     ls.state("square_avgs", True, "always")
     ls.state("momentum_buffers", momentum > 0, "momentum > 0")
@@ -267,11 +257,11 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9,
     })
     a = ls.a
     step = _step(a, step)
-    lr = _real(a, lr, "lr")
-    beta1 = _real(a, beta1, "beta1", 0.0, 1.0, high_open=True)
-    beta2 = _real(a, beta2, "beta2", 0.0, 1.0, high_open=True)
-    eps = _real(a, eps, "eps")
-    weight_decay = _real(a, weight_decay, "weight_decay")
+    lr = a.real(lr, "lr", 0.0)
+    beta1 = a.real(beta1, "beta1", 0.0, 1.0, high_open=True)
+    beta2 = a.real(beta2, "beta2", 0.0, 1.0, high_open=True)
+    eps = a.real(eps, "eps", 0.0)
+    weight_decay = a.real(weight_decay, "weight_decay", 0.0)
     decoupled = _bool(a, decoupled_weight_decay, "decoupled_weight_decay")
     amsgrad, maximize = _bool(a, amsgrad, "amsgrad"), _bool(a, maximize, "maximize")
     ls.state("exp_avgs", True, "always")
@@ -298,7 +288,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     dtype = a.float_dtype(**arrays) if arrays else np.dtype(np.float32)
     for i, g in enumerate(grads):
         _writeable(a, g, f"grads[{i}]")
-    max_norm = _real(a, max_norm, "max_norm", -math.inf)
+    max_norm = a.real(max_norm, "max_norm", -math.inf)
     if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
         raise a.type_error("norm_type", f"expected 1, 2 or inf, got {norm_type!r}")
     norm_type = float(norm_type)
@@ -364,7 +354,7 @@ class _Optimizer:
 
     @lr.setter
     def lr(self, value) -> None:
-        self.hyper["lr"] = _real(Args(type(self).__name__), value, "lr")
+        self.hyper["lr"] = Args(type(self).__name__).real(value, "lr", 0.0)
 
     def step(self, grads) -> None:
         kwargs = {k: v for k, v in self.hyper.items()}
@@ -491,7 +481,7 @@ class StepLR(_Schedule):
     def __init__(self, optimizer, step_size, gamma=0.1):
         a = Args("StepLR")
         self.step_size = a.integer(step_size, "step_size", 1)
-        self.gamma = _real(a, gamma, "gamma")
+        self.gamma = a.real(gamma, "gamma", 0.0)
         super().__init__(optimizer)
 
     def _next_lr(self, lr):
@@ -502,7 +492,7 @@ class ExponentialLR(_Schedule):
     """lr times gamma every epoch."""
 
     def __init__(self, optimizer, gamma):
-        self.gamma = _real(Args("ExponentialLR"), gamma, "gamma")
+        self.gamma = Args("ExponentialLR").real(gamma, "gamma", 0.0)
         super().__init__(optimizer)
 
     def _next_lr(self, lr):
@@ -515,7 +505,7 @@ class PolynomialLR(_Schedule):
     def __init__(self, optimizer, total_iters=5, power=1.0):
         a = Args("PolynomialLR")
         self.total_iters = a.integer(total_iters, "total_iters", 1)
-        self.power = _real(a, power, "power")
+        self.power = a.real(power, "power", 0.0)
         super().__init__(optimizer)
 
     def _next_lr(self, lr):

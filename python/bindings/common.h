@@ -42,6 +42,12 @@ const T* in_ptr(const py::array& a, const char* name, const std::vector<index_t>
   return static_cast<const T*>(a.data());
 }
 
+// An optional array argument: None gives a null pointer.
+template <typename T>
+const T* opt_ptr(const py::object& o, const char* name, const std::vector<index_t>& shape) {
+  return o.is_none() ? nullptr : in_ptr<T>(o.cast<py::array>(), name, shape);
+}
+
 // A new C-contiguous output. Sizes whose byte count does not even fit in 63 bits (huge
 // padding or dilation) raise MemoryError here, before numpy computes strides that
 // would overflow.

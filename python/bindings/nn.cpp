@@ -12,11 +12,6 @@ namespace adlk_bind {
 
 namespace {
 
-template <typename T>
-const T* opt_in(const py::object& o, const char* name, const std::vector<index_t>& shape) {
-  return o.is_none() ? nullptr : in_ptr<T>(o.cast<py::array>(), name, shape);
-}
-
 // An optional in-place (C,) array.
 template <typename T>
 T* opt_inout(const py::object& o, const char* name, index_t n) {
@@ -42,10 +37,10 @@ py::tuple batchnorm_forward_t(const py::array& x, const py::object& w, const py:
                               double momentum, double eps) {
   const auto g = bn_geom(x);
   const T* px = in_ptr<T>(x, "x", shape_of(x));
-  const T* pw = opt_in<T>(w, "weight", {g.C});
-  const T* pb = opt_in<T>(b, "bias", {g.C});
-  T* prm = training ? opt_inout<T>(rm, "running_mean", g.C) : const_cast<T*>(opt_in<T>(rm, "running_mean", {g.C}));
-  T* prv = training ? opt_inout<T>(rv, "running_var", g.C) : const_cast<T*>(opt_in<T>(rv, "running_var", {g.C}));
+  const T* pw = opt_ptr<T>(w, "weight", {g.C});
+  const T* pb = opt_ptr<T>(b, "bias", {g.C});
+  T* prm = training ? opt_inout<T>(rm, "running_mean", g.C) : const_cast<T*>(opt_ptr<T>(rm, "running_mean", {g.C}));
+  T* prv = training ? opt_inout<T>(rv, "running_var", g.C) : const_cast<T*>(opt_ptr<T>(rv, "running_var", {g.C}));
   if (!training && (!prm || !prv)) throw py::value_error("running_mean: required in eval mode");
   auto y = new_array<T>(shape_of(x));
   auto sm = new_array<T>({g.C}), si = new_array<T>({g.C});
@@ -63,7 +58,7 @@ py::tuple batchnorm_backward_t(const py::array& dy, const py::array& x, const py
   const auto g = bn_geom(x);
   const T* px = in_ptr<T>(x, "x", shape_of(x));
   const T* pdy = in_ptr<T>(dy, "grad_y", shape_of(x));
-  const T* pw = opt_in<T>(w, "weight", {g.C});
+  const T* pw = opt_ptr<T>(w, "weight", {g.C});
   const T* psm = in_ptr<T>(sm, "save_mean", {g.C});
   const T* psi = in_ptr<T>(si, "save_invstd", {g.C});
   auto gx = new_array<T>(shape_of(x));
@@ -82,8 +77,8 @@ py::tuple layernorm_forward_t(const py::array& x, const py::object& w, const py:
   if (x.ndim() != 2) throw py::value_error("x: expected (rows, D)");
   const index_t rows = x.shape(0), D = x.shape(1);
   const T* px = in_ptr<T>(x, "x", {rows, D});
-  const T* pw = opt_in<T>(w, "weight", {D});
-  const T* pb = opt_in<T>(b, "bias", {D});
+  const T* pw = opt_ptr<T>(w, "weight", {D});
+  const T* pb = opt_ptr<T>(b, "bias", {D});
   auto y = new_array<T>({rows, D});
   auto mean = new_array<T>({rows}), rstd = new_array<T>({rows});
   T *py_ = y.mutable_data(), *pm = mean.mutable_data(), *pr = rstd.mutable_data();
@@ -103,7 +98,7 @@ py::tuple layernorm_backward_t(const py::array& dy, const py::array& x, const py
   const T* pdy = in_ptr<T>(dy, "grad_y", {rows, D});
   const T* pm = in_ptr<T>(mean, "mean", {rows});
   const T* pr = in_ptr<T>(rstd, "rstd", {rows});
-  const T* pw = opt_in<T>(w, "weight", {D});
+  const T* pw = opt_ptr<T>(w, "weight", {D});
   auto gx = new_array<T>({rows, D});
   auto gw = new_array<T>({D}), gb = new_array<T>({D});
   T *pgx = gx.mutable_data(), *pgw = gw.mutable_data(), *pgb = gb.mutable_data();
@@ -149,7 +144,7 @@ py::array_t<T> linear_forward_t(const py::array& x, const py::array& w, const py
   const index_t B = x.shape(0), I = x.shape(1), O = w.shape(0);
   const T* px = in_ptr<T>(x, "x", {B, I});
   const T* pw = in_ptr<T>(w, "weight", {O, I});
-  const T* pb = opt_in<T>(b, "bias", {O});
+  const T* pb = opt_ptr<T>(b, "bias", {O});
   auto y = new_array<T>({B, O});
   T* py_ = y.mutable_data();
   {

@@ -12,11 +12,6 @@ namespace adlk_bind {
 
 namespace {
 
-template <typename T>
-const T* opt_ptr(const py::object& o, const char* name, const std::vector<index_t>& shape) {
-  return o.is_none() ? nullptr : in_ptr<T>(o.cast<py::array>(), name, shape);
-}
-
 // A (T, B, n) array whose (t, b) rows are evenly spaced with unit stride inside a row:
 // returns the base pointer and the row stride in elements.
 template <typename T>
