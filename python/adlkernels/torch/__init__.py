@@ -1,0 +1,34 @@
+"""PyTorch adapter: adlkernels' kernels as torch.library custom operators.
+
+Importing this module imports torch (the core package never does). Tensors cross over
+without copies through DLPack: CPU tensors run the C++ kernels as numpy arrays, CUDA
+tensors the CUDA kernels as cupy arrays on torch's current stream.
+"""
+
+from ._ops import (
+    avg_pool2d,
+    batch_norm,
+    conv2d,
+    cross_entropy,
+    dropout,
+    layer_norm,
+    linear,
+    lstm,
+    max_pool2d,
+    max_unpool2d,
+)
+from . import optim
+
+__all__ = [
+    "avg_pool2d",
+    "batch_norm",
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "layer_norm",
+    "linear",
+    "lstm",
+    "max_pool2d",
+    "max_unpool2d",
+    "optim",
+]
