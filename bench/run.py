@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|optim|nn|all [--threads 2] [--quick] ...``.
+"""Benchmark entry point: ``python bench/run.py conv|pool|rnn|optim|nn|torch_adapter|all [--threads 2] [--quick] ...``.
 
 Every contender (adlkernels, torch, a NumPy reference) runs in this one process at one
 thread count. Results are printed, saved as JSON under bench/results/ and summarised in
@@ -49,6 +49,12 @@ def _nn(ctx):
     return bench_nn.run(ctx)
 
 
+def _torch_adapter(ctx):
+    import bench_torch_adapter
+
+    return bench_torch_adapter.run(ctx)
+
+
 # family -> (RESULTS.md section title, benchmark function)
 FAMILIES = {
     "conv": ("conv (CPU)", _conv),
@@ -56,6 +62,7 @@ FAMILIES = {
     "rnn": ("rnn (CPU)", _rnn),
     "optim": ("optim (CPU)", _optim),
     "nn": ("nn (CPU)", _nn),
+    "torch_adapter": ("torch adapter: digits CNN training step (CPU)", _torch_adapter),
 }
 
 

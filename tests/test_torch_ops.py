@@ -905,3 +905,91 @@ def test_compile_lstm(dynamo_reset, gen):
     x = rnd(gen, 4, 2, 3, dtype=F32)
     t = torch.randint(0, 5, (4, 2), generator=gen)
     _compare_compiled(SmallLSTM, x, t)
+
+
+# ---- the eager shortcut and the registered ops ----------------------------------------
+
+def _every_function(gen):
+    """(name, f, inputs): one call of each public function, float64 leaves."""
+    x4 = rnd(gen, 2, 3, 6, 6)
+    w = rnd(gen, 4, 3, 3, 3, scale=0.3)
+    b = rnd(gen, 4)
+    xs = rnd(gen, 5, 2, 3)
+    h0, c0 = rnd(gen, 2, 4), rnd(gen, 2, 4)
+    w_ih, w_hh, b_ih = rnd(gen, 16, 3), rnd(gen, 16, 4), rnd(gen, 16)
+    logits, targets = rnd(gen, 6, 5), torch.tensor([0, 4, 1, 2, 3, 1])
+    _, idx = F.max_pool2d(x4, 2, return_indices=True)
+    return [
+        ("conv2d", lambda x, w, b: akt.conv2d(x, w, b, stride=2, padding=1), [x4, w, b]),
+        ("max_pool2d", lambda x: akt.max_pool2d(x, 3, 2, 1), [x4]),
+        ("max_unpool2d", lambda x: akt.max_unpool2d(x, idx, 2), [rnd(gen, 2, 3, 3, 3)]),
+        ("avg_pool2d", lambda x: akt.avg_pool2d(x, 3, 2, 1, ceil_mode=True), [x4]),
+        ("batch_norm", lambda x, g, bb: akt.batch_norm(x, torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64), g, bb, training=True), [x4, rnd(gen, 3), rnd(gen, 3)]),
+        ("layer_norm", lambda x, g, bb: akt.layer_norm(x, (6, 6), g, bb), [x4, rnd(gen, 6, 6), rnd(gen, 6, 6)]),
+        ("linear", lambda x, w, b: akt.linear(x, w, b), [rnd(gen, 7, 3), rnd(gen, 4, 3), rnd(gen, 4)]),
+        ("cross_entropy", lambda z: akt.cross_entropy(z, targets, reduction="none"), [logits]),
+        ("dropout", lambda x: akt.dropout(x, 0.4, seed=11), [x4]),
+        ("lstm", lambda x, h, c, wi, wh, bi: akt.lstm(x, h, c, wi, wh, bi), [xs, h0, c0, w_ih, w_hh, b_ih]),
+    ]
+
+
+def _run_with_grads(f, inputs, gen_seed):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    outs = _as_tuple(f(*leaves))
+    g = torch.Generator().manual_seed(gen_seed)
+    cots = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
+    torch.autograd.backward(outs, cots)
+    return [o.detach() for o in outs], [t.grad for t in leaves]
+
+
+def test_shortcut_equals_registered_op(gen, monkeypatch):
+    """Eager calls skip the dispatcher; forcing every call through the registered custom
+    ops (as torch.compile does) gives bit-identical outputs and gradients."""
+    from adlkernels.torch import _ops
+
+    cases = _every_function(gen)
+    fast = {name: _run_with_grads(f, ins, 5) for name, f, ins in cases}
+    via_ops = []
+    real = _ops._Op.__call__
+
+    def through_op(self, *args):
+        via_ops.append(self.op)
+        return self.op(*args)
+
+    monkeypatch.setattr(_ops._Op, "__call__", through_op)
+    for name, f, ins in cases:
+        outs, grads = _run_with_grads(f, ins, 5)
+        for a, b in zip(outs + grads, fast[name][0] + fast[name][1]):
+            assert torch.equal(a, b), name
+    assert len({id(op) for op in via_ops}) >= 18  # every forward and backward op ran
+    monkeypatch.setattr(_ops._Op, "__call__", real)
+
+
+def test_eager_calls_skip_the_dispatcher(gen, monkeypatch):
+    from adlkernels.torch import _ops
+
+    def refuse(*args):
+        raise AssertionError("went through the dispatcher")
+
+    for op in vars(_ops).values():
+        if isinstance(op, _ops._Op):
+            monkeypatch.setattr(op, "op", refuse)
+    for name, f, ins in _every_function(gen):
+        _run_with_grads(f, ins, 1)
+
+
+def test_tracing_sees_the_registered_ops(gen):
+    """Under a dispatch mode (make_fx here, as export and compile use) the calls go to
+    the registered ops, so the traced graph holds them."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x, w = rnd(gen, 2, 3, 6, 6), rnd(gen, 4, 3, 3, 3)
+
+    def f(x, w):
+        y = akt.max_pool2d(akt.conv2d(x, w, padding=1), 2)
+        return akt.linear(y.flatten(1), torch.ones(2, 36, dtype=F64))
+
+    graph = make_fx(f)(x, w)
+    targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert {"adlk.conv2d.default", "adlk.max_pool2d.default", "adlk.linear.default"} <= targets
+    torch.testing.assert_close(graph(x, w), f(x, w), rtol=0, atol=0)

@@ -48,7 +48,7 @@ class Args:
             if a is None:
                 continue
             self._require_array(a, name)
-            dt = np.dtype(a.dtype)
+            dt = a.dtype if isinstance(a, np.ndarray) else np.dtype(a.dtype)
             if dt not in FLOAT_DTYPES:
                 raise self.type_error(name, f"expected float32 or float64, got {dt}")
             if dtype is None:
@@ -75,15 +75,21 @@ class Args:
             return np.require(a, requirements=("C", "A"))
         return a if a.flags.c_contiguous else a.copy(order="C")
 
-    def shape(self, a, name: str, expected: tuple, desc: str) -> None:
-        """``expected`` holds ints, or None where any size is fine."""
-        if len(a.shape) != len(expected) or any(
-            e is not None and s != e for s, e in zip(a.shape, expected)
+    def shape(self, a, name: str, expected: tuple, desc: str | None = None) -> None:
+        """``expected`` holds ints, or None where any size is fine; ``desc`` (default:
+        ``expected`` formatted) is what the error message calls the expected shape."""
+        shape = a.shape
+        if shape == expected:
+            return
+        if len(shape) != len(expected) or any(
+            e is not None and s != e for s, e in zip(shape, expected)
         ):
-            raise self.shape_error(name, desc, a.shape)
+            raise self.shape_error(name, fmt_shape(expected) if desc is None else desc, shape)
 
     # -- integers and pairs ----------------------------------------------------
     def integer(self, v, name: str, min_value: int) -> int:
+        if type(v) is int and min_value <= v <= MAX_GEOM:  # the common case, quickly
+            return v
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise self.type_error(name, f"expected an int, got {type(v).__name__}")
         v = operator.index(v)
@@ -95,6 +101,8 @@ class Args:
 
     def pair(self, v, name: str, min_value: int) -> tuple:
         """An int or a pair of ints (h, w), each >= min_value."""
+        if type(v) is int and min_value <= v <= MAX_GEOM:
+            return (v, v)
         if isinstance(v, (tuple, list)):
             if len(v) != 2:
                 raise self.value_error(name, f"expected an int or a pair (h, w), got {tuple(v)!r}")

@@ -62,7 +62,7 @@ class _ConvCall:
         weight = a.array(weight, "weight", w_desc, ndim=dims + 2)
         n, c_in = x.shape[:2]
         c_out = weight.shape[0]
-        if any(s == 0 for s in x.shape[1:]):
+        if 0 in x.shape[1:]:
             raise a.shape_error("x", x_desc + " with C_in and spatial sizes >= 1", x.shape)
         if c_in % groups:
             raise a.value_error("groups", f"{groups} does not divide C_in = {c_in}")
@@ -70,10 +70,10 @@ class _ConvCall:
             raise a.value_error(
                 "weight", f"C_out = {c_out} must be a positive multiple of groups = {groups}"
             )
-        if any(s == 0 for s in weight.shape[2:]):
+        if 0 in weight.shape[2:]:
             raise a.shape_error("weight", w_desc + " with kernel sizes >= 1", weight.shape)
         expected_w = (c_out, c_in // groups) + weight.shape[2:]
-        a.shape(weight, "weight", expected_w, fmt_shape(expected_w))
+        a.shape(weight, "weight", expected_w)
         if bias is not None:
             bias = a.array(bias, "bias", f"({c_out},)", ndim=1)
             a.shape(bias, "bias", (c_out,), f"({c_out},)")
@@ -84,7 +84,7 @@ class _ConvCall:
         self.y_shape = (n, c_out) + (out if dims == 2 else out[1:])
         if grad_y is not None:
             grad_y = a.array(grad_y, "grad_y", fmt_shape(self.y_shape), ndim=dims + 2)
-            a.shape(grad_y, "grad_y", self.y_shape, fmt_shape(self.y_shape))
+            a.shape(grad_y, "grad_y", self.y_shape)
             if dims == 1:
                 grad_y = grad_y[:, :, None, :]
         self.args, self.fn = a, fn

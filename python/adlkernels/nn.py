@@ -54,7 +54,7 @@ def _pair(a: Args, fn_arrays: dict, first: str, second: str):
     a.float_dtype(**fn_arrays)
     x = a.array(fn_arrays[first], first, "any shape")
     y = a.array(fn_arrays[second], second, fmt_shape(x.shape))
-    a.shape(y, second, x.shape, fmt_shape(x.shape))
+    a.shape(y, second, x.shape)
     require_cpu(a.fn, backend)
     return x, y
 
@@ -98,7 +98,7 @@ def dropout_backward(grad_y, mask, p):
     if not hasattr(mask, "dtype") or np.dtype(mask.dtype) != np.bool_:
         raise a.type_error("mask", f"expected a bool array, got {getattr(mask, 'dtype', type(mask).__name__)}")
     mask = a.array(mask, "mask", fmt_shape(grad_y.shape))
-    a.shape(mask, "mask", grad_y.shape, fmt_shape(grad_y.shape))
+    a.shape(mask, "mask", grad_y.shape)
     require_cpu(a.fn, backend)
     return _adlk.dropout_backward(grad_y.reshape(-1), mask.reshape(-1), p).reshape(grad_y.shape)
 
@@ -136,7 +136,7 @@ def linear_backward(grad_y, x, weight, output_mask=(True, True, True)):
     a.shape(weight, "weight", (None, x.shape[1]), f"(O, {x.shape[1]})")
     shape = (x.shape[0], weight.shape[0])
     grad_y = a.array(grad_y, "grad_y", fmt_shape(shape), ndim=2)
-    a.shape(grad_y, "grad_y", shape, fmt_shape(shape))
+    a.shape(grad_y, "grad_y", shape)
     require_cpu(a.fn, backend)
     return _adlk.linear_backward(grad_y, x, weight, *mask)
 

@@ -89,7 +89,7 @@ def batchnorm_backward(grad_y, x, weight, save_mean, save_invstd, *, training=Tr
     x = _x_ncs(a, x)
     c = x.shape[1]
     grad_y = a.array(grad_y, "grad_y", fmt_shape(x.shape))
-    a.shape(grad_y, "grad_y", x.shape, fmt_shape(x.shape))
+    a.shape(grad_y, "grad_y", x.shape)
     weight = _vec(a, weight, "weight", c)
     if save_mean is None or save_invstd is None:
         raise a.type_error("save_mean", "save_mean and save_invstd from the forward are required")

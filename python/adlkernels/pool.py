@@ -86,7 +86,7 @@ def _indices(a: Args, indices, shape):
     if np.dtype(indices.dtype) != np.dtype(np.int64):
         raise a.type_error("indices", f"expected int64, got {indices.dtype}")
     indices = a.array(indices, "indices", fmt_shape(shape), ndim=4)
-    a.shape(indices, "indices", tuple(shape), fmt_shape(shape))
+    a.shape(indices, "indices", tuple(shape))
     return indices
 
 
@@ -168,7 +168,7 @@ def avgpool2d_backward(grad_y, input_size, kernel_size, stride=None, padding=0, 
     if c == 0:
         raise a.shape_error("grad_y", "(N, C, H_out, W_out) with C >= 1", grad_y.shape)
     k, s, p, _, out = _geometry(a, hw, kernel_size, stride, padding, 1, ceil_mode)
-    a.shape(grad_y, "grad_y", (n, c) + out, fmt_shape((n, c) + out))
+    a.shape(grad_y, "grad_y", (n, c) + out)
     cip = a.boolean(count_include_pad, "count_include_pad")
     require_cpu(a.fn, backend)
     return _adlk.avgpool2d_backward(grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)

@@ -10,6 +10,14 @@ kernels' own: a bad argument raises the same ValueError/TypeError as the array A
 Ops return only tensors; a gradient the caller did not ask for (an ``output_mask``
 entry False, or a bias that is None) comes back as an empty tensor and is turned into
 None by the autograd formula.
+
+Eager calls on plain tensors take a shorter road to the same implementation: a
+``torch.autograd.Function`` built from the op's own implementation, setup and backward
+functions. Going through the dispatcher to a Python custom op costs ~100-200 us per call
+(several Python layers: autograd wrapper, redispatch, dynamo guards), more than many of
+the kernels themselves take on small batches. Whenever anything else is looking —
+torch.compile tracing, fake or subclass tensors, an active dispatch mode (make_fx,
+export) — the call goes to the registered op.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.utils.dlpack import from_dlpack as _from_dlpack
+from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from .. import conv as _conv
 from .. import nn as _nn
@@ -45,36 +55,65 @@ __all__ = [
 # ---- crossing over ------------------------------------------------------------------
 
 
+class _Capsule:
+    """Hands numpy.from_dlpack a capsule made by torch's C exporter: Tensor.__dlpack__
+    is a Python method with several checks, ~4x the cost of the export itself."""
+
+    __slots__ = ("capsule",)
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
+
+
 def _array(t: Optional[Tensor]):
-    """A numpy (CPU) or cupy (CUDA) view of t's memory, or None."""
+    """A read-only numpy (CPU) or cupy (CUDA) view of t's memory, or None."""
     if t is None:
         return None
     t = t.detach()
-    if t.device.type == "cuda":
+    if t.is_cpu:
+        return np.from_dlpack(_Capsule(_to_dlpack(t)))
+    if t.is_cuda:
         import cupy
 
         return cupy.from_dlpack(t)
-    if t.device.type != "cpu":
-        raise ValueError(f"adlkernels.torch: tensors on {t.device} are not supported (cpu or cuda)")
-    return np.from_dlpack(t)
+    raise ValueError(f"adlkernels.torch: tensors on {t.device} are not supported (cpu or cuda)")
 
 
 def _tensor(a) -> Tensor:
-    return torch.from_dlpack(a)
+    return _from_dlpack(a.__dlpack__())
 
 
-@contextlib.contextmanager
+class _CudaStream:
+    """Runs the kernels on torch's current stream of t's device (CuPy's current stream
+    is what the CUDA kernels launch on)."""
+
+    def __init__(self, t: Tensor):
+        self.device = t.device
+
+    def __enter__(self):
+        import cupy
+
+        self.scope = contextlib.ExitStack()
+        self.scope.enter_context(cupy.cuda.Device(self.device.index))
+        stream = torch.cuda.current_stream(self.device)
+        self.scope.enter_context(cupy.cuda.ExternalStream(stream.cuda_stream, self.device.index))
+        return self
+
+    def __exit__(self, *exc):
+        return self.scope.__exit__(*exc)
+
+
+_HOST = contextlib.nullcontext()
+
+
 def _stream_of(t: Tensor):
-    """On CUDA, run the kernels on torch's current stream of t's device."""
-    if t.device.type != "cuda":
-        yield
-        return
-    import cupy
-
-    with cupy.cuda.Device(t.device.index):
-        stream = torch.cuda.current_stream(t.device)
-        with cupy.cuda.ExternalStream(stream.cuda_stream, t.device.index):
-            yield
+    return _CudaStream(t) if t.is_cuda else _HOST
 
 
 def _none_empty(a, like: Tensor) -> Tensor:
@@ -104,11 +143,69 @@ def _conv_size(n, k, s, p, d):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+# ---- one op: the registered custom op and its eager shortcut ------------------------
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def _dispatch_mode_active() -> bool:
+    stack_len = getattr(torch._C, "_len_torch_dispatch_stack", None)
+    return stack_len is None or stack_len() > 0
+
+
+def _eager(args) -> bool:
+    """True when a call may skip the dispatcher: eager mode, plain tensors only."""
+    if (torch.compiler.is_compiling() or _dispatch_mode_active()
+            or torch._C._are_functorch_transforms_active()):
+        return False
+    return all(type(a) in _PLAIN_TENSORS for a in args if isinstance(a, torch.Tensor))
+
+
+class _Op:
+    """A custom op ``adlk::<name>`` made from ``impl`` (type-annotated: the schema), plus
+    an autograd.Function of the same impl/setup/backward for eager calls."""
+
+    def __init__(self, name: str, impl):
+        self.impl = impl
+        self.op = torch.library.custom_op(f"adlk::{name}", impl, mutates_args=())
+        self.function = None
+
+    def fake(self, fn):
+        self.op.register_fake(fn)
+        return fn
+
+    def autograd(self, backward, setup_context) -> None:
+        self.op.register_autograd(backward, setup_context=setup_context)
+
+        impl = self.impl
+
+        # Old-style forward(ctx, ...): a separate setup_context makes Function.apply bind
+        # the arguments through inspect.signature on every call (~80 us).
+        def forward(ctx, *inputs):
+            output = impl(*inputs)
+            ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates...)
+            ctx.num_inputs = len(inputs)
+            setup_context(ctx, inputs, output)
+            return output
+
+        def eager_backward(ctx, *grads):
+            if all(g is None for g in grads):  # nothing flowed back: no gradients
+                return (None,) * ctx.num_inputs
+            return backward(ctx, *grads)
+
+        self.function = type(impl.__name__, (torch.autograd.Function,), {
+            "forward": staticmethod(forward), "backward": staticmethod(eager_backward)})
+
+    def __call__(self, *args):
+        if not _eager(args):
+            return self.op(*args)
+        return self.impl(*args) if self.function is None else self.function.apply(*args)
+
+
 # ---- convolution ----------------------------------------------------------------------
 
 
-@torch.library.custom_op("adlk::conv2d", mutates_args=())
-def _conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
+def _conv2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
             padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
     with _stream_of(x):
         y = _conv.conv2d_forward(_array(x), _array(weight), _array(bias), tuple(stride),
@@ -116,15 +213,17 @@ def _conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[
     return _tensor(y)
 
 
-@_conv2d.register_fake
+_conv2d = _Op("conv2d", _conv2d_impl)
+
+
+@_conv2d.fake
 def _(x, weight, bias, stride, padding, dilation, groups):
     hw = [_conv_size(x.shape[2 + i], weight.shape[2 + i], stride[i], padding[i], dilation[i])
           for i in range(2)]
     return x.new_empty((x.shape[0], weight.shape[0], *hw))
 
 
-@torch.library.custom_op("adlk::conv2d_backward", mutates_args=())
-def _conv2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
+def _conv2d_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
                      padding: Sequence[int], dilation: Sequence[int], groups: int,
                      output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
@@ -134,7 +233,10 @@ def _conv2d_backward(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence
     return _none_empty(gx, x), _none_empty(gw, x), _none_empty(gb, x)
 
 
-@_conv2d_backward.register_fake
+_conv2d_backward = _Op("conv2d_backward", _conv2d_backward_impl)
+
+
+@_conv2d_backward.fake
 def _(grad_y, x, weight, stride, padding, dilation, groups, output_mask):
     shapes = (x.shape, weight.shape, (weight.shape[0],))
     return tuple(x.new_empty(s if m else (0,)) for s, m in zip(shapes, output_mask))
@@ -154,7 +256,7 @@ def _conv2d_grad(ctx, grad_y):
             None, None, None, None)
 
 
-_conv2d.register_autograd(_conv2d_grad, setup_context=_conv2d_setup)
+_conv2d.autograd(_conv2d_grad, _conv2d_setup)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -168,8 +270,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 # ---- pooling --------------------------------------------------------------------------
 
 
-@torch.library.custom_op("adlk::max_pool2d", mutates_args=())
-def _max_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+def _max_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
                 padding: Sequence[int], dilation: Sequence[int],
                 ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     with _stream_of(x):
@@ -183,15 +284,17 @@ def _pooled_hw(x, kernel_size, stride, padding, dilation, ceil_mode):
                          ceil_mode) for i in range(2)]
 
 
-@_max_pool2d.register_fake
+_max_pool2d = _Op("max_pool2d", _max_pool2d_impl)
+
+
+@_max_pool2d.fake
 def _(x, kernel_size, stride, padding, dilation, ceil_mode):
     shape = (x.shape[0], x.shape[1], *_pooled_hw(x, kernel_size, stride, padding, dilation,
                                                  ceil_mode))
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 
-@torch.library.custom_op("adlk::max_pool2d_backward", mutates_args=())
-def _max_pool2d_backward(grad_y: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
+def _max_pool2d_backward_impl(grad_y: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
     with _stream_of(grad_y):
         gx = _pool.maxpool2d_backward(_array(grad_y), _array(indices), tuple(input_size))
     return _tensor(gx)
@@ -202,7 +305,10 @@ def _grad_x_shape(grad_y, input_size):
     return (*grad_y.shape[:2], *input_size[-2:])
 
 
-@_max_pool2d_backward.register_fake
+_max_pool2d_backward = _Op("max_pool2d_backward", _max_pool2d_backward_impl)
+
+
+@_max_pool2d_backward.fake
 def _(grad_y, indices, input_size):
     return grad_y.new_empty(_grad_x_shape(grad_y, input_size))
 
@@ -218,7 +324,7 @@ def _max_pool2d_grad(ctx, grad_y, grad_indices):
     return _max_pool2d_backward(grad_y, indices, ctx.input_size), None, None, None, None, None
 
 
-_max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup)
+_max_pool2d.autograd(_max_pool2d_grad, _max_pool2d_setup)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -233,14 +339,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return (y, idx) if return_indices else y
 
 
-@torch.library.custom_op("adlk::max_unpool2d", mutates_args=())
-def _max_unpool2d(x: Tensor, indices: Tensor, output_size: Sequence[int]) -> Tensor:
+def _max_unpool2d_impl(x: Tensor, indices: Tensor, output_size: Sequence[int]) -> Tensor:
     with _stream_of(x):
         y = _pool.max_unpool2d(_array(x), _array(indices), tuple(output_size))
     return _tensor(y)
 
 
-@_max_unpool2d.register_fake
+_max_unpool2d = _Op("max_unpool2d", _max_unpool2d_impl)
+
+
+@_max_unpool2d.fake
 def _(x, indices, output_size):
     return x.new_empty((x.shape[0], x.shape[1], *output_size))
 
@@ -260,7 +368,7 @@ def _max_unpool2d_grad(ctx, grad_y):
     return gx.reshape(indices.shape), None, None
 
 
-_max_unpool2d.register_autograd(_max_unpool2d_grad, setup_context=_max_unpool2d_setup)
+_max_unpool2d.autograd(_max_unpool2d_grad, _max_unpool2d_setup)
 
 
 def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
@@ -281,8 +389,7 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     return _max_unpool2d(x, indices, size)
 
 
-@torch.library.custom_op("adlk::avg_pool2d", mutates_args=())
-def _avg_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
+def _avg_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
                 padding: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> Tensor:
     with _stream_of(x):
         y = _pool.avgpool2d_forward(_array(x), tuple(kernel_size), tuple(stride), tuple(padding),
@@ -290,14 +397,16 @@ def _avg_pool2d(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
     return _tensor(y)
 
 
-@_avg_pool2d.register_fake
+_avg_pool2d = _Op("avg_pool2d", _avg_pool2d_impl)
+
+
+@_avg_pool2d.fake
 def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
     hw = _pooled_hw(x, kernel_size, stride, padding, (1, 1), ceil_mode)
     return x.new_empty((x.shape[0], x.shape[1], *hw))
 
 
-@torch.library.custom_op("adlk::avg_pool2d_backward", mutates_args=())
-def _avg_pool2d_backward(grad_y: Tensor, input_size: Sequence[int], kernel_size: Sequence[int],
+def _avg_pool2d_backward_impl(grad_y: Tensor, input_size: Sequence[int], kernel_size: Sequence[int],
                          stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
                          count_include_pad: bool) -> Tensor:
     with _stream_of(grad_y):
@@ -306,7 +415,10 @@ def _avg_pool2d_backward(grad_y: Tensor, input_size: Sequence[int], kernel_size:
     return _tensor(gx)
 
 
-@_avg_pool2d_backward.register_fake
+_avg_pool2d_backward = _Op("avg_pool2d_backward", _avg_pool2d_backward_impl)
+
+
+@_avg_pool2d_backward.fake
 def _(grad_y, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad):
     return grad_y.new_empty(_grad_x_shape(grad_y, input_size))
 
@@ -319,7 +431,7 @@ def _avg_pool2d_grad(ctx, grad_y):
     return _avg_pool2d_backward(grad_y, *ctx.args), None, None, None, None, None
 
 
-_avg_pool2d.register_autograd(_avg_pool2d_grad, setup_context=_avg_pool2d_setup)
+_avg_pool2d.autograd(_avg_pool2d_grad, _avg_pool2d_setup)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -336,8 +448,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 # Functional (an op with an autograd formula may not mutate its inputs): the updated
 # running statistics come back as new tensors that batch_norm copies into the buffers.
-@torch.library.custom_op("adlk::batch_norm", mutates_args=())
-def _batch_norm(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+def _batch_norm_impl(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                 weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
                 momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     rm, rv = _array(running_mean), _array(running_var)
@@ -353,7 +464,10 @@ def _batch_norm(x: Tensor, running_mean: Optional[Tensor], running_var: Optional
     return _tensor(y), _tensor(mean), _tensor(invstd), new_rm, new_rv
 
 
-@_batch_norm.register_fake
+_batch_norm = _Op("batch_norm", _batch_norm_impl)
+
+
+@_batch_norm.fake
 def _(x, running_mean, running_var, weight, bias, training, momentum, eps):
     c = x.shape[1]
     rm = (c,) if training and running_mean is not None else (0,)
@@ -362,8 +476,7 @@ def _(x, running_mean, running_var, weight, bias, training, momentum, eps):
             x.new_empty(rv))
 
 
-@torch.library.custom_op("adlk::batch_norm_backward", mutates_args=())
-def _batch_norm_backward(grad_y: Tensor, x: Tensor, weight: Optional[Tensor], save_mean: Tensor,
+def _batch_norm_backward_impl(grad_y: Tensor, x: Tensor, weight: Optional[Tensor], save_mean: Tensor,
                          save_invstd: Tensor, training: bool) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _norm.batchnorm_backward(_array(grad_y), _array(x), _array(weight),
@@ -372,7 +485,10 @@ def _batch_norm_backward(grad_y: Tensor, x: Tensor, weight: Optional[Tensor], sa
     return _tensor(gx), _tensor(gw), _tensor(gb)
 
 
-@_batch_norm_backward.register_fake
+_batch_norm_backward = _Op("batch_norm_backward", _batch_norm_backward_impl)
+
+
+@_batch_norm_backward.fake
 def _(grad_y, x, weight, save_mean, save_invstd, training):
     c = x.shape[1]
     return x.new_empty(x.shape), x.new_empty((c,)), x.new_empty((c,))
@@ -393,7 +509,7 @@ def _batch_norm_grad(ctx, grad_y, grad_mean, grad_invstd, grad_rm, grad_rv):
             _grad_or_none(gb, need[4]), None, None, None)
 
 
-_batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+_batch_norm.autograd(_batch_norm_grad, _batch_norm_setup)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -419,8 +535,7 @@ def _ln_stat_shape(x, normalized_shape):
     return tuple(x.shape[: x.dim() - k]) + (1,) * k
 
 
-@torch.library.custom_op("adlk::layer_norm", mutates_args=())
-def _layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
+def _layer_norm_impl(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
                 bias: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         y, mean, rstd = _norm.layernorm_forward(_array(x), tuple(normalized_shape),
@@ -428,14 +543,16 @@ def _layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Ten
     return _tensor(y), _tensor(mean), _tensor(rstd)
 
 
-@_layer_norm.register_fake
+_layer_norm = _Op("layer_norm", _layer_norm_impl)
+
+
+@_layer_norm.fake
 def _(x, normalized_shape, weight, bias, eps):
     stat = _ln_stat_shape(x, normalized_shape)
     return x.new_empty(x.shape), x.new_empty(stat), x.new_empty(stat)
 
 
-@torch.library.custom_op("adlk::layer_norm_backward", mutates_args=())
-def _layer_norm_backward(grad_y: Tensor, x: Tensor, normalized_shape: Sequence[int], mean: Tensor,
+def _layer_norm_backward_impl(grad_y: Tensor, x: Tensor, normalized_shape: Sequence[int], mean: Tensor,
                          rstd: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _norm.layernorm_backward(_array(grad_y), _array(x), tuple(normalized_shape),
@@ -443,7 +560,10 @@ def _layer_norm_backward(grad_y: Tensor, x: Tensor, normalized_shape: Sequence[i
     return _tensor(gx), _tensor(gw), _tensor(gb)
 
 
-@_layer_norm_backward.register_fake
+_layer_norm_backward = _Op("layer_norm_backward", _layer_norm_backward_impl)
+
+
+@_layer_norm_backward.fake
 def _(grad_y, x, normalized_shape, mean, rstd, weight):
     ns = tuple(normalized_shape)
     return x.new_empty(x.shape), x.new_empty(ns), x.new_empty(ns)
@@ -464,7 +584,7 @@ def _layer_norm_grad(ctx, grad_y, grad_mean, grad_rstd):
             _grad_or_none(gb, need[3]), None)
 
 
-_layer_norm.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
+_layer_norm.autograd(_layer_norm_grad, _layer_norm_setup)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -477,20 +597,21 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 # ---- dense, loss, dropout -------------------------------------------------------------
 
 
-@torch.library.custom_op("adlk::linear", mutates_args=())
-def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def _linear_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     with _stream_of(x):
         y = _nn.linear_forward(_array(x), _array(weight), _array(bias))
     return _tensor(y)
 
 
-@_linear.register_fake
+_linear = _Op("linear", _linear_impl)
+
+
+@_linear.fake
 def _(x, weight, bias):
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
-@torch.library.custom_op("adlk::linear_backward", mutates_args=())
-def _linear_backward(grad_y: Tensor, x: Tensor, weight: Tensor,
+def _linear_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor,
                      output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _nn.linear_backward(_array(grad_y), _array(x), _array(weight),
@@ -498,7 +619,10 @@ def _linear_backward(grad_y: Tensor, x: Tensor, weight: Tensor,
     return _none_empty(gx, x), _none_empty(gw, x), _none_empty(gb, x)
 
 
-@_linear_backward.register_fake
+_linear_backward = _Op("linear_backward", _linear_backward_impl)
+
+
+@_linear_backward.fake
 def _(grad_y, x, weight, output_mask):
     shapes = (x.shape, weight.shape, (weight.shape[0],))
     return tuple(x.new_empty(s if m else (0,)) for s, m in zip(shapes, output_mask))
@@ -515,7 +639,7 @@ def _linear_grad(ctx, grad_y):
     return _grad_or_none(gx, mask[0]), _grad_or_none(gw, mask[1]), _grad_or_none(gb, mask[2])
 
 
-_linear.register_autograd(_linear_grad, setup_context=_linear_setup)
+_linear.autograd(_linear_grad, _linear_setup)
 
 
 def linear(x, weight, bias=None):
@@ -533,8 +657,7 @@ def linear(x, weight, bias=None):
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-@torch.library.custom_op("adlk::cross_entropy", mutates_args=())
-def _cross_entropy(logits: Tensor, targets: Tensor, reduction: str,
+def _cross_entropy_impl(logits: Tensor, targets: Tensor, reduction: str,
                    ignore_index: int) -> Tuple[Tensor, Tensor]:
     with _stream_of(logits):
         loss, grad = _nn.softmax_cross_entropy(_array(logits), _array(targets), reduction,
@@ -542,7 +665,10 @@ def _cross_entropy(logits: Tensor, targets: Tensor, reduction: str,
     return _tensor(loss), _tensor(grad)
 
 
-@_cross_entropy.register_fake
+_cross_entropy = _Op("cross_entropy", _cross_entropy_impl)
+
+
+@_cross_entropy.fake
 def _(logits, targets, reduction, ignore_index):
     loss_shape = (logits.shape[0],) if reduction == "none" else ()
     return logits.new_empty(loss_shape), logits.new_empty(logits.shape)
@@ -561,7 +687,7 @@ def _cross_entropy_grad(ctx, grad_loss, grad_grad):
     return grad_logits * scale, None, None, None
 
 
-_cross_entropy.register_autograd(_cross_entropy_grad, setup_context=_cross_entropy_setup)
+_cross_entropy.autograd(_cross_entropy_grad, _cross_entropy_setup)
 
 
 def cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
@@ -579,26 +705,30 @@ def _seed_to_i64(seed: int) -> int:
     return seed - 2**64 if seed >= 2**63 else seed
 
 
-@torch.library.custom_op("adlk::dropout", mutates_args=())
-def _dropout(x: Tensor, p: float, seed: int) -> Tuple[Tensor, Tensor]:
+def _dropout_impl(x: Tensor, p: float, seed: int) -> Tuple[Tensor, Tensor]:
     with _stream_of(x):
         y, mask = _nn.dropout_forward(_array(x), p, seed=seed % 2**64, training=True)
     return _tensor(y), _tensor(mask)
 
 
-@_dropout.register_fake
+_dropout = _Op("dropout", _dropout_impl)
+
+
+@_dropout.fake
 def _(x, p, seed):
     return x.new_empty(x.shape), x.new_empty(x.shape, dtype=torch.bool)
 
 
-@torch.library.custom_op("adlk::dropout_backward", mutates_args=())
-def _dropout_backward(grad_y: Tensor, mask: Tensor, p: float) -> Tensor:
+def _dropout_backward_impl(grad_y: Tensor, mask: Tensor, p: float) -> Tensor:
     with _stream_of(grad_y):
         gx = _nn.dropout_backward(_array(grad_y), _array(mask), p)
     return _tensor(gx)
 
 
-@_dropout_backward.register_fake
+_dropout_backward = _Op("dropout_backward", _dropout_backward_impl)
+
+
+@_dropout_backward.fake
 def _(grad_y, mask, p):
     return grad_y.new_empty(grad_y.shape)
 
@@ -614,7 +744,7 @@ def _dropout_grad(ctx, grad_y, grad_mask):
     return _dropout_backward(grad_y, mask, ctx.p), None, None
 
 
-_dropout.register_autograd(_dropout_grad, setup_context=_dropout_setup)
+_dropout.autograd(_dropout_grad, _dropout_setup)
 
 
 def dropout(x, p, seed, training=True):
@@ -635,8 +765,7 @@ def dropout(x, p, seed, training=True):
 # ---- LSTM -----------------------------------------------------------------------------
 
 
-@torch.library.custom_op("adlk::lstm", mutates_args=())
-def _lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+def _lstm_impl(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
           b_hh: Optional[Tensor], reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     with _stream_of(x):
         y, h_n, c_n, cache = _rnn.lstm_forward(_array(x), _array(h0), _array(c0), _array(w_ih),
@@ -644,7 +773,10 @@ def _lstm(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: O
     return _tensor(y), _tensor(h_n), _tensor(c_n), _tensor(cache.gates), _tensor(cache.cells)
 
 
-@_lstm.register_fake
+_lstm = _Op("lstm", _lstm_impl)
+
+
+@_lstm.fake
 def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
     t, b = x.shape[0], x.shape[1]
     h = h0.shape[1]
@@ -652,8 +784,7 @@ def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
             x.new_empty((t, b, 4 * h)), x.new_empty((t, b, h)))
 
 
-@torch.library.custom_op("adlk::lstm_backward", mutates_args=())
-def _lstm_backward(grad_y: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
+def _lstm_backward_impl(grad_y: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
                    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
                    b_ih: Optional[Tensor], b_hh: Optional[Tensor], gates: Tensor, cells: Tensor,
                    y: Tensor, reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -666,7 +797,10 @@ def _lstm_backward(grad_y: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_
             _none_empty(g.b_ih, x), _none_empty(g.b_hh, x))
 
 
-@_lstm_backward.register_fake
+_lstm_backward = _Op("lstm_backward", _lstm_backward_impl)
+
+
+@_lstm_backward.fake
 def _(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates, cells, y, reverse):
     return (x.new_empty(x.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
             w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape),
@@ -689,7 +823,7 @@ def _lstm_grad(ctx, grad_y, grad_h_n, grad_c_n, grad_gates, grad_cells):
     return tuple(_grad_or_none(g, need[i]) for i, g in enumerate(grads)) + (None,)
 
 
-_lstm.register_autograd(_lstm_grad, setup_context=_lstm_setup)
+_lstm.autograd(_lstm_grad, _lstm_setup)
 
 
 def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
