@@ -80,3 +80,21 @@ def require_cpu(fn: str, backend: str) -> None:
             f"{fn}: this release has no CUDA kernel for this function; "
             "pass numpy arrays (cupy.asnumpy) to run it on the CPU"
         )
+
+
+def on_gpu(fn: str, backend: str) -> bool:
+    """True when this call runs the CUDA kernels of the convolution and pooling families;
+    False for numpy arrays. Until those kernels have passed their tests on a GPU they
+    run only with ADLK_CUDA_UNVERIFIED=1 (see _cuda.py); otherwise cupy arrays raise
+    RuntimeError as for the families without CUDA kernels."""
+    if backend == CPU:
+        return False
+    from . import _cuda
+
+    if not _cuda.enabled():
+        raise RuntimeError(
+            f"{fn}: the CUDA kernel of this function has not yet been verified on a GPU and "
+            "is off in this release (ADLK_CUDA_UNVERIFIED=1 turns it on); pass numpy "
+            "arrays (cupy.asnumpy) to run it on the CPU"
+        )
+    return True

@@ -9,7 +9,7 @@ Results match ``torch.nn.functional.conv2d``/``conv1d``/``unfold``/``fold``.
 from __future__ import annotations
 
 from . import _adlk
-from ._backend import backend_of, require_cpu
+from ._backend import backend_of, on_gpu
 from ._validate import Args, fmt_shape
 
 __all__ = [
@@ -82,6 +82,7 @@ class _ConvCall:
         kernel = weight.shape[2:]
         out = _out_size(a, x.shape[2:], kernel, stride, padding, dilation)
         self.y_shape = (n, c_out) + (out if dims == 2 else out[1:])
+        self.y_shape_2d = (n, c_out) + out
         if grad_y is not None:
             grad_y = a.array(grad_y, "grad_y", fmt_shape(self.y_shape), ndim=dims + 2)
             a.shape(grad_y, "grad_y", self.y_shape)
@@ -94,7 +95,12 @@ class _ConvCall:
 
 
 def _forward(call: _ConvCall):
-    require_cpu(call.fn, call.backend)
+    if on_gpu(call.fn, call.backend):
+        from . import _cuda
+
+        y = _cuda.conv2d_forward(call.x, call.weight, call.bias, call.stride, call.padding,
+                                 call.dilation, call.groups, call.y_shape_2d)
+        return y if call.dims == 2 else y[:, :, 0, :]
     y = _adlk.conv2d_forward(
         call.x, call.weight, call.bias, call.stride, call.padding, call.dilation, call.groups
     )
@@ -103,11 +109,16 @@ def _forward(call: _ConvCall):
 
 def _backward(call: _ConvCall, output_mask):
     mask = call.args.flags(output_mask, "output_mask", 3)
-    require_cpu(call.fn, call.backend)
-    gx, gw, gb = _adlk.conv2d_backward(
-        call.grad_y, call.x, call.weight, call.stride, call.padding, call.dilation, call.groups,
-        *mask,
-    )
+    if on_gpu(call.fn, call.backend):
+        from . import _cuda
+
+        gx, gw, gb = _cuda.conv2d_backward(call.grad_y, call.x, call.weight, call.stride,
+                                           call.padding, call.dilation, call.groups, mask)
+    else:
+        gx, gw, gb = _adlk.conv2d_backward(
+            call.grad_y, call.x, call.weight, call.stride, call.padding, call.dilation,
+            call.groups, *mask,
+        )
     if call.dims == 1:
         gx = None if gx is None else gx[:, :, 0, :]
         gw = None if gw is None else gw[:, :, 0, :]
@@ -170,8 +181,11 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     x = a.array(x, "x", "(N, C, H, W)", ndim=4)
     if any(v == 0 for v in x.shape[1:]):
         raise a.shape_error("x", "(N, C, H, W) with C, H, W >= 1", x.shape)
-    _out_size(a, x.shape[2:], k, s, p, d)
-    require_cpu(a.fn, backend)
+    out = _out_size(a, x.shape[2:], k, s, p, d)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.im2col(x, k, s, p, d, out)
     return _adlk.im2col(x, k, s, p, d)
 
 
@@ -194,7 +208,10 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
         raise a.shape_error(
             "cols", f"(N, C*{kk}, {blocks}) for kernel {k} and output_size {hw}", cols.shape
         )
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.col2im(cols, rows // kk, hw, k, s, p, d)
     return _adlk.col2im(cols, rows // kk, hw[0], hw[1], k, s, p, d)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _adlk
-from ._backend import backend_of, require_cpu
+from ._backend import backend_of, on_gpu
 from ._validate import Args, fmt_shape
 
 __all__ = [
@@ -100,8 +100,11 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
     backend = backend_of(a.fn, {"x": x})
     a.float_dtype(x=x)
     x = _x4(a, x)
-    k, s, p, d, _ = _geometry(a, x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
-    require_cpu(a.fn, backend)
+    k, s, p, d, out = _geometry(a, x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.maxpool2d_forward(x, k, s, p, d, bool(ceil_mode), out)
     return _adlk.maxpool2d_forward(x, k, s, p, d, bool(ceil_mode))
 
 
@@ -117,7 +120,10 @@ def maxpool2d_backward(grad_y, indices, input_size):
     grad_y = a.array(grad_y, "grad_y", "(N, C, H_out, W_out)", ndim=4)
     hw = _input_size(a, input_size, "input_size", grad_y.shape[:2])
     indices = _indices(a, indices, grad_y.shape)
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.maxpool2d_backward(grad_y, indices, grad_y.shape[:2] + tuple(hw), a.fn)
     return _adlk.maxpool2d_backward(grad_y, indices, hw[0], hw[1])
 
 
@@ -134,7 +140,10 @@ def max_unpool2d(x, indices, output_size):
     x = a.array(x, "x", "(N, C, H, W)", ndim=4)
     hw = _input_size(a, output_size, "output_size", x.shape[:2])
     indices = _indices(a, indices, x.shape)
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.max_unpool2d(x, indices, hw, a.fn)
     return _adlk.max_unpool2d(x, indices, hw[0], hw[1])
 
 
@@ -149,9 +158,12 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     backend = backend_of(a.fn, {"x": x})
     a.float_dtype(x=x)
     x = _x4(a, x)
-    k, s, p, _, _ = _geometry(a, x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    k, s, p, _, out = _geometry(a, x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     cip = a.boolean(count_include_pad, "count_include_pad")
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.avgpool2d_forward(x, k, s, p, bool(ceil_mode), cip, out)
     return _adlk.avgpool2d_forward(x, k, s, p, bool(ceil_mode), cip)
 
 
@@ -170,5 +182,8 @@ def avgpool2d_backward(grad_y, input_size, kernel_size, stride=None, padding=0, 
     k, s, p, _, out = _geometry(a, hw, kernel_size, stride, padding, 1, ceil_mode)
     a.shape(grad_y, "grad_y", (n, c) + out)
     cip = a.boolean(count_include_pad, "count_include_pad")
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        from . import _cuda
+
+        return _cuda.avgpool2d_backward(grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)
     return _adlk.avgpool2d_backward(grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)

@@ -1,0 +1,265 @@
+"""The cupy paths of the convolution and pooling families (API sections 1-2).
+
+The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
+CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
+new C-contiguous cupy arrays on the inputs' device, every launch goes to CuPy's current
+stream of that device, and raw pointers and the stream cross as integers.
+
+GEMMs go through cuBLAS by ``cupy.matmul`` (CuPy's cuBLAS handle, on the same current
+stream); im2col, col2im (a gather: no atomics), the bias, the reductions and the
+pooling kernels are ours. Every result is deterministic: no floating-point atomics, and
+every reduction runs in a fixed order.
+
+Status: these kernels compile in CI but had not yet run on a GPU in this project's
+tests when written, so they stay off unless ``ADLK_CUDA_UNVERIFIED=1`` is set (cupy
+arrays otherwise raise RuntimeError, as before); a GPU run of
+``.ci/gpu_check.sh`` turns them on for its tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ._backend import cuda_module
+
+# Workspace of one chunk of images (column matrix + per-image weight-gradient partials).
+WORKSPACE_BYTES = 256 << 20
+
+
+def enabled() -> bool:
+    return os.environ.get("ADLK_CUDA_UNVERIFIED", "") == "1"
+
+
+def _cp():
+    import cupy
+
+    return cupy
+
+
+def _ptr(a) -> int:
+    return 0 if a is None else int(a.data.ptr)
+
+
+def _stream() -> int:
+    return int(_cp().cuda.get_current_stream().ptr)
+
+
+def _is_double(dtype) -> bool:
+    return np.dtype(dtype) == np.float64
+
+
+class _OnDevice:
+    """Makes the arrays' device current (allocations, launches, the current stream)."""
+
+    def __init__(self, a):
+        self.device = a.device
+
+    def __enter__(self):
+        self.device.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.device.__exit__(*exc)
+
+
+# ---- convolution ------------------------------------------------------------------------
+
+
+def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups):
+    n, c, h, w = x_shape
+    return (n, c, h, w, w_shape[0], w_shape[2], w_shape[3], stride[0], stride[1], padding[0],
+            padding[1], dilation[0], dilation[1], groups)
+
+
+def _is_pointwise(geom) -> bool:
+    """1x1 kernel, stride 1, no padding: the column matrix is x itself."""
+    return geom[5:13] == (1, 1, 1, 1, 0, 0, 1, 1)
+
+
+def _chunk(geom, dtype):
+    mod = cuda_module()
+    itemsize = np.dtype(dtype).itemsize
+    nb = max(1, min(geom[0], mod.conv2d_chunk_images(geom, itemsize, WORKSPACE_BYTES)))
+    return nb, mod.conv2d_workspace_elems(geom, nb)
+
+
+def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, y_shape):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        n, c_in = x.shape[:2]
+        c_out = weight.shape[0]
+        y = cp.empty(y_shape, x.dtype)
+        if n == 0:
+            return y
+        geom = _conv_geom(x.shape, weight.shape, stride, padding, dilation, groups)
+        dbl, length = _is_double(x.dtype), y_shape[2] * y_shape[3]
+        k_g, c_g = (c_in // groups) * weight.shape[2] * weight.shape[3], c_out // groups
+        w_g = weight.reshape(groups, c_g, k_g)
+        pointwise = _is_pointwise(geom)
+        nb, ws_elems = _chunk(geom, x.dtype)
+        ws = None if pointwise else cp.empty(ws_elems, x.dtype)
+        for n0 in range(0, n, nb):
+            m = min(nb, n - n0)
+            if pointwise:
+                cols = x[n0:n0 + m].reshape(m, groups, k_g, length)
+            else:
+                cols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
+                mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dbl, _stream())
+            out = y[n0:n0 + m].reshape(m, groups, c_g, length)
+            cp.matmul(w_g, cols, out=out)  # (groups, c_g, k_g) x (m, groups, k_g, L)
+        if bias is not None:
+            y += bias.reshape(1, c_out, 1, 1)
+        return y
+
+
+def conv2d_backward(grad_y, x, weight, stride, padding, dilation, groups, mask):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        n, c_in, h, w = x.shape
+        c_out, _, kh, kw = weight.shape
+        geom = _conv_geom(x.shape, weight.shape, stride, padding, dilation, groups)
+        dbl, s = _is_double(x.dtype), _stream
+        length = grad_y.shape[2] * grad_y.shape[3]
+        k_g, c_g = (c_in // groups) * kh * kw, c_out // groups
+        gx = cp.empty(x.shape, x.dtype) if mask[0] else None
+        gw = cp.zeros(weight.shape, x.dtype) if mask[1] else None
+        gb = cp.empty((c_out,), x.dtype) if mask[2] else None
+        if gb is not None:
+            if n == 0:
+                gb.fill(0)
+            else:
+                mod.channel_sums(_ptr(grad_y), _ptr(gb), n, c_out, length, dbl, s())
+        if n == 0 or not (mask[0] or mask[1]):
+            if gx is not None:
+                gx.fill(0)
+            return gx, gw, gb
+        pointwise = _is_pointwise(geom)
+        nb, ws_elems = _chunk(geom, x.dtype)
+        ws = cp.empty(ws_elems, x.dtype)
+        cols_elems = nb * groups * k_g * length
+        w_t = weight.reshape(groups, c_g, k_g).transpose(0, 2, 1)  # (groups, k_g, c_g)
+        for i, n0 in enumerate(range(0, n, nb)):
+            m = min(nb, n - n0)
+            dy = grad_y[n0:n0 + m].reshape(m, groups, c_g, length)
+            if gw is not None:
+                if pointwise:
+                    cols = x[n0:n0 + m].reshape(m, groups, k_g, length)
+                else:
+                    cols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
+                    mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dbl, s())
+                partials = ws[cols_elems: cols_elems + m * c_out * k_g].reshape(m, groups, c_g, k_g)
+                cp.matmul(dy, cols.transpose(0, 1, 3, 2), out=partials)
+                # sum over the chunk's images in order, added to the earlier chunks' sum
+                mod.sum_batches(_ptr(partials), _ptr(gw), m, c_out * k_g, i > 0, dbl, s())
+            if gx is not None:
+                if pointwise:
+                    cp.matmul(w_t, dy, out=gx[n0:n0 + m].reshape(m, groups, k_g, length))
+                else:
+                    dcols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
+                    cp.matmul(w_t, dy, out=dcols)
+                    mod.col2im(_ptr(dcols), _ptr(gx), geom, n0, m, dbl, s())
+        return gx, gw, gb
+
+
+def im2col(x, kernel, stride, padding, dilation, out_hw):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        n, c = x.shape[:2]
+        cols = cp.empty((n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]), x.dtype)
+        if n:
+            geom = (n, c, x.shape[2], x.shape[3], 0, kernel[0], kernel[1], stride[0], stride[1],
+                    padding[0], padding[1], dilation[0], dilation[1], 1)
+            mod.im2col(_ptr(x), _ptr(cols), geom, 0, n, _is_double(x.dtype), _stream())
+        return cols
+
+
+def col2im(cols, channels, hw, kernel, stride, padding, dilation):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(cols):
+        n = cols.shape[0]
+        x = cp.empty((n, channels) + tuple(hw), cols.dtype)
+        if n:
+            geom = (n, channels, hw[0], hw[1], 0, kernel[0], kernel[1], stride[0], stride[1],
+                    padding[0], padding[1], dilation[0], dilation[1], 1)
+            mod.col2im(_ptr(cols), _ptr(x), geom, 0, n, _is_double(cols.dtype), _stream())
+        return x
+
+
+# ---- pooling ----------------------------------------------------------------------------
+
+
+def _pool_geom(shape, k, s, p, d, ceil_mode):
+    n, c, h, w = shape
+    return (n, c, h, w, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], bool(ceil_mode))
+
+
+def maxpool2d_forward(x, k, s, p, d, ceil_mode, out_hw):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        shape = x.shape[:2] + tuple(out_hw)
+        y, idx = cp.empty(shape, x.dtype), cp.empty(shape, np.int64)
+        if y.size:
+            mod.maxpool2d_forward(_ptr(x), _ptr(y), _ptr(idx), _pool_geom(x.shape, k, s, p, d, ceil_mode),
+                                  _is_double(x.dtype), _stream())
+        return y, idx
+
+
+def first_bad_index(indices, dst_size) -> int:
+    """Flat position of the first index outside [-1, dst_size), or -1 (synchronizes)."""
+    if indices.size == 0:
+        return -1
+    return cuda_module().first_index_out_of_range(_ptr(indices), indices.size, dst_size, _stream())
+
+
+def maxpool2d_backward(grad_y, indices, nchw, fn):
+    """The index scatter of the max-pooling backward, one (n, c) plane per thread in scan
+    order (the pooling geometry is not an argument, so the windows are unknown)."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grad_y):
+        plane = nchw[2] * nchw[3]
+        bad = first_bad_index(indices, plane)
+        if bad >= 0:
+            raise ValueError(f"{fn}: indices: entry {bad} is outside [0, {plane}) (and not -1)")
+        gx = cp.empty(nchw, grad_y.dtype)
+        planes = nchw[0] * nchw[1]
+        if gx.size:
+            mod.maxpool2d_backward_planes(_ptr(grad_y), _ptr(indices), _ptr(gx), planes,
+                                          grad_y.shape[2] * grad_y.shape[3], plane,
+                                          _is_double(grad_y.dtype), _stream())
+        return gx
+
+
+def max_unpool2d(x, indices, hw, fn):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        plane = hw[0] * hw[1]
+        bad = first_bad_index(indices, plane)
+        if bad >= 0:
+            raise ValueError(f"{fn}: indices: entry {bad} is outside [0, {plane}) (and not -1)")
+        y = cp.empty(x.shape[:2] + tuple(hw), x.dtype)
+        if y.size:
+            mod.max_unpool2d_planes(_ptr(x), _ptr(indices), _ptr(y), x.shape[0] * x.shape[1],
+                                    x.shape[2] * x.shape[3], plane, _is_double(x.dtype), _stream())
+        return y
+
+
+def avgpool2d_forward(x, k, s, p, ceil_mode, cip, out_hw):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        y = cp.empty(x.shape[:2] + tuple(out_hw), x.dtype)
+        if y.size:
+            mod.avgpool2d_forward(_ptr(x), _ptr(y), _pool_geom(x.shape, k, s, p, (1, 1), ceil_mode),
+                                  bool(cip), _is_double(x.dtype), _stream())
+        return y
+
+
+def avgpool2d_backward(grad_y, nchw, k, s, p, ceil_mode, cip):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grad_y):
+        gx = cp.empty(nchw, grad_y.dtype)
+        if gx.size:
+            mod.avgpool2d_backward(_ptr(grad_y), _ptr(gx), _pool_geom(nchw, k, s, p, (1, 1), ceil_mode),
+                                   bool(cip), _is_double(grad_y.dtype), _stream())
+        return gx
