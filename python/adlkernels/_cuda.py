@@ -213,15 +213,19 @@ def first_bad_index(indices, dst_size) -> int:
     return cuda_module().first_index_out_of_range(_ptr(indices), indices.size, dst_size, _stream())
 
 
+def _check_indices(indices, plane: int, fn: str) -> None:
+    bad = first_bad_index(indices, plane)
+    if bad >= 0:
+        raise ValueError(f"{fn}: indices: entry {bad} is outside [0, {plane}) (and not -1)")
+
+
 def maxpool2d_backward(grad_y, indices, nchw, fn):
     """The index scatter of the max-pooling backward, one (n, c) plane per thread in scan
     order (the pooling geometry is not an argument, so the windows are unknown)."""
     cp, mod = _cp(), cuda_module()
     with _OnDevice(grad_y):
         plane = nchw[2] * nchw[3]
-        bad = first_bad_index(indices, plane)
-        if bad >= 0:
-            raise ValueError(f"{fn}: indices: entry {bad} is outside [0, {plane}) (and not -1)")
+        _check_indices(indices, plane, fn)
         gx = cp.empty(nchw, grad_y.dtype)
         planes = nchw[0] * nchw[1]
         if gx.size:
@@ -235,9 +239,7 @@ def max_unpool2d(x, indices, hw, fn):
     cp, mod = _cp(), cuda_module()
     with _OnDevice(x):
         plane = hw[0] * hw[1]
-        bad = first_bad_index(indices, plane)
-        if bad >= 0:
-            raise ValueError(f"{fn}: indices: entry {bad} is outside [0, {plane}) (and not -1)")
+        _check_indices(indices, plane, fn)
         y = cp.empty(x.shape[:2] + tuple(hw), x.dtype)
         if y.size:
             mod.max_unpool2d_planes(_ptr(x), _ptr(indices), _ptr(y), x.shape[0] * x.shape[1],

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda_common.h"
+
 #include "adlk/conv.h"
 #include "adlk/cuda/conv.h"
 
@@ -46,13 +48,6 @@ adlk::Conv2dGeom geom_from_tuple(const py::tuple& t) {
   return g;
 }
 
-template <typename T>
-T* dptr(std::uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-void* sptr(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
-
 }  // namespace
 
 void bind_cuda_conv(py::module_& m) {
@@ -63,11 +58,11 @@ void bind_cuda_conv(py::module_& m) {
         const adlk::Conv2dGeom g = geom_from_tuple(geom);
         py::gil_scoped_release nogil;
         if (is_double)
-          adlk::cuda::im2col<double>(dptr<const double>(x), dptr<double>(cols), g, n0, nb,
-                                     sptr(stream));
+          adlk::cuda::im2col<double>(adlk_bind::dev_ptr<const double>(x), adlk_bind::dev_ptr<double>(cols), g, n0, nb,
+                                     adlk_bind::as_stream(stream));
         else
-          adlk::cuda::im2col<float>(dptr<const float>(x), dptr<float>(cols), g, n0, nb,
-                                    sptr(stream));
+          adlk::cuda::im2col<float>(adlk_bind::dev_ptr<const float>(x), adlk_bind::dev_ptr<float>(cols), g, n0, nb,
+                                    adlk_bind::as_stream(stream));
       },
       py::arg("x"), py::arg("cols"), py::arg("geom"), py::arg("n0"), py::arg("nb"),
       py::arg("is_double"), py::arg("stream"),
@@ -80,11 +75,11 @@ void bind_cuda_conv(py::module_& m) {
         const adlk::Conv2dGeom g = geom_from_tuple(geom);
         py::gil_scoped_release nogil;
         if (is_double)
-          adlk::cuda::col2im<double>(dptr<const double>(cols), dptr<double>(x), g, n0, nb,
-                                     sptr(stream));
+          adlk::cuda::col2im<double>(adlk_bind::dev_ptr<const double>(cols), adlk_bind::dev_ptr<double>(x), g, n0, nb,
+                                     adlk_bind::as_stream(stream));
         else
-          adlk::cuda::col2im<float>(dptr<const float>(cols), dptr<float>(x), g, n0, nb,
-                                    sptr(stream));
+          adlk::cuda::col2im<float>(adlk_bind::dev_ptr<const float>(cols), adlk_bind::dev_ptr<float>(x), g, n0, nb,
+                                    adlk_bind::as_stream(stream));
       },
       py::arg("cols"), py::arg("x"), py::arg("geom"), py::arg("n0"), py::arg("nb"),
       py::arg("is_double"), py::arg("stream"),
@@ -97,11 +92,11 @@ void bind_cuda_conv(py::module_& m) {
          bool is_double, std::uintptr_t stream) {
         py::gil_scoped_release nogil;
         if (is_double)
-          adlk::cuda::bias_fill<double>(dptr<double>(y), dptr<const double>(bias), N, C_out, L,
-                                        sptr(stream));
+          adlk::cuda::bias_fill<double>(adlk_bind::dev_ptr<double>(y), adlk_bind::dev_ptr<const double>(bias), N, C_out, L,
+                                        adlk_bind::as_stream(stream));
         else
-          adlk::cuda::bias_fill<float>(dptr<float>(y), dptr<const float>(bias), N, C_out, L,
-                                       sptr(stream));
+          adlk::cuda::bias_fill<float>(adlk_bind::dev_ptr<float>(y), adlk_bind::dev_ptr<const float>(bias), N, C_out, L,
+                                       adlk_bind::as_stream(stream));
       },
       py::arg("y"), py::arg("bias"), py::arg("N"), py::arg("C_out"), py::arg("L"),
       py::arg("is_double"), py::arg("stream"), "y (N, C_out, L)[n, c, l] = bias[c].");
@@ -112,11 +107,11 @@ void bind_cuda_conv(py::module_& m) {
          std::uintptr_t stream) {
         py::gil_scoped_release nogil;
         if (is_double)
-          adlk::cuda::channel_sums<double>(dptr<const double>(dy), dptr<double>(db), N, C, L,
-                                           sptr(stream));
+          adlk::cuda::channel_sums<double>(adlk_bind::dev_ptr<const double>(dy), adlk_bind::dev_ptr<double>(db), N, C, L,
+                                           adlk_bind::as_stream(stream));
         else
-          adlk::cuda::channel_sums<float>(dptr<const float>(dy), dptr<float>(db), N, C, L,
-                                          sptr(stream));
+          adlk::cuda::channel_sums<float>(adlk_bind::dev_ptr<const float>(dy), adlk_bind::dev_ptr<float>(db), N, C, L,
+                                          adlk_bind::as_stream(stream));
       },
       py::arg("dy"), py::arg("db"), py::arg("N"), py::arg("C"), py::arg("L"),
       py::arg("is_double"), py::arg("stream"),
@@ -128,11 +123,11 @@ void bind_cuda_conv(py::module_& m) {
          bool accumulate, bool is_double, std::uintptr_t stream) {
         py::gil_scoped_release nogil;
         if (is_double)
-          adlk::cuda::sum_batches<double>(dptr<const double>(partials), dptr<double>(out), nb,
-                                          count, accumulate, sptr(stream));
+          adlk::cuda::sum_batches<double>(adlk_bind::dev_ptr<const double>(partials), adlk_bind::dev_ptr<double>(out), nb,
+                                          count, accumulate, adlk_bind::as_stream(stream));
         else
-          adlk::cuda::sum_batches<float>(dptr<const float>(partials), dptr<float>(out), nb,
-                                         count, accumulate, sptr(stream));
+          adlk::cuda::sum_batches<float>(adlk_bind::dev_ptr<const float>(partials), adlk_bind::dev_ptr<float>(out), nb,
+                                         count, accumulate, adlk_bind::as_stream(stream));
       },
       py::arg("partials"), py::arg("out"), py::arg("nb"), py::arg("count"),
       py::arg("accumulate"), py::arg("is_double"), py::arg("stream"),

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda_common.h"
+
 #include "adlk/cuda/pool.h"
 
 namespace py = pybind11;
@@ -38,13 +40,6 @@ adlk::Pool2dGeom make_geom(const py::tuple& t) {
   return g;
 }
 
-template <typename T>
-T* dev_ptr(std::uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-void* as_stream(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
-
 adlk::IndexScatterGeom scatter_geom(index_t planes, index_t count, index_t dst_size) {
   if (planes < 0 || count < 0 || dst_size < 0)
     throw py::value_error("planes, count and dst_size must be >= 0");
@@ -66,11 +61,11 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::Pool2dGeom g = make_geom(geom);
         py::gil_scoped_release release;
         if (is_double)
-          ac::maxpool2d_forward<double>(dev_ptr<const double>(x), g, dev_ptr<double>(y),
-                                        dev_ptr<I64>(indices), as_stream(stream));
+          ac::maxpool2d_forward<double>(adlk_bind::dev_ptr<const double>(x), g, adlk_bind::dev_ptr<double>(y),
+                                        adlk_bind::dev_ptr<I64>(indices), adlk_bind::as_stream(stream));
         else
-          ac::maxpool2d_forward<float>(dev_ptr<const float>(x), g, dev_ptr<float>(y),
-                                       dev_ptr<I64>(indices), as_stream(stream));
+          ac::maxpool2d_forward<float>(adlk_bind::dev_ptr<const float>(x), g, adlk_bind::dev_ptr<float>(y),
+                                       adlk_bind::dev_ptr<I64>(indices), adlk_bind::as_stream(stream));
       },
       py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("geom"), py::arg("is_double"),
       py::arg("stream"),
@@ -81,8 +76,8 @@ void bind_cuda_pool(py::module_& m) {
       [](std::uintptr_t indices, const py::tuple& geom, std::uintptr_t stream) {
         const adlk::Pool2dGeom g = make_geom(geom);
         py::gil_scoped_release release;
-        return ac::maxpool2d_first_outside_window(dev_ptr<const I64>(indices), g,
-                                                  as_stream(stream));
+        return ac::maxpool2d_first_outside_window(adlk_bind::dev_ptr<const I64>(indices), g,
+                                                  adlk_bind::as_stream(stream));
       },
       py::arg("indices"), py::arg("geom"), py::arg("stream"),
       "Smallest flat position whose index is neither -1 nor in its own window, or -1 "
@@ -94,8 +89,8 @@ void bind_cuda_pool(py::module_& m) {
         if (count < 0 || dst_size < 0)
           throw py::value_error("count and dst_size must be >= 0");
         py::gil_scoped_release release;
-        return ac::first_index_out_of_range(dev_ptr<const I64>(indices), count, dst_size,
-                                            as_stream(stream));
+        return ac::first_index_out_of_range(adlk_bind::dev_ptr<const I64>(indices), count, dst_size,
+                                            adlk_bind::as_stream(stream));
       },
       py::arg("indices"), py::arg("count"), py::arg("dst_size"), py::arg("stream"),
       "Smallest i in [0, count) with indices[i] outside [-1, dst_size), or -1 "
@@ -108,11 +103,11 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::Pool2dGeom g = make_geom(geom);
         py::gil_scoped_release release;
         if (is_double)
-          ac::maxpool2d_backward<double>(dev_ptr<const double>(dy), dev_ptr<const I64>(indices),
-                                         g, dev_ptr<double>(dx), as_stream(stream));
+          ac::maxpool2d_backward<double>(adlk_bind::dev_ptr<const double>(dy), adlk_bind::dev_ptr<const I64>(indices),
+                                         g, adlk_bind::dev_ptr<double>(dx), adlk_bind::as_stream(stream));
         else
-          ac::maxpool2d_backward<float>(dev_ptr<const float>(dy), dev_ptr<const I64>(indices),
-                                        g, dev_ptr<float>(dx), as_stream(stream));
+          ac::maxpool2d_backward<float>(adlk_bind::dev_ptr<const float>(dy), adlk_bind::dev_ptr<const I64>(indices),
+                                        g, adlk_bind::dev_ptr<float>(dx), adlk_bind::as_stream(stream));
       },
       py::arg("dy"), py::arg("indices"), py::arg("dx"), py::arg("geom"), py::arg("is_double"),
       py::arg("stream"),
@@ -126,13 +121,13 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::IndexScatterGeom g = scatter_geom(planes, count, dst_size);
         py::gil_scoped_release release;
         if (is_double)
-          ac::maxpool2d_backward_planes<double>(dev_ptr<const double>(dy),
-                                                dev_ptr<const I64>(indices), g,
-                                                dev_ptr<double>(dx), as_stream(stream));
+          ac::maxpool2d_backward_planes<double>(adlk_bind::dev_ptr<const double>(dy),
+                                                adlk_bind::dev_ptr<const I64>(indices), g,
+                                                adlk_bind::dev_ptr<double>(dx), adlk_bind::as_stream(stream));
         else
-          ac::maxpool2d_backward_planes<float>(dev_ptr<const float>(dy),
-                                               dev_ptr<const I64>(indices), g,
-                                               dev_ptr<float>(dx), as_stream(stream));
+          ac::maxpool2d_backward_planes<float>(adlk_bind::dev_ptr<const float>(dy),
+                                               adlk_bind::dev_ptr<const I64>(indices), g,
+                                               adlk_bind::dev_ptr<float>(dx), adlk_bind::as_stream(stream));
       },
       py::arg("dy"), py::arg("indices"), py::arg("dx"), py::arg("planes"), py::arg("count"),
       py::arg("dst_size"), py::arg("is_double"), py::arg("stream"),
@@ -145,11 +140,11 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::IndexScatterGeom g = scatter_geom(planes, count, dst_size);
         py::gil_scoped_release release;
         if (is_double)
-          ac::max_unpool2d_planes<double>(dev_ptr<const double>(x), dev_ptr<const I64>(indices),
-                                          g, dev_ptr<double>(y), as_stream(stream));
+          ac::max_unpool2d_planes<double>(adlk_bind::dev_ptr<const double>(x), adlk_bind::dev_ptr<const I64>(indices),
+                                          g, adlk_bind::dev_ptr<double>(y), adlk_bind::as_stream(stream));
         else
-          ac::max_unpool2d_planes<float>(dev_ptr<const float>(x), dev_ptr<const I64>(indices),
-                                         g, dev_ptr<float>(y), as_stream(stream));
+          ac::max_unpool2d_planes<float>(adlk_bind::dev_ptr<const float>(x), adlk_bind::dev_ptr<const I64>(indices),
+                                         g, adlk_bind::dev_ptr<float>(y), adlk_bind::as_stream(stream));
       },
       py::arg("x"), py::arg("indices"), py::arg("y"), py::arg("planes"), py::arg("count"),
       py::arg("dst_size"), py::arg("is_double"), py::arg("stream"),
@@ -162,11 +157,11 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::Pool2dGeom g = make_geom(geom);
         py::gil_scoped_release release;
         if (is_double)
-          ac::avgpool2d_forward<double>(dev_ptr<const double>(x), g, count_include_pad,
-                                        dev_ptr<double>(y), as_stream(stream));
+          ac::avgpool2d_forward<double>(adlk_bind::dev_ptr<const double>(x), g, count_include_pad,
+                                        adlk_bind::dev_ptr<double>(y), adlk_bind::as_stream(stream));
         else
-          ac::avgpool2d_forward<float>(dev_ptr<const float>(x), g, count_include_pad,
-                                       dev_ptr<float>(y), as_stream(stream));
+          ac::avgpool2d_forward<float>(adlk_bind::dev_ptr<const float>(x), g, count_include_pad,
+                                       adlk_bind::dev_ptr<float>(y), adlk_bind::as_stream(stream));
       },
       py::arg("x"), py::arg("y"), py::arg("geom"), py::arg("count_include_pad"),
       py::arg("is_double"), py::arg("stream"),
@@ -179,11 +174,11 @@ void bind_cuda_pool(py::module_& m) {
         const adlk::Pool2dGeom g = make_geom(geom);
         py::gil_scoped_release release;
         if (is_double)
-          ac::avgpool2d_backward<double>(dev_ptr<const double>(dy), g, count_include_pad,
-                                         dev_ptr<double>(dx), as_stream(stream));
+          ac::avgpool2d_backward<double>(adlk_bind::dev_ptr<const double>(dy), g, count_include_pad,
+                                         adlk_bind::dev_ptr<double>(dx), adlk_bind::as_stream(stream));
         else
-          ac::avgpool2d_backward<float>(dev_ptr<const float>(dy), g, count_include_pad,
-                                        dev_ptr<float>(dx), as_stream(stream));
+          ac::avgpool2d_backward<float>(adlk_bind::dev_ptr<const float>(dy), g, count_include_pad,
+                                        adlk_bind::dev_ptr<float>(dx), adlk_bind::as_stream(stream));
       },
       py::arg("dy"), py::arg("dx"), py::arg("geom"), py::arg("count_include_pad"),
       py::arg("is_double"), py::arg("stream"),
