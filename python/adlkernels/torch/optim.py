@@ -64,7 +64,13 @@ def _views(device: torch.device, tensors):
 
 
 class _FusedOptimizer(Optimizer):
-    """Shared machinery: group checks, param checks, the step loop and the kernel call."""
+    """Shared machinery: group checks, param checks, the step loop and the kernel call.
+
+    Each optimizer class defines ``_state_names(group)`` ({step-function keyword: state
+    key} of the state arrays the group needs), ``_hyper(group)`` (the step function's
+    hyper-parameter keywords) and, unless it overrides ``_group_step``,
+    ``_init_state(group, p, state)`` (torch.optim's initial state of one parameter).
+    """
 
     _ak_name = ""  # the adlkernels.optim step function
 
@@ -205,18 +211,6 @@ class _FusedOptimizer(Optimizer):
                 st = self.state.get(p, {})
                 if "step" in st and not torch.is_tensor(st["step"]):
                     st["step"] = torch.tensor(float(st["step"]), dtype=_scalar_dtype())
-
-    # ---- per optimizer -------------------------------------------------------------------
-
-    def _state_names(self, group) -> dict:
-        """{step-function keyword: state key} of the state arrays the group needs."""
-        raise NotImplementedError
-
-    def _hyper(self, group) -> dict:
-        raise NotImplementedError
-
-    def _init_state(self, group, p, state) -> None:
-        raise NotImplementedError
 
 
 _FUSED_NOTE = """
