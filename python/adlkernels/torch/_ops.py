@@ -139,6 +139,13 @@ def _pair(v, name: str, fn: str) -> List[int]:
     return out
 
 
+def _pool_stride(stride, kernel, fn: str) -> List[int]:
+    """torch's pooling stride: None or an empty sequence means the kernel size."""
+    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+        return kernel
+    return _pair(stride, "stride", fn)
+
+
 def _conv_size(n, k, s, p, d):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -206,7 +213,7 @@ class _Op:
 
 
 def _conv2d_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Sequence[int],
-            padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
+                 padding: Sequence[int], dilation: Sequence[int], groups: int) -> Tensor:
     with _stream_of(x):
         y = _conv.conv2d_forward(_array(x), _array(weight), _array(bias), tuple(stride),
                                  tuple(padding), tuple(dilation), groups)
@@ -224,8 +231,8 @@ def _(x, weight, bias, stride, padding, dilation, groups):
 
 
 def _conv2d_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Sequence[int],
-                     padding: Sequence[int], dilation: Sequence[int], groups: int,
-                     output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+                          padding: Sequence[int], dilation: Sequence[int], groups: int,
+                          output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _conv.conv2d_backward(_array(grad_y), _array(x), _array(weight),
                                            tuple(stride), tuple(padding), tuple(dilation),
@@ -271,8 +278,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def _max_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
-                padding: Sequence[int], dilation: Sequence[int],
-                ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+                     padding: Sequence[int], dilation: Sequence[int],
+                     ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     with _stream_of(x):
         y, idx = _pool.maxpool2d_forward(_array(x), tuple(kernel_size), tuple(stride),
                                          tuple(padding), tuple(dilation), ceil_mode)
@@ -333,7 +340,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     indices (int64) are flat h*W + w positions in each input plane."""
     fn = "max_pool2d"
     k = _pair(kernel_size, "kernel_size", fn)
-    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride", fn)
+    s = _pool_stride(stride, k, fn)
     y, idx = _max_pool2d(x, k, s, _pair(padding, "padding", fn), _pair(dilation, "dilation", fn),
                          bool(ceil_mode))
     return (y, idx) if return_indices else y
@@ -390,7 +397,7 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
 
 
 def _avg_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int],
-                padding: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> Tensor:
+                     padding: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> Tensor:
     with _stream_of(x):
         y = _pool.avgpool2d_forward(_array(x), tuple(kernel_size), tuple(stride), tuple(padding),
                                     ceil_mode, count_include_pad)
@@ -407,8 +414,8 @@ def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
 
 
 def _avg_pool2d_backward_impl(grad_y: Tensor, input_size: Sequence[int], kernel_size: Sequence[int],
-                         stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
-                         count_include_pad: bool) -> Tensor:
+                              stride: Sequence[int], padding: Sequence[int], ceil_mode: bool,
+                              count_include_pad: bool) -> Tensor:
     with _stream_of(grad_y):
         gx = _pool.avgpool2d_backward(_array(grad_y), tuple(input_size), tuple(kernel_size),
                                       tuple(stride), tuple(padding), ceil_mode, count_include_pad)
@@ -438,7 +445,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     """As ``torch.nn.functional.avg_pool2d`` (no divisor_override)."""
     fn = "avg_pool2d"
     k = _pair(kernel_size, "kernel_size", fn)
-    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride, "stride", fn)
+    s = _pool_stride(stride, k, fn)
     return _avg_pool2d(x, k, s, _pair(padding, "padding", fn), bool(ceil_mode),
                        bool(count_include_pad))
 
@@ -449,8 +456,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 # Functional (an op with an autograd formula may not mutate its inputs): the updated
 # running statistics come back as new tensors that batch_norm copies into the buffers.
 def _batch_norm_impl(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
-                momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                     weight: Optional[Tensor], bias: Optional[Tensor], training: bool,
+                     momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     rm, rv = _array(running_mean), _array(running_var)
     if training:
         rm = None if rm is None else rm.copy()
@@ -477,7 +484,7 @@ def _(x, running_mean, running_var, weight, bias, training, momentum, eps):
 
 
 def _batch_norm_backward_impl(grad_y: Tensor, x: Tensor, weight: Optional[Tensor], save_mean: Tensor,
-                         save_invstd: Tensor, training: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                              save_invstd: Tensor, training: bool) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _norm.batchnorm_backward(_array(grad_y), _array(x), _array(weight),
                                               _array(save_mean), _array(save_invstd),
@@ -536,7 +543,7 @@ def _ln_stat_shape(x, normalized_shape):
 
 
 def _layer_norm_impl(x: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
-                bias: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+                     bias: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         y, mean, rstd = _norm.layernorm_forward(_array(x), tuple(normalized_shape),
                                                 _array(weight), _array(bias), eps)
@@ -553,7 +560,7 @@ def _(x, normalized_shape, weight, bias, eps):
 
 
 def _layer_norm_backward_impl(grad_y: Tensor, x: Tensor, normalized_shape: Sequence[int], mean: Tensor,
-                         rstd: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+                              rstd: Tensor, weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _norm.layernorm_backward(_array(grad_y), _array(x), tuple(normalized_shape),
                                               _array(mean), _array(rstd), _array(weight))
@@ -612,7 +619,7 @@ def _(x, weight, bias):
 
 
 def _linear_backward_impl(grad_y: Tensor, x: Tensor, weight: Tensor,
-                     output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+                          output_mask: Sequence[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     with _stream_of(x):
         gx, gw, gb = _nn.linear_backward(_array(grad_y), _array(x), _array(weight),
                                          tuple(output_mask))
@@ -658,7 +665,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _cross_entropy_impl(logits: Tensor, targets: Tensor, reduction: str,
-                   ignore_index: int) -> Tuple[Tensor, Tensor]:
+                        ignore_index: int) -> Tuple[Tensor, Tensor]:
     with _stream_of(logits):
         loss, grad = _nn.softmax_cross_entropy(_array(logits), _array(targets), reduction,
                                                ignore_index)
@@ -766,7 +773,7 @@ def dropout(x, p, seed, training=True):
 
 
 def _lstm_impl(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
-          b_hh: Optional[Tensor], reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               b_hh: Optional[Tensor], reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     with _stream_of(x):
         y, h_n, c_n, cache = _rnn.lstm_forward(_array(x), _array(h0), _array(c0), _array(w_ih),
                                                _array(w_hh), _array(b_ih), _array(b_hh), reverse)
@@ -785,9 +792,9 @@ def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse):
 
 
 def _lstm_backward_impl(grad_y: Optional[Tensor], grad_h_n: Optional[Tensor], grad_c_n: Optional[Tensor],
-                   x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-                   b_ih: Optional[Tensor], b_hh: Optional[Tensor], gates: Tensor, cells: Tensor,
-                   y: Tensor, reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                        x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+                        b_ih: Optional[Tensor], b_hh: Optional[Tensor], gates: Tensor, cells: Tensor,
+                        y: Tensor, reverse: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     with _stream_of(x):
         cache = _rnn.LSTMCache(_array(x), _array(h0), _array(c0), _array(w_ih), _array(w_hh),
                                _array(b_ih), _array(b_hh), _array(gates), _array(cells),
