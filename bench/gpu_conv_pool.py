@@ -50,32 +50,27 @@ POOL = [  # (N, C, H, W), k, stride, padding: bench_pool.py's shapes
 ]
 
 
-def time_cupy(fn, repeats):
+def _median_seconds(fn, repeats, start, end, elapsed_ms):
+    """Median of CUDA-event times of fn on the current stream, after 3 warm-up calls."""
     for _ in range(3):
         fn()
-    start, end = cp.cuda.Event(), cp.cuda.Event()
     times = []
     for _ in range(repeats):
         start.record()
         fn()
         end.record()
         end.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+        times.append(elapsed_ms(start, end) / 1e3)
     return statistics.median(times)
+
+
+def time_cupy(fn, repeats):
+    return _median_seconds(fn, repeats, cp.cuda.Event(), cp.cuda.Event(), cp.cuda.get_elapsed_time)
 
 
 def time_torch(fn, repeats):
-    for _ in range(3):
-        fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
+    new = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+    return _median_seconds(fn, repeats, new(), new(), lambda a, b: a.elapsed_time(b))
 
 
 def copy_gbps(repeats):
