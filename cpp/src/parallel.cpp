@@ -1,6 +1,7 @@
 #include "adlk/parallel.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <string>
@@ -21,17 +22,42 @@ namespace adlk {
 namespace {
 // 0 = not set yet: use OpenMP's default (all cores, or OMP_NUM_THREADS).
 std::atomic<int> g_num_threads{0};
+// Set once a kernel may have started OpenMP worker threads (asked for a team of more
+// than one). A child forked after that cannot run a team: GNU OpenMP's pool threads
+// did not survive the fork, and the first parallel region would wait for them forever.
+std::atomic<bool> g_team_started{false};
+// In such a child every kernel runs on the calling thread alone (teams of one never
+// touch the pool). PyTorch does the same for its intra-op pool.
+std::atomic<bool> g_single_after_fork{false};
+
+void on_fork_child() {
+  if (g_team_started.load(std::memory_order_relaxed))
+    g_single_after_fork.store(true, std::memory_order_relaxed);
+}
+
+// Registered when the library is loaded, before any kernel can start a team.
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
 }  // namespace
 
 void set_num_threads(int n) {
   check(n >= 1, "set_num_threads: n must be >= 1");
   g_num_threads.store(n);
-  omp_set_num_threads(n);
+  if (!g_single_after_fork.load(std::memory_order_relaxed)) omp_set_num_threads(n);
 }
 
 int get_num_threads() {
-  int n = g_num_threads.load();
-  return n > 0 ? n : omp_get_max_threads();
+  if (g_single_after_fork.load(std::memory_order_relaxed)) return 1;
+  const int set = g_num_threads.load();
+  const int n = set > 0 ? set : omp_get_max_threads();
+  // Callers ask just before starting a team; remember that one may exist from now on.
+  if (n > 1 && !g_team_started.load(std::memory_order_relaxed))
+    g_team_started.store(true, std::memory_order_relaxed);
+  return n;
+}
+
+bool single_threaded_after_fork() {
+  (void)g_atfork_registered;
+  return g_single_after_fork.load(std::memory_order_relaxed);
 }
 
 const char* compiler_version() { return ADLK_CXX_COMPILER; }

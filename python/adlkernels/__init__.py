@@ -66,18 +66,43 @@ from .rnn import (
 
 __version__ = _adlk.__version__
 
+# More threads than any machine has cores is a mistake, not a request (a team that size
+# would exhaust the process's threads).
+_MAX_THREADS = 65536
+
 
 def set_num_threads(n: int) -> None:
-    """Threads for every kernel: OpenMP regions and the BLAS alike (n >= 1)."""
+    """Threads for every kernel: OpenMP regions and the BLAS alike (n >= 1).
+
+    In a process forked after kernels ran on several threads (``os.fork``,
+    multiprocessing's "fork" start method, a PyTorch DataLoader worker) kernels run on
+    one thread: OpenMP's thread pool does not survive fork. There a request for more
+    than one thread warns (RuntimeWarning) and has no effect; use the "spawn" or
+    "forkserver" start method for multi-threaded kernels in child processes.
+    """
     import numbers
 
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
-    _adlk.set_num_threads(int(n))
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: n: expected an int, got {type(n).__name__}")
+    if not 1 <= n <= _MAX_THREADS:
+        raise ValueError(f"set_num_threads: n: must be in [1, {_MAX_THREADS}], got {n!r}")
+    n = int(n)
+    if n > 1 and _adlk.single_threaded_after_fork():
+        import warnings
+
+        warnings.warn(
+            "set_num_threads: this process was forked after kernels ran on several "
+            "threads; OpenMP cannot start threads here, so kernels stay on one thread "
+            "(use the 'spawn' or 'forkserver' start method for more)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    _adlk.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """Threads the kernels use (default: all cores, or OMP_NUM_THREADS)."""
+    """Threads the kernels use (default: all cores, or OMP_NUM_THREADS; 1 in a child
+    forked after kernels ran on several threads)."""
     return _adlk.get_num_threads()
 
 

@@ -223,6 +223,7 @@ PYBIND11_MODULE(_adlk, m) {
 
   m.def("set_num_threads", &adlk::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &adlk::get_num_threads);
+  m.def("single_threaded_after_fork", &adlk::single_threaded_after_fork);
   m.def("build_info", []() {
     py::dict d;
     d["compiler"] = adlk::compiler_version();

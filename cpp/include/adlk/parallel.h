@@ -13,6 +13,12 @@ namespace adlk {
 void set_num_threads(int n);
 int get_num_threads();
 
+// Fork safety: a process forked (fork(), multiprocessing's "fork", a DataLoader worker)
+// after a kernel may have started OpenMP threads runs every kernel on one thread, since
+// GNU OpenMP's thread pool does not survive fork (a team would wait for it forever).
+// set_num_threads() is recorded but has no effect there. True in such a child.
+bool single_threaded_after_fork();
+
 // Version strings for build_info().
 const char* compiler_version();
 const char* openmp_version();
