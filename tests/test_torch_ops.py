@@ -7,7 +7,11 @@ as the semantics. Every test compares against torch, against adlkernels' own arr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
+
+import numpy as np
 
 import pytest
 
@@ -704,7 +708,42 @@ def _errors():
         "lstm-c0": (lambda: akt.lstm(s, h, h[:, :4], wih, whh), ValueError, "c0"),
         "lstm-w_ih": (lambda: akt.lstm(s, h, h, wih[:, :2], whh), ValueError, "w_ih"),
         "lstm-mixed": (lambda: akt.lstm(s, h, h, wih, whh.float()), TypeError, "w_hh"),
+        # inputs that are not float32/float64 torch tensors: named, with the fix
+        "conv-numpy": (lambda: akt.conv2d(x.numpy(), w), TypeError, "x"),
+        "conv-numpy-weight": (lambda: akt.conv2d(x, w.numpy()), TypeError, "weight"),
+        "conv-bfloat16": (lambda: akt.conv2d(x.bfloat16(), w.bfloat16()), TypeError, "x"),
+        "conv-none": (lambda: akt.conv2d(None, w), TypeError, "x"),
+        "conv-meta": (lambda: akt.conv2d(x.to("meta"), w.to("meta")), ValueError, "x"),
+        "pool-half": (lambda: akt.max_pool2d(x.half(), 2), TypeError, "x"),
+        "avgpool-list": (lambda: akt.avg_pool2d(x.tolist(), 2), TypeError, "x"),
+        "unpool-int32": (lambda: akt.max_unpool2d(pooled, idx.int(), 2), TypeError, "indices"),
+        "bn-numpy-stats": (lambda: akt.batch_norm(x, rm.numpy(), rv, training=True), TypeError,
+                           "running_mean"),
+        "ln-bfloat16": (lambda: akt.layer_norm(x.bfloat16(), [6]), TypeError, "x"),
+        "linear-numpy": (lambda: akt.linear(lg.numpy(), w[:, 0, 0]), TypeError, "x"),
+        "ce-numpy-targets": (lambda: akt.cross_entropy(lg, np.array([0, 1, 2])), TypeError,
+                             "targets"),
+        "dropout-int": (lambda: akt.dropout(lg.long(), 0.5, 0), TypeError, "x"),
+        "lstm-numpy-bias": (lambda: akt.lstm(s, h, h, wih, whh, wih[:, 0].numpy()), TypeError,
+                            "b_ih"),
     }
+
+
+def test_input_type_messages_say_how_to_fix():
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.raises(TypeError, match=r"conv2d: x: .*torch\.from_numpy"):
+        akt.conv2d(x.numpy(), torch.randn(4, 3, 3, 3))
+    with pytest.raises(TypeError, match=r"conv2d: x: dtype torch\.bfloat16 .*x\.float\(\)"):
+        akt.conv2d(x.bfloat16(), torch.randn(4, 3, 3, 3).bfloat16())
+
+
+def test_import_without_torch_says_so():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import adlkernels as ak\n"
+            "try:\n    import adlkernels.torch\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "adlkernels.torch needs PyTorch" in out.stdout and "pip install" in out.stdout
 
 
 @pytest.mark.parametrize("case", list(_errors()))

@@ -5,6 +5,14 @@ without copies through DLPack: CPU tensors run the C++ kernels as numpy arrays, 
 tensors the CUDA kernels as cupy arrays on torch's current stream.
 """
 
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as e:  # the core package works without torch; this adapter does not
+    raise ImportError(
+        "adlkernels.torch needs PyTorch (pip install torch, or the 'torch' extra: "
+        "pip install 'adlkernels[torch]'); the rest of adlkernels works without it"
+    ) from e
+
 from ._ops import (
     avg_pool2d,
     batch_norm,

@@ -150,6 +150,35 @@ def _conv_size(n, k, s, p, d):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+# ---- argument checks of the public functions -------------------------------------------
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_tensors(fn: str, optional=(), index=(), **tensors) -> None:
+    """Each argument must be a torch tensor of float32/float64 (``index`` ones int64) on
+    the CPU or a CUDA device; ``optional`` ones may be None. Runs before anything crosses
+    over, so a numpy array or a bfloat16 tensor gets a message that says how to fix it."""
+    for name, t in tensors.items():
+        if t is None and name in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            hint = (" (torch.from_numpy(a) makes one; adlkernels' own functions take numpy "
+                    "arrays)" if isinstance(t, np.ndarray) else "")
+            raise TypeError(f"{fn}: {name}: expected a torch.Tensor, got {type(t).__name__}{hint}")
+        if name in index:
+            if t.dtype != torch.int64:
+                raise TypeError(f"{fn}: {name}: expected int64 indices, got {t.dtype} "
+                                f"(cast with {name}.long())")
+        elif t.dtype not in _FLOAT_DTYPES:
+            hint = (f"; cast with {name}.float() (or {name}.double())"
+                    if t.is_floating_point() else "")
+            raise TypeError(f"{fn}: {name}: dtype {t.dtype} is not supported, the kernels take "
+                            f"float32 or float64{hint}")
+        if t.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"{fn}: {name}: tensors on {t.device} are not supported (cpu or cuda)")
+
+
 # ---- one op: the registered custom op and its eager shortcut ------------------------
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
@@ -270,6 +299,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """As ``torch.nn.functional.conv2d`` (int or pair stride/padding/dilation): im2col +
     GEMM on the CPU. x (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW)."""
     fn = "conv2d"
+    _check_tensors(fn, optional=("bias",), x=x, weight=weight, bias=bias)
     return _conv2d(x, weight, bias, _pair(stride, "stride", fn), _pair(padding, "padding", fn),
                    _pair(dilation, "dilation", fn), groups)
 
@@ -339,6 +369,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     """As ``torch.nn.functional.max_pool2d``; with return_indices, (y, indices) where
     indices (int64) are flat h*W + w positions in each input plane."""
     fn = "max_pool2d"
+    _check_tensors(fn, x=x)
     k = _pair(kernel_size, "kernel_size", fn)
     s = _pool_stride(stride, k, fn)
     y, idx = _max_pool2d(x, k, s, _pair(padding, "padding", fn), _pair(dilation, "dilation", fn),
@@ -383,6 +414,7 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     their indices. output_size (H, W) or (N, C, H, W); default (h - 1) * stride -
     2 * padding + kernel_size per axis. Out-of-range indices raise ValueError."""
     fn = "max_unpool2d"
+    _check_tensors(fn, index=("indices",), x=x, indices=indices)
     k = _pair(kernel_size, "kernel_size", fn)
     s = k if stride is None else _pair(stride, "stride", fn)
     p = _pair(padding, "padding", fn)
@@ -444,6 +476,7 @@ _avg_pool2d.autograd(_avg_pool2d_grad, _avg_pool2d_setup)
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """As ``torch.nn.functional.avg_pool2d`` (no divisor_override)."""
     fn = "avg_pool2d"
+    _check_tensors(fn, x=x)
     k = _pair(kernel_size, "kernel_size", fn)
     s = _pool_stride(stride, k, fn)
     return _avg_pool2d(x, k, s, _pair(padding, "padding", fn), bool(ceil_mode),
@@ -524,6 +557,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """As ``torch.nn.functional.batch_norm``: x (N, C), (N, C, L) or (N, C, H, W); the
     running statistics (or None) are updated in place when training. momentum=None
     (a cumulative average) is not supported."""
+    _check_tensors("batch_norm", optional=("running_mean", "running_var", "weight", "bias"),
+                   x=x, running_mean=running_mean, running_var=running_var, weight=weight,
+                   bias=bias)
     if momentum is None:
         raise ValueError("batch_norm: momentum=None (cumulative moving average) is not supported")
     y, _, _, new_mean, new_var = _batch_norm(x, running_mean, running_var, weight, bias,
@@ -596,6 +632,7 @@ _layer_norm.autograd(_layer_norm_grad, _layer_norm_setup)
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """As ``torch.nn.functional.layer_norm`` over the trailing normalized_shape axes."""
+    _check_tensors("layer_norm", optional=("weight", "bias"), x=x, weight=weight, bias=bias)
     if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
         normalized_shape = [normalized_shape]
     return _layer_norm(x, list(normalized_shape), weight, bias, float(eps))[0]
@@ -652,6 +689,7 @@ _linear.autograd(_linear_grad, _linear_setup)
 def linear(x, weight, bias=None):
     """As ``torch.nn.functional.linear``: x (..., I) @ weight.T + bias; the leading axes
     are flattened into the GEMM's rows."""
+    _check_tensors("linear", optional=("bias",), x=x, weight=weight, bias=bias)
     if x.dim() == 2:
         return _linear(x, weight, bias)
     if x.dim() == 0:
@@ -700,6 +738,7 @@ _cross_entropy.autograd(_cross_entropy_grad, _cross_entropy_setup)
 def cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
     """As ``torch.nn.functional.cross_entropy`` for logits (B, K) and int64 class
     indices (B,): one fused pass computes the loss and its gradient."""
+    _check_tensors("cross_entropy", index=("targets",), logits=logits, targets=targets)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
@@ -758,6 +797,7 @@ def dropout(x, p, seed, training=True):
     """Inverted dropout with the counter-based mask of ``adlkernels.dropout_forward``:
     the mask is a pure function of (seed, element index), seed an int in [0, 2**64).
     training=False returns x itself, as ``torch.nn.functional.dropout``."""
+    _check_tensors("dropout", x=x)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"dropout: seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed < 2**64:
@@ -837,5 +877,7 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
     """One LSTM layer, one direction, over a whole sequence, as ``torch.nn.LSTM`` with
     num_layers=1: x (T, B, I), h0 and c0 (B, H) -> (y (T, B, H), h_n, c_n). Weights in
     PyTorch's layout (gate order i, f, g, o). reverse=True runs from t = T-1 down to 0."""
+    _check_tensors("lstm", optional=("b_ih", "b_hh"), x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh)
     y, h_n, c_n, _, _ = _lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, bool(reverse))
     return y, h_n, c_n
