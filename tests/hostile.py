@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -511,8 +513,21 @@ def cache_mutations(cache):
     return out
 
 
+# An init function's shape: sizes whose product overflows, not merely large (a shape of
+# 2**31 elements is a valid request for 8 GB).
+SHAPE_HOSTILE = [
+    ("negative", (5, -3), ANY), ("zero", (5, 0), ANY), ("1-d", (5,), ANY), ("empty", (), ANY),
+    ("floats", (5.0, 3.0), ANY), ("nan", (float("nan"), 3), ANY), ("None", None, ANY),
+    ("string", "5,3", ANY), ("overflowing", (2**31 - 1,) * 3, ANY), ("2**63", (2**63, 2), ANY),
+    ("bool", (True, 3), ANY), ("array", np.array([5, 3]), ANY), ("list", [5, 3, 2, 2], SAME),
+    ("numpy ints", (np.int64(5), np.int32(3), 2, 2), SAME),
+]
+
+
 def mutations(call: Call, name: str, value):
     written = name in call.inplace
+    if name == "shape":
+        return SHAPE_HOSTILE
     if isinstance(value, np.ndarray):
         return array_mutations(value, written)
     if isinstance(value, list):
@@ -546,6 +561,12 @@ class Case:
 
 def all_cases() -> list[Case]:
     """Every single-argument mutation of every valid call, in a fixed order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NaN cast into int arrays, on purpose
+        return _all_cases()
+
+
+def _all_cases() -> list[Case]:
     cases = []
     for call in CALLS:
         for dt in call.dtypes:
@@ -578,7 +599,12 @@ def same(a: list, b: list) -> bool:
         if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
             if type(x) is not type(y) or x != y:
                 return False
-        elif x.dtype != y.dtype or x.shape != y.shape or not np.array_equal(x, y, equal_nan=True):
+        elif x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        elif x.dtype == object:
+            if x.tolist() != y.tolist():
+                return False
+        elif not np.array_equal(x, y, equal_nan=True):
             return False
     return True
 
@@ -603,7 +629,10 @@ def run_call(call: Call, kw: dict):
 def hostile_kwargs(case: Case) -> tuple[Call, dict]:
     call = CALLS_BY_FN[case.fn]
     kw = call.make(np.dtype(case.dtype))
-    for label, val, _ in mutations(call, case.arg, kw[case.arg]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        catalog = mutations(call, case.arg, kw[case.arg])
+    for label, val, _ in catalog:
         if label == case.label:
             kw[case.arg] = val
             return call, kw
@@ -625,47 +654,58 @@ def classify_error(fn: str, e: BaseException) -> str:
     return "unclear error"
 
 
-def run_case(case: Case) -> dict:
-    """Runs one case in this process; returns its outcome as a dict."""
-    call = CALLS_BY_FN[case.fn]
-    out = {"index": case.index, "outcome": "ok", "detail": ""}
-    baseline = None
-    if case.expect == SAME:
-        baseline = run_call(call, call.make(np.dtype(case.dtype)))
-    call, kw = hostile_kwargs(case)
+def judge(call: Call, kw: dict, expect: str, baseline=None) -> tuple[str, str]:
+    """Calls ``call`` with the (hostile) keyword arguments ``kw``; returns (outcome,
+    detail). ``baseline``: the valid call's result, for ``expect == SAME``."""
     before = snapshot(kw, call.inplace)
     try:
         got = run_call(call, kw)
     except BaseException as e:  # noqa: BLE001 - classifying is the point
         if isinstance(e, KeyboardInterrupt):
             raise
-        out["outcome"] = classify_error(case.fn, e)
-        out["detail"] = f"{type(e).__name__}: {e}"[:300]
-        if out["outcome"] == "ok" and case.expect == SAME:
-            out["outcome"], out["detail"] = "wrong result", "raised: " + out["detail"]
-        if out["outcome"] == "ok" and not same(before, snapshot(kw, call.inplace)):
-            out["outcome"], out["detail"] = "changed on error", out["detail"]
-        return out
-    if case.expect == ERROR:
-        out["outcome"], out["detail"] = "wrong result", "accepted a value that must be rejected"
-    elif case.expect == SAME and not same(got, baseline):
-        out["outcome"], out["detail"] = "wrong result", "differs from the valid call's result"
-    return out
+        outcome, detail = classify_error(call.fn, e), f"{type(e).__name__}: {e}"[:300]
+        if outcome == "ok" and expect == SAME:
+            return "wrong result", "raised: " + detail
+        if outcome == "ok" and not same(before, snapshot(kw, call.inplace)):
+            return "changed on error", detail
+        return outcome, detail
+    if expect == ERROR:
+        return "wrong result", "accepted a value that must be rejected"
+    if expect == SAME and not same(got, baseline):
+        return "wrong result", "differs from the valid call's result"
+    return "ok", ""
+
+
+def baseline_of(call: Call, dtype) -> list:
+    return run_call(call, call.make(np.dtype(dtype)))
+
+
+def run_case(case: Case) -> dict:
+    """Runs one case in this process; returns its outcome as a dict."""
+    call = CALLS_BY_FN[case.fn]
+    baseline = baseline_of(call, case.dtype) if case.expect == SAME else None
+    call, kw = hostile_kwargs(case)
+    outcome, detail = judge(call, kw, case.expect, baseline)
+    return {"index": case.index, "outcome": outcome, "detail": detail}
 
 
 # ---- the campaign: a worker process, restarted after a crash or hang -----------------
 
 
 def _worker(indices: list[int]) -> None:
-    import warnings
-
     warnings.simplefilter("ignore")  # numpy's casting warnings on hostile values
     cases = all_cases()
+    # The harness's own test makes chosen cases crash or hang: "crash:I,hang:J".
+    selftest = dict(item.split(":") for item in os.environ.get("ADLK_HOSTILE_SELFTEST", "").split(",") if item)
     sys.stdout.write(json.dumps({"ready": True}) + "\n")  # the time limit starts here
     sys.stdout.flush()
     for i in indices:
         sys.stdout.write(json.dumps({"start": i}) + "\n")
         sys.stdout.flush()
+        if selftest.get("crash") == str(i):
+            os.abort()
+        if selftest.get("hang") == str(i):
+            time.sleep(3600)
         try:
             res = run_case(cases[i])
         except BaseException as e:  # a failure of the harness itself
@@ -680,8 +720,13 @@ class Report:
     counts: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     seconds: float = 0.0
+    lock: Any = field(default_factory=threading.Lock)
 
     def add(self, case: Case, outcome: str, detail: str):
+        with self.lock:
+            self._add(case, outcome, detail)
+
+    def _add(self, case: Case, outcome: str, detail: str):
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         if outcome != "ok":
             detail = " ".join(detail.split())
@@ -693,11 +738,8 @@ class Report:
         return f"{total} hostile calls in {self.seconds:.0f} s: {parts}"
 
 
-def campaign(cases: list[Case] | None = None, timeout: float = CASE_TIMEOUT) -> Report:
-    cases = all_cases() if cases is None else cases
-    todo = [c.index for c in cases]
-    by_index = {c.index: c for c in cases}
-    report, t0 = Report(), time.time()
+def _run_shard(todo: list[int], by_index: dict, report: Report, timeout: float) -> None:
+    """Runs cases ``todo`` in a worker process, starting a new one after a crash or hang."""
     env = dict(os.environ, PYTHONFAULTHANDLER="0")
     while todo:
         errlog = tempfile.TemporaryFile(mode="w+")  # a file: a full pipe would block the worker
@@ -707,18 +749,23 @@ def campaign(cases: list[Case] | None = None, timeout: float = CASE_TIMEOUT) -> 
         )
         proc.stdin.write(json.dumps(todo))
         proc.stdin.close()
+        # A reader thread, not select() on the pipe: lines already in the file object's
+        # buffer would not wake select() and a finished case would count as a hang.
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda f=proc.stdout: [lines.put(x) for x in f] + [lines.put("")])
+        reader.start()
         current, done, started = None, set(), False
         while True:
             # Starting a worker (imports, building the cases) is not part of any case.
-            ready, _, _ = select.select([proc.stdout], [], [], timeout if started else 300)
-            if not ready:  # silent too long: the current case hangs
+            try:
+                line = lines.get(timeout=timeout if started else 300)
+            except queue.Empty:  # silent too long: the current case hangs
                 proc.kill()
                 proc.wait()
                 if current is not None:
                     report.add(by_index[current], "hang", f"no answer in {timeout:.0f} s")
                     done.add(current)
                 break
-            line = proc.stdout.readline()
             if not line:  # the worker died
                 proc.wait()
                 if current is not None and current not in done:
@@ -735,9 +782,27 @@ def campaign(cases: list[Case] | None = None, timeout: float = CASE_TIMEOUT) -> 
             else:
                 report.add(by_index[msg["index"]], msg["outcome"], msg["detail"])
                 done.add(msg["index"])
+        reader.join()
         errlog.close()
         proc.stdout.close()
+        if not done and started is False:
+            raise RuntimeError(f"the hostile-input worker did not start: exit {proc.returncode}")
         todo = [i for i in todo if i not in done]
+
+
+def campaign(cases: list[Case] | None = None, timeout: float = CASE_TIMEOUT,
+             jobs: int = 2) -> Report:
+    """Runs ``cases`` (default: all) in ``jobs`` worker processes side by side."""
+    cases = all_cases() if cases is None else cases
+    by_index = {c.index: c for c in cases}
+    report, t0 = Report(), time.time()
+    shards = [[c.index for c in cases[k::jobs]] for k in range(jobs)]
+    threads = [threading.Thread(target=_run_shard, args=(shard, by_index, report, timeout))
+               for shard in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     report.seconds = time.time() - t0
     return report
 
@@ -748,7 +813,7 @@ def main(argv: list[str]) -> int:
         return 0
     report = campaign()
     print(report.summary())
-    for f in report.failures:
+    for f in sorted(report.failures):
         print(" ", f)
     return 0 if not report.failures else 1
 
