@@ -104,9 +104,9 @@ def _worker(rank: int, world: int, args, port: int) -> None:
         params = train(rank, world, args)
         if args.out:
             torch.save(params, os.path.join(args.out, f"rank{rank}.pt"))
-        # Shut down together: a rank that closes its gloo connections while a peer still
-        # has traffic in flight on them makes that peer's transport thread fail (an
-        # abort at exit). After the barrier no rank sends anything more.
+        # Leave together: a rank that tears down its gloo connections while its peer
+        # is still finishing the last collective can make the peer's transport thread
+        # fail during shutdown. After the barrier no rank sends anything more.
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -341,10 +341,13 @@ ERROR = "error"  # must raise a clean error
 
 
 class FakeCudaArray:
-    """Poses as a GPU array (has __cuda_array_interface__) on a machine that may have none."""
+    """Poses as a cupy array (the attributes dispatch reads, no memory behind it), on a
+    machine that may have no GPU."""
 
     def __init__(self, a):
         self.shape, self.dtype, self.ndim, self.size = a.shape, a.dtype, a.ndim, a.size
+        self.flags = type("Flags", (), {"c_contiguous": True})()
+        self.device = type("Device", (), {"id": 0})()
         self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
                                          "data": (0, False), "version": 3}
 

@@ -1284,3 +1284,31 @@ def test_attention_validation(rng):
     _, rcache = ak.rnn_cell_forward(randn(rng, (B, 2)), randn(rng, (B, 2)),
                                     *make_weights(rng, 1, 2, 2))
     _raises(TypeError, "cache", lambda: bwd(ctx, wts, rcache))
+
+
+# ---- caches are checked like arguments ------------------------------------------------
+
+
+def test_tampered_cache_fields_are_rejected_by_name(rng):
+    """A cache is a NamedTuple anyone can build or _replace: every field is checked
+    (dtype, shape consistent with x, h and the weights) before a kernel reads it."""
+    x, h, c = randn(rng, (3, 4)), randn(rng, (3, 5)), randn(rng, (3, 5))
+    w_ih, w_hh = randn(rng, (20, 4)), randn(rng, (20, 5))
+    _, _, cache = ak.lstm_cell_forward(x, h, c, w_ih, w_hh)
+    bad = {
+        "gates": (cache.gates[:, :19].copy(), ValueError),
+        "c_next": (cache.c_next.astype(np.float32), TypeError),
+        "w_hh": (cache.w_hh.T, ValueError),
+        "h": (None, TypeError),
+    }
+    for field, (value, exc) in bad.items():
+        with pytest.raises(exc) as info:
+            ak.lstm_cell_backward(None, None, cache._replace(**{field: value}))
+        msg = str(info.value)
+        assert msg.startswith("lstm_cell_backward: cache.") and names(msg, f"cache.{field}"), msg
+    y, _, _, seq = ak.lstm_forward(x[None], h, c, w_ih, w_hh)
+    with pytest.raises(TypeError, match="cache.reverse"):
+        ak.lstm_backward(y, None, None, seq._replace(reverse=np.ones(3)))
+    _, rcache = ak.rnn_cell_forward(x, h, w_ih[:5], w_hh[:5])
+    with pytest.raises(ValueError, match="nonlinearity"):
+        ak.rnn_cell_backward(h, rcache._replace(nonlinearity=np.array(["tanh"])))

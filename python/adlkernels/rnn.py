@@ -217,9 +217,126 @@ def _grad(a: Args, g, name: str, shape: tuple, dtype):
 
 
 def _cache(a: Args, cache, cls):
+    """The forward's cache, checked field by field before any kernel reads it: a cache
+    is a NamedTuple anyone can build or ``_replace``, so its arrays get the same checks as
+    arguments (float dtype of the forward, shapes consistent with x, h and the weights,
+    C-contiguous or, where the forward accepts views, row-strided)."""
     if not isinstance(cache, cls):
         raise a.type_error("cache", f"expected the {cls.__name__} of the forward call, got {type(cache).__name__}")
-    return cache
+    backend_of(a.fn, _arrays_of(cache))  # no numpy/cupy mix inside the cache either
+    first = cache._fields[0]
+    dtype = a.float_dtype(**{f"cache.{first}": getattr(cache, first)})
+    if dtype is None:
+        raise a.type_error(f"cache.{first}", "expected an array, got None")
+    if cls is LSTMCache:
+        a.boolean(cache.reverse, "cache.reverse")
+    fields = {}
+    for name, (shape, desc) in _CACHE_SHAPES[cls](a, cache).items():
+        value = getattr(cache, name)
+        if value is None and name in _OPTIONAL_FIELDS:
+            fields[name] = None
+            continue
+        label = f"cache.{name}"
+        if name == "mask":
+            a.array(value, label, "(B, T)")
+        else:
+            a.float_dtype(**{label: value})
+        want = np.dtype(np.bool_) if name == "mask" else dtype
+        if not hasattr(value, "dtype") or np.dtype(value.dtype) != want:
+            got = getattr(value, "dtype", type(value).__name__)
+            raise a.type_error(label, f"expected {want} (the forward's), got {got}")
+        if cls is LSTMCache and name in ("x", "y"):  # lstm_forward takes row-strided views
+            fields[name] = _rows(a, value, label, shape, desc)
+        else:
+            fields[name] = _matrix(a, value, label, shape, desc)
+    return cache._replace(**fields)
+
+
+def _arrays_of(cache) -> dict:
+    """The cache's arrays by argument name, for the backend check (no mixing)."""
+    return {f"cache.{f}": v for f, v in zip(cache._fields, cache) if hasattr(v, "shape")}
+
+
+def _dims(a: Args, cache, **ndims):
+    """Shapes of the cache fields that fix the sizes (checked for rank first)."""
+    out = []
+    for name, nd in ndims.items():
+        v = getattr(cache, name)
+        if not hasattr(v, "shape"):
+            raise a.type_error(f"cache.{name}", f"expected an array, got {type(v).__name__}")
+        if len(v.shape) != nd:
+            raise a.value_error(f"cache.{name}", f"expected a {nd}-d array, got shape {fmt_shape(v.shape)}")
+        out.append(tuple(v.shape))
+    return out
+
+
+def _gate_shapes(gates: int, bsz: int, n_in: int, hid: int) -> dict:
+    g, gn = gates * hid, {4: "4H", 3: "3H", 1: "H"}[gates]
+    return {
+        "x": ((bsz, n_in), f"(B, I) = ({bsz}, {n_in})"),
+        "h": ((bsz, hid), f"(B, H) = ({bsz}, {hid})"),
+        "w_ih": ((g, n_in), f"({gn}, I) = ({g}, {n_in})"),
+        "w_hh": ((g, hid), f"({gn}, H) = ({g}, {hid})"),
+        "b_ih": ((g,), f"({gn},) = ({g},)"),
+        "b_hh": ((g,), f"({gn},) = ({g},)"),
+    }
+
+
+def _lstm_cell_shapes(a, cache):
+    (bsz, n_in), (_, hid) = _dims(a, cache, x=2, h=2)
+    s = _gate_shapes(4, bsz, n_in, hid)
+    s["c"] = s["c_next"] = s["h"]
+    s["gates"] = ((bsz, 4 * hid), f"(B, 4H) = ({bsz}, {4 * hid})")
+    return s
+
+
+def _lstm_shapes(a, cache):
+    (steps, bsz, n_in), (_, hid) = _dims(a, cache, x=3, h0=2)
+    s = _gate_shapes(4, bsz, n_in, hid)
+    s["h0"] = s["c0"] = s.pop("h")
+    s["x"] = ((steps, bsz, n_in), f"(T, B, I) = ({steps}, {bsz}, {n_in})")
+    s["gates"] = ((steps, bsz, 4 * hid), f"(T, B, 4H) = ({steps}, {bsz}, {4 * hid})")
+    s["cells"] = s["y"] = ((steps, bsz, hid), f"(T, B, H) = ({steps}, {bsz}, {hid})")
+    return s
+
+
+def _gru_cell_shapes(a, cache):
+    (bsz, n_in), (_, hid) = _dims(a, cache, x=2, h=2)
+    s = _gate_shapes(3, bsz, n_in, hid)
+    s["gates"] = ((bsz, 3 * hid), f"(B, 3H) = ({bsz}, {3 * hid})")
+    s["hn"] = s["h"]
+    return s
+
+
+def _rnn_cell_shapes(a, cache):
+    (bsz, n_in), (_, hid) = _dims(a, cache, x=2, h=2)
+    s = _gate_shapes(1, bsz, n_in, hid)
+    s["h_next"] = s["h"]
+    return s
+
+
+def _attention_shapes(a, cache):
+    (bsz, dq), (steps, _, dk), (att, _) = _dims(a, cache, query=2, keys=3, w_query=2)
+    return {
+        "query": ((bsz, dq), f"(B, Dq) = ({bsz}, {dq})"),
+        "keys": ((steps, bsz, dk), f"(T, B, Dk) = ({steps}, {bsz}, {dk})"),
+        "w_query": ((att, dq), f"(A, Dq) = ({att}, {dq})"),
+        "w_key": ((att, dk), f"(A, Dk) = ({att}, {dk})"),
+        "v": ((att,), f"(A,) = ({att},)"),
+        "mask": ((bsz, steps), f"(B, T) = ({bsz}, {steps})"),
+        "tanh_act": ((steps, bsz, att), f"(T, B, A) = ({steps}, {bsz}, {att})"),
+        "weights": ((bsz, steps), f"(B, T) = ({bsz}, {steps})"),
+    }
+
+
+_CACHE_SHAPES = {
+    LSTMCellCache: _lstm_cell_shapes,
+    LSTMCache: _lstm_shapes,
+    GRUCellCache: _gru_cell_shapes,
+    RNNCellCache: _rnn_cell_shapes,
+    AttentionCache: _attention_shapes,
+}
+_OPTIONAL_FIELDS = ("b_ih", "b_hh", "mask")
 
 
 def _rows(a: Args, arr, name: str, shape: tuple, desc: str, writeable=False):
@@ -234,7 +351,7 @@ def _rows(a: Args, arr, name: str, shape: tuple, desc: str, writeable=False):
         raise a.value_error(
             name, "must have unit stride along its last axis and evenly spaced (t, b) rows"
         )
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements=("C", "A"))  # a misaligned C array is copied too
 
 
 def _row_strided(arr) -> bool:
@@ -284,7 +401,9 @@ def lstm_cell_backward(grad_h_next, grad_c_next, cache):
     """
     a = Args("lstm_cell_backward")
     cache = _cache(a, cache, LSTMCellCache)
-    backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, grad_c_next=grad_c_next, x=cache.x))
+    backend = backend_of(
+        a.fn, dict(grad_h_next=grad_h_next, grad_c_next=grad_c_next, **_arrays_of(cache))
+    )
     bsz, hid = cache.h.shape
     dtype = np.dtype(cache.x.dtype)
     gh = _grad(a, grad_h_next, "grad_h_next", (bsz, hid), dtype)
@@ -364,7 +483,7 @@ def lstm_backward(grad_y, grad_h_n, grad_c_n, cache):
     a = Args("lstm_backward")
     cache = _cache(a, cache, LSTMCache)
     backend = backend_of(
-        a.fn, dict(grad_y=grad_y, grad_h_n=grad_h_n, grad_c_n=grad_c_n, x=cache.x)
+        a.fn, dict(grad_y=grad_y, grad_h_n=grad_h_n, grad_c_n=grad_c_n, **_arrays_of(cache))
     )
     steps, bsz, _ = cache.x.shape
     hid = cache.h0.shape[1]
@@ -414,7 +533,7 @@ def gru_cell_backward(grad_h_next, cache):
     grad_h_next (B, H) may be None (zero)."""
     a = Args("gru_cell_backward")
     cache = _cache(a, cache, GRUCellCache)
-    backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, x=cache.x))
+    backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, **_arrays_of(cache)))
     g = _grad(a, grad_h_next, "grad_h_next", cache.h.shape, np.dtype(cache.x.dtype))
     require_cpu(a.fn, backend)
     if g is None:
@@ -427,7 +546,7 @@ def gru_cell_backward(grad_h_next, cache):
 
 
 def _nonlinearity(a: Args, nonlinearity):
-    if nonlinearity not in ("tanh", "relu"):
+    if not isinstance(nonlinearity, str) or nonlinearity not in ("tanh", "relu"):
         raise a.value_error("nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
     return nonlinearity
 
@@ -452,7 +571,7 @@ def rnn_cell_backward(grad_h_next, cache):
     grad_h_next (B, H) may be None (zero). For relu the derivative at 0 is 0, as PyTorch."""
     a = Args("rnn_cell_backward")
     cache = _cache(a, cache, RNNCellCache)
-    backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, x=cache.x))
+    backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, **_arrays_of(cache)))
     g = _grad(a, grad_h_next, "grad_h_next", cache.h.shape, np.dtype(cache.x.dtype))
     relu = _nonlinearity(a, cache.nonlinearity) == "relu"
     require_cpu(a.fn, backend)
@@ -497,9 +616,12 @@ def additive_attention_forward(query, keys, w_query, w_key, v, mask=None):
     w_key = _matrix(a, w_key, "w_key", (att, dk), f"(A, Dk) = ({att}, {dk})")
     v = _matrix(a, v, "v", (att,), f"(A,) = ({att},)")
     if mask is not None:
-        if not hasattr(mask, "dtype") or np.dtype(mask.dtype) != np.bool_:
-            raise a.type_error("mask", f"expected a bool array, got {getattr(mask, 'dtype', type(mask).__name__)}")
+        a._require_array(mask, "mask")
+        if np.dtype(mask.dtype) != np.bool_:
+            raise a.type_error("mask", f"expected a bool array, got {mask.dtype}")
         mask = _matrix(a, mask, "mask", (bsz, steps), f"(B, T) = ({bsz}, {steps})")
+        if isinstance(mask, np.ndarray):
+            mask = mask.view(np.bool_)  # the canonical bool dtype (not a byte-swapped alias)
         if bsz and not mask.any(axis=1).all():
             row = int(np.flatnonzero(~mask.any(axis=1))[0])
             raise a.value_error("mask", f"row {row} has no True entry: nothing to attend to")
@@ -514,7 +636,7 @@ def additive_attention_backward(grad_context, grad_weights, cache):
     a = Args("additive_attention_backward")
     cache = _cache(a, cache, AttentionCache)
     backend = backend_of(
-        a.fn, dict(grad_context=grad_context, grad_weights=grad_weights, query=cache.query)
+        a.fn, dict(grad_context=grad_context, grad_weights=grad_weights, **_arrays_of(cache))
     )
     steps, bsz, dk = cache.keys.shape
     dtype = np.dtype(cache.query.dtype)
