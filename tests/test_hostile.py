@@ -40,6 +40,25 @@ def test_every_single_argument_mutation():
     )
 
 
+# ---- the README's determinism claim, over every public function -----------------------
+
+
+@pytest.mark.parametrize("call", hostile.CALLS, ids=lambda c: c.fn)
+def test_every_function_repeats_bit_for_bit_and_leaves_inputs_alone(call):
+    """The same call on the same inputs gives bitwise-identical results, and a function
+    that is not in-place writes none of its inputs."""
+    for dtype in call.dtypes:
+        kw = call.make(np.dtype(dtype))
+        inputs = {k: v.copy() for k, v in kw.items() if isinstance(v, np.ndarray)}
+        first = hostile.run_call(call, call.make(np.dtype(dtype)))
+        for _ in range(2):
+            assert hostile.same(hostile.run_call(call, call.make(np.dtype(dtype))), first)
+        if not call.inplace:
+            hostile.run_call(call, kw)
+            for k, v in inputs.items():
+                assert np.array_equal(kw[k], v, equal_nan=True), f"{call.fn} wrote {k}"
+
+
 # ---- several arguments at once -------------------------------------------------------
 
 CALLS = list(hostile.CALLS)
