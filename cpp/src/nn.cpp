@@ -143,6 +143,7 @@ void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, cons
     save_mean[c] = T(mean[c]);
     save_invstd[c] = T(invstd[c]);
   }
+  if (M == 0) return;  // y is empty: no loop over the N * C empty planes
   const index_t planes = g.N * C;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
   for (index_t pl = 0; pl < planes; ++pl) {
@@ -187,6 +188,7 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
       cb[c] = 0, ck[c] = 0;
     }
   }
+  if (M == 0) return;  // grad_x is empty: no loop over the N * C empty planes
   const index_t planes = g.N * C;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
   for (index_t pl = 0; pl < planes; ++pl) {
@@ -291,7 +293,8 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
                         const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
   const index_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
-  std::vector<T> pw(static_cast<std::size_t>(nchunks * D), T(0)), pb(pw.size(), T(0));
+  std::vector<T> pw(static_cast<std::size_t>(checked_mul(nchunks, D, "layernorm: chunks*D")), T(0)),
+      pb(pw.size(), T(0));
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt) if (parallel(rows * D))
   {
@@ -414,9 +417,19 @@ void dropout_backward(index_t n, const T* grad_y, const bool* mask, double p, T*
 // ---- linear ------------------------------------------------------------------------------------------
 
 namespace {
+// Sizes must fit the 32-bit BLAS interface only when no size is 0: an empty product (e.g.
+// x (0, 2^40)) makes no BLAS call.
 void check_linear(index_t B, index_t I, index_t O) {
   check(B >= 0 && I >= 0 && O >= 0, "linear: negative size");
+  if (B == 0 || I == 0 || O == 0) return;
   for (index_t v : {B, I, O}) check_blas_dim(v, "linear dimension");
+}
+
+// Whether a linear kernel is worth a parallel region: B*I*O saturates instead of
+// overflowing.
+bool linear_parallel(index_t B, index_t I, index_t O) {
+  index_t work;
+  return __builtin_mul_overflow(B * I, O, &work) || work > kParallelGrain;
 }
 }  // namespace
 
@@ -424,10 +437,11 @@ template <typename T>
 void linear_forward(index_t B, index_t I, index_t O, const T* x, const T* weight, const T* bias,
                     T* y) {
   check_linear(B, I, O);
+  if (B == 0 || O == 0) return;  // y is empty
   // Split the larger of B and O: splitting O, each thread packs only its rows of the
   // weight (the larger operand when O >= B) instead of all of it.
   const bool split_out = O >= B;
-#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+#pragma omp parallel num_threads(get_num_threads()) if (linear_parallel(B, I, O))
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     const Span r = split_out ? Span{0, B} : split(B, np, p);
@@ -446,7 +460,7 @@ template <typename T>
 void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* x,
                      const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check_linear(B, I, O);
-#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+#pragma omp parallel num_threads(get_num_threads()) if (linear_parallel(B, I, O))
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     if (grad_x) {

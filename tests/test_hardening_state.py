@@ -1,0 +1,304 @@
+"""Hardening of the recurrent, optimizer, normalization, nn, init and layers families
+and of the torch.optim adapter.
+
+- Sizes: zero-size arrays may carry huge dimensions (np.empty((2**40, 0)) is legal). A
+  call returns correct empty results at once when its result is empty, and raises
+  ValueError or MemoryError (never overflows, hangs or crashes) when it would be huge;
+  the cost follows the work, not the size of an empty dimension (an LSTM over 10**7
+  steps of an empty batch used to take seconds). Probes that hung run in a subprocess
+  with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import adlkernels as ak
+from adlkernels import layers as L
+from reference_norm import batchnorm_backward_ref, batchnorm_ref, layernorm_backward_ref, layernorm_ref
+
+F32, F64 = np.float32, np.float64
+HUGE = 2**40
+
+
+# ----------------------------------------------------------------------------------
+# sizes and cost
+# ----------------------------------------------------------------------------------
+
+# Each probe: name -> expression (arrays built with np.empty: zero-size ones may carry
+# huge dimensions). The child prints, per probe, the output shapes or the exception type
+# and the seconds it took.
+_PROBES = {
+    "lstm_T1e7_B0": "ak.lstm_forward(np.zeros((10**7, 0, 3), F), np.zeros((0, 4), F),"
+                    " np.zeros((0, 4), F), np.zeros((16, 3), F), np.zeros((16, 4), F))",
+    "lstm_T2e40_B0_bias_reverse": "ak.lstm_forward(np.empty((2**40, 0, 3), F), np.zeros((0, 4), F),"
+                                  " np.zeros((0, 4), F), np.ones((16, 3), F), np.ones((16, 4), F),"
+                                  " np.ones(16, F), np.ones(16, F), reverse=True)",
+    "lstm_backward_T2e40_B0": "ak.lstm_backward(np.empty((2**40, 0, 4), F), None, None, ak.lstm_forward("
+                              "np.empty((2**40, 0, 3), F), np.zeros((0, 4), F), np.zeros((0, 4), F),"
+                              " np.ones((16, 3), F), np.ones((16, 4), F), np.ones(16, F))[3])",
+    "attention_T2e40_B0": "ak.additive_attention_forward(np.empty((0, 3), F), np.empty((2**40, 0, 2), F),"
+                          " np.ones((4, 3), F), np.ones((4, 2), F), np.ones(4, F))[:2]",
+    "attention_backward_T2e40_B0": "ak.additive_attention_backward(np.empty((0, 2), F), None,"
+                                   " ak.additive_attention_forward(np.empty((0, 3), F),"
+                                   " np.empty((2**40, 0, 2), F), np.ones((4, 3), F), np.ones((4, 2), F),"
+                                   " np.ones(4, F))[2])",
+    "batchnorm_N2e40_S0": "ak.batchnorm_forward(np.empty((2**40, 2, 0), F), None, None, np.zeros(2, F),"
+                          " np.ones(2, F), training=True)",
+    "batchnorm_eval_N2e40_S0": "ak.batchnorm_forward(np.empty((2**40, 2, 0), F), None, None,"
+                               " np.zeros(2, F), np.ones(2, F), training=False)",
+    "batchnorm_backward_N2e40_S0": "ak.batchnorm_backward(np.empty((2**40, 2, 0), F),"
+                                   " np.empty((2**40, 2, 0), F), None, np.zeros(2, F), np.ones(2, F))",
+    "linear_out_huge": "ak.linear_forward(np.empty((2**40, 0), F), np.empty((2**40, 0), F))",
+    "linear_empty_I_huge": "ak.linear_forward(np.empty((0, 2**40), F), np.empty((0, 2**40), F))",
+    "linear_backward_I_huge": "ak.linear_backward(np.empty((0, 0), F), np.empty((0, 2**40), F),"
+                              " np.empty((0, 2**40), F))",
+    "layernorm_rows0_D2e60": "ak.layernorm_forward(np.empty((0, 2**30, 2**30), F), (2**30, 2**30))",
+    "softmax_rows2e40": "ak.softmax_forward(np.empty((2**40, 0), F))",
+    "cross_entropy_K2e40": "ak.softmax_cross_entropy(np.empty((0, 2**40), F), np.empty(0, np.int64),"
+                           " reduction='sum')",
+    "mse_2e40x0": "ak.mse_loss(np.empty((2**40, 0), F), np.empty((2**40, 0), F), reduction='sum')",
+    "dropout_2e40x0": "ak.dropout_forward(np.empty((2**40, 0), F), 0.5, seed=1)",
+    "adam_2e40x0": "ak.adam_step([np.empty((2**40, 0), F)] * 3, [np.empty((2**40, 0), F)] * 3,"
+                   " [np.empty((2**40, 0), F)] * 3, [np.empty((2**40, 0), F)] * 3, step=1)",
+    "clip_2e40x0": "ak.clip_grad_norm([np.empty((2**40, 0), F)] * 2, 1.0)",
+    "xavier_too_big": "ak.xavier_uniform((2**31 - 1, 2**31 - 1, 2**31 - 1))",
+    "xavier_empty": "ak.xavier_uniform((0, 2**31 - 1))",
+}
+
+_PROBE_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import adlkernels as ak
+F = np.float32
+def shapes(r):
+    if type(r).__name__.endswith("Cache"):
+        return "cache"
+    if isinstance(r, tuple):
+        return [shapes(v) for v in r]
+    return None if r is None else list(np.shape(r))
+for name, expr in json.loads(sys.argv[1]).items():
+    t0 = time.perf_counter()
+    try:
+        out = {"shapes": shapes(eval(expr))}
+    except Exception as e:
+        out = {"error": type(e).__name__, "message": str(e)}
+    out["seconds"] = time.perf_counter() - t0
+    print(json.dumps({name: out}), flush=True)
+"""
+
+def _probe_expectations():
+    T, Tb = 10**7, HUGE
+    return {
+        "lstm_T1e7_B0": [[T, 0, 4], [0, 4], [0, 4], "cache"],
+        "lstm_T2e40_B0_bias_reverse": [[Tb, 0, 4], [0, 4], [0, 4], "cache"],
+        "lstm_backward_T2e40_B0": [[Tb, 0, 3], [0, 4], [0, 4], [16, 3], [16, 4], [16], None],
+        "attention_T2e40_B0": [[0, 2], [0, Tb]],
+        "attention_backward_T2e40_B0": [[0, 3], [Tb, 0, 2], [4, 3], [4, 2], [4]],
+        "batchnorm_N2e40_S0": [[Tb, 2, 0], [2], [2]],
+        "batchnorm_eval_N2e40_S0": [[Tb, 2, 0], [2], [2]],
+        "batchnorm_backward_N2e40_S0": [[Tb, 2, 0], [2], [2]],
+        "linear_out_huge": "MemoryError",
+        "linear_empty_I_huge": [0, 0],
+        "linear_backward_I_huge": [[0, 2**40], [0, 2**40], [0]],
+        "layernorm_rows0_D2e60": [[0, 2**30, 2**30], [0, 1, 1], [0, 1, 1]],
+        "softmax_rows2e40": [Tb, 0],
+        "cross_entropy_K2e40": [[], [0, Tb]],
+        "mse_2e40x0": [[], [Tb, 0]],
+        "dropout_2e40x0": [[Tb, 0], [Tb, 0]],
+        "adam_2e40x0": None,  # one zero-size array listed 3 times: it has no bytes to share
+        "clip_2e40x0": [],
+        "xavier_too_big": "ValueError",  # more elements than any array can hold
+        "xavier_empty": [0, 2**31 - 1],
+    }
+
+
+def test_huge_empty_dimensions_subprocess():
+    """Every probe finishes quickly (the LSTM over 10**7 empty steps took ~4 s, those
+    over 2**40 steps, and batch norm over 2**40 empty planes, never finished) with the
+    right empty results or a clean ValueError/MemoryError."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, json.dumps(_PROBES)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {}
+    for line in proc.stdout.splitlines():
+        got.update(json.loads(line))
+    expected = _probe_expectations()
+    for name in _PROBES:
+        out, exp = got[name], expected[name]
+        assert out["seconds"] < 2.0, (name, out)
+        if exp is None:
+            assert "error" not in out, (name, out)
+        elif isinstance(exp, (str, tuple)):
+            assert out.get("error") in ((exp,) if isinstance(exp, str) else exp), (name, out)
+        else:
+            assert out.get("shapes") == exp, (name, out)
+
+
+SIZES = (0, 1, 2, 3, HUGE)
+SMALL = 2**16  # outputs at most this big must come back (empty or tiny), never raise
+
+
+def _a(*shape, fill=0.5, dtype=F32):
+    """An array of shape; non-empty arrays with a huge dimension cannot exist: skip."""
+    n = int(np.prod(shape, dtype=object)) if shape else 1
+    assume(n <= SMALL)
+    return np.full(shape, fill, dtype)
+
+
+def _size_cases():
+    """name -> builder(dims) -> (call, expected output shapes, invalid): ``invalid`` is
+    True where the arguments themselves are outside the documented domain (a ValueError
+    is then the answer)."""
+    def lin(d):
+        b, i, o = d[:3]
+        return (lambda: (ak.linear_forward(_a(b, i), _a(o, i), _a(o)),),
+                [(b, o)], False)
+
+    def lin_bw(d):
+        b, i, o = d[:3]
+        return (lambda: ak.linear_backward(_a(b, o), _a(b, i), _a(o, i)),
+                [(b, i), (o, i), (o,)], False)
+
+    def lstm(d):
+        t, b = d[:2]
+        def call():
+            y, hn, cn, cache = ak.lstm_forward(_a(t, b, 2), _a(b, 3), _a(b, 3), _a(12, 2), _a(12, 3),
+                                               _a(12), None)
+            g = ak.lstm_backward(_a(t, b, 3), _a(b, 3), None, cache)
+            return (y, hn, cn) + tuple(g)
+        return call, [(t, b, 3), (b, 3), (b, 3), (t, b, 2), (b, 3), (b, 3), (12, 2), (12, 3), (12,),
+                      None], False
+
+    def cells(d):
+        b = d[0]
+        def call():
+            hn, cn, c1 = ak.lstm_cell_forward(_a(b, 2), _a(b, 3), _a(b, 3), _a(12, 2), _a(12, 3))
+            g1 = ak.lstm_cell_backward(_a(b, 3), None, c1)
+            hg, c2 = ak.gru_cell_forward(_a(b, 2), _a(b, 3), _a(9, 2), _a(9, 3), _a(9), _a(9))
+            g2 = ak.gru_cell_backward(_a(b, 3), c2)
+            hr, c3 = ak.rnn_cell_forward(_a(b, 2), _a(b, 3), _a(3, 2), _a(3, 3), nonlinearity="relu")
+            g3 = ak.rnn_cell_backward(None, c3)
+            return (hn, cn) + tuple(g1) + (hg,) + tuple(g2) + (hr,) + tuple(g3)
+        return call, [(b, 3), (b, 3), (b, 2), (b, 3), (b, 3), (12, 2), (12, 3), None, None,
+                      (b, 3), (b, 2), (b, 3), (9, 2), (9, 3), (9,), (9,),
+                      (b, 3), (b, 2), (b, 3), (3, 2), (3, 3), None, None], False
+
+    def attention(d):
+        b, t = d[:2]
+        def call():
+            ctx, w, cache = ak.additive_attention_forward(_a(b, 2), _a(t, b, 3), _a(4, 2), _a(4, 3),
+                                                          _a(4))
+            return (ctx, w) + tuple(ak.additive_attention_backward(_a(b, 3), _a(b, t), cache))
+        return call, [(b, 3), (b, t), (b, 2), (t, b, 3), (4, 2), (4, 3), (4,)], t == 0
+
+    def batchnorm(d):
+        n, c, s = d[:3]
+        def call():
+            x = _a(n, c, s)
+            out = ak.batchnorm_forward(x, _a(c), _a(c), _a(c), _a(c, fill=1.0), training=True)
+            ev = ak.batchnorm_forward(x, None, None, _a(c), _a(c, fill=1.0), training=False)
+            return out + ev + ak.batchnorm_backward(_a(n, c, s), x, _a(c), out[1], out[2])
+        return call, [(n, c, s), (c,), (c,)] * 3, c == 0 or n * s == 1
+
+    def layernorm(d):
+        r, k = d[:2]
+        def call():
+            x = _a(r, k)
+            y, m, s = ak.layernorm_forward(x, k, _a(k), _a(k))
+            return (y, m, s) + ak.layernorm_backward(_a(r, k), x, k, m, s, _a(k))
+        return call, [(r, k), (r, 1), (r, 1), (r, k), (k,), (k,)], k == 0 or k > 2**31 - 1
+
+    def softmax(d):
+        r, k = d[:2]
+        def call():
+            x = _a(r, k)
+            y, ly = ak.softmax_forward(x), ak.log_softmax_forward(x)
+            return (y, ly, ak.softmax_backward(_a(r, k), y), ak.log_softmax_backward(_a(r, k), ly))
+        return call, [(r, k)] * 4, False
+
+    def losses(d):
+        b, k = d[:2]
+        def call():
+            assume(b <= SMALL)  # targets (b,) must exist
+            t = np.zeros(b, np.int64)
+            out = ak.softmax_cross_entropy(_a(b, k), t, reduction="none")
+            for f in (ak.mse_loss, ak.l1_loss, ak.huber_loss):
+                out += f(_a(b, k), _a(b, k), reduction="sum")
+            return out
+        return call, [(b,), (b, k)] + [(), (b, k)] * 3, k == 0
+
+    def elementwise(d):
+        a, b = d[:2]
+        def call():
+            x = _a(a, b)
+            y, mask = ak.dropout_forward(x, 0.5, seed=3)
+            out = [y, mask, ak.dropout_backward(x, mask, 0.5)]
+            for f in ("relu", "leaky_relu", "sigmoid", "tanh"):
+                out += [getattr(ak, f + "_forward")(x), getattr(ak, f + "_backward")(x, x)]
+            return tuple(out)
+        return call, [(a, b)] * 11, False
+
+    def optim(d):
+        a, b = d[:2]
+        def call():
+            ps = [_a(a, b), _a(b, a)]
+            z = lambda: [np.zeros_like(p) for p in ps]  # noqa: E731
+            ak.sgd_step(ps, z(), z(), step=2, lr=0.1, momentum=0.9)
+            ak.adagrad_step(ps, z(), z(), step=1)
+            ak.rmsprop_step(ps, z(), z(), step=1, momentum=0.5, momentum_buffers=z(), centered=True,
+                            grad_avgs=z())
+            ak.adam_step(ps, z(), z(), z(), step=1, amsgrad=True, max_exp_avg_sqs=z())
+            return tuple(ps) + (ak.clip_grad_norm(z(), 1.0),)
+        return call, [(a, b), (b, a), ()], False
+
+    def init(d):
+        shape = d[:3]
+        def call():
+            return tuple(f(shape) for f in (ak.xavier_uniform, ak.xavier_normal, ak.he_uniform,
+                                            ak.he_normal))
+        fan_in, fan_out = shape[1] * shape[2], shape[0] * shape[2]
+        return call, [shape] * 4, max(shape) > 2**31 - 1 or fan_in == 0
+
+    return dict(linear_forward=lin, linear_backward=lin_bw, lstm=lstm, cells=cells,
+                attention=attention, batchnorm=batchnorm, layernorm=layernorm, softmax=softmax,
+                losses=losses, elementwise=elementwise, optim=optim, init=init)
+
+
+_SIZE_CASES = _size_cases()
+
+
+def _shape_list(out):
+    return [None if o is None else np.shape(o) for o in out]
+
+
+@pytest.mark.parametrize("name", sorted(_SIZE_CASES))
+@settings(max_examples=25, deadline=None, database=None)
+@given(dims=st.tuples(*[st.sampled_from(SIZES)] * 4))
+def test_zero_size_and_huge_dims(name, dims):
+    """Over every function of these families: dimensions 0, small or 2**40 (inputs that
+    can exist, i.e. empty where a dimension is huge). Small results come back at once and
+    correct; huge ones raise ValueError or MemoryError; nothing hangs or crashes."""
+    call, expected, invalid = _SIZE_CASES[name](dims)
+    small = all(e is None or int(np.prod(e, dtype=object)) <= SMALL for e in expected)
+    t0 = time.perf_counter()
+    try:
+        out = call()
+    except (ValueError, MemoryError) as e:
+        assert invalid or not small, f"{name}{dims}: {type(e).__name__}: {e}"
+        return
+    finally:
+        assert time.perf_counter() - t0 < 5.0, f"{name}{dims} took {time.perf_counter() - t0:.1f} s"
+    assert not invalid, f"{name}{dims}: accepted"
+    assert _shape_list(out) == [None if e is None else tuple(e) for e in expected], (name, dims)
+    for o in out:
+        if o is not None and o.size and o.dtype != np.bool_ and name != "init":
+            assert np.all(np.isfinite(o)), (name, dims)
