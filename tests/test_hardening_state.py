@@ -7,6 +7,11 @@ and of the torch.optim adapter.
   the cost follows the work, not the size of an empty dimension (an LSTM over 10**7
   steps of an empty batch used to take seconds). Probes that hung run in a subprocess
   with a timeout.
+- Aliasing: every function that writes arrays in place (optimizer steps and
+  clip_grad_norm, batch norm's running statistics, lstm_forward's out=) raises
+  ValueError naming both arguments when a written array shares memory with another
+  argument (same array, overlapping views, duplicated list entries) and changes
+  nothing; read-only arguments may overlap.
 """
 
 from __future__ import annotations
@@ -302,3 +307,176 @@ def test_zero_size_and_huge_dims(name, dims):
     for o in out:
         if o is not None and o.size and o.dtype != np.bool_ and name != "init":
             assert np.all(np.isfinite(o)), (name, dims)
+
+
+# ----------------------------------------------------------------------------------
+# aliasing of in-place calls
+# ----------------------------------------------------------------------------------
+
+# Optimizer calls: (keyword arguments beyond params and grads, the state lists in
+# argument order). Every list has the same length; params and states are written.
+_OPTIM = {
+    "sgd_step": (dict(lr=0.1, momentum=0.9), ["momentum_buffers"]),
+    "adagrad_step": (dict(), ["state_sums"]),
+    "rmsprop_step": (dict(momentum=0.5, centered=True), ["square_avgs", "momentum_buffers",
+                                                         "grad_avgs"]),
+    "adam_step": (dict(amsgrad=True), ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"]),
+    "clip_grad_norm": (dict(max_norm=1e-3), []),
+}
+
+
+def _views(shape_a, shape_b, offset, dtype, rng):
+    """Two arrays of the given shapes that overlap: b starts `offset` elements into a's
+    memory (offset < a.size), both C-contiguous views of one buffer."""
+    na, nb = int(np.prod(shape_a)), int(np.prod(shape_b))
+    buf = rng.standard_normal(max(na, offset + nb)).astype(dtype)
+    return buf, buf[:na].reshape(shape_a), buf[offset:offset + nb].reshape(shape_b)
+
+
+def _snapshot(arrays):
+    return [(a, a.copy()) for a in arrays]
+
+
+def _unchanged(snap):
+    return all(np.array_equal(a, before, equal_nan=True) for a, before in snap)
+
+
+@st.composite
+def optim_aliasing(draw):
+    fn = draw(st.sampled_from(sorted(_OPTIM)))
+    _, states = _OPTIM[fn]
+    lists = ["grads"] if fn == "clip_grad_norm" else ["params", "grads"] + states
+    n = draw(st.integers(2 if len(lists) == 1 else 1, 3))
+    slots = [(name, i) for name in lists for i in range(n)]
+    first, second = draw(st.lists(st.sampled_from(slots), min_size=2, max_size=2, unique=True))
+    size = draw(st.integers(1, 5))
+    same = draw(st.booleans())  # the very same array, else overlapping views
+    offset = 0 if same else draw(st.integers(0, size - 1))
+    dtype = draw(st.sampled_from([F32, F64]))
+    return fn, lists, n, sorted([first, second], key=slots.index), size, same, offset, dtype
+
+
+@settings(max_examples=120, deadline=None, database=None)
+@given(optim_aliasing())
+def test_optimizer_aliasing(case):
+    """Two argument slots of a fused step (or clip_grad_norm) share memory: the same
+    array twice in a list, a param that is its own grad, one array as two states,
+    overlapping views. ValueError naming both (later first, as "adam_step:
+    exp_avg_sqs[0] overlaps exp_avgs[0]") and nothing written, unless both are only
+    read (grads): then the call is valid."""
+    fn, lists, n, (first, second), size, same, offset, dtype = case
+    rng = np.random.default_rng(size * 7 + offset)
+    args = {name: [np.abs(rng.standard_normal(size)).astype(dtype) for _ in range(n)] for name in lists}
+    buf, a, b = _views((size,), (size,), offset, dtype, rng)
+    if same:
+        a = b = np.abs(a)
+        buf = a
+    args[first[0]][first[1]], args[second[0]][second[1]] = a, b
+    hyper, _ = _OPTIM[fn]
+    snap = _snapshot([buf] + [x for lst in args.values() for x in lst])
+    call = getattr(ak, fn)
+    read_only = fn != "clip_grad_norm" and first[0] == "grads" and second[0] == "grads"
+    kwargs = dict(hyper) if fn == "clip_grad_norm" else dict(hyper, step=2)
+    if fn == "clip_grad_norm":
+        run = lambda: call(args["grads"], **kwargs)  # noqa: E731
+    else:
+        run = lambda: call(args["params"], args["grads"], **kwargs,  # noqa: E731
+                           **{k: args[k] for k in lists[2:]})
+    if read_only:
+        run()
+        return
+    with pytest.raises(ValueError) as err:
+        run()
+    name = lambda s: f"{s[0]}[{s[1]}]"  # noqa: E731
+    assert str(err.value) == f"{fn}: {name(second)} overlaps {name(first)}"
+    assert _unchanged(snap)
+
+
+def test_optimizer_aliasing_examples():
+    """The issue's examples, and the cases that stay valid."""
+    p, g = np.ones(4, F32), np.ones(4, F32)
+    m = np.zeros(4, F32)
+    with pytest.raises(ValueError, match=r"^sgd_step: params\[1\] overlaps params\[0\]$"):
+        ak.sgd_step([p, p], [g, g], step=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"^adam_step: exp_avg_sqs\[0\] overlaps exp_avgs\[0\]$"):
+        ak.adam_step([p], [g], [m], [m], step=1)
+    with pytest.raises(ValueError, match=r"^sgd_step: grads\[0\] overlaps params\[0\]$"):
+        ak.sgd_step([p], [p], step=1, lr=0.1)
+    with pytest.raises(ValueError, match=r"^sgd_step: grads\[0\] overlaps params\[0\]$"):
+        ak.sgd_step(p, p, step=1, lr=0.1)  # single arrays, not lists
+    assert np.array_equal(p, np.ones(4, F32)) and not m.any()
+    # one gradient for two params, and non-overlapping views of one flat buffer: valid
+    flat = np.ones(8, F32)
+    ak.sgd_step([flat[:4], flat[4:]], [g, g], step=1, lr=0.5)
+    np.testing.assert_array_equal(flat, np.full(8, 0.5, F32))
+    # the slow path (tuples, non-contiguous grads) checks the same arrays
+    with pytest.raises(ValueError, match=r"^adagrad_step: state_sums\[0\] overlaps params\[1\]$"):
+        ak.adagrad_step((m, p), (g[::-1], g), (p, np.zeros(4, F32)), step=1)
+
+
+def test_optimizer_wrappers_reject_duplicate_params():
+    p = np.ones(3)
+    for cls in (ak.optim.SGD, ak.optim.Adagrad, ak.optim.RMSprop, ak.optim.Adam, ak.optim.AdamW):
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}: params\[2\] overlaps params\[0\]$"):
+            cls([p, np.ones(2), p])
+    buf = np.ones(6)
+    with pytest.raises(ValueError, match=r"^Adam: params\[1\] overlaps params\[0\]$"):
+        ak.optim.Adam([buf[:4], buf[3:]])
+    ak.optim.Adam([buf[:3], buf[3:]]).step([np.ones(3), np.ones(3)])  # disjoint: fine
+
+
+# batchnorm_forward (training): written running_mean, running_var; x (N, C).
+_BN_SLOTS = ["x", "weight", "bias", "running_mean", "running_var"]
+# lstm_forward(out=...): written out (T, B, H) = (2, 1, 3), I = 2.
+_LSTM_SLOTS = {"x": (2, 1, 2), "h0": (1, 3), "c0": (1, 3), "w_ih": (12, 2), "w_hh": (12, 3),
+               "b_ih": (12,), "b_hh": (12,), "out": (2, 1, 3)}
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.sampled_from(["batchnorm", "lstm"]), st.data())
+def test_norm_and_lstm_out_aliasing(which, data):
+    """batch norm's running statistics and lstm_forward's out= against every other
+    argument: same array or overlapping views -> ValueError naming both, nothing changed."""
+    rng = np.random.default_rng(0)
+    dtype = data.draw(st.sampled_from([F32, F64]))
+    if which == "batchnorm":
+        c = 3
+        shapes = {"x": (4, c), **{k: (c,) for k in _BN_SLOTS[1:]}}
+        written = ("running_mean", "running_var")
+    else:
+        shapes, written = _LSTM_SLOTS, ("out",)
+    names = list(shapes)
+    w = data.draw(st.sampled_from(written))
+    other = data.draw(st.sampled_from([n for n in names if n != w]))
+    first, second = sorted([w, other], key=names.index)
+    size = int(np.prod(shapes[first]))
+    offset = data.draw(st.integers(0, size - 1))
+    args = {k: np.abs(rng.standard_normal(s)).astype(dtype) for k, s in shapes.items()}
+    buf, args[first], args[second] = _views(shapes[first], shapes[second], offset, dtype, rng)
+    buf[...] = np.abs(buf)
+    snap = _snapshot([buf] + list(args.values()))
+    fn = "batchnorm_forward" if which == "batchnorm" else "lstm_forward"
+    with pytest.raises(ValueError) as err:
+        if which == "batchnorm":
+            ak.batchnorm_forward(*[args[k] for k in _BN_SLOTS], training=True)
+        else:
+            ak.lstm_forward(*[args[k] for k in names[:-1]], out=args["out"])
+    assert str(err.value) == f"{fn}: {second} overlaps {first}"
+    assert _unchanged(snap)
+
+
+def test_norm_and_lstm_out_aliasing_valid_cases():
+    """Eval mode writes nothing (running statistics may alias the input); out= may be a
+    strided view next to (not over) the input in one buffer."""
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    stats = np.abs(x[0]).copy()
+    y, _, _ = ak.batchnorm_forward(x, None, None, stats, stats, training=False)
+    np.testing.assert_allclose(y, (x - stats) / np.sqrt(stats + 1e-5))
+    buf = np.zeros((2, 1, 5))  # x in [..., :2], y in [..., 2:]
+    buf[..., :2] = 0.5
+    w_ih, w_hh = np.full((12, 2), 0.1), np.full((12, 3), 0.1)
+    y, _, _, _ = ak.lstm_forward(buf[..., :2], np.zeros((1, 3)), np.zeros((1, 3)), w_ih, w_hh,
+                                 out=buf[..., 2:])
+    ref, _, _, _ = ak.lstm_forward(np.full((2, 1, 2), 0.5), np.zeros((1, 3)), np.zeros((1, 3)),
+                                   w_ih, w_hh)
+    np.testing.assert_array_equal(buf[..., 2:], ref)
