@@ -12,6 +12,9 @@ and of the torch.optim adapter.
   ValueError naming both arguments when a written array shares memory with another
   argument (same array, overlapping views, duplicated list entries) and changes
   nothing; read-only arguments may overlap.
+- Accuracy: layer norm and batch norm statistics against float64 on hard rows (a far
+  outlier, a spread of 1e19, a large offset), forward and backward; bitwise identical
+  for 1 and 2 threads and wherever the row lies in memory.
 """
 
 from __future__ import annotations
@@ -480,3 +483,124 @@ def test_norm_and_lstm_out_aliasing_valid_cases():
     ref, _, _, _ = ak.lstm_forward(np.full((2, 1, 2), 0.5), np.zeros((1, 3)), np.zeros((1, 3)),
                                    w_ih, w_hh)
     np.testing.assert_array_equal(buf[..., 2:], ref)
+
+
+# ----------------------------------------------------------------------------------
+# accuracy of the normalization statistics
+# ----------------------------------------------------------------------------------
+
+
+def _hard_rows(d=1024):
+    """Rows that defeat single-precision one-pass sums: one far outlier (first and
+    elsewhere), a spread of 1e19 (float32 squares overflow), a large offset with std 1,
+    an outlier below a large offset, and a constant row."""
+    rng = np.random.default_rng(5)
+    rows = np.zeros((7, d))
+    rows[0, 0] = 1e4
+    rows[1, d // 2] = -1e4
+    rows[2, :8] = [1e19, -1e19, 0, 1, 2, 3, 4, 5]
+    rows[3] = rng.standard_normal(d) + 1e4
+    rows[4] = rng.standard_normal(d) + 1e6
+    rows[5] = rng.standard_normal(d) + 1e4
+    rows[5, 7] = -3e4
+    rows[6] = 3.0
+    return rows
+
+
+def _max_err(got, ref):
+    """Max error per row relative to the row's largest reference magnitude."""
+    got, ref = np.asarray(got, F64).reshape(len(ref), -1), np.asarray(ref).reshape(len(ref), -1)
+    return np.max(np.abs(got - ref), axis=1) / np.maximum(np.max(np.abs(ref), axis=1), 1e-30)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_layernorm_hard_rows(dtype):
+    """Forward (y, mean, rstd) and backward against float64 on the hard rows. Before, the
+    float32 sums made the outlier rows wrong by 0.03-0.1 and the 1e19 row all zeros."""
+    x = _hard_rows().astype(dtype)
+    d = x.shape[1]
+    rng = np.random.default_rng(6)
+    w, b = (1 + rng.random(d)).astype(dtype), rng.standard_normal(d).astype(dtype)
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    tol = 1e-6 if dtype == F32 else 1e-13
+    y, mean, rstd = ak.layernorm_forward(x, d, w, b)
+    ry, rmean, rrstd = layernorm_ref(x, d, w, b)
+    assert np.all(_max_err(y, ry) < tol), _max_err(y, ry)
+    # the mean to within tol of the row's scale (its std and its own size)
+    assert np.all(np.abs(mean - rmean) <= tol * (np.abs(rmean) + 1 / rrstd))
+    np.testing.assert_allclose(rstd, rrstd, rtol=tol)
+    gx, gw, gb = ak.layernorm_backward(gy, x, d, mean, rstd, w)
+    rgx, rgw, rgb = layernorm_backward_ref(gy, x, d, mean, rstd, w)
+    assert np.all(_max_err(gx, rgx) < 10 * tol), _max_err(gx, rgx)
+    np.testing.assert_allclose(gb, rgb, rtol=10 * tol, atol=10 * tol * np.abs(rgb).max())
+    np.testing.assert_allclose(gw, rgw, rtol=10 * tol, atol=10 * tol * np.abs(rgw).max())
+
+
+def test_layernorm_issue_rows():
+    """The issue's two rows in float32: [1e4, 0, ..., 0] over 1024 columns, and
+    [1e19, -1e19, 0, 1, 2, 3, 4, 5] -> about [2, -2, 0, ...]."""
+    x = np.zeros(1024, F32)
+    x[0] = 1e4
+    y = ak.layernorm_forward(x, 1024)[0]
+    ref = layernorm_ref(x, 1024)[0]
+    assert np.max(np.abs(y - ref)) < 1e-5
+    y = ak.layernorm_forward(np.array([1e19, -1e19, 0, 1, 2, 3, 4, 5], F32), 8)[0]
+    ref = layernorm_ref(np.array([1e19, -1e19, 0, 1, 2, 3, 4, 5], F32), 8)[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+    assert abs(y[0] - 2) < 1e-6 and abs(y[1] + 2) < 1e-6
+
+
+def test_batchnorm_hard_channels():
+    """Batch norm statistics are summed in double over data shifted by each channel's
+    first value: accurate with a first-value outlier, a 1e19 spread, and offsets of 1e4
+    and 1e6 with std 1 (the normalized values too, not just the statistics), forward
+    (training and eval) and backward, against float64."""
+    rows = _hard_rows(256)
+    x = np.ascontiguousarray(rows.T.reshape(16, 16, 7).transpose(0, 2, 1)).astype(F32)  # (N, C, S)
+    rng = np.random.default_rng(7)
+    c = x.shape[1]
+    w, b = (1 + rng.random(c)).astype(F32), rng.standard_normal(c).astype(F32)
+    rm, rv = np.zeros(c, F32), np.ones(c, F32)
+    y, sm, si = ak.batchnorm_forward(x, w, b, rm, rv, training=True)
+    ry, rsm, rsi, rrm, rrv = batchnorm_ref(x, w, b, np.zeros(c), np.ones(c), True)
+    per_channel = lambda a: a.transpose(1, 0, 2).reshape(c, -1)  # noqa: E731
+    assert np.all(_max_err(per_channel(y), per_channel(ry)) < 1e-6)
+    np.testing.assert_allclose(si, rsi, rtol=1e-6)
+    np.testing.assert_allclose(rv, rrv, rtol=1e-6)
+    assert np.all(np.abs(rm - rrm) <= 1e-6 * (np.abs(rrm) + np.sqrt(rrv)))  # to the scale
+    gy = rng.standard_normal(x.shape).astype(F32)
+    gx, gw, gb = ak.batchnorm_backward(gy, x, w, sm, si, training=True)
+    rgx, rgw, rgb = batchnorm_backward_ref(gy, x, w, sm, si, True)
+    assert np.all(_max_err(per_channel(gx), per_channel(rgx)) < 1e-5)
+    np.testing.assert_allclose(gw, rgw, rtol=1e-5, atol=1e-5 * np.abs(rgw).max())
+    np.testing.assert_allclose(gb, rgb, rtol=1e-5, atol=1e-5 * np.abs(rgb).max())
+    # eval with the running statistics of a 1e6 offset: y = (x - mean) * invstd exactly
+    mean = np.array([1e6 + 0.25], F32)
+    xe = (mean + np.arange(-2, 3, dtype=F32)).reshape(5, 1)
+    ye = ak.batchnorm_forward(xe, None, None, mean, np.ones(1, F32), training=False)[0]
+    np.testing.assert_allclose(ye.ravel(), (xe.astype(F64) - F64(mean[0])).ravel() / np.sqrt(1 + 1e-5),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
+def test_norm_hard_rows_bitwise_threads_and_placement(dtype, restore_threads):
+    """Bitwise identical for 1 and 2 threads, and for a row wherever it lies in memory
+    (the summation order does not depend on alignment)."""
+    x = np.tile(_hard_rows(), (40, 1)).astype(dtype)  # enough work for a parallel region
+    gy = np.random.default_rng(8).standard_normal(x.shape).astype(dtype)
+    outs = []
+    for n in (1, 2):
+        ak.set_num_threads(n)
+        y, m, r = ak.layernorm_forward(x, x.shape[1])
+        outs.append((y, m, r) + ak.layernorm_backward(gy, x, x.shape[1], m, r)
+                    + ak.batchnorm_forward(x.reshape(40, 7, -1), None, None, None, None, training=True))
+    for a, b in zip(*outs):
+        assert a.tobytes() == b.tobytes()
+    d = x.shape[1]
+    for shift in (1, 3, 5):  # the same rows at other alignments
+        buf = np.zeros(x.size + shift, dtype)
+        xs = buf[shift:].reshape(x.shape)
+        xs[...] = x
+        assert not xs.flags.aligned or xs.ctypes.data % 32 != x.ctypes.data % 32
+        ys, ms, rs = ak.layernorm_forward(xs, d)
+        assert ys.tobytes() == outs[0][0].tobytes() and ms.tobytes() == outs[0][1].tobytes()

@@ -1,10 +1,14 @@
 """Normalization (API section 5): batch normalization and layer normalization.
 
 Batch norm statistics are per channel over (N, *spatial); layer norm statistics per row
-over the trailing ``normalized_shape``. Sums run in double: batch norm in one pass over
-data shifted by the channel's first value (accurate for float32 inputs with mean 1e4 and
-std 1), layer norm in two passes over each row. Every reduction has a fixed order, so
-results are bitwise identical for any thread count.
+over the trailing ``normalized_shape``. Sums run in double over data shifted by the
+channel's (the row's) first value, in one pass; layer norm repeats the pass shifted by
+the mean when that first value lies far from it (a row [1e4, 0, ..., 0]), which removes
+the cancellation. The normalized output subtracts the double mean as two parts of the
+input's type. So float32 rows with a large offset (mean 1e4 or 1e6, std 1), one far
+outlier, or a spread of 1e19 (whose float32 squares overflow) normalize to float32
+precision. Layer norm's backward sums each row in double. Every reduction has a fixed
+order, so results are bitwise identical for any thread count.
 
 Training batch norm updates running_mean and running_var in place: they must not share
 memory with each other or with another argument (ValueError naming both). Empty inputs
