@@ -15,6 +15,8 @@ and of the torch.optim adapter.
 - Accuracy: layer norm and batch norm statistics against float64 on hard rows (a far
   outlier, a spread of 1e19, a large offset), forward and backward; bitwise identical
   for 1 and 2 threads and wherever the row lies in memory.
+- Reuse: a layer used twice in ak.layers.Sequential against torch.nn (gradients summed
+  over uses).
 """
 
 from __future__ import annotations
@@ -604,3 +606,84 @@ def test_norm_hard_rows_bitwise_threads_and_placement(dtype, restore_threads):
         assert not xs.flags.aligned or xs.ctypes.data % 32 != x.ctypes.data % 32
         ys, ms, rs = ak.layernorm_forward(xs, d)
         assert ys.tobytes() == outs[0][0].tobytes() and ms.tobytes() == outs[0][1].tobytes()
+
+
+# ----------------------------------------------------------------------------------
+# a layer used twice in ak.layers.Sequential
+# ----------------------------------------------------------------------------------
+
+
+def _torch_linear(torch, lin):
+    t = torch.nn.Linear(lin.weight.shape[1], lin.weight.shape[0]).double()
+    with torch.no_grad():
+        t.weight.copy_(torch.from_numpy(lin.weight))
+        t.bias.copy_(torch.from_numpy(lin.bias))
+    return t
+
+
+def _models(torch, rng, kind):
+    """The same model in ak.layers and torch.nn, with reused layers."""
+    lin = L.Linear(4, 4, dtype=F64, rng=rng)
+    other = L.Linear(4, 4, dtype=F64, rng=rng)
+    tlin, tother = _torch_linear(torch, lin), _torch_linear(torch, other)
+    if kind == "lin-relu-lin":
+        return (L.Sequential(lin, L.ReLU(), lin),
+                torch.nn.Sequential(tlin, torch.nn.ReLU(), tlin), [lin])
+    if kind == "nested-block-twice":
+        block = L.Sequential(lin, L.ReLU())
+        tblock = torch.nn.Sequential(tlin, torch.nn.ReLU())
+        return (L.Sequential(block, other, block, L.Sequential(block)),
+                torch.nn.Sequential(tblock, tother, tblock, torch.nn.Sequential(tblock)),
+                [lin, other])
+    relu = L.ReLU()  # "stateless-and-three-uses": a cached-input layer reused too
+    return (L.Sequential(lin, relu, other, relu, lin, relu, lin),
+            torch.nn.Sequential(tlin, torch.nn.ReLU(), tother, torch.nn.ReLU(), tlin,
+                                torch.nn.ReLU(), tlin), [lin, other])
+
+
+@pytest.mark.parametrize("kind", ["lin-relu-lin", "nested-block-twice", "stateless-and-three-uses"])
+def test_sequential_reused_layers_vs_torch(kind):
+    """PyTorch semantics: each use sees its own input, and the gradients of a reused
+    layer are summed over its uses; params()/grads() list it once. Before, the second
+    forward overwrote the first's cache and the last backward's gradients won."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    model, tmodel, unique = _models(torch, rng, kind)
+    x, gy = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    for _ in range(2):  # a second step gives the same gradients (no stale accumulation)
+        y = model.forward(x)
+        gx = model.backward(gy)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = tmodel(xt)
+    yt.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    tparams = list(tmodel.parameters())
+    assert len(model.params()) == len(tparams) == 2 * len(unique)
+    for p, g, tp in zip(model.params(), model.grads(), tparams):
+        np.testing.assert_array_equal(p, tp.detach().numpy())
+        np.testing.assert_allclose(g, tp.grad.numpy(), rtol=1e-12, atol=1e-12)
+    # the deduplicated list is what an optimizer accepts (a repeated array would raise)
+    opt = ak.optim.Adam(model.params(), lr=0.1)
+    opt.step(model.grads())
+    topt = torch.optim.Adam(tparams, lr=0.1, foreach=False)
+    topt.step()
+    for p, tp in zip(model.params(), tparams):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_sequential_single_use_layers_unchanged():
+    """A layer used once keeps overwriting its gradients on each backward (its grads are
+    never zeroed or accumulated), and a reused layer's backward outside the Sequential
+    still just sets them."""
+    rng = np.random.default_rng(10)
+    lin = L.Linear(3, 2, dtype=F64, rng=rng)
+    model = L.Sequential(L.Linear(3, 3, dtype=F64, rng=rng), L.ReLU(), lin)
+    x, gy = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    model.forward(x)
+    model.backward(gy)
+    first = [g.copy() for g in model.grads()]
+    model.backward(gy)
+    for a, b in zip(first, model.grads()):
+        np.testing.assert_array_equal(a, b)
+    assert all(not m._accumulate for m in model.modules())
