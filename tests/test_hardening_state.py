@@ -16,7 +16,7 @@ and of the torch.optim adapter.
   outlier, a spread of 1e19, a large offset), forward and backward; bitwise identical
   for 1 and 2 threads and wherever the row lies in memory.
 - Reuse: a layer used twice in ak.layers.Sequential against torch.nn (gradients summed
-  over uses).
+  over uses); a parameter listed twice in adlkernels.torch.optim against torch.optim.
 """
 
 from __future__ import annotations
@@ -609,7 +609,7 @@ def test_norm_hard_rows_bitwise_threads_and_placement(dtype, restore_threads):
 
 
 # ----------------------------------------------------------------------------------
-# a layer used twice in ak.layers.Sequential
+# a layer used twice in ak.layers.Sequential, a parameter listed twice in torch.optim
 # ----------------------------------------------------------------------------------
 
 
@@ -687,3 +687,54 @@ def test_sequential_single_use_layers_unchanged():
     for a, b in zip(first, model.grads()):
         np.testing.assert_array_equal(a, b)
     assert all(not m._accumulate for m in model.modules())
+
+
+_TORCH_OPTS = [("SGD", dict(lr=0.1)), ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1)),
+               ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+               ("Adagrad", dict(lr=0.1, weight_decay=0.01)),
+               ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+               ("Adam", dict(lr=0.1, weight_decay=0.1)), ("AdamW", dict(lr=0.1, amsgrad=True))]
+
+
+@pytest.mark.parametrize("name,hyper", _TORCH_OPTS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(_TORCH_OPTS)])
+def test_torch_optim_parameter_listed_twice(name, hyper):
+    """As torch.optim 2.13: a duplicate within one group warns at construction and is
+    updated once per listing in each step (torch's single-tensor loop); one parameter in
+    two groups raises ValueError."""
+    torch = pytest.importorskip("torch")
+    from adlkernels.torch import optim as akopt
+
+    g = torch.Generator().manual_seed(0)
+    p0, q0 = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    results = []
+    for cls, extra in ((getattr(torch.optim, name), dict(foreach=False)), (getattr(akopt, name), {})):
+        p, q = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(q0.clone())
+        with pytest.warns(UserWarning, match="duplicate parameters"):
+            opt = cls([p, q, p, p], **hyper, **extra)
+        for it in range(3):
+            p.grad = torch.sin(p.detach() * (it + 1))
+            q.grad = torch.cos(q.detach() + it)
+            opt.step()
+        results.append((p.detach(), q.detach(), opt.state[p]))
+        with pytest.raises(ValueError, match="more than one parameter group"):
+            cls([{"params": [p]}, {"params": [q, p]}], **hyper)
+    (tp, tq, tstate), (ap, aq, astate) = results
+    torch.testing.assert_close(ap, tp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(aq, tq, rtol=1e-12, atol=1e-12)
+    assert list(astate) == list(tstate)
+    for k in tstate:
+        torch.testing.assert_close(astate[k], tstate[k], rtol=1e-12, atol=1e-12)
+
+
+def test_torch_optim_overlapping_parameters_raise():
+    """Two distinct parameters over one buffer, overlapping: ValueError, nothing written."""
+    torch = pytest.importorskip("torch")
+    from adlkernels.torch import optim as akopt
+
+    base = torch.zeros(6, dtype=torch.float64)
+    p, q = torch.nn.Parameter(base[:4]), torch.nn.Parameter(base[2:])
+    opt = akopt.Adam([p, q], lr=0.1)
+    p.grad, q.grad = torch.ones(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^adam_step: params\[1\] overlaps params\[0\]$"):
+        opt.step()
+    assert not base.any()
