@@ -72,11 +72,20 @@ ADLK_MULTIVERSION void bn_block_grads(const BatchNormGeom& g, const T* dy, const
   *sdy = a, *sdx = b;
 }
 
+// The mean (double) as hi + lo in T: x - hi is exact for x near the mean (Sterbenz), so
+// ((x - hi) - lo) keeps the bits a float32 mean of 1e4 would round away (half an ulp of
+// 1e4 is 5e-4: that much error on every normalized value of a std-1 channel).
 template <typename T>
-ADLK_MULTIVERSION void bn_normalize_plane(index_t S, const T* x, T mean, T scale, T shift,
-                                          T* y) {
+struct SplitMean {
+  T hi, lo;
+  explicit SplitMean(double m) : hi(T(m)), lo(T(m - double(T(m)))) {}
+};
+
+template <typename T>
+ADLK_MULTIVERSION void bn_normalize_plane(index_t S, const T* x, SplitMean<T> mean, T scale,
+                                          T shift, T* y) {
 #pragma omp simd
-  for (index_t s = 0; s < S; ++s) y[s] = (x[s] - mean) * scale + shift;
+  for (index_t s = 0; s < S; ++s) y[s] = ((x[s] - mean.hi) - mean.lo) * scale + shift;
 }
 
 template <typename T>
@@ -143,12 +152,13 @@ void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, cons
     save_mean[c] = T(mean[c]);
     save_invstd[c] = T(invstd[c]);
   }
+  if (M == 0) return;  // y is empty: no loop over the N * C empty planes
   const index_t planes = g.N * C;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
   for (index_t pl = 0; pl < planes; ++pl) {
     const index_t c = pl % C;
     const T scale = T(invstd[c] * (weight ? double(weight[c]) : 1.0));
-    bn_normalize_plane<T>(g.S, x + pl * g.S, T(mean[c]), scale, bias ? bias[c] : T(0),
+    bn_normalize_plane<T>(g.S, x + pl * g.S, SplitMean<T>(mean[c]), scale, bias ? bias[c] : T(0),
                           y + pl * g.S);
   }
 }
@@ -187,6 +197,7 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
       cb[c] = 0, ck[c] = 0;
     }
   }
+  if (M == 0) return;  // grad_x is empty: no loop over the N * C empty planes
   const index_t planes = g.N * C;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
   for (index_t pl = 0; pl < planes; ++pl) {
@@ -200,56 +211,75 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
 
 namespace {
 
+// Sums of d = x[j] - pivot and of d^2 over a row, in double.
+template <typename T>
+inline void shifted_moments(index_t D, const T* x, double pivot, double* s1, double* s2) {
+  double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+  for (index_t j = 0; j < D; ++j) {
+    const double d = double(x[j]) - pivot;
+    a += d;
+    b += d * d;
+  }
+  *s1 = a, *s2 = b;
+}
+
+// A pass whose shifted sums lose more than this factor to cancellation (s2 versus
+// s2 - s1^2 / D) is repeated around its mean.
+constexpr double kMaxCancellation = 16;
+
 template <typename T>
 ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T* b, double eps,
                                      T* y, T* mean_out, T* rstd_out) {
-  // one pass over the row: sums of (x - x[0]) and its square
-  // (sums in T: a row is short; the shift by x[0] keeps a large common offset from
-  // cancelling)
-  const T pivot = x[0];
-  T s1 = 0, s2 = 0;
-#pragma omp simd reduction(+ : s1, s2)
-  for (index_t j = 0; j < D; ++j) {
-    const T d = x[j] - pivot;
-    s1 += d;
-    s2 += d * d;
+  // Sums in double over the row shifted by its first value: one pass, and the relative
+  // error of the variance is about the double epsilon times s2 / (D * var). That factor
+  // stays small unless x[0] lies far from the mean (a row [1e4, 0, ..., 0]); then a
+  // second pass shifted by the mean just found makes it ~1 (the corrected two-pass
+  // algorithm). The variance of [1e19, -1e19, 0, 1, ...], whose float32 squares
+  // overflow, is fine in double.
+  double pivot = double(x[0]), s1, s2;
+  shifted_moments(D, x, pivot, &s1, &s2);
+  if (s2 > kMaxCancellation * (s2 - s1 * s1 / double(D))) {
+    pivot += s1 / double(D);
+    shifted_moments(D, x, pivot, &s1, &s2);
   }
-  const double mean = double(pivot) + double(s1) / double(D);
-  const double var =
-      std::max(0.0, (double(s2) - double(s1) * double(s1) / double(D)) / double(D));
+  const double mean = pivot + s1 / double(D);
+  const double var = std::max(0.0, (s2 - s1 * s1 / double(D)) / double(D));
   const double rstd = 1.0 / std::sqrt(var + eps);
   *mean_out = T(mean);
   *rstd_out = T(rstd);
-  const T m = T(mean), r = T(rstd);
+  const SplitMean<T> m(mean);
+  const T r = T(rstd);
   if (w && b) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j] + b[j];
+    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r * w[j] + b[j];
   } else if (w) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r * w[j];
+    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r * w[j];
   } else if (b) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r + b[j];
+    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r + b[j];
   } else {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = (x[j] - m) * r;
+    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r;
   }
 }
 
-// One row of the backward; accumulates dy * xhat and dy into the chunk's gw, gb. Row sums
-// and chunk partials are in T (a row or a 64-row chunk is short); chunks are combined in
-// double.
+// One row of the backward; accumulates dy * xhat and dy into the chunk's gw, gb. The row
+// sums are in double (like the forward's); the chunk partials gw, gb are in T (a 64-row
+// chunk is short) and the chunks are combined in double.
 template <typename T>
 ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x, T mean, T rstd,
                                               const T* w, T* dx, T* gw, T* gb) {
-  T c1 = 0, c2 = 0;
+  // c1 = sum of g * xhat, c2 = sum of g, with g = dy * w
+  double c1 = 0, c2 = 0;
   if (w) {
 #pragma omp simd reduction(+ : c1, c2)
     for (index_t j = 0; j < D; ++j) {
       const T xhat = (x[j] - mean) * rstd;
       const T gj = dy[j] * w[j];
-      c1 += gj * xhat;
-      c2 += gj;
+      c1 += double(gj) * double(xhat);
+      c2 += double(gj);
       gw[j] += dy[j] * xhat;
       gb[j] += dy[j];
     }
@@ -257,13 +287,13 @@ ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x
 #pragma omp simd reduction(+ : c1, c2)
     for (index_t j = 0; j < D; ++j) {
       const T xhat = (x[j] - mean) * rstd;
-      c1 += dy[j] * xhat;
-      c2 += dy[j];
+      c1 += double(dy[j]) * double(xhat);
+      c2 += double(dy[j]);
       gw[j] += dy[j] * xhat;
       gb[j] += dy[j];
     }
   }
-  const T k1 = c1 / T(D), k2 = c2 / T(D);
+  const T k1 = T(c1 / double(D)), k2 = T(c2 / double(D));
   if (w) {
 #pragma omp simd
     for (index_t j = 0; j < D; ++j) dx[j] = rstd * (dy[j] * w[j] - k2 - (x[j] - mean) * rstd * k1);
@@ -291,7 +321,8 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
                         const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
   const index_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
-  std::vector<T> pw(static_cast<std::size_t>(nchunks * D), T(0)), pb(pw.size(), T(0));
+  std::vector<T> pw(static_cast<std::size_t>(checked_mul(nchunks, D, "layernorm: chunks*D")), T(0)),
+      pb(pw.size(), T(0));
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt) if (parallel(rows * D))
   {
@@ -414,9 +445,19 @@ void dropout_backward(index_t n, const T* grad_y, const bool* mask, double p, T*
 // ---- linear ------------------------------------------------------------------------------------------
 
 namespace {
+// Sizes must fit the 32-bit BLAS interface only when no size is 0: an empty product (e.g.
+// x (0, 2^40)) makes no BLAS call.
 void check_linear(index_t B, index_t I, index_t O) {
   check(B >= 0 && I >= 0 && O >= 0, "linear: negative size");
+  if (B == 0 || I == 0 || O == 0) return;
   for (index_t v : {B, I, O}) check_blas_dim(v, "linear dimension");
+}
+
+// Whether a linear kernel is worth a parallel region: B*I*O saturates instead of
+// overflowing.
+bool linear_parallel(index_t B, index_t I, index_t O) {
+  index_t work;
+  return __builtin_mul_overflow(B * I, O, &work) || work > kParallelGrain;
 }
 }  // namespace
 
@@ -424,10 +465,11 @@ template <typename T>
 void linear_forward(index_t B, index_t I, index_t O, const T* x, const T* weight, const T* bias,
                     T* y) {
   check_linear(B, I, O);
+  if (B == 0 || O == 0) return;  // y is empty
   // Split the larger of B and O: splitting O, each thread packs only its rows of the
   // weight (the larger operand when O >= B) instead of all of it.
   const bool split_out = O >= B;
-#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+#pragma omp parallel num_threads(get_num_threads()) if (linear_parallel(B, I, O))
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     const Span r = split_out ? Span{0, B} : split(B, np, p);
@@ -446,7 +488,7 @@ template <typename T>
 void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* x,
                      const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check_linear(B, I, O);
-#pragma omp parallel num_threads(get_num_threads()) if (B * I * O > kParallelGrain)
+#pragma omp parallel num_threads(get_num_threads()) if (linear_parallel(B, I, O))
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     if (grad_x) {

@@ -40,12 +40,6 @@ struct TileGrid {
   }
 };
 
-index_t checked_mul(index_t a, index_t b, const char* what) {
-  index_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::length_error(std::string(what) + " overflows");
-  return r;
-}
-
 // C[rows, k*H + cols] = A[rows, :] @ W[k*H + cols, :]^T + beta * C for each gate k < G:
 // the gate columns of one tile. A tile spanning all hidden units is one GEMM.
 template <typename T>
@@ -309,14 +303,14 @@ void LstmGeom::check() const {
   adlk::check(T >= 0 && B >= 0 && I >= 1 && H >= 1, "lstm: need T, B >= 0 and I, H >= 1");
   adlk::check(ldx >= I && ldy >= H, "lstm: row strides must be at least the row length");
   const index_t rows = checked_mul(T, B, "T*B");
-  checked_mul(rows, std::max(ldx, 4 * H), "T*B*row");
+  checked_mul(rows, std::max(ldx, checked_mul(4, H, "4H")), "T*B*row");
   checked_mul(rows, ldy, "T*B*ldy");
   for (index_t v : {rows, 4 * H, I, H, ldx, ldy}) check_blas_dim(v, "lstm dimension");
 }
 
 void CellGeom::check() const {
   adlk::check(B >= 0 && I >= 1 && H >= 1, "cell: need B >= 0 and I, H >= 1");
-  checked_mul(B, 4 * std::max(I, H), "B*row");
+  checked_mul(B, checked_mul(4, std::max(I, H), "4*row"), "B*row");
   for (index_t v : {B, 4 * H, I, H}) check_blas_dim(v, "cell dimension");
 }
 
@@ -335,6 +329,8 @@ void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const
                   const T* w_hh, const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n,
                   T* c_n, T* gates, T* cells) {
   g.check();
+  // No batch rows: every output is empty; skip the T steps (a barrier each).
+  if (g.B == 0) return;
   const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G4 = 4 * H, R = Tn * B;
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
@@ -385,6 +381,12 @@ void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* gr
   check(g.T <= 1 || y != nullptr, "lstm_backward: y is needed when T > 1");
   check_blas_dim(ldgy, "lstm_backward: grad_y row stride");
   const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G4 = 4 * H, R = Tn * B;
+  if (B == 0) {  // no batch rows: zero weight gradients, without the T-step loop
+    std::fill(grad_w_ih, grad_w_ih + G4 * I, T(0));
+    std::fill(grad_w_hh, grad_w_hh + G4 * H, T(0));
+    if (grad_b) std::fill(grad_b, grad_b + G4, T(0));
+    return;
+  }
   WorkBuffer<T> dG_buf(checked_mul(R, G4, "T*B*4H"));  // gate gradients of every step
   T* dG = dG_buf.get();
   T* dh = grad_h0;  // the recurrent gradients live in the outputs
@@ -605,6 +607,12 @@ void additive_attention_backward(const AttentionGeom& g, const T* grad_context,
                                  T* grad_keys, T* grad_w_query, T* grad_w_key, T* grad_v) {
   g.check();
   const index_t B = g.B, Tn = g.T, Dq = g.Dq, Dk = g.Dk, A = g.A, R = Tn * B;
+  if (B == 0) {  // no batch rows: zero weight gradients, without loops over T
+    std::fill(grad_w_query, grad_w_query + A * Dq, T(0));
+    std::fill(grad_w_key, grad_w_key + A * Dk, T(0));
+    std::fill(grad_v, grad_v + A, T(0));
+    return;
+  }
   Buffer<T> dscore_buf(B * Tn), dqp_buf(B * A);
   T *dscore = dscore_buf.get(), *dqp = dqp_buf.get();
   WorkBuffer<T> da_buf(R * A);  // (T, B, A)

@@ -142,3 +142,51 @@ class Args:
         if not isinstance(v, (bool, np.bool_)):
             raise self.type_error(name, f"expected a bool, got {type(v).__name__}")
         return bool(v)
+
+
+# -- aliasing of in-place arguments (CPU arrays) ------------------------------------------
+#
+# The rule of every function that writes an argument in place (optimizer steps, running
+# statistics, out=): no array the call writes may share memory with any other array
+# argument of the call; arrays that are only read may overlap each other. The check runs
+# before anything is written, so a call that raises has changed nothing.
+
+
+def overlap_error(fn: str, later: str, earlier: str) -> ValueError:
+    return ValueError(f"{fn}: {later} overlaps {earlier}")
+
+
+def check_no_overlap(fn: str, arrays: dict, written) -> None:
+    """Raises ValueError naming both arguments ("fn: later overlaps earlier", in the order
+    of ``arrays``, the call's argument order) when an array whose name is in ``written``
+    shares memory with any other array of ``arrays``. None entries and non-numpy arrays
+    are skipped. np.shares_memory is exact, and a bounds test when the byte bounds of the
+    two arrays do not meet (the common case)."""
+    items = [(n, a) for n, a in arrays.items() if isinstance(a, np.ndarray)]
+    for j, (later, b) in enumerate(items):
+        for earlier, a in items[:j]:
+            if (later in written or earlier in written) and np.shares_memory(a, b):
+                raise overlap_error(fn, later, earlier)
+
+
+def _byte_bounds(a: np.ndarray):
+    try:
+        return np.lib.array_utils.byte_bounds(a)
+    except AttributeError:  # numpy < 2
+        return np.byte_bounds(a)
+
+
+def first_overlap(arrays: list):
+    """(j, i) with i < j for a pair of numpy arrays of the list that share memory, else
+    None. Byte bounds sorted by start give the candidate pairs (O(n log n) for arrays that
+    do not interleave), each confirmed by np.shares_memory."""
+    spans = sorted((*_byte_bounds(a), i) for i, a in enumerate(arrays)
+                   if isinstance(a, np.ndarray) and a.size)
+    open_spans = []
+    for lo, hi, i in spans:
+        open_spans = [s for s in open_spans if s[1] > lo]
+        for _, _, j in open_spans:
+            if np.shares_memory(arrays[i], arrays[j]):
+                return max(i, j), min(i, j)
+        open_spans.append((lo, hi, i))
+    return None

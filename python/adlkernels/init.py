@@ -18,6 +18,10 @@ from ._validate import Args
 
 __all__ = ["xavier_uniform", "xavier_normal", "he_uniform", "he_normal"]
 
+# The draws are float64: more elements than this cannot be an array (numpy's byte count
+# is a signed 64-bit integer); fewer may still not fit in memory (MemoryError).
+_MAX_DRAW = (2**63 - 1) // 8
+
 
 def _fans(a: Args, shape):
     if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
@@ -28,6 +32,8 @@ def _fans(a: Args, shape):
         raise a.type_error("shape", f"expected a tuple of ints, got {shape!r}") from None
     if len(shape) < 2:
         raise a.value_error("shape", f"fan in and fan out need at least 2 dimensions, got {shape}")
+    if math.prod(shape) > _MAX_DRAW:
+        raise a.value_error("shape", f"{shape} has {math.prod(shape)} elements, more than an array can hold")
     receptive = math.prod(shape[2:])
     return shape, shape[1] * receptive, shape[0] * receptive
 

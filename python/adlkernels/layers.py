@@ -11,7 +11,8 @@ biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
 
 ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
 (running statistics, dropout's seed and step counter) as copies, so training resumes
-bit-identically. Every layer runs the functional kernels of adlkernels; cupy arrays
+bit-identically. A layer may be used more than once in a :class:`Sequential`, with
+PyTorch's semantics (gradients summed over the uses; see there). Every layer runs the functional kernels of adlkernels; cupy arrays
 work wherever those kernels have a CUDA implementation.
 """
 
@@ -46,6 +47,7 @@ class Module:
     def __init__(self):
         self.training = True
         self.cache = None
+        self._accumulate = False  # set by Sequential.backward for a module it reuses
 
     # -- modes ---------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -63,14 +65,27 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def modules(self):
+        """This module and its descendants, each once (a module reused in a Sequential
+        too), in pre-order: ``torch.nn.Module.modules()``'s order."""
+        seen, out, stack = set(), [], [self]
+        while stack:
+            m = stack.pop()
+            if id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+                stack.extend(reversed(m.children()))
+        return out
+
     # -- parameters ------------------------------------------------------------------------
     def params(self):
-        own = [getattr(self, n) for n in self._param_names if getattr(self, n) is not None]
-        return own + [p for c in self.children() for p in c.params()]
+        """The parameters of every module once, in PyTorch's order (``parameters()``)."""
+        return [getattr(m, n) for m in self.modules() for n in m._param_names
+                if getattr(m, n) is not None]
 
     def grads(self):
-        own = [self._grads[n] for n in self._param_names if getattr(self, n) is not None]
-        return own + [g for c in self.children() for g in c.grads()]
+        return [m._grads[n] for m in self.modules() for n in m._param_names
+                if getattr(m, n) is not None]
 
     def _init_grads(self):
         self._grads = {n: (None if getattr(self, n) is None else np.zeros_like(getattr(self, n)))
@@ -78,7 +93,10 @@ class Module:
 
     def _set_grad(self, name, value):
         if value is not None and self._grads.get(name) is not None:
-            self._grads[name][...] = value
+            if self._accumulate:
+                self._grads[name] += value
+            else:
+                self._grads[name][...] = value
 
     # -- state ------------------------------------------------------------------------------
     def _state_items(self, prefix=""):
@@ -336,7 +354,15 @@ class Flatten(Module):
 
 
 class Sequential(Module):
-    """Layers applied in order; backward runs them in reverse."""
+    """Layers applied in order; backward runs them in reverse.
+
+    A layer may appear more than once (``Sequential(lin, ReLU(), lin)``, also inside
+    nested Sequentials), with PyTorch's semantics: each use computes with its own input
+    (forward keeps every use's cache and backward hands each use its own), and the
+    parameter gradients of a reused layer are the sum over its uses. ``params()`` and
+    ``grads()`` list a reused layer's arrays once. Two different layers sharing one
+    parameter array (tied weights) are not merged: that array is listed twice, and an
+    optimizer given it twice raises ValueError."""
 
     def __init__(self, *layers):
         super().__init__()
@@ -352,14 +378,42 @@ class Sequential(Module):
         return len(self.layers)
 
     def forward(self, x):
+        caches = []
         for layer in self.layers:
             x = layer.forward(x)
+            caches.append(layer.cache)  # a later use of the same layer replaces its cache
+        self.cache = caches
         return x
 
     def backward(self, grad_y):
-        for layer in reversed(self.layers):
-            grad_y = layer.backward(grad_y)
+        caches = self._need_cache()
+        # Layers reached more than once accumulate their gradients over their uses: zeroed
+        # here, summed by _set_grad. A nested Sequential leaves the layers that an outer one
+        # already took care of alone.
+        counts: dict = {}
+        _count_uses(self, counts)
+        reused = [m for m, n in counts.values() if n > 1 and not m._accumulate]
+        for m in reused:
+            for g in getattr(m, "_grads", {}).values():
+                if g is not None:
+                    g[...] = 0
+            m._accumulate = True
+        try:
+            for layer, cache in zip(reversed(self.layers), reversed(caches)):
+                layer.cache = cache
+                grad_y = layer.backward(grad_y)
+        finally:
+            for m in reused:
+                m._accumulate = False
         return grad_y
+
+
+def _count_uses(module, counts: dict) -> None:
+    """counts[id(m)] = (m, how many times m is reached below module): a child reached
+    twice has its own children counted twice."""
+    for child in module.children():
+        counts[id(child)] = (child, counts.get(id(child), (child, 0))[1] + 1)
+        _count_uses(child, counts)
 
 
 class LSTM(Module):

@@ -1,10 +1,18 @@
 """Normalization (API section 5): batch normalization and layer normalization.
 
 Batch norm statistics are per channel over (N, *spatial); layer norm statistics per row
-over the trailing ``normalized_shape``. Sums run in double: batch norm in one pass over
-data shifted by the channel's first value (accurate for float32 inputs with mean 1e4 and
-std 1), layer norm in two passes over each row. Every reduction has a fixed order, so
-results are bitwise identical for any thread count.
+over the trailing ``normalized_shape``. Sums run in double over data shifted by the
+channel's (the row's) first value, in one pass; layer norm repeats the pass shifted by
+the mean when that first value lies far from it (a row [1e4, 0, ..., 0]), which removes
+the cancellation. The normalized output subtracts the double mean as two parts of the
+input's type. So float32 rows with a large offset (mean 1e4 or 1e6, std 1), one far
+outlier, or a spread of 1e19 (whose float32 squares overflow) normalize to float32
+precision. Layer norm's backward sums each row in double. Every reduction has a fixed
+order, so results are bitwise identical for any thread count.
+
+Training batch norm updates running_mean and running_var in place: they must not share
+memory with each other or with another argument (ValueError naming both). Empty inputs
+(N or the spatial size 0, however large the other dimensions) return at once.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import numpy as np
 
 from . import _adlk
 from ._backend import backend_of, require_cpu
-from ._validate import Args, fmt_shape
+from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward"]
 
@@ -45,7 +53,9 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, *, training, m
     x (N, C), (N, C, L) or (N, C, H, W); weight, bias, running_mean, running_var (C,) or
     None. training=True normalizes with the batch statistics and, when given, updates the
     running statistics in place (running = (1 - momentum) * running + momentum * batch,
-    with the unbiased batch variance); training=False uses the running statistics.
+    with the unbiased batch variance); they must then not share memory with each other or
+    with x, weight or bias (ValueError naming both). training=False uses the running
+    statistics.
     Returns (y, save_mean, save_invstd): the statistics used (batch mean and
     1/sqrt(biased var + eps), or the running mean and 1/sqrt(running_var + eps)).
     """
@@ -68,7 +78,9 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, *, training, m
         raise a.value_error("running_mean", "running_mean and running_var are required when training=False")
     if training and x.size // c <= 1 and x.size > 0:
         raise a.value_error("x", f"expected more than 1 value per channel when training, got shape {fmt_shape(x.shape)}")
-    if not training:
+    if training:
+        check_no_overlap(a.fn, arrays, ("running_mean", "running_var"))
+    else:
         running_mean = np.require(running_mean, requirements=("C", "A"))
         running_var = np.require(running_var, requirements=("C", "A"))
     require_cpu(a.fn, backend)

@@ -12,7 +12,19 @@ its total bitwise identical for any thread count too.
 
 Everything is checked before any array is written: lists of equal length, shapes equal
 pairwise, one float dtype, params and state arrays C-contiguous and writeable, the
-hyper-parameters PyTorch rejects. A call that raises has changed nothing.
+hyper-parameters PyTorch rejects, and aliasing. A call that raises has changed nothing.
+
+Aliasing rule: no array that a call writes (params, state arrays; the grads of
+clip_grad_norm) may share memory with any other array of the call: not the same array
+twice in a list, not a param that is its own grad, not one array as two state arguments,
+not overlapping views (ValueError naming both, e.g. "adam_step: exp_avg_sqs[0] overlaps
+exp_avgs[0]"). Even an exact self-alias of an elementwise update is rejected: the kernels
+take their pointers as non-aliasing (``__restrict``), and a param listed twice would be
+updated twice or once depending on the order. Grads, which are only read, may share
+memory with each other (one gradient array for two params is fine), and views of one
+buffer that do not overlap (a flat parameter buffer cut into tensors) are fine. The
+check sorts the byte ranges of the arrays (O(n log n), a few microseconds per hundred
+tensors).
 Results match one ``torch.optim.<X>.step()`` (the default single-tensor implementation)
 with the same hyper-parameters; ``step`` is the 1-based count of the update.
 """
@@ -26,7 +38,7 @@ import numpy as np
 
 from . import _adlk
 from ._backend import backend_of, require_cpu
-from ._validate import Args, fmt_shape
+from ._validate import Args, first_overlap, fmt_shape, overlap_error
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "clip_grad_norm"]
 
@@ -339,6 +351,9 @@ class _Optimizer:
             if not isinstance(p, np.ndarray):
                 raise a.type_error(f"params[{i}]", f"expected a numpy array, got {type(p).__name__}")
             _writeable(a, p, f"params[{i}]")
+        pair = first_overlap(self.params)  # every step would raise: say so now
+        if pair:
+            raise overlap_error(cls, f"params[{pair[0]}]", f"params[{pair[1]}]")
         # hyper-parameters are checked now (an update on empty lists touches nothing)
         type(self)._fn([], [], step=1, **self.hyper,
                        **{name: [] for name in self._state_names if self._needs(name)})

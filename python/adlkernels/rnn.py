@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _adlk
 from ._backend import backend_of, require_cpu
-from ._validate import Args, fmt_shape
+from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = [
     "lstm_cell_forward",
@@ -437,7 +437,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out
 
     ``out``: optional (T, B, H) array that receives y (returned as y), e.g. one half of a
     bidirectional layer's (T, B, 2H) output; its last axis must have unit stride and its
-    (t, b) rows even spacing. x may be such a view too (read without a copy).
+    (t, b) rows even spacing, and it must not share memory with any other argument
+    (ValueError "lstm_forward: out overlaps w_ih"). x may be such a view too (read
+    without a copy).
     """
     a = Args("lstm_forward")
     arrays = dict(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, out=out)
@@ -465,8 +467,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out
             raise a.value_error("out", "must be writeable")
         y = _rows(a, out, "out", (steps, bsz, hid), f"(T, B, H) = ({steps}, {bsz}, {hid})",
                   writeable=True)
-        if np.shares_memory(y, x) or np.shares_memory(y, h0) or np.shares_memory(y, c0):
-            raise a.value_error("out", "must not overlap x, h0 or c0")
+        check_no_overlap(a.fn, arrays, ("out",))
     require_cpu(a.fn, backend)
     h_n, c_n, gates, cells = _adlk.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, True)
     return y, h_n, c_n, LSTMCache(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates, cells, y, reverse)

@@ -1,8 +1,11 @@
 // Bindings of the optimizer family (adlk/optim.h) into module adlkernels._adlk.
 //
 // adlkernels.optim validates and documents the arguments; here each list is re-checked
-// (dtype, C-contiguity, writeability, sizes equal to the params') before any kernel runs.
+// (dtype, C-contiguity, writeability, sizes equal to the params') and checked for
+// overlapping arrays (check_no_overlap) before any kernel runs.
+#include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -19,11 +22,80 @@ struct TensorList {
   std::vector<index_t> sizes;
 };
 
+// The bytes [begin, end) of one array of a call, which argument it is (list name and
+// index) and whether the call writes it.
+struct Extent {
+  std::uintptr_t begin, end;
+  const char* list;
+  index_t index;
+  bool written;
+};
+
+std::string extent_name(const Extent& e) {
+  return std::string(e.list) + "[" + std::to_string(e.index) + "]";
+}
+
+[[noreturn]] void overlap_error(const char* fn, const Extent& a, const Extent& b) {
+  // name the later argument first: "exp_avg_sqs[0] overlaps exp_avgs[0]"
+  const bool a_later = &a > &b;
+  throw py::value_error(std::string(fn) + ": " + extent_name(a_later ? a : b) + " overlaps " +
+                        extent_name(a_later ? b : a));
+}
+
+// The aliasing rule of the in-place functions: no array that the call writes may share a
+// byte with any other array of the call (the kernels' pointers are __restrict, and an
+// array updated twice or read after its update gives order-dependent results); arrays
+// that are only read may overlap each other. `all` lists every array in argument order
+// (the arrays are C-contiguous, so [begin, end) is exactly their memory). Sorting the
+// written extents makes this O(n log n): a thousand tensors cost tens of microseconds.
+void check_no_overlap(const char* fn, const std::vector<Extent>& all) {
+  struct Span {  // a written extent, compact for the sort
+    std::uintptr_t begin, end;
+    std::size_t at;  // its index in `all`
+  };
+  std::vector<Span> w;
+  w.reserve(all.size());
+  for (std::size_t i = 0; i < all.size(); ++i)
+    if (all[i].written && all[i].end > all[i].begin) w.push_back({all[i].begin, all[i].end, i});
+  const auto less = [](const Span& a, const Span& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.at < b.at);
+  };
+  // The sort is the cost of this check. Arrays allocated one after another mostly lie in
+  // address order, so w is usually a few dozen ascending runs: merging them in pairs
+  // (n log(runs)) takes about half the time of a full sort.
+  std::vector<std::size_t> runs{0};
+  for (std::size_t i = 1; i < w.size(); ++i)
+    if (less(w[i], w[i - 1])) runs.push_back(i);
+  if (runs.size() > 64) {
+    std::sort(w.begin(), w.end(), less);
+  } else {
+    runs.push_back(w.size());
+    for (std::size_t step = 1; step + 1 < runs.size(); step *= 2)
+      for (std::size_t k = 0; k + step + 1 < runs.size(); k += 2 * step)
+        std::inplace_merge(w.begin() + runs[k], w.begin() + runs[k + step],
+                           w.begin() + runs[std::min(k + 2 * step, runs.size() - 1)], less);
+  }
+  // written vs written: sorted by start, each must start at or after every earlier end
+  const Span* reach = nullptr;  // the written extent that ends last so far
+  for (const Span& e : w) {
+    if (reach && e.begin < reach->end) overlap_error(fn, all[e.at], all[reach->at]);
+    if (!reach || e.end > reach->end) reach = &e;
+  }
+  // read-only vs written: the written extents are now disjoint and sorted, so the last
+  // one starting before r ends is the only candidate
+  for (const Extent& r : all) {
+    if (r.written || r.end == r.begin) continue;
+    auto it = std::upper_bound(w.begin(), w.end(), r.end,
+                               [](std::uintptr_t v, const Span& e) { return v <= e.begin; });
+    if (it != w.begin() && std::prev(it)->end > r.begin) overlap_error(fn, r, all[std::prev(it)->at]);
+  }
+}
+
 // A list of arrays of dtype T; writeable ones are updated in place. With `like`, every
-// size must equal like's.
+// size must equal like's. Each array's extent is appended to `extents`.
 template <typename T>
 TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeable,
-                          const TensorList<T>* like) {
+                          const TensorList<T>* like, std::vector<Extent>& extents) {
   TensorList<T> out;
   if (obj.is_none()) return out;
   const auto items = obj.cast<py::list>();
@@ -46,6 +118,8 @@ TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeabl
     out.ptrs.push_back(writeable ? static_cast<T*>(a.mutable_data())
                                  : const_cast<T*>(static_cast<const T*>(a.data())));
     out.sizes.push_back(n);
+    const auto begin = reinterpret_cast<std::uintptr_t>(a.data());
+    extents.push_back({begin, begin + static_cast<std::uintptr_t>(n) * sizeof(T), name, i, writeable});
     ++i;
   }
   return out;
@@ -65,10 +139,12 @@ T* const* ptrs_or_null(const TensorList<T>& l, bool used) {
 template <typename T>
 void sgd_t(const py::list& params, const py::list& grads, const py::object& bufs,
            const adlk::SgdHyper& h) {
-  auto p = tensor_list<T>(params, "params", true, nullptr);
-  auto g = tensor_list<T>(grads, "grads", false, &p);
-  auto b = tensor_list<T>(h.momentum != 0 ? bufs : py::none(), "momentum_buffers", true, &p);
+  std::vector<Extent> ext;
+  auto p = tensor_list<T>(params, "params", true, nullptr, ext);
+  auto g = tensor_list<T>(grads, "grads", false, &p, ext);
+  auto b = tensor_list<T>(h.momentum != 0 ? bufs : py::none(), "momentum_buffers", true, &p, ext);
   if (h.momentum != 0 && bufs.is_none()) throw py::value_error("momentum_buffers: required");
+  check_no_overlap("sgd_step", ext);
   py::gil_scoped_release nogil;
   adlk::sgd_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
                     const_cast<const T* const*>(g.ptrs.data()), ptrs_or_null(b, h.momentum != 0), h);
@@ -77,9 +153,11 @@ void sgd_t(const py::list& params, const py::list& grads, const py::object& bufs
 template <typename T>
 void adagrad_t(const py::list& params, const py::list& grads, const py::list& sums,
                const adlk::AdagradHyper& h) {
-  auto p = tensor_list<T>(params, "params", true, nullptr);
-  auto g = tensor_list<T>(grads, "grads", false, &p);
-  auto s = tensor_list<T>(sums, "state_sums", true, &p);
+  std::vector<Extent> ext;
+  auto p = tensor_list<T>(params, "params", true, nullptr, ext);
+  auto g = tensor_list<T>(grads, "grads", false, &p, ext);
+  auto s = tensor_list<T>(sums, "state_sums", true, &p, ext);
+  check_no_overlap("adagrad_step", ext);
   py::gil_scoped_release nogil;
   adlk::adagrad_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
                         const_cast<const T* const*>(g.ptrs.data()), s.ptrs.data(), h);
@@ -88,14 +166,16 @@ void adagrad_t(const py::list& params, const py::list& grads, const py::list& su
 template <typename T>
 void rmsprop_t(const py::list& params, const py::list& grads, const py::list& sq,
                const py::object& bufs, const py::object& gavg, const adlk::RmspropHyper& h) {
-  auto p = tensor_list<T>(params, "params", true, nullptr);
-  auto g = tensor_list<T>(grads, "grads", false, &p);
-  auto s = tensor_list<T>(sq, "square_avgs", true, &p);
+  std::vector<Extent> ext;
+  auto p = tensor_list<T>(params, "params", true, nullptr, ext);
+  auto g = tensor_list<T>(grads, "grads", false, &p, ext);
+  auto s = tensor_list<T>(sq, "square_avgs", true, &p, ext);
   const bool mom = h.momentum > 0;
   if (mom && bufs.is_none()) throw py::value_error("momentum_buffers: required");
   if (h.centered && gavg.is_none()) throw py::value_error("grad_avgs: required");
-  auto b = tensor_list<T>(mom ? bufs : py::none(), "momentum_buffers", true, &p);
-  auto a = tensor_list<T>(h.centered ? gavg : py::none(), "grad_avgs", true, &p);
+  auto b = tensor_list<T>(mom ? bufs : py::none(), "momentum_buffers", true, &p, ext);
+  auto a = tensor_list<T>(h.centered ? gavg : py::none(), "grad_avgs", true, &p, ext);
+  check_no_overlap("rmsprop_step", ext);
   py::gil_scoped_release nogil;
   adlk::rmsprop_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
                         const_cast<const T* const*>(g.ptrs.data()), s.ptrs.data(),
@@ -105,12 +185,14 @@ void rmsprop_t(const py::list& params, const py::list& grads, const py::list& sq
 template <typename T>
 void adam_t(const py::list& params, const py::list& grads, const py::list& m, const py::list& v,
             const py::object& vmax, const adlk::AdamHyper& h) {
-  auto p = tensor_list<T>(params, "params", true, nullptr);
-  auto g = tensor_list<T>(grads, "grads", false, &p);
-  auto ml = tensor_list<T>(m, "exp_avgs", true, &p);
-  auto vl = tensor_list<T>(v, "exp_avg_sqs", true, &p);
+  std::vector<Extent> ext;
+  auto p = tensor_list<T>(params, "params", true, nullptr, ext);
+  auto g = tensor_list<T>(grads, "grads", false, &p, ext);
+  auto ml = tensor_list<T>(m, "exp_avgs", true, &p, ext);
+  auto vl = tensor_list<T>(v, "exp_avg_sqs", true, &p, ext);
   if (h.amsgrad && vmax.is_none()) throw py::value_error("max_exp_avg_sqs: required");
-  auto xl = tensor_list<T>(h.amsgrad ? vmax : py::none(), "max_exp_avg_sqs", true, &p);
+  auto xl = tensor_list<T>(h.amsgrad ? vmax : py::none(), "max_exp_avg_sqs", true, &p, ext);
+  check_no_overlap("adam_step", ext);
   py::gil_scoped_release nogil;
   adlk::adam_step<T>(static_cast<index_t>(p.sizes.size()), p.sizes.data(), p.ptrs.data(),
                      const_cast<const T* const*>(g.ptrs.data()), ml.ptrs.data(), vl.ptrs.data(),
@@ -119,7 +201,10 @@ void adam_t(const py::list& params, const py::list& grads, const py::list& m, co
 
 template <typename T>
 double norm_t(const py::list& tensors, double norm_type) {
-  auto t = tensor_list<T>(tensors, "grads", false, nullptr);
+  std::vector<Extent> ext;
+  auto t = tensor_list<T>(tensors, "grads", false, nullptr, ext);
+  for (Extent& e : ext) e.written = true;  // clip_grad_norm scales them next: check them now
+  check_no_overlap("clip_grad_norm", ext);
   py::gil_scoped_release nogil;
   return adlk::total_norm<T>(static_cast<index_t>(t.sizes.size()), t.sizes.data(),
                              const_cast<const T* const*>(t.ptrs.data()), norm_type);
@@ -127,7 +212,9 @@ double norm_t(const py::list& tensors, double norm_type) {
 
 template <typename T>
 void scale_t(const py::list& tensors, double factor) {
-  auto t = tensor_list<T>(tensors, "grads", true, nullptr);
+  std::vector<Extent> ext;
+  auto t = tensor_list<T>(tensors, "grads", true, nullptr, ext);
+  check_no_overlap("clip_grad_norm", ext);
   py::gil_scoped_release nogil;
   adlk::scale_tensors<T>(static_cast<index_t>(t.sizes.size()), t.sizes.data(), t.ptrs.data(),
                          factor);

@@ -41,4 +41,12 @@ inline void check(bool ok, const char* what) {
   if (!ok) fail(what);
 }
 
+// a * b for sizes (both >= 0); a product that does not fit in 64 bits throws
+// std::length_error naming `what` (a ValueError in Python) instead of wrapping around.
+inline index_t checked_mul(index_t a, index_t b, const char* what) {
+  index_t r;
+  if (__builtin_mul_overflow(a, b, &r)) throw std::length_error(std::string(what) + " overflows");
+  return r;
+}
+
 }  // namespace adlk

@@ -15,6 +15,13 @@ with one call of :mod:`adlkernels.optim`'s step function per (device, dtype, ste
 the memory of CPU tensors; cupy on torch's current stream for CUDA tensors, which needs the CUDA
 kernels of the optimizer family).
 
+A parameter listed twice is handled as torch.optim does: in two param groups it raises
+ValueError ("some parameters appear in more than one parameter group"); twice in one
+group, adding the group warns (torch's UserWarning) and each step updates it twice in a
+row, with torch's results. Distinct parameters that share memory (views of one buffer
+that overlap) raise ValueError at step(): the fused kernels never update a tensor
+through two aliases (see :mod:`adlkernels.optim`).
+
 What is not supported raises: ``differentiable=True`` and ``capturable=True`` (ValueError),
 ``lr``, ``betas`` or ``weight_decay`` given as Tensors (TypeError), sparse gradients
 (RuntimeError), parameters other than float32/float64 (complex, half: TypeError) and
@@ -51,6 +58,21 @@ def _buckets(keys):
     for i, k in enumerate(keys):
         out.setdefault(k, []).append(i)
     return out.items()
+
+
+def _listings(params):
+    """params in rounds: round r holds the r-th listing of each parameter, in order (one
+    round when no parameter is listed twice, the normal case)."""
+    if len({id(p) for p in params}) == len(params):
+        return [params]
+    rounds, seen = [], {}
+    for p in params:
+        k = seen.get(id(p), 0)
+        seen[id(p)] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(p)
+    return rounds
 
 
 def _views(device: torch.device, tensors):
@@ -156,8 +178,16 @@ class _FusedOptimizer(Optimizer):
                 params = [p for p in group["params"] if p.grad is not None]
                 if params:
                     self._check_params(params)
-                    self._group_step(group, params)
+                    self._step_listings(group, params)
         return loss
+
+    def _step_listings(self, group, params) -> None:
+        """A parameter listed k times in one group (torch.optim warns about it when the
+        group is added, and raises for one in two groups) is updated k times in a row, as
+        torch.optim's single-tensor loop does: one kernel call per round of listings, so
+        that no call sees a tensor twice (the kernels reject overlapping arrays)."""
+        for params_once in _listings(params):
+            self._group_step(group, params_once)
 
     def _step_counts(self, group, params):
         """Lazily creates the state (torch.optim's keys, dtypes, layout) and returns the
@@ -253,7 +283,17 @@ class SGD(_FusedOptimizer):
         return {k: group[k] for k in ("lr", "momentum", "dampening", "nesterov",
                                       "weight_decay", "maximize")}
 
-    def _group_step(self, group, params) -> None:
+    def _step_listings(self, group, params) -> None:
+        # torch.optim.SGD reads the buffers before its loop: in the step that creates a
+        # parameter's buffer, every listing of that parameter takes a first step.
+        rounds = _listings(params)
+        fresh = frozenset()
+        if len(rounds) > 1 and group["momentum"] != 0:
+            fresh = {id(p) for p in params if "momentum_buffer" not in self.state.get(p, {})}
+        for params_once in rounds:
+            self._group_step(group, params_once, fresh)
+
+    def _group_step(self, group, params, fresh=frozenset()) -> None:
         # No step count: a param without a buffer takes a first step (buffer = its update
         # direction, as torch's clone of the gradient), which sgd_step does for step=1.
         if group["momentum"] == 0:
@@ -262,7 +302,7 @@ class SGD(_FusedOptimizer):
                 self._call(group, device, 1, sub, [p.grad for p in sub], {})
                 torch.autograd.graph.increment_version(sub)
             return
-        bufs = [self.state[p].get("momentum_buffer") for p in params]
+        bufs = [None if id(p) in fresh else self.state[p].get("momentum_buffer") for p in params]
         keys = [(p.device, p.dtype, b is None) for p, b in zip(params, bufs)]
         for (device, _, first), idx in _buckets(keys):
             sub = [params[i] for i in idx]
