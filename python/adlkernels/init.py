@@ -49,6 +49,8 @@ def _rng(a: Args, rng):
 def _gain(a: Args, gain):
     if isinstance(gain, (bool, np.bool_)) or not isinstance(gain, numbers.Real) or not math.isfinite(gain):
         raise a.type_error("gain", f"expected a finite number, got {gain!r}")
+    if gain < 0:  # a negative scale: torch's uniform_/normal_ reject it too
+        raise a.value_error("gain", f"must be >= 0, got {gain!r}")
     return float(gain)
 
 

@@ -95,10 +95,13 @@ def dropout_backward(grad_y, mask, p):
     backend = backend_of(a.fn, dict(grad_y=grad_y, mask=mask))
     a.float_dtype(grad_y=grad_y)
     grad_y = a.array(grad_y, "grad_y", "any shape")
-    if not hasattr(mask, "dtype") or np.dtype(mask.dtype) != np.bool_:
-        raise a.type_error("mask", f"expected a bool array, got {getattr(mask, 'dtype', type(mask).__name__)}")
+    a._require_array(mask, "mask")
+    if np.dtype(mask.dtype) != np.bool_:
+        raise a.type_error("mask", f"expected a bool array, got {mask.dtype}")
     mask = a.array(mask, "mask", fmt_shape(grad_y.shape))
     a.shape(mask, "mask", grad_y.shape)
+    if isinstance(mask, np.ndarray):
+        mask = mask.view(np.bool_)  # the canonical bool dtype (not a byte-swapped alias)
     require_cpu(a.fn, backend)
     return _adlk.dropout_backward(grad_y.reshape(-1), mask.reshape(-1), p).reshape(grad_y.shape)
 
@@ -259,13 +262,16 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
     red = _reduction(a, reduction)
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
         raise a.type_error("ignore_index", f"expected an int, got {type(ignore_index).__name__}")
+    if not -(2**63) <= ignore_index < 2**63:  # it is compared with int64 targets
+        raise a.value_error("ignore_index", f"must fit in int64, got {ignore_index}")
     backend = backend_of(a.fn, dict(logits=logits, targets=targets))
     a.float_dtype(logits=logits)
     logits = a.array(logits, "logits", "(B, K)", ndim=2)
     if logits.shape[1] == 0:
         raise a.shape_error("logits", "(B, K) with K >= 1", logits.shape)
-    if not hasattr(targets, "dtype") or np.dtype(targets.dtype) != np.int64:
-        raise a.type_error("targets", f"expected int64 class indices, got {getattr(targets, 'dtype', type(targets).__name__)}")
+    a._require_array(targets, "targets")
+    if np.dtype(targets.dtype) != np.int64:
+        raise a.type_error("targets", f"expected int64 class indices, got {targets.dtype}")
     targets = a.array(targets, "targets", f"({logits.shape[0]},)", ndim=1)
     a.shape(targets, "targets", (logits.shape[0],), f"({logits.shape[0]},)")
     require_cpu(a.fn, backend)

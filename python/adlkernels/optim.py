@@ -56,6 +56,16 @@ def _as_list(a: Args, v, name: str):
     raise a.type_error(name, f"expected an array or a list of arrays, got {type(v).__name__}")
 
 
+def _entries(a: Args, named: dict) -> dict:
+    """{"name[i]": array} of the lists in ``named``; a None entry is an error here (the
+    dtype and backend checks skip None, which elsewhere means an omitted argument)."""
+    arrays = {f"{name}[{i}]": arr for name, lst in named.items() for i, arr in enumerate(lst)}
+    for name, arr in arrays.items():
+        if arr is None:
+            raise a.type_error(name, "expected an array, got None")
+    return arrays
+
+
 class _Lists:
     """The tensor lists of one call: params first, then grads, then states.
 
@@ -107,7 +117,7 @@ class _Lists:
         for name, lst in named.items():
             if len(lst) != n:
                 raise a.value_error(name, f"has {len(lst)} arrays, params has {n}")
-        arrays = {f"{name}[{i}]": arr for name, lst in named.items() for i, arr in enumerate(lst)}
+        arrays = _entries(a, named)
         self.backend = backend_of(fn, arrays)
         self.dtype = a.float_dtype(**arrays) if arrays else np.dtype(np.float32)
         for i, p in enumerate(self.params):
@@ -295,7 +305,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     a = Args("clip_grad_norm")
     grads = _as_list(a, grads, "grads")
-    arrays = {f"grads[{i}]": g for i, g in enumerate(grads)}
+    arrays = _entries(a, {"grads": grads})
     backend = backend_of(a.fn, arrays)
     dtype = a.float_dtype(**arrays) if arrays else np.dtype(np.float32)
     for i, g in enumerate(grads):
