@@ -389,26 +389,29 @@ void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
   for (index_t p = 0; p < planes; ++p) fn(p);
 }
 
-// One plane of an index scatter: checks every index (outside [-1, dst_size) is bad;
-// returns the first bad position, writing nothing), then dst = 0 and, in order,
-// dst[ind[i]] += src[i] (maxpool backward) or dst[ind[i]] = src[i] (unpooling; the last
-// write to a position wins); -1 entries are skipped.
+// One plane of an index scatter: dst = 0, then, in order, dst[ind[i]] += src[i] (maxpool
+// backward) or dst[ind[i]] = src[i] (unpooling; the last write to a position wins); -1
+// entries are skipped. Each index is read once and checked where it is used, so that an
+// index changed by another thread during the call (the GIL is released) can never cause
+// a write out of bounds. An index outside [-1, dst_size) stops the plane: returns its
+// position, with the value read in `bad_value`; -1 when all were good.
 template <typename T, bool Accumulate>
 ADLK_MULTIVERSION
 index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict ind, index_t count,
-                      index_t dst_size, T* __restrict dst) {
+                      index_t dst_size, T* __restrict dst, std::int64_t& bad_value) {
   // One unsigned compare covers both ends: -1 maps to 0, anything below it to 2^64 - k
   // (unsigned arithmetic: INT64_MAX + 1 must wrap, not overflow).
   const std::uint64_t limit = std::uint64_t(dst_size);
-  std::uint64_t bad = 0;
-  for (index_t i = 0; i < count; ++i) bad |= (std::uint64_t(ind[i]) + 1) > limit;
-  if (bad) {
-    for (index_t i = 0; i < count; ++i)
-      if ((std::uint64_t(ind[i]) + 1) > limit) return i;
-  }
   std::fill(dst, dst + dst_size, T(0));
   for (index_t i = 0; i < count; ++i) {
-    const std::int64_t j = ind[i];
+    std::int64_t j = ind[i];
+    // Makes j opaque to the compiler: the value checked is the value used (ind[i] is not
+    // read again for the write).
+    asm("" : "+r"(j));
+    if ((std::uint64_t(j) + 1) > limit) {
+      bad_value = j;
+      return i;
+    }
     if (j < 0) continue;
     if (Accumulate)
       dst[j] += src[i];
@@ -418,22 +421,30 @@ index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict in
   return -1;
 }
 
-// Runs scatter_plane over all planes; returns the lowest bad position overall, or -1.
+// Runs scatter_plane over all planes; returns the lowest bad position overall (its value
+// in *bad_value when given), or -1.
 template <typename T, bool Accumulate>
 index_t scatter_planes(const T* src, const std::int64_t* indices, const IndexScatterGeom& g,
-                       T* dst) {
+                       T* dst, std::int64_t* bad_value) {
   check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
   index_t first_bad = -1;
+  std::int64_t first_value = 0;
   const int nt = get_num_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (g.planes * (g.count + g.dst_size) > kParallelGrain)
   for (index_t p = 0; p < g.planes; ++p) {
+    std::int64_t value = 0;
     const index_t bad = scatter_plane<T, Accumulate>(src + p * g.count, indices + p * g.count,
-                                                     g.count, g.dst_size, dst + p * g.dst_size);
+                                                     g.count, g.dst_size, dst + p * g.dst_size,
+                                                     value);
     if (bad >= 0) {
 #pragma omp critical(adlk_pool_bad_index)
-      if (first_bad < 0 || p * g.count + bad < first_bad) first_bad = p * g.count + bad;
+      if (first_bad < 0 || p * g.count + bad < first_bad) {
+        first_bad = p * g.count + bad;
+        first_value = value;
+      }
     }
   }
+  if (bad_value && first_bad >= 0) *bad_value = first_value;
   return first_bad;
 }
 
@@ -480,13 +491,14 @@ void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indi
 
 template <typename T>
 index_t maxpool2d_backward(const T* dy, const std::int64_t* indices, const IndexScatterGeom& g,
-                           T* dx) {
-  return scatter_planes<T, true>(dy, indices, g, dx);
+                           T* dx, std::int64_t* bad_value) {
+  return scatter_planes<T, true>(dy, indices, g, dx, bad_value);
 }
 
 template <typename T>
-index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y) {
-  return scatter_planes<T, false>(x, indices, g, y);
+index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y,
+                     std::int64_t* bad_value) {
+  return scatter_planes<T, false>(x, indices, g, y, bad_value);
 }
 
 template <typename T>
@@ -538,8 +550,9 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
 #define ADLK_INSTANTIATE_POOL(T)                                                               \
   template void maxpool2d_forward<T>(const T*, const Pool2dGeom&, T*, std::int64_t*);          \
   template index_t maxpool2d_backward<T>(const T*, const std::int64_t*, const IndexScatterGeom&, \
-                                         T*);                                                  \
-  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*); \
+                                         T*, std::int64_t*);                                   \
+  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*,  \
+                                   std::int64_t*);                                             \
   template void avgpool2d_forward<T>(const T*, const Pool2dGeom&, bool, T*);                   \
   template void avgpool2d_backward<T>(const T*, const Pool2dGeom&, bool, T*);
 ADLK_INSTANTIATE_POOL(float)
