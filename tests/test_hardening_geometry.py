@@ -156,6 +156,47 @@ def test_isolated_reports_a_crash():
 
 
 # ----------------------------------------------------------------------------------
+# sizes beyond 64 bits, sizes beyond memory
+# ----------------------------------------------------------------------------------
+
+_X1 = np.ones((1, 1, 1, 1), np.float32)
+_X2 = np.ones((1, 1, 2, 2), np.float32)
+_ONE = np.ones((1, 1, 1, 1), np.float32)
+_G44 = np.ones((4, 4, 1, 1), np.float32)
+_I44 = np.zeros((4, 4, 1, 1), np.int64)
+
+# (id, function, args, kwargs, exception): every size product is checked before anything
+# is allocated; a count of elements beyond 2^63 - 1 is a ValueError, one that fits 64
+# bits but no memory (terabytes here) a MemoryError.
+OVERFLOW_CASES = [
+    ("im2col_L", "im2col", (_X2, 1), dict(padding=BIG), ValueError),
+    ("im2col_rows", "im2col", (np.ones((1, 8, 1, 1), np.float32), (2**30, 2**30)),
+     dict(padding=2**29, stride=BIG), ValueError),
+    ("im2col_terabytes", "im2col", (_X1, 1), dict(padding=2**20), MemoryError),
+    ("col2im_L", "col2im", (np.ones((1, 1, 4), np.float32), (2, 2), 1), dict(padding=BIG),
+     ValueError),
+    ("conv2d_L", "conv2d_forward", (_X1, _ONE), dict(padding=BIG), ValueError),
+    ("conv2d_terabytes", "conv2d_forward", (_X1, _ONE), dict(padding=2**20), MemoryError),
+    ("conv1d_terabytes", "conv1d_forward", (_X1[0], np.ones((1024, 1, 1), np.float32)),
+     dict(padding=BIG), MemoryError),
+    ("maxpool_bwd_NCHW", "maxpool2d_backward", (_G44, _I44, (BIG, BIG)), {}, ValueError),
+    ("unpool_NCHW", "max_unpool2d", (_G44, _I44, (BIG, BIG)), {}, ValueError),
+    ("avgpool_bwd_NCHW", "avgpool2d_backward", (_G44, (BIG, BIG), BIG), {}, ValueError),
+    ("avgpool_bwd_terabytes", "avgpool2d_backward", (_G44, (2**20, 2**21), (2**20, 2**21)),
+     {}, MemoryError),
+    ("unpool_terabytes", "max_unpool2d", (_G44, _I44, (2**20, 2**21)), {}, MemoryError),
+]
+
+
+@pytest.mark.parametrize("case", OVERFLOW_CASES, ids=[c[0] for c in OVERFLOW_CASES])
+def test_impossible_sizes_raise(case, iso):
+    _, fn, args, kwargs, exc = case
+    status, value, seconds = iso.call(fn, *args, **kwargs)
+    assert status == "raised" and isinstance(value, exc), (status, value)
+    assert seconds < 1.0, f"{seconds:.2f} s to refuse"
+
+
+# ----------------------------------------------------------------------------------
 # indices rewritten by another thread while the scatter runs
 # ----------------------------------------------------------------------------------
 

@@ -159,8 +159,10 @@ Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_im
                index_t min_blocks) {
   Plan p;
   // A unit's columns and its output (or grad_y) rows should stay in cache together.
-  const index_t row_bytes =
-      std::max<index_t>(1, (g.col_rows() + g.C_out) * g.W_out * index_t(elem_size));
+  const char* what = "conv: bytes of an output row's columns";
+  const index_t row_bytes = std::max<index_t>(
+      1, mul_checked(mul_checked(add_checked(g.col_rows(), g.C_out, what), g.W_out, what),
+                     index_t(elem_size), what));
   const index_t budget_rows = std::max<index_t>(1, index_t(kConvBlockBytes) / row_bytes);
   if (budget_rows >= g.H_out && per_thread_images > 0) {
     // Whole images fit. Small ones go several side by side, as many as divide each
@@ -230,10 +232,21 @@ void Conv2dGeom::finalize() {
   check(groups >= 1 && C % groups == 0, "conv: groups must divide the input channels");
   check(C_out % groups == 0, "conv: groups must divide the output channels");
   const index_t eff_h = dH * (kH - 1) + 1, eff_w = dW * (kW - 1) + 1;
-  check(H + 2 * pH >= eff_h && W + 2 * pW >= eff_w,
-        "conv: the (dilated) kernel is larger than the padded input");
-  H_out = (H + 2 * pH - eff_h) / sH + 1;
-  W_out = (W + 2 * pW - eff_w) / sW + 1;
+  const index_t Hp = add_checked(H, 2 * pH, "conv: padded height");
+  const index_t Wp = add_checked(W, 2 * pW, "conv: padded width");
+  check(Hp >= eff_h && Wp >= eff_w, "conv: the (dilated) kernel is larger than the padded input");
+  H_out = (Hp - eff_h) / sH + 1;
+  W_out = (Wp - eff_w) / sW + 1;
+  // Every size the kernels compute from here on is one of these or a part of one.
+  mul_checked(mul_checked(N, C, "conv: input size"), mul_checked(H, W, "conv: input size"),
+              "conv: input size N*C*H*W");
+  const index_t l = mul_checked(H_out, W_out, "conv: output positions H_out*W_out");
+  const index_t rows = mul_checked(C, mul_checked(kH, kW, "conv: kernel size"),
+                                   "conv: column rows C*kH*kW");
+  const index_t cols = mul_checked(rows, l, "conv: column matrix of an image");
+  if (C_out == 0) mul_checked(N, cols, "conv: column matrix N*C*kH*kW*H_out*W_out");
+  mul_checked(N, mul_checked(C_out, l, "conv: output size"), "conv: output size");
+  mul_checked(C_out, rows / groups, "conv: weight size");
 }
 
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads) {
@@ -244,9 +257,12 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
   const index_t wsize = g.C_out * (g.col_rows() / g.groups);
   // backward: columns, their gradient, the input band and (several images) the staged
   // grad_y per thread, plus a grad_weight partial per thread
-  index_t per_thread = 2 * g.col_rows() * cols + band_elems(g, p.rows_per_block) + wsize;
-  if (p.images > 1) per_thread += g.C_out * cols;
-  return std::size_t(per_thread) * std::size_t(threads) * elem_size;
+  const char* what = "conv: workspace size";
+  index_t per_thread = mul_checked(mul_checked(g.col_rows(), cols, what), 2, what);
+  per_thread = add_checked(per_thread, add_checked(band_elems(g, p.rows_per_block), wsize, what),
+                           what);
+  if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
+  return std::size_t(mul_checked(mul_checked(per_thread, threads, what), index_t(elem_size), what));
 }
 
 template <typename T>

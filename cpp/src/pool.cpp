@@ -29,7 +29,8 @@ index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
   // The span may be negative (a ceil_mode window hanging over the edge): floor division.
-  const index_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+  const index_t padded = add_checked(in, 2 * p + (ceil_mode ? s - 1 : 0), "pool: padded size");
+  const index_t num = padded - d * (k - 1) - 1;
   index_t out = (num >= 0 ? num / s : -ceil_div(-num, s)) + 1;
   // A last window that would start inside the right/bottom padding is dropped.
   if (ceil_mode && (out - 1) * s >= in + p) --out;
@@ -464,6 +465,10 @@ void Pool2dGeom::finalize() {
   H_out = pooled_size(H, kH, sH, pH, dH, ceil_mode);
   W_out = pooled_size(W, kW, sW, pW, dW, ceil_mode);
   check(H_out >= 1 && W_out >= 1, "pool: the output would be empty (kernel larger than input)");
+  // Every size the kernels compute from here on is one of these or a part of one.
+  const index_t planes = mul_checked(N, C, "pool: planes N*C");
+  mul_checked(planes, mul_checked(H, W, "pool: input plane"), "pool: input size");
+  mul_checked(planes, mul_checked(H_out, W_out, "pool: output plane"), "pool: output size");
 }
 
 template <typename T>

@@ -163,7 +163,8 @@ py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, i
   adlk::IndexScatterGeom g;
   g.planes = shape[0] * shape[1];
   g.count = shape[2] * shape[3];
-  g.dst_size = H * W;
+  g.dst_size = adlk::mul_checked(H, W, "output size H*W");
+  adlk::mul_checked(g.planes, g.dst_size, "output size N*C*H*W");  // before allocating it
   auto out = new_array<T>({shape[0], shape[1], H, W});
   T* po = out.mutable_data();
   index_t bad;

@@ -41,4 +41,25 @@ inline void check(bool ok, const char* what) {
   if (!ok) fail(what);
 }
 
+// Size arithmetic. Sizes (element counts, byte counts) are products of array dimensions
+// and geometry arguments; a product that does not fit index_t names no possible array
+// and throws std::length_error (ValueError in Python), naming `what`, before anything is
+// allocated. Operands must be >= 0.
+[[noreturn]] inline void size_overflow(const char* what, index_t a, const char* op, index_t b) {
+  throw std::length_error(std::string(what) + ": " + std::to_string(a) + op +
+                          std::to_string(b) + " does not fit 64-bit sizes");
+}
+
+inline index_t mul_checked(index_t a, index_t b, const char* what) {
+  index_t r;
+  if (__builtin_mul_overflow(a, b, &r)) size_overflow(what, a, " * ", b);
+  return r;
+}
+
+inline index_t add_checked(index_t a, index_t b, const char* what) {
+  index_t r;
+  if (__builtin_add_overflow(a, b, &r)) size_overflow(what, a, " + ", b);
+  return r;
+}
+
 }  // namespace adlk

@@ -38,7 +38,8 @@ struct Conv2dGeom {
 
   index_t L() const { return H_out * W_out; }
   index_t col_rows() const { return C * kH * kW; }
-  // Checks every field (throws std::invalid_argument) and computes H_out, W_out.
+  // Checks every field (throws std::invalid_argument, or std::length_error for sizes
+  // beyond 64 bits) and computes H_out, W_out.
   void finalize();
 };
 

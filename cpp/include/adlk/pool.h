@@ -27,8 +27,8 @@ struct Pool2dGeom {
   index_t kH = 1, kW = 1, sH = 1, sW = 1, pH = 0, pW = 0, dH = 1, dW = 1;
   bool ceil_mode = false;
   index_t H_out = 0, W_out = 0;  // filled by finalize()
-  // Checks every field (std::invalid_argument; padding <= kernel/2 as PyTorch) and
-  // computes H_out, W_out (>= 1).
+  // Checks every field (std::invalid_argument; padding <= kernel/2 as PyTorch;
+  // std::length_error for sizes beyond 64 bits) and computes H_out, W_out (>= 1).
   void finalize();
 };
 
