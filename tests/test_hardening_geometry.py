@@ -20,11 +20,30 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import adlkernels as ak
+from reference import (
+    assert_close,
+    conv2d_backward_sparse_ref,
+    conv2d_sparse_ref,
+    fold_sparse_ref,
+    unfold_sparse_ref,
+)
+from reference_pool import (
+    avgpool2d_backward_ref,
+    avgpool2d_ref,
+    max_unpool2d_ref,
+    maxpool2d_backward_ref,
+    maxpool2d_sparse_ref,
+    pool_out_size,
+)
 
 BIG = 2**31 - 1  # the largest geometry argument (_validate.MAX_GEOM)
 SANITIZED = ak.build_info()["sanitizers"]
+HYPOTHESIS = settings(max_examples=15, deadline=None, database=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 # ----------------------------------------------------------------------------------
 # running kernels in a child process
@@ -194,6 +213,351 @@ def test_impossible_sizes_raise(case, iso):
     status, value, seconds = iso.call(fn, *args, **kwargs)
     assert status == "raised" and isinstance(value, exc), (status, value)
     assert seconds < 1.0, f"{seconds:.2f} s to refuse"
+
+
+# ----------------------------------------------------------------------------------
+# huge stride / padding / dilation / kernel on tiny inputs: the right result, at a cost
+# that does not grow with those arguments
+# ----------------------------------------------------------------------------------
+
+
+def _data(shape, dtype=np.float64, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# (id, x shape, kernel, stride, padding, dilation): every output is small.
+CONV_GEOMETRIES = [
+    ("pad_stride_max", (1, 1, 2, 2), 3, BIG, BIG, 1),
+    ("pixel_pad30_strideMax", (1, 1, 1, 1), 1, BIG, 2**30, 1),
+    ("pixel_pad30_stride30", (2, 1, 1, 1), 1, 2**30, 2**30, 1),
+    ("stride_1e8", (1, 2, 32, 32), 3, 10**8, 0, 1),
+    ("stride_1e8_pad", (1, 1, 32, 32), 3, 10**8, 1, 1),
+    ("mixed_pairs", (2, 2, 3, 5), (2, 3), (BIG, 3), (2**30, 1), (1, 2)),
+    ("dilation_max", (1, 2, 3, 3), 2, BIG, BIG // 2, BIG),
+    ("dilation_pad", (1, 1, 4, 4), (2, 3), 2**30, 2**30, 2**29),
+    ("stride_max_only_width", (2, 3, 6, 7), 3, (1, BIG), 1, 1),
+    ("stride_gt_input", (1, 2, 9, 9), 2, 7, 3, 2),
+]
+
+
+@pytest.mark.parametrize("case", CONV_GEOMETRIES, ids=[c[0] for c in CONV_GEOMETRIES])
+def test_im2col_col2im_hostile_geometry(case, iso):
+    _, shape, k, s, p, d = case
+    geom = dict(stride=s, padding=p, dilation=d)
+    x = _data(shape)
+    cols = iso.ok("im2col", x, k, **geom)
+    ref = unfold_sparse_ref(x, k, **geom)
+    assert cols.shape == ref.shape and np.array_equal(cols, ref)
+    g = _data(ref.shape, seed=1)
+    back = iso.ok("col2im", g, shape[2:], k, **geom)
+    assert_close(back, fold_sparse_ref(g, shape[2:], k, **geom), np.float64)
+
+
+@pytest.mark.parametrize("case", CONV_GEOMETRIES, ids=[c[0] for c in CONV_GEOMETRIES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_hostile_geometry(case, dtype, iso):
+    _, shape, k, s, p, d = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    geom = dict(stride=s, padding=p, dilation=d)
+    x, w, b = _data(shape, dtype), _data((3, shape[1], kh, kw), dtype, 1), _data((3,), dtype, 2)
+    y = iso.ok("conv2d_forward", x, w, b, **geom)
+    assert_close(y, conv2d_sparse_ref(x, w, b, **geom), dtype)
+    gy = _data(y.shape, dtype, 3)
+    grads = iso.ok("conv2d_backward", gy, x, w, **geom)
+    for got, ref, name in zip(grads, conv2d_backward_sparse_ref(gy, x, w, **geom),
+                              ("grad_x", "grad_weight", "grad_bias")):
+        assert_close(got, ref, dtype, what=name)
+
+
+@pytest.mark.parametrize("geom", [dict(stride=BIG, padding=2**30), dict(stride=10**8),
+                                  dict(stride=2**30, padding=2**30, dilation=2**29)], ids=str)
+def test_conv1d_hostile_geometry(geom, iso):
+    x, w = _data((2, 3, 5)), _data((4, 3, 3), seed=1)
+    y = iso.ok("conv1d_forward", x, w, **geom)
+    geom2 = {key: (1 if key != "padding" else 0, v) for key, v in geom.items()}
+    assert_close(y, conv2d_sparse_ref(x[:, :, None], w[:, :, None], **geom2)[:, :, 0],
+                 np.float64)
+    gy = _data(y.shape, seed=2)
+    gx, gw, gb = iso.ok("conv1d_backward", gy, x, w, **geom)
+    rx, rw, rb = conv2d_backward_sparse_ref(gy[:, :, None], x[:, :, None], w[:, :, None], **geom2)
+    for got, ref in ((gx, rx[:, :, 0]), (gw, rw[:, :, 0]), (gb, rb)):
+        assert_close(got, ref, np.float64)
+
+
+# (id, x shape, kernel, stride, padding, dilation, ceil_mode): padding at most half the
+# kernel, as PyTorch; a kernel of 2^31 - 1 over a 1x1 input is valid.
+POOL_GEOMETRIES = [
+    ("kernel_max", (1, 2, 1, 1), BIG, None, BIG // 2, 1, False),
+    ("kernel_max_stride_1", (1, 1, 3, 2), BIG, 1, BIG // 2, 1, False),
+    ("kernel_max_ceil", (2, 1, 2, 2), BIG, 2**30, 2**30 - 1, 1, True),
+    ("stride_max", (1, 2, 5, 6), 3, BIG, 1, 1, True),
+    ("stride_1e8", (1, 1, 32, 32), 3, 10**8, 1, 1, False),
+    ("dilation_huge", (1, 1, 4, 5), (1, 2**20), (1, 2), (0, 2**19), (2**28, 1), False),
+    ("kernel_wide_pairs", (1, 1, 3, 7), (3, 2**30), (2, 2**29), (1, 2**29), 1, True),
+]
+
+
+@pytest.mark.parametrize("case", POOL_GEOMETRIES, ids=[c[0] for c in POOL_GEOMETRIES])
+def test_maxpool_hostile_geometry(case, iso):
+    _, shape, k, s, p, d, ceil = case
+    x = _data(shape)
+    y, idx = iso.ok("maxpool2d_forward", x, k, s, p, d, ceil)
+    ry, ridx = maxpool2d_sparse_ref(x, k, s, p, d, ceil)
+    assert np.array_equal(y, ry) and np.array_equal(idx, ridx)
+    gy = _data(y.shape, seed=1)
+    gx = iso.ok("maxpool2d_backward", gy, idx, shape)
+    assert_close(gx, maxpool2d_backward_ref(gy, idx, shape), np.float64)
+    assert np.array_equal(iso.ok("max_unpool2d", gy, idx, shape),
+                          max_unpool2d_ref(gy, idx, shape))
+
+
+@pytest.mark.parametrize("case", [c for c in POOL_GEOMETRIES if c[5] == 1],
+                         ids=[c[0] for c in POOL_GEOMETRIES if c[5] == 1])
+@pytest.mark.parametrize("cip", [True, False])
+def test_avgpool_hostile_geometry(case, cip, iso):
+    _, shape, k, s, p, _, ceil = case
+    geom = dict(stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip)
+    x = _data(shape)
+    y = iso.ok("avgpool2d_forward", x, k, **geom)
+    assert_close(y, avgpool2d_ref(x, k, **geom), np.float64)
+    gy = _data(y.shape, seed=1)
+    gx = iso.ok("avgpool2d_backward", gy, shape, k, **geom)
+    assert_close(gx, avgpool2d_backward_ref(gy, shape, k, **geom), np.float64)
+
+
+# (id, function, args, kwargs): each must finish in well under 0.1 s, where the cost
+# was once proportional to the stride, the padding or the kernel (seconds, or gigabytes).
+FAST_CASES = [
+    ("im2col_stride_1e8", "im2col", (_data((1, 1, 32, 32), np.float32), 3), dict(stride=10**8)),
+    ("col2im_stride_1e8", "col2im", (_data((1, 9, 1), np.float32), (32, 32), 3),
+     dict(stride=10**8)),
+    ("conv2d_stride_1e8", "conv2d_forward",
+     (_data((2, 3, 32, 32), np.float32), _data((4, 3, 3, 3), np.float32)), dict(stride=10**8)),
+    ("conv2d_pad30_strideMax", "conv2d_forward", (_X1, _ONE), dict(padding=2**30, stride=BIG)),
+    ("conv2d_bwd_pad30_strideMax", "conv2d_backward",
+     (np.ones((1, 1, 2, 2), np.float32), _X1, _ONE), dict(padding=2**30, stride=BIG)),
+    ("maxpool_kernel_max", "maxpool2d_forward", (_data((2, 3, 8, 8), np.float32), BIG),
+     dict(padding=BIG // 2, stride=1)),
+    ("avgpool_kernel_max", "avgpool2d_forward", (_data((2, 3, 8, 8), np.float32), BIG),
+     dict(padding=BIG // 2, stride=1)),
+    ("avgpool_bwd_kernel_max", "avgpool2d_backward",
+     (np.ones((2, 3, 8, 8), np.float32), (8, 8), BIG), dict(padding=BIG // 2, stride=1)),
+    # empty batches return at once, whatever the geometry
+    ("im2col_batch0", "im2col", (np.ones((0, 1, 1, 1), np.float32), 1),
+     dict(padding=2**20, stride=2**20)),
+    ("col2im_batch0", "col2im", (np.ones((0, 1, 9), np.float32), (1, 1), 1),
+     dict(padding=2**20, stride=2**20)),
+    ("maxpool_batch0", "maxpool2d_forward", (np.ones((0, 1, 1, 1), np.float32), BIG),
+     dict(padding=BIG // 2)),
+    ("avgpool_batch0", "avgpool2d_forward", (np.ones((0, 1, 1, 1), np.float32), BIG),
+     dict(padding=BIG // 2)),
+    ("conv2d_bwd_batch0", "conv2d_backward",
+     (np.ones((0, 1, 3, 3), np.float32), np.ones((0, 1, 1, 1), np.float32), _ONE),
+     dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=[c[0] for c in FAST_CASES])
+def test_cost_does_not_grow_with_geometry(case, iso):
+    _, fn, args, kwargs = case
+    times = []
+    for _ in range(3):  # the best of three: the machine may be busy
+        status, value, seconds = iso.call(fn, *args, **kwargs)
+        assert status == "ok", value
+        times.append(seconds)
+    assert min(times) < 0.05, f"{fn}: {min(times):.3f} s"
+
+
+def test_stride_1e8_result(iso):
+    x = _data((1, 1, 32, 32), np.float32)
+    cols = iso.ok("im2col", x, 3, stride=10**8)
+    assert cols.shape == (1, 9, 1) and np.array_equal(cols, unfold_sparse_ref(x, 3, stride=10**8))
+
+
+# ----------------------------------------------------------------------------------
+# random geometry, huge values included, against the references
+# ----------------------------------------------------------------------------------
+
+HUGE = [2**20, 2**30, BIG]
+
+
+@st.composite
+def conv_axis(draw, max_kernel=4):
+    """(size, kernel, stride, padding, dilation) along one axis with 1..12 outputs."""
+    size = draw(st.integers(1, 6))
+    k = draw(st.integers(1, max_kernel))
+    d = draw(st.sampled_from([1, 1, 2, 3] + HUGE))
+    p = draw(st.sampled_from([0, 0, 1, 2] + HUGE))
+    span = size + 2 * p - d * (k - 1) - 1
+    assume(span >= 0)
+    s_min = max(1, -(-span // 11))  # at most 12 outputs
+    assume(s_min <= BIG)
+    s = draw(st.sampled_from([1, 2, 3, 10**8, BIG]).filter(lambda v: v >= s_min)
+             | st.integers(s_min, BIG))
+    return size, k, s, p, d
+
+
+@st.composite
+def pool_axis(draw, dilation=True):
+    """Pooling: padding at most half the kernel, kernels up to 2^31 - 1, 1..13 outputs."""
+    size = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 4) | st.sampled_from(HUGE))
+    p = draw(st.sampled_from([0, k // 2, min(1, k // 2), k // 4]))
+    d = draw(st.sampled_from([1, 1, 2] + HUGE)) if dilation else 1
+    span = size + 2 * p - d * (k - 1) - 1
+    assume(span >= 0)
+    s_min = max(1, -(-span // 11))
+    assume(s_min <= BIG)
+    s = draw(st.sampled_from([1, 2, 3, 10**8, BIG]).filter(lambda v: v >= s_min)
+             | st.integers(s_min, BIG))
+    return size, k, s, p, d
+
+
+def _split(axes):
+    (h, kh, sh, ph, dh), (w, kw, sw, pw, dw) = axes
+    return (h, w), (kh, kw), dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
+
+
+@HYPOTHESIS
+@given(st.tuples(conv_axis(), conv_axis()), st.integers(0, 2), st.integers(1, 3),
+       st.sampled_from([1, 2]), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_conv_random_hostile_geometry(axes, n, cg, groups, dtype, seed):
+    hw, k, geom = _split(axes)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cg * groups) + hw).astype(dtype)
+    w = rng.standard_normal((2 * groups, cg) + k).astype(dtype)
+    iso = _SHARED
+    cols = iso.ok("im2col", x, k, **geom)
+    assert np.array_equal(cols, unfold_sparse_ref(x, k, **geom))
+    assert_close(iso.ok("col2im", cols, hw, k, **geom), fold_sparse_ref(cols, hw, k, **geom),
+                 dtype)
+    y = iso.ok("conv2d_forward", x, w, None, groups=groups, **geom)
+    assert_close(y, conv2d_sparse_ref(x, w, None, groups=groups, **geom), dtype)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    grads = iso.ok("conv2d_backward", gy, x, w, groups=groups, **geom)
+    for got, ref in zip(grads, conv2d_backward_sparse_ref(gy, x, w, groups=groups, **geom)):
+        assert_close(got, ref, dtype)
+
+
+@HYPOTHESIS
+@given(st.tuples(pool_axis(), pool_axis()), st.booleans(), st.integers(0, 2**32 - 1))
+def test_maxpool_random_hostile_geometry(axes, ceil, seed):
+    hw, k, geom = _split(axes)
+    s, p, d = geom["stride"], geom["padding"], geom["dilation"]
+    out = tuple(pool_out_size(n, *a, ceil) for n, a in zip(hw, zip(k, s, p, d)))
+    assume(min(out) >= 1)
+    x = np.random.default_rng(seed).standard_normal((2, 2) + hw)
+    iso = _SHARED
+    y, idx = iso.ok("maxpool2d_forward", x, k, s, p, d, ceil)
+    ry, ridx = maxpool2d_sparse_ref(x, k, s, p, d, ceil)
+    assert np.array_equal(y, ry) and np.array_equal(idx, ridx)
+    gx = iso.ok("maxpool2d_backward", y, idx, hw)
+    assert_close(gx, maxpool2d_backward_ref(y, idx, hw), np.float64)
+
+
+@HYPOTHESIS
+@given(st.tuples(pool_axis(False), pool_axis(False)), st.booleans(), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_avgpool_random_hostile_geometry(axes, ceil, cip, seed):
+    hw, k, geom = _split(axes)
+    s, p = geom["stride"], geom["padding"]
+    out = tuple(pool_out_size(n, *a, 1, ceil) for n, a in zip(hw, zip(k, s, p)))
+    assume(min(out) >= 1)
+    kw = dict(stride=s, padding=p, ceil_mode=ceil, count_include_pad=cip)
+    x = np.random.default_rng(seed).standard_normal((2, 2) + hw)
+    iso = _SHARED
+    y = iso.ok("avgpool2d_forward", x, k, **kw)
+    assert_close(y, avgpool2d_ref(x, k, **kw), np.float64)
+    assert_close(iso.ok("avgpool2d_backward", y, hw, k, **kw),
+                 avgpool2d_backward_ref(y, hw, k, **kw), np.float64)
+
+
+# ----------------------------------------------------------------------------------
+# thread count: the new paths stay bitwise identical for 1 and 2 threads
+# ----------------------------------------------------------------------------------
+
+
+def _by_thread_count(iso, calls):
+    """{threads: [results of calls]} for 1 and 2 threads, in the child."""
+    before = iso.ok("get_num_threads")
+    out = {}
+    try:
+        for threads in (1, 2):
+            iso.ok("set_num_threads", threads)
+            out[threads] = [iso.ok(fn, *args, **kwargs) for fn, args, kwargs in calls]
+    finally:
+        iso.ok("set_num_threads", before)
+    return out
+
+
+def _same_bits(a, b):
+    if isinstance(a, tuple):
+        return all(_same_bits(u, v) for u, v in zip(a, b))
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("geom", [dict(stride=3, padding=50), dict(stride=(1, 40), padding=(1, 30)),
+                                  dict(stride=2, padding=1, dilation=(9, 1))], ids=str)
+def test_gathered_columns_thread_count_independent(geom, iso):
+    """Geometries whose columns are gathered directly (no band), in parallel calls."""
+    x = _data((3, 8, 40, 40), np.float32)
+    cols = iso.ok("im2col", x, 3, **geom)
+    out = _by_thread_count(iso, [("im2col", (x, 3), geom), ("col2im", (cols, (40, 40), 3), geom)])
+    assert all(_same_bits(a, b) for a, b in zip(out[1], out[2]))
+
+
+@pytest.mark.parametrize("geom", [dict(kernel_size=41, padding=20, stride=3),
+                                  dict(kernel_size=(3, 2**30), padding=(1, 2**29), stride=2)],
+                         ids=str)
+def test_pool_huge_kernel_thread_count_independent(geom, iso):
+    x = _data((4, 8, 24, 24), np.float32)
+    y, idx = iso.ok("maxpool2d_forward", x, **geom)
+    a = iso.ok("avgpool2d_forward", x, **geom)
+    out = _by_thread_count(iso, [("maxpool2d_forward", (x,), geom), ("avgpool2d_forward", (x,), geom),
+                                 ("avgpool2d_backward", (a, x.shape), geom),
+                                 ("maxpool2d_backward", (y, idx, x.shape), {})])
+    assert all(_same_bits(a, b) for a, b in zip(out[1], out[2]))
+
+
+# ----------------------------------------------------------------------------------
+# allocation failure: MemoryError, not an abort inside a parallel region
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(SANITIZED, reason="RLIMIT_AS does not work under AddressSanitizer")
+def test_scratch_allocation_failure_is_memory_error():
+    """A column block of ~1 GiB (a 1 x 16384 kernel over a padded row of 32769) for a
+    tiny output, with the address space capped 512 MiB above what the process uses:
+    the per-thread scratch cannot be allocated. That must raise MemoryError in the
+    caller; the process lives on and later calls work."""
+    out = run_isolated("""
+        import resource
+        ak.set_num_threads(2)
+        rng = np.random.default_rng(0)
+        x, w = np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 1, 2**14), np.float32)
+        # start the thread team and the BLAS buffers before the cap
+        xs, ws = rng.standard_normal((4, 8, 16, 16), np.float32), rng.standard_normal((8, 8, 3, 3), np.float32)
+        ys = ak.conv2d_forward(xs, ws, padding=1)
+        ak.conv2d_backward(ys, xs, ws, padding=1)
+        vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (vm * 1024 + (512 << 20), hard))
+        for name, call in [
+            ("forward", lambda: ak.conv2d_forward(x, w, padding=(0, 2**14))),
+            ("backward", lambda: ak.conv2d_backward(np.ones((1, 1, 1, 16386), np.float32), x, w,
+                                                    padding=(0, 2**14))),
+        ]:
+            try:
+                call()
+                print(name, "no error")
+            except MemoryError:
+                print(name, "MemoryError")
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        assert np.array_equal(ak.conv2d_forward(xs, ws, padding=1), ys)
+        print("alive")
+    """)
+    assert out.split("\n")[:3] == ["forward MemoryError", "backward MemoryError", "alive"], out
 
 
 # ----------------------------------------------------------------------------------

@@ -77,7 +77,11 @@ void* thread_scratch(int slot, std::size_t bytes) {
   check(slot >= 0 && slot < kScratchSlots, "thread_scratch: bad slot");
   ScratchSlot& s = t_scratch[slot];
   if (bytes > s.bytes) {
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
+    const std::size_t rounded = bytes / 64 * 64 + (bytes % 64 ? 64 : 0);
+    if (rounded < bytes) throw std::bad_alloc();  // wrapped around: no such memory
+    // The old contents are not kept: free them first, so the peak is the new size alone.
+    s.data.reset();
+    s.bytes = 0;
     void* p = std::aligned_alloc(64, rounded);
     if (!p) throw std::bad_alloc();
     s.data.reset(p);

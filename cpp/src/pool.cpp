@@ -9,6 +9,8 @@
 // x86-64 and for AVX2 (x86-64-v3), picked once at load time.
 #include "adlk/pool.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,15 +19,13 @@
 
 #include "adlk/parallel.h"
 #include "adlk/scratch.h"
+#include "window.h"
 
 namespace adlk {
 
 namespace {
 
-constexpr index_t kMaxGeomArg = index_t(1) << 31;
 constexpr index_t kParallelGrain = 1 << 14;
-
-index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
   // The span may be negative (a ceil_mode window hanging over the edge): floor division.
@@ -37,51 +37,41 @@ index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool
   return out;
 }
 
-// Kernel offsets [lo, hi) (in steps of the dilation) whose cell start + k*d is in [0, n).
-inline void valid_taps(index_t start, index_t k, index_t d, index_t n, index_t& lo, index_t& hi) {
-  if (start >= 0 && start + (k - 1) * d < n) {  // the common case, without divisions
-    lo = 0, hi = k;
-    return;
-  }
-  if (d == 1) {  // no divisions (they cost more than a small window's scan)
-    lo = start < 0 ? std::min(k, -start) : 0;
-    hi = start >= n ? 0 : std::min(k, n - start);
-  } else {
-    lo = start < 0 ? ceil_div(-start, d) : 0;
-    hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
-  }
-  if (hi < lo) hi = lo;
-}
-
-// Output columns [lo, hi) whose cell ow*s + off is in [0, W).
-inline void valid_cols(index_t off, index_t s, index_t W, index_t W_out, index_t& lo, index_t& hi) {
-  lo = off >= 0 ? 0 : ceil_div(-off, s);
-  hi = (W - 1 - off) < 0 ? 0 : std::min(W_out, (W - 1 - off) / s + 1);
-  lo = std::min(lo, W_out);
-  if (hi < lo) hi = lo;
-}
-
 // Column geometry shared by every row of every plane, computed once per call (it costs
-// divisions, which per row would dominate small planes): for each kernel column kw the
-// output columns [lo, hi) whose cell is in range, for each output column the first
-// in-range input column of its window (-1: none), and the output columns [a, b) whose
-// windows lie entirely inside the input's width.
+// divisions, which per row would dominate small planes): the kernel columns kw that some
+// window reads inside the input, ascending, each as its cell offset kw*dW - pW and the
+// output columns [lo, hi) whose cell is in range; for each output column the first
+// in-range input column of its window (-1: none); and the output columns [a, b) whose
+// windows lie entirely inside the input's width. Listing only the kernel columns in use
+// keeps the cost of a row proportional to the cells it reads, however wide the kernel
+// (with padding up to half of it, most of a huge kernel lies outside a small input).
 struct ColTaps {
-  std::vector<index_t> lo, hi;
+  std::vector<index_t> off, lo, hi;
   std::vector<std::int64_t> first;
   index_t a = 0, b = 0;
-  explicit ColTaps(const Pool2dGeom& g) : lo(g.kW), hi(g.kW), first(g.W_out) {
-    for (index_t kw = 0; kw < g.kW; ++kw) valid_cols(kw * g.dW - g.pW, g.sW, g.W, g.W_out, lo[kw], hi[kw]);
-    for (index_t ow = 0; ow < g.W_out; ++ow) {
+  explicit ColTaps(const Pool2dGeom& g) : first(g.W_out) {
+    // Output column ow reads kernel columns [k0, k1); both ends only grow as ow falls, so
+    // walking ow downwards lists their union in ascending order, each column once.
+    index_t listed = 0;  // kernel columns below this are listed (or unused)
+    for (index_t ow = g.W_out - 1; ow >= 0; --ow) {
       const index_t wstart = ow * g.sW - g.pW;
       index_t k0, k1;
-      valid_taps(wstart, g.kW, g.dW, g.W, k0, k1);
+      taps_in_range(wstart, g.kW, g.dW, g.W, k0, k1);
       first[ow] = k0 < k1 ? wstart + k0 * g.dW : -1;
+      for (index_t kw = std::max(k0, listed); kw < k1; ++kw) {
+        off.push_back(kw * g.dW - g.pW);
+        index_t l, h;
+        outputs_in_range(off.back(), g.sW, g.W, g.W_out, l, h);
+        lo.push_back(l);
+        hi.push_back(h);
+      }
+      listed = std::max(listed, k1);
     }
     const index_t span = g.dW * (g.kW - 1) + 1;
     a = std::min(g.W_out, ceil_div(g.pW, g.sW));
     b = g.W >= span ? std::max(a, std::min(g.W_out, (g.W - span + g.pW) / g.sW + 1)) : a;
   }
+  index_t taps() const { return index_t(off.size()); }
 };
 
 // One tap (cell ih, kw) of a max-pooling row: for output columns [lo, hi), compare
@@ -110,7 +100,7 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
-  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  taps_in_range(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
   // Start at -inf on the first in-range cell of each window (-1: none in range).
   const index_t ih0 = hstart + kh_lo * g.dH;
   for (index_t ow = c0; ow < c1; ++ow) {
@@ -119,9 +109,9 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   }
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const index_t ih = hstart + kh * g.dH;
-    for (index_t kw = 0; kw < g.kW; ++kw)
-      max_tap<T, SW>(x + ih * g.W, ih * g.W, kw * g.dW - g.pW, g.sW, std::max(ct.lo[kw], c0),
-                     std::min(ct.hi[kw], c1), ym, im);
+    for (index_t j = 0; j < ct.taps(); ++j)
+      max_tap<T, SW>(x + ih * g.W, ih * g.W, ct.off[j], g.sW, std::max(ct.lo[j], c0),
+                     std::min(ct.hi[j], c1), ym, im);
   }
 }
 
@@ -132,8 +122,8 @@ inline void maxpool_window(const T* __restrict x, const Pool2dGeom& g, index_t o
                            T* __restrict ym, std::int64_t* __restrict im) {
   const index_t hstart = oh * g.sH - g.pH, wstart = ow * g.sW - g.pW;
   index_t kh_lo, kh_hi, kw_lo, kw_hi;
-  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
-  valid_taps(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
+  taps_in_range(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  taps_in_range(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
   T m = -std::numeric_limits<T>::infinity();
   std::int64_t best = (kh_lo < kh_hi && kw_lo < kw_hi)
                           ? (hstart + kh_lo * g.dH) * g.W + wstart + kw_lo * g.dW
@@ -314,12 +304,12 @@ inline __attribute__((always_inline)) void avgpool_row_generic(
   if (c0 >= c1) return;
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
-  valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+  taps_in_range(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
   std::fill(yr + c0, yr + c1, T(0));
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const T* xr = x + (hstart + kh) * g.W;
-    for (index_t kw = 0; kw < g.kW; ++kw)
-      sum_tap<T, SW>(xr, kw - g.pW, g.sW, std::max(ct.lo[kw], c0), std::min(ct.hi[kw], c1), yr);
+    for (index_t j = 0; j < ct.taps(); ++j)
+      sum_tap<T, SW>(xr, ct.off[j], g.sW, std::max(ct.lo[j], c0), std::min(ct.hi[j], c1), yr);
   }
   for (index_t ow = c0; ow < c1; ++ow) {
     const index_t div = avg_divisor(g, oh, ow, count_include_pad);
@@ -369,24 +359,36 @@ void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, const ColTaps& ct,
   for (index_t oh = 0; oh < g.H_out; ++oh) {
     const index_t hstart = oh * g.sH - g.pH;
     index_t kh_lo, kh_hi;
-    valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+    taps_in_range(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
     for (index_t ow = 0; ow < g.W_out; ++ow) {
       const index_t div = avg_divisor(g, oh, ow, count_include_pad);
       g_row[ow] = div > 0 ? dy[oh * g.W_out + ow] / T(div) : T(0);
     }
     for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
       T* dxr = dx + (hstart + kh) * g.W;
-      for (index_t kw = 0; kw < g.kW; ++kw)
-        scatter_tap<T, SW>(g_row, kw - g.pW, g.sW, ct.lo[kw], ct.hi[kw], dxr);
+      for (index_t j = 0; j < ct.taps(); ++j)
+        scatter_tap<T, SW>(g_row, ct.off[j], g.sW, ct.lo[j], ct.hi[j], dxr);
     }
   }
+}
+
+// Threads for `planes` planes of `work` each: one below the grain, where a parallel region
+// costs more than it saves.
+int plane_team(index_t planes, index_t work) {
+  return mul_saturated(planes, work) > kParallelGrain
+             ? int(std::min<index_t>(get_num_threads(), planes))
+             : 1;
+}
+
+// Cells a pooling plane reads at most: in-range cells per window times windows.
+index_t pool_work(const Pool2dGeom& g) {
+  return mul_saturated(std::min(g.kH, g.H) * std::min(g.kW, g.W), g.H_out * g.W_out);
 }
 
 // Runs fn(plane) for every (n, c) plane, each plane on one thread.
 template <typename Fn>
 void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (planes * work_per_plane > kParallelGrain)
+#pragma omp parallel for schedule(static) num_threads(plane_team(planes, work_per_plane))
   for (index_t p = 0; p < planes; ++p) fn(p);
 }
 
@@ -428,10 +430,11 @@ template <typename T, bool Accumulate>
 index_t scatter_planes(const T* src, const std::int64_t* indices, const IndexScatterGeom& g,
                        T* dst, std::int64_t* bad_value) {
   check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
+  mul_checked(g.planes, g.count, "pool: index count");
+  mul_checked(g.planes, g.dst_size, "pool: output size");
   index_t first_bad = -1;
   std::int64_t first_value = 0;
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (g.planes * (g.count + g.dst_size) > kParallelGrain)
+#pragma omp parallel for schedule(static) num_threads(plane_team(g.planes, g.count + g.dst_size))
   for (index_t p = 0; p < g.planes; ++p) {
     std::int64_t value = 0;
     const index_t bad = scatter_plane<T, Accumulate>(src + p * g.count, indices + p * g.count,
@@ -474,8 +477,9 @@ void Pool2dGeom::finalize() {
 template <typename T>
 void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indices) {
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  if (g.N == 0) return;
   const ColTaps ct(g);
-  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+  for_each_plane(g.N * g.C, pool_work(g), [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     std::int64_t* ip = indices + p * out_plane;
@@ -510,8 +514,9 @@ template <typename T>
 void avgpool2d_forward(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  if (g.N == 0) return;
   const ColTaps ct(g);
-  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+  for_each_plane(g.N * g.C, pool_work(g), [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     const bool s2 = g.sW == 2;
@@ -532,12 +537,15 @@ template <typename T>
 void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
-  const ColTaps ct(g);
-  const int nt = get_num_threads();
   const index_t planes = g.N * g.C;
-#pragma omp parallel num_threads(nt) if (planes * g.kH * g.kW * out_plane > kParallelGrain)
+  if (planes == 0) return;
+  const ColTaps ct(g);
+  // One row of scaled gradients per thread, reserved before the region (adlk/scratch.h).
+  const int team = plane_team(planes, pool_work(g));
+  const TeamScratch<T> rows(0, team, g.W_out);
+#pragma omp parallel num_threads(team)
   {
-    T* g_row = thread_scratch_as<T>(0, std::size_t(g.W_out));
+    T* g_row = rows.for_thread(omp_get_thread_num());
 #pragma omp for schedule(static)
     for (index_t p = 0; p < planes; ++p) {
       const T* dyp = dy + p * out_plane;

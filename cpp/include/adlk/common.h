@@ -62,4 +62,10 @@ inline index_t add_checked(index_t a, index_t b, const char* what) {
   return r;
 }
 
+// a * b, or INT64_MAX when that does not fit: for cost estimates that only compare.
+inline index_t mul_saturated(index_t a, index_t b) {
+  index_t r;
+  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 }  // namespace adlk
