@@ -13,8 +13,9 @@
 // memory follow the input, output and kernel sizes, never the stride or padding.
 //
 // No exception may leave an OpenMP region (it would terminate the process): every size
-// is checked and every buffer reserved (TeamScratch, adlk/scratch.h) before a region
-// opens, and the BLAS dimensions are checked against its 32-bit interface beforehand.
+// is checked before a region opens, the BLAS dimensions against its 32-bit interface
+// too, and per-thread buffers come through a RegionScratch (adlk/scratch.h), whose
+// failures are reported after the region.
 #include "adlk/conv.h"
 
 #include <omp.h>
@@ -297,20 +298,19 @@ const T* unit_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg,
   return scratch;
 }
 
-// The per-thread buffers that units of plan p use, reserved for a team of `team` threads
-// before the parallel region (see adlk/scratch.h): columns (forward, grad_weight), the
-// column gradient (grad_x), the staged output or grad_y of several images, and the band.
-// A pointwise kernel with one image per unit reads x and writes grad_x in place.
-template <typename T>
-struct UnitScratch {
-  TeamScratch<T> cols, dcols, stage, band;
-  UnitScratch(const Conv2dGeom& g, const Plan& p, int team, bool need_cols, bool need_dcols) {
+// Elements of the per-thread buffers that units of plan p use (see RegionScratch):
+// columns (slot 0; forward, grad_weight), the column gradient (1; grad_x), the staged
+// output or grad_y of several images (2) and the band (3). A pointwise kernel with one
+// image per unit reads x and writes grad_x in place.
+struct UnitBuffers {
+  index_t cols = 0, dcols = 0, stage = 0, band = 0;
+  UnitBuffers(const Conv2dGeom& g, const Plan& p, bool need_cols, bool need_dcols) {
     const index_t block = mul_checked(g.col_rows(), p.unit_cols(g.W_out), "conv: block");
     const bool builds = !(is_pointwise(g) && p.images == 1);
-    if (builds && need_cols) cols = TeamScratch<T>(0, team, block);
-    if (builds && need_dcols) dcols = TeamScratch<T>(1, team, block);
-    if (p.images > 1) stage = TeamScratch<T>(2, team, g.C_out * p.unit_cols(g.W_out));
-    if (builds) band = TeamScratch<T>(3, team, band_elems(g, p.rows_per_block));
+    if (builds && need_cols) cols = block;
+    if (builds && need_dcols) dcols = block;
+    if (p.images > 1) stage = g.C_out * p.unit_cols(g.W_out);
+    if (builds) band = band_elems(g, p.rows_per_block);
   }
 };
 
@@ -331,18 +331,13 @@ void split_range(index_t total, int parts, int i, index_t& lo, index_t& hi) {
   hi = lo + base + (i < extra ? 1 : 0);
 }
 
-// The threads, and a band for whole planes for each, of a call that runs over every
-// (n, c) plane of the batch (im2col, col2im): one thread below the parallel grain.
-template <typename T>
-struct PlaneTeam {
-  int threads;
-  TeamScratch<T> bands;
-  explicit PlaneTeam(const Conv2dGeom& g)
-      : threads(g.N * g.C * g.kH * g.kW * g.L() > kParallelGrain
-                    ? int(std::min<index_t>(get_num_threads(), g.N * g.C))
-                    : 1),
-        bands(3, threads, band_elems(g, g.H_out)) {}
-};
+// Threads for a call that runs over every (n, c) plane of the batch (im2col, col2im):
+// one below the parallel grain.
+int plane_threads(const Conv2dGeom& g) {
+  return g.N * g.C * g.kH * g.kW * g.L() > kParallelGrain
+             ? int(std::min<index_t>(get_num_threads(), g.N * g.C))
+             : 1;
+}
 
 }  // namespace
 
@@ -398,30 +393,37 @@ template <typename T>
 void im2col(const T* x, const Conv2dGeom& g, T* cols) {
   const index_t L = g.L(), kk = g.kH * g.kW, total = g.N * g.C;
   if (total == 0) return;
-  const PlaneTeam<T> team(g);
-#pragma omp parallel num_threads(team.threads)
+  const index_t band_n = band_elems(g, g.H_out);
+  RegionScratch rs;
+#pragma omp parallel num_threads(plane_threads(g))
   {
-    T* band = team.bands.for_thread(omp_get_thread_num());
+    bool ok = true;
+    T* band = rs.get<T>(3, band_n, ok);
 #pragma omp for schedule(static)
     for (index_t t = 0; t < total; ++t)
       im2col_channel(x + t * g.H * g.W, g, 0, g.H_out, band, cols + t * kk * L, L);
   }
+  rs.check();
 }
 
 template <typename T>
 void col2im(const T* cols, const Conv2dGeom& g, T* x) {
   const index_t plane = g.H * g.W, total = g.N * g.C, L = g.L(), kk = g.kH * g.kW;
   if (total == 0) return;
-  const PlaneTeam<T> team(g);
-#pragma omp parallel num_threads(team.threads)
+  const index_t band_n = band_elems(g, g.H_out);
+  RegionScratch rs;
+#pragma omp parallel num_threads(plane_threads(g))
   {
-    T* band = team.bands.for_thread(omp_get_thread_num());
+    bool ok = true;
+    T* band = rs.get<T>(3, band_n, ok);
 #pragma omp for schedule(static)
     for (index_t t = 0; t < total; ++t) {
+      if (!ok) continue;
       std::fill(x + t * plane, x + (t + 1) * plane, T(0));
       col2im_channel(cols + t * kk * L, L, g, 0, g.H_out, band, x + t * plane);
     }
   }
+  rs.check();
 }
 
 template <typename T>
@@ -438,16 +440,17 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   const index_t units = p.units(g.N);
   const int team = int(std::min<index_t>(nt, units));
   check_gemm_dims(g, p.unit_cols(g.W_out));
-  const UnitScratch<T> buf(g, p, team, true, false);
-
+  const UnitBuffers buf(g, p, true, false);
+  RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {
-    const int tid = omp_get_thread_num();
-    T* scratch = buf.cols.for_thread(tid);
-    T* stage = buf.stage.for_thread(tid);
-    T* band = buf.band.for_thread(tid);
+    bool ok = true;
+    T* scratch = rs.get<T>(0, buf.cols, ok);
+    T* stage = rs.get<T>(2, buf.stage, ok);
+    T* band = rs.get<T>(3, buf.band, ok);
 #pragma omp for schedule(static)
     for (index_t u = 0; u < units; ++u) {
+      if (!ok) continue;
       const index_t n0 = (u / p.blocks) * p.images, b = u % p.blocks;
       const index_t nimg = std::min(p.images, g.N - n0);
       const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
@@ -479,6 +482,7 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
       }
     }
   }
+  rs.check();
 }
 
 template <typename T>
@@ -513,23 +517,25 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   if (n_split > 0) {
     const Plan p = make_plan(g, sizeof(T), n_split / nt, 1);
     check_gemm_dims(g, p.unit_cols(g.W_out));
-    const UnitScratch<T> buf(g, p, nt, dweight != nullptr, dx != nullptr);
+    const UnitBuffers buf(g, p, dweight != nullptr, dx != nullptr);
     std::vector<T> partials(
         dweight && nt > 1 ? std::size_t(mul_checked(nt - 1, wsize, "conv: grad_weight partials")) : 0,
         T(0));
+    RegionScratch rs;
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_get_thread_num();
-      T* cols_buf = buf.cols.for_thread(tid);
-      T* dcols_buf = buf.dcols.for_thread(tid);
-      T* dy_stage = buf.stage.for_thread(tid);
-      T* band = buf.band.for_thread(tid);
+      bool ok = true;
+      T* cols_buf = rs.get<T>(0, buf.cols, ok);
+      T* dcols_buf = rs.get<T>(1, buf.dcols, ok);
+      T* dy_stage = rs.get<T>(2, buf.stage, ok);
+      T* band = rs.get<T>(3, buf.band, ok);
       T* dw_mine = dweight ? (tid == 0 ? dweight : partials.data() + (tid - 1) * wsize) : nullptr;
       // A group of images belongs to one thread for all its row blocks: grad_x is
       // cleared at the first block and accumulated by the later ones.
 #pragma omp for schedule(static)
       for (index_t grp = 0; grp < n_split / p.images; ++grp) {
-      for (index_t b = 0; b < p.blocks; ++b) {
+      for (index_t b = 0; b < p.blocks && ok; ++b) {
         const index_t n0 = grp * p.images;
         const index_t nimg = p.images;  // n_split is a multiple of p.images
         const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
@@ -571,6 +577,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
       }
       }
     }
+    rs.check();
     // Fixed-order sum of the partials.
     for (int t = 1; t < nt && dweight; ++t) {
       const T* part = partials.data() + (t - 1) * wsize;
@@ -588,7 +595,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
     const index_t block_elems = mul_checked(rows, p.unit_cols(g.W_out), "conv: block");
     T* cols_shared = dweight && !pointwise ? thread_scratch_as<T>(0, std::size_t(block_elems)) : nullptr;
     T* dcols_shared = dx && !pointwise ? thread_scratch_as<T>(1, std::size_t(block_elems)) : nullptr;
-    const TeamScratch<T> bands(3, nt, pointwise ? 0 : band_elems(g, p.rows_per_block));
+    const index_t band_n = pointwise ? 0 : band_elems(g, p.rows_per_block);
     for (index_t n = n_split; n < g.N; ++n) {
       const T* ximg = x + n * plane;
       T* dximg = dx ? dx + n * plane : nullptr;
@@ -598,16 +605,19 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
         const T* dyb = dy + n * g.C_out * L + oh0 * g.W_out;
         const index_t cols_ld = pointwise ? L : Lb;
         const T* cols = pointwise ? ximg + oh0 * g.W_out : cols_shared;
+        RegionScratch rs;
 #pragma omp parallel num_threads(nt)
         {
           const int tid = omp_get_thread_num(), team = omp_get_num_threads();
-          T* band = bands.for_thread(tid);
+          bool ok = true;  // else this member skips its share, never a construct
+          T* band = rs.get<T>(3, band_n, ok);
           if (dweight) {
             if (!pointwise) {
 #pragma omp for schedule(static)
               for (index_t c = 0; c < g.C; ++c)
-                im2col_channel(ximg + c * g.H * g.W, g, oh0, oh1, band,
-                               cols_shared + c * g.kH * g.kW * Lb, Lb);
+                if (ok)
+                  im2col_channel(ximg + c * g.H * g.W, g, oh0, oh1, band,
+                                 cols_shared + c * g.kH * g.kW * Lb, Lb);
             }
             index_t co0, co1;
             split_range(g.C_out, team, tid, co0, co1);
@@ -629,10 +639,12 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
             if (!pointwise) {
 #pragma omp barrier
 #pragma omp for schedule(static)
-              for (index_t c = 0; c < g.C; ++c) col2im_channels(dcols, Lb, g, c, c + 1, oh0, oh1, band, dximg);
+              for (index_t c = 0; c < g.C; ++c)
+                if (ok) col2im_channels(dcols, Lb, g, c, c + 1, oh0, oh1, band, dximg);
             }
           }
         }
+        rs.check();
       }
     }
   }

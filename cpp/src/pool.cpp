@@ -540,14 +540,14 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
   const index_t planes = g.N * g.C;
   if (planes == 0) return;
   const ColTaps ct(g);
-  // One row of scaled gradients per thread, reserved before the region (adlk/scratch.h).
-  const int team = plane_team(planes, pool_work(g));
-  const TeamScratch<T> rows(0, team, g.W_out);
-#pragma omp parallel num_threads(team)
+  RegionScratch rs;  // one row of scaled gradients per thread
+#pragma omp parallel num_threads(plane_team(planes, pool_work(g)))
   {
-    T* g_row = rows.for_thread(omp_get_thread_num());
+    bool ok = true;
+    T* g_row = rs.get<T>(0, g.W_out, ok);
 #pragma omp for schedule(static)
     for (index_t p = 0; p < planes; ++p) {
+      if (!ok) continue;
       const T* dyp = dy + p * out_plane;
       T* dxp = dx + p * in_plane;
       if (g.sW == 1)
@@ -558,6 +558,7 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
         avgpool_backward_plane<T, 0>(dyp, g, ct, count_include_pad, dxp, g_row);
     }
   }
+  rs.check();
 }
 
 #define ADLK_INSTANTIATE_POOL(T)                                                               \

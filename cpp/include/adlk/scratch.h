@@ -1,20 +1,24 @@
 // Per-thread scratch memory that persists between calls.
 //
-// Kernels that need a work buffer ask for it here instead of allocating: a fresh
-// allocation of a few MiB costs page faults (and zero fill) on every call. Each slot of
-// a thread grows to the largest size asked for on that thread and is kept until the
-// thread exits. Alignment is 64 bytes.
+// Kernels that need a work buffer per OpenMP thread ask for it here instead of
+// allocating: a fresh allocation of a few MiB costs page faults (and zero fill) on
+// every call. Each slot grows to the largest size asked for on that thread and is kept
+// until the thread exits. Alignment is 64 bytes.
 //
-// Allocation can fail (std::bad_alloc, MemoryError in Python), and an exception must
-// never leave an OpenMP region (it would terminate the process). So memory is never
-// requested inside a parallel region: the thread that opens the region reserves a
-// TeamScratch, one buffer per team member carved from its own slot, and each member
-// takes its part by omp_get_thread_num(). The memory stays the calling thread's, so two
-// threads that run kernels at the same time (Python threads, the GIL released) never
-// share a buffer.
+// Allocation can fail, and an exception must never leave an OpenMP region (it would
+// terminate the process). Inside a region, team members take their buffers through a
+// RegionScratch: a member whose allocation fails skips its share of the work, never a
+// worksharing construct or a barrier, and the thread that opened the region throws
+// std::bad_alloc (MemoryError in Python) once it has closed. Each member keeps its own
+// buffers, in memory it allocated itself (buffers carved for all members from the
+// caller's memory made small calls up to a third slower on 2 threads), and two threads
+// that run kernels at the same time (Python threads, the GIL released) have distinct
+// OpenMP teams, so they never share a buffer.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <new>
 
 #include "adlk/common.h"
 
@@ -22,9 +26,16 @@ namespace adlk {
 
 constexpr int kScratchSlots = 4;
 
-// Buffer `slot` (0 <= slot < kScratchSlots) of the calling thread, at least `bytes` long.
-// Throws std::bad_alloc: call it outside parallel regions only.
-void* thread_scratch(int slot, std::size_t bytes);
+// Buffer `slot` (0 <= slot < kScratchSlots) of the calling thread, at least `bytes` long,
+// or nullptr when that much cannot be allocated.
+void* thread_scratch_or_null(int slot, std::size_t bytes) noexcept;
+
+// The same, throwing std::bad_alloc: outside parallel regions only.
+inline void* thread_scratch(int slot, std::size_t bytes) {
+  void* p = thread_scratch_or_null(slot, bytes);
+  if (!p && bytes > 0) throw std::bad_alloc();
+  return p;
+}
 
 template <typename T>
 T* thread_scratch_as(int slot, std::size_t count) {
@@ -33,27 +44,32 @@ T* thread_scratch_as(int slot, std::size_t count) {
                                                    "thread_scratch: bytes"))));
 }
 
-// `threads` buffers of `count` elements of T each, 64-byte aligned, carved from slot
-// `slot` of the calling thread. Reserve it before a parallel region; inside, member t
-// uses for_thread(t). Sizes that do not fit 64 bits throw std::length_error.
-template <typename T>
-class TeamScratch {
+// The per-thread buffers of one parallel region (see above). Declare it before the
+// region, call get() inside, check() after.
+class RegionScratch {
  public:
-  TeamScratch() = default;  // no buffers (count 0): for_thread gives nullptr
-  TeamScratch(int slot, int threads, index_t count) {
-    if (count <= 0) return;
-    const index_t bytes = mul_checked(count, index_t(sizeof(T)), "scratch: bytes per thread");
-    stride_ = mul_checked(bytes / 64 + (bytes % 64 != 0), 64, "scratch: bytes per thread");
-    base_ = static_cast<char*>(
-        thread_scratch(slot, std::size_t(mul_checked(stride_, threads, "scratch: bytes"))));
+  // This thread's buffer `slot` of `count` elements of T (nullptr when count is 0). On
+  // failure: nullptr, ok = false, and check() will throw.
+  template <typename T>
+  T* get(int slot, index_t count, bool& ok) {
+    std::size_t bytes;
+    if (count <= 0) return nullptr;
+    void* p = __builtin_mul_overflow(std::size_t(count), sizeof(T), &bytes)
+                  ? nullptr
+                  : thread_scratch_or_null(slot, bytes);
+    if (!p) {
+      ok = false;
+      failed_.store(true, std::memory_order_relaxed);
+    }
+    return static_cast<T*>(p);
   }
-  T* for_thread(int t) const {
-    return base_ ? reinterpret_cast<T*>(base_ + index_t(t) * stride_) : nullptr;
+  // In the thread that opened the region, after it: std::bad_alloc if a member failed.
+  void check() const {
+    if (failed_.load(std::memory_order_relaxed)) throw std::bad_alloc();
   }
 
  private:
-  char* base_ = nullptr;
-  index_t stride_ = 0;
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace adlk
