@@ -338,12 +338,27 @@ void split_range(index_t total, int parts, int i, index_t& lo, index_t& hi) {
   hi = lo + base + (i < extra ? 1 : 0);
 }
 
-// Threads for a call that runs over every (n, c) plane of the batch (im2col, col2im):
-// one below the parallel grain.
-int plane_threads(const Conv2dGeom& g) {
-  return g.N * g.C * g.kH * g.kW * g.L() > kParallelGrain
-             ? int(std::min<index_t>(get_num_threads(), g.N * g.C))
-             : 1;
+// Runs fn(t, band) for every (n, c) plane t of the batch (im2col, col2im), each plane
+// on one thread, with that thread's band for whole planes (nullptr: gathered directly);
+// one thread below the parallel grain.
+template <typename T, typename Fn>
+void for_each_plane(const Conv2dGeom& g, Fn fn) {
+  const index_t total = g.N * g.C;
+  if (total == 0) return;
+  const int threads = total * g.kH * g.kW * g.L() > kParallelGrain
+                          ? int(std::min<index_t>(get_num_threads(), total))
+                          : 1;
+  const index_t band_n = band_elems(g, g.H_out);
+  RegionScratch rs;
+#pragma omp parallel num_threads(threads)
+  {
+    bool ok = true;
+    T* band = rs.get<T>(3, band_n, ok);
+#pragma omp for schedule(static)
+    for (index_t t = 0; t < total; ++t)
+      if (ok) fn(t, band);
+  }
+  rs.check();
 }
 
 }  // namespace
@@ -398,39 +413,19 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
 
 template <typename T>
 void im2col(const T* x, const Conv2dGeom& g, T* cols) {
-  const index_t L = g.L(), kk = g.kH * g.kW, total = g.N * g.C;
-  if (total == 0) return;
-  const index_t band_n = band_elems(g, g.H_out);
-  RegionScratch rs;
-#pragma omp parallel num_threads(plane_threads(g))
-  {
-    bool ok = true;
-    T* band = rs.get<T>(3, band_n, ok);
-#pragma omp for schedule(static)
-    for (index_t t = 0; t < total; ++t)
-      im2col_channel(x + t * g.H * g.W, g, 0, g.H_out, band, cols + t * kk * L, L);
-  }
-  rs.check();
+  const index_t plane = g.H * g.W, rows = g.kH * g.kW * g.L();
+  for_each_plane<T>(g, [&](index_t t, T* band) {
+    im2col_channel(x + t * plane, g, 0, g.H_out, band, cols + t * rows, g.L());
+  });
 }
 
 template <typename T>
 void col2im(const T* cols, const Conv2dGeom& g, T* x) {
-  const index_t plane = g.H * g.W, total = g.N * g.C, L = g.L(), kk = g.kH * g.kW;
-  if (total == 0) return;
-  const index_t band_n = band_elems(g, g.H_out);
-  RegionScratch rs;
-#pragma omp parallel num_threads(plane_threads(g))
-  {
-    bool ok = true;
-    T* band = rs.get<T>(3, band_n, ok);
-#pragma omp for schedule(static)
-    for (index_t t = 0; t < total; ++t) {
-      if (!ok) continue;
-      std::fill(x + t * plane, x + (t + 1) * plane, T(0));
-      col2im_channel(cols + t * kk * L, L, g, 0, g.H_out, band, x + t * plane);
-    }
-  }
-  rs.check();
+  const index_t plane = g.H * g.W, rows = g.kH * g.kW * g.L();
+  for_each_plane<T>(g, [&](index_t t, T* band) {
+    std::fill(x + t * plane, x + (t + 1) * plane, T(0));
+    col2im_channel(cols + t * rows, g.L(), g, 0, g.H_out, band, x + t * plane);
+  });
 }
 
 template <typename T>
