@@ -266,3 +266,96 @@ def window_count_ref(output_size, kernel_size, stride=1, padding=0, dilation=1):
                     if 0 <= h < H and 0 <= w < W:
                         count[h, w] += 1
     return count
+
+
+# ----------------------------------------------------------------------------------
+# sparse forms for any stride, padding and dilation (huge ones included)
+# ----------------------------------------------------------------------------------
+#
+# The references above build the zero-padded input and loop over every kernel offset,
+# which is impossible for a padding or kernel of 2^30. These read the same definitions
+# from the other side: only the (output position, kernel offset, input cell) triples
+# whose cell exists contribute anything, and along one axis they are found by solving
+# cell = o*s - p + t*d for t, for each output position o and each input cell. They cost
+# (output size) x (input size) per axis, whatever the geometry.
+
+
+def window_taps(size, k, s, p, d):
+    """Output size along one axis and the triples (o, t, i) with i = o*s - p + t*d in
+    [0, size) and t < k, ordered by o then t (scan order within a window)."""
+    n_out = out_size(size, k, s, p, d)
+    taps = []
+    for o in range(n_out):
+        for i in range(size):
+            t, r = divmod(i - o * s + p, d)
+            if r == 0 and 0 <= t < k:
+                taps.append((o, t, i))
+    return n_out, taps
+
+
+def _taps_2d(hw, kernel_size, stride, padding, dilation):
+    (H, W), (kH, kW), (sH, sW) = hw, pair(kernel_size), pair(stride)
+    (pH, pW), (dH, dW) = pair(padding), pair(dilation)
+    Ho, th = window_taps(H, kH, sH, pH, dH)
+    Wo, tw = window_taps(W, kW, sW, pW, dW)
+    return (kH, kW), (Ho, Wo), th, tw
+
+
+def unfold_sparse_ref(x, kernel_size, stride=1, padding=0, dilation=1):
+    """unfold_ref for any geometry (x's dtype, exact)."""
+    N, C, H, W = x.shape
+    (kH, kW), (Ho, Wo), th, tw = _taps_2d((H, W), kernel_size, stride, padding, dilation)
+    cols = np.zeros((N, C, kH, kW, Ho, Wo), dtype=x.dtype)
+    for oh, kh, h in th:
+        for ow, kw, w in tw:
+            cols[:, :, kh, kw, oh, ow] = x[:, :, h, w]
+    return cols.reshape(N, C * kH * kW, Ho * Wo)
+
+
+def fold_sparse_ref(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    """fold_ref for any geometry (float64)."""
+    H, W = pair(output_size)
+    (kH, kW), (Ho, Wo), th, tw = _taps_2d((H, W), kernel_size, stride, padding, dilation)
+    N, C = cols.shape[0], cols.shape[1] // (kH * kW)
+    c6 = np.asarray(cols, dtype=np.float64).reshape(N, C, kH, kW, Ho, Wo)
+    x = np.zeros((N, c6.shape[1], H, W))
+    for oh, kh, h in th:
+        for ow, kw, w in tw:
+            x[:, :, h, w] += c6[:, :, kh, kw, oh, ow]
+    return x
+
+
+def conv2d_sparse_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d_ref for any geometry (float64)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    N, C, H, W = x.shape
+    O, Cg = w.shape[:2]
+    Og = O // groups
+    _, (Ho, Wo), th, tw = _taps_2d((H, W), w.shape[2:], stride, padding, dilation)
+    y = np.zeros((N, O, Ho, Wo))
+    for g in range(groups):
+        xg, wg = x[:, g * Cg:(g + 1) * Cg], w[g * Og:(g + 1) * Og]
+        for oh, kh, h in th:
+            for ow, kw, ww in tw:
+                y[:, g * Og:(g + 1) * Og, oh, ow] += xg[:, :, h, ww] @ wg[:, :, kh, kw].T
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return y
+
+
+def conv2d_backward_sparse_ref(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d_backward_ref for any geometry (float64)."""
+    gy = np.asarray(gy, dtype=np.float64)
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    N, C, H, W = x.shape
+    O, Cg = w.shape[:2]
+    Og = O // groups
+    _, _, th, tw = _taps_2d((H, W), w.shape[2:], stride, padding, dilation)
+    gx, gw = np.zeros(x.shape), np.zeros(w.shape)
+    for g in range(groups):
+        cs, os_ = slice(g * Cg, (g + 1) * Cg), slice(g * Og, (g + 1) * Og)
+        for oh, kh, h in th:
+            for ow, kw, ww in tw:
+                gx[:, cs, h, ww] += gy[:, os_, oh, ow] @ w[os_, :, kh, kw]
+                gw[os_, :, kh, kw] += gy[:, os_, oh, ow].T @ x[:, cs, h, ww]
+    return gx, gw, gy.sum(axis=(0, 2, 3))

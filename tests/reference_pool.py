@@ -206,3 +206,37 @@ def avgpool2d_backward_ref(grad_y, input_size, kernel_size, stride=None, padding
             for w in range(ws, we):
                 gx[:, :, h, w] += gy[:, :, oh, ow] / div[oh, ow]
     return gx
+
+
+def maxpool2d_sparse_ref(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """maxpool2d_ref for any geometry, a kernel of 2^30 included: a window's in-range
+    cells are found from the input's cells (h = oh*sH - pH + kh*dH solved for kh), in
+    scan order (kh, then kw, ascending), never by looping over the kernel."""
+    x = np.asarray(x)
+    N, C, H, W = x.shape
+    (kH, kW), (sH, sW), (pH, pW), (dH, dW), (Ho, Wo) = pool_geometry(
+        (H, W), kernel_size, stride, padding, dilation, ceil_mode)
+
+    def cells(o, size, k, s, p, d):
+        out = []
+        for i in range(size):
+            t, r = divmod(i - o * s + p, d)
+            if r == 0 and 0 <= t < k:
+                out.append(i)
+        return out  # ascending i is ascending t
+
+    xf = x.astype(np.float64)
+    y = np.empty((N, C, Ho, Wo))
+    idx = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    for oh in range(Ho):
+        rows = cells(oh, H, kH, sH, pH, dH)
+        for ow in range(Wo):
+            flat = [h * W + w for h in rows for w in cells(ow, W, kW, sW, pW, dW)]
+            best = np.full((N, C), -np.inf)
+            best_i = np.full((N, C), flat[0] if flat else -1, dtype=np.int64)
+            for f in flat:
+                v = xf[:, :, f // W, f % W]
+                take = (v > best) | np.isnan(v)
+                best, best_i = np.where(take, v, best), np.where(take, f, best_i)
+            y[:, :, oh, ow], idx[:, :, oh, ow] = best, best_i
+    return y, idx

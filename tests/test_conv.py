@@ -574,6 +574,43 @@ def test_conv1d_rejects_pairs(arg, rng):
 
 
 # ----------------------------------------------------------------------------------
+# messages a user can act on
+# ----------------------------------------------------------------------------------
+
+
+def test_channels_last_x_is_named(rng):
+    """An (N, H, W, C) image is the common mistake: the message says so and how to fix
+    it, instead of blaming the weight's channel count."""
+    w = randn(rng, (16, 3, 3, 3), np.float32)
+    x = randn(rng, (8, 32, 32, 3), np.float32)
+    expected = ("conv2d_forward: x: shape (8, 32, 32, 3) looks channels-last (N, H, W, C); "
+                "transpose to (N, C, H, W) with x.transpose(0, 3, 1, 2)")
+    with pytest.raises(ValueError) as e:
+        ak.conv2d_forward(x, w)
+    assert str(e.value) == expected
+    with pytest.raises(ValueError, match=r"conv2d_backward: x: .*channels-last"):
+        ak.conv2d_backward(randn(rng, (8, 16, 30, 30), np.float32), x, w)
+    with pytest.raises(ValueError, match=r"conv1d_forward: x: .*\(N, L, C\).*transpose\(0, 2, 1\)"):
+        ak.conv1d_forward(x[:, 0], w[:, :, 0])
+    # the right layout works
+    assert ak.conv2d_forward(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), w).shape == (8, 16, 30, 30)
+
+
+def test_dtype_mismatch_blames_x_and_names_the_cast(rng):
+    """float64 data with float32 weights: x is what to fix, and the message says how."""
+    x = randn(rng, (2, 3, 8, 8), np.float64)
+    w = randn(rng, (4, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError) as e:
+        ak.conv2d_forward(x, w)
+    assert str(e.value) == ("conv2d_forward: x: dtype float64 does not match weight's float32; "
+                            "cast one of them, e.g. x.astype(np.float32)")
+    with pytest.raises(TypeError, match=r"conv2d_backward: grad_y: .*grad_y\.astype\(np\.float32\)"):
+        ak.conv2d_backward(randn(rng, (2, 4, 6, 6), np.float64), x.astype(np.float32), w)
+    with pytest.raises(TypeError, match=r"conv1d_forward: x: .*weight's float64"):
+        ak.conv1d_forward(x[:, :, 0].astype(np.float32), w[:, :, 0].astype(np.float64))
+
+
+# ----------------------------------------------------------------------------------
 # im2col / col2im
 # ----------------------------------------------------------------------------------
 

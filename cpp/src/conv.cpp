@@ -7,7 +7,15 @@
 // own scratch buffer and runs a single-threaded GEMM on them while they are still in
 // that core's cache. The batch's column matrix is never built whole. Columns are
 // copied out of a zero-padded, stride-de-interleaved band of input rows (Band), so
-// every copy is a contiguous loop whatever the padding and stride.
+// every copy is a contiguous loop whatever the padding and stride; where the band would
+// be larger than the columns it serves (a stride, padding or dilation far beyond the
+// input's size) they are gathered straight from the input instead, so that time and
+// memory follow the input, output and kernel sizes, never the stride or padding.
+//
+// No exception may leave an OpenMP region (it would terminate the process): every size
+// is checked before a region opens, the BLAS dimensions against its 32-bit interface
+// too, and per-thread buffers come through a RegionScratch (adlk/scratch.h), whose
+// failures are reported after the region.
 #include "adlk/conv.h"
 
 #include <omp.h>
@@ -19,6 +27,7 @@
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
 #include "adlk/scratch.h"
+#include "window.h"
 
 namespace adlk {
 
@@ -26,11 +35,8 @@ namespace {
 
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr index_t kParallelGrain = 1 << 14;
-constexpr index_t kMaxGeomArg = index_t(1) << 31;
 // Images with fewer output positions than this share a GEMM with their neighbours.
 constexpr index_t kConvMinGemmColumns = 128;
-
-index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 // The zero-padded band of input rows that a block of output rows reads. A padded row
 // of Wp = W + 2*pW values is stored de-interleaved by the horizontal stride: phase q
@@ -44,56 +50,143 @@ struct Band {
         Wq(ceil_div(g.W + 2 * g.pW, g.sW)),
         row(g.sW * ceil_div(g.W + 2 * g.pW, g.sW)),
         rows((out_rows - 1) * g.sH + (g.kH - 1) * g.dH + 1) {}
-  index_t elems() const { return rows * row; }
+  index_t elems() const { return mul_saturated(rows, row); }
   index_t slot(index_t col, index_t sW) const { return (col % sW) * Wq + col / sW; }
 };
 
-index_t band_elems(const Conv2dGeom& g, index_t out_rows) { return Band(g, out_rows).elems(); }
+// Elements of the band for blocks of up to `out_rows` output rows, or 0 when the columns
+// are to be gathered directly. The band is filled whole, so it pays only when it is no
+// larger than the block's columns (kH*kW*out_rows*W_out per channel): true for the usual
+// strides and paddings (a 3x3 or 7x7 kernel, stride 1 or 2, padding up to the kernel);
+// a stride or padding far beyond the kernel would make it mostly cells nobody reads.
+// One choice per call (the band for fewer rows is smaller, so it fits), made from the
+// geometry and the plan alone.
+index_t band_elems(const Conv2dGeom& g, index_t out_rows) {
+  const index_t band = Band(g, out_rows).elems();
+  return band <= g.kH * g.kW * out_rows * g.W_out ? band : 0;
+}
+
+// The short row loops of the band paths. Band rows never overlap the input, the columns
+// or the output they are copied from or to; saying so (restrict) spares the compiler's
+// run-time overlap checks, which cost more than the copy on rows of a few dozen values,
+// and keeps the generated loop the same wherever it is inlined.
+template <typename T>
+ADLK_KEEP_LOOPS inline __attribute__((always_inline))
+void copy_row(T* __restrict dst, const T* __restrict src, index_t n) {
+  for (index_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+template <typename T>
+ADLK_KEEP_LOOPS inline __attribute__((always_inline))
+void add_row(T* __restrict dst, const T* __restrict src, index_t n) {
+  for (index_t i = 0; i < n; ++i) dst[i] += src[i];
+}
 
 // Rows (c, kh, kw) of channel c's column matrix for output rows [oh0, oh1), into out
-// (row stride ld), through the band of that channel: after one pass that fills the
-// band, every row segment is a plain contiguous copy, with no bounds logic and no
-// strided loads, which matters for short rows and strided kernels. The loops stay
-// loops (no memcpy call per short segment).
+// (row stride ld), gathered from the input: for each (kh, kw), a few divisions give the
+// output positions whose cell is inside it; the rest is zero. Kept out of line (the rare
+// path): inlined into im2col_channel, it made GCC compile the band path slower.
+template <typename T>
+ADLK_KEEP_LOOPS __attribute__((noinline))
+void im2col_channel_gather(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1,
+                           T* out, index_t ld) {
+  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
+  for (index_t kh = 0; kh < g.kH; ++kh) {
+    index_t r0, r1;  // rows of the block whose tap-kh input row exists
+    outputs_in_range(ih0 + kh * g.dH, g.sH, g.H, nrow, r0, r1);
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      const index_t off = kw * g.dW - g.pW;
+      index_t c0, c1;
+      outputs_in_range(off, g.sW, g.W, g.W_out, c0, c1);
+      T* dst = out + (kh * g.kW + kw) * ld;
+      for (index_t i = 0; i < nrow; ++i, dst += g.W_out) {
+        const bool inside = i >= r0 && i < r1;
+        const index_t lo = inside ? c0 : g.W_out, hi = inside ? c1 : g.W_out;
+        for (index_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+        if (lo < hi) {
+          const T* xr = xplane + (ih0 + i * g.sH + kh * g.dH) * g.W;
+          for (index_t ow = lo; ow < hi; ++ow) dst[ow] = xr[ow * g.sW + off];
+        }
+        for (index_t ow = hi; ow < g.W_out; ++ow) dst[ow] = T(0);
+      }
+    }
+  }
+}
+
+// The same rows through the band (band_elems() > 0): after one pass that fills it, every
+// row segment is a plain contiguous copy, with no bounds logic and no strided loads,
+// which matters for short rows and strided kernels. The loops stay loops (no memcpy
+// call per short segment). band == nullptr: gathered instead.
 template <typename T>
 ADLK_KEEP_LOOPS
 void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
                     T* out, index_t ld) {
+  if (!band) return im2col_channel_gather(xplane, g, oh0, oh1, out, ld);
   const Band b(g, oh1 - oh0);
   const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
-  for (index_t i = 0; i < b.rows; ++i) {
-    T* brow = band + i * b.row;
-    const index_t ih = ih0 + i;
-    const T* xr = (ih >= 0 && ih < g.H) ? xplane + ih * g.W : nullptr;
-    for (index_t q = 0; q < g.sW; ++q) {
-      T* ph = brow + q * b.Wq;
-      for (index_t m = 0; m < b.Wq; ++m) {
-        const index_t w = m * g.sW + q - g.pW;  // input column of this slot
-        ph[m] = (xr && w >= 0 && w < g.W) ? xr[w] : T(0);
+  // Phase q of a band row: slot m holds input column m*sW + q - pW, zero outside [0, W).
+  for (index_t q = 0; q < g.sW; ++q) {
+    index_t lo, hi;
+    outputs_in_range(q - g.pW, g.sW, g.W, b.Wq, lo, hi);
+    for (index_t i = 0; i < b.rows; ++i) {
+      T* ph = band + i * b.row + q * b.Wq;
+      const index_t ih = ih0 + i;
+      const index_t l = ih >= 0 && ih < g.H ? lo : b.Wq, h = ih >= 0 && ih < g.H ? hi : b.Wq;
+      const T* xr = xplane + (l < h ? ih : 0) * g.W;  // row 0 when unused: no wild pointer
+      for (index_t m = 0; m < l; ++m) ph[m] = T(0);
+      if (g.sW == 1) {
+        copy_row(ph + l, xr + std::max<index_t>(l - g.pW, 0), h - l);  // l - pW >= 0 if l < h
+      } else {
+        for (index_t m = l; m < h; ++m) ph[m] = xr[m * g.sW + q - g.pW];
       }
+      for (index_t m = h; m < b.Wq; ++m) ph[m] = T(0);
     }
   }
   for (index_t kh = 0; kh < g.kH; ++kh) {
     for (index_t kw = 0; kw < g.kW; ++kw) {
       T* dst = out + (kh * g.kW + kw) * ld;
       const T* src0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
-      for (index_t i = 0; i < nrow; ++i, dst += g.W_out) {
-        const T* src = src0 + i * g.sH * b.row;
-        for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] = src[ow];
-      }
+      for (index_t i = 0; i < nrow; ++i, dst += g.W_out)
+        copy_row(dst, src0 + i * g.sH * b.row, g.W_out);
     }
   }
 }
 
 // Adds the (kh, kw) rows of channel c's column gradient, output rows [oh0, oh1), back
-// into that channel's plane of the image. The terms are first summed into a zeroed
-// band (the layout of im2col_channel) in one fixed (kh, kw) order, then the band's
-// interior is added to the plane: contiguous loops, no atomics, and the same bits for
-// any thread count, since callers give each plane to one thread.
+// into that channel's plane of the image, term by term in (kh, kw, row, column) order,
+// skipping the positions outside the input. Out of line, as im2col_channel_gather.
 template <typename T>
-ADLK_KEEP_LOOPS
+ADLK_KEEP_LOOPS __attribute__((noinline))
+void col2im_channel_scatter(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0,
+                            index_t oh1, T* xplane) {
+  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
+  for (index_t kh = 0; kh < g.kH; ++kh) {
+    index_t r0, r1;
+    outputs_in_range(ih0 + kh * g.dH, g.sH, g.H, nrow, r0, r1);
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      const index_t off = kw * g.dW - g.pW;
+      index_t c0, c1;
+      outputs_in_range(off, g.sW, g.W, g.W_out, c0, c1);
+      const T* src = dcols + (kh * g.kW + kw) * ld;
+      for (index_t i = r0; i < r1; ++i) {
+        T* xr = xplane + (ih0 + i * g.sH + kh * g.dH) * g.W;
+        const T* s = src + i * g.W_out;
+        for (index_t ow = c0; ow < c1; ++ow) xr[ow * g.sW + off] += s[ow];
+      }
+    }
+  }
+}
+
+// The same through the band: the terms are first summed into it (zeroed; the layout of
+// im2col_channel) in one fixed (kh, kw) order, then the band's interior is added to the
+// plane: contiguous loops. Either way no atomics, and the same bits for any thread count,
+// since callers give each plane to one thread. band == nullptr: scattered directly.
+// Always inlined into its callers: measured faster on small planes.
+template <typename T>
+ADLK_KEEP_LOOPS inline __attribute__((always_inline))
 void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
                     T* band, T* xplane) {
+  if (!band) return col2im_channel_scatter(dcols, ld, g, oh0, oh1, xplane);
   const Band b(g, oh1 - oh0);
   const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
   std::fill(band, band + b.elems(), T(0));
@@ -101,20 +194,25 @@ void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0
     for (index_t kw = 0; kw < g.kW; ++kw) {
       const T* src = dcols + (kh * g.kW + kw) * ld;
       T* dst0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
-      for (index_t i = 0; i < nrow; ++i, src += g.W_out) {
-        T* dst = dst0 + i * g.sH * b.row;
-        for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] += src[ow];
-      }
+      for (index_t i = 0; i < nrow; ++i, src += g.W_out)
+        add_row(dst0 + i * g.sH * b.row, src, g.W_out);
     }
   }
+  // The interior: for stride 1 row by row; else phase by phase (slot m of phase q is
+  // input column m*sW + q - pW), with no division per element.
   const index_t i_lo = std::max<index_t>(0, -ih0), i_hi = std::min(b.rows, g.H - ih0);
-  for (index_t i = i_lo; i < i_hi; ++i) {
-    const T* brow = band + i * b.row;
-    T* xr = xplane + (ih0 + i) * g.W;
-    if (g.sW == 1) {
-      for (index_t w = 0; w < g.W; ++w) xr[w] += brow[w + g.pW];
-    } else {
-      for (index_t w = 0; w < g.W; ++w) xr[w] += brow[b.slot(w + g.pW, g.sW)];
+  if (g.sW == 1) {
+    for (index_t i = i_lo; i < i_hi; ++i)
+      add_row(xplane + (ih0 + i) * g.W, band + i * b.row + g.pW, g.W);
+    return;
+  }
+  for (index_t q = 0; q < g.sW; ++q) {
+    index_t lo, hi;
+    outputs_in_range(q - g.pW, g.sW, g.W, b.Wq, lo, hi);
+    for (index_t i = i_lo; i < i_hi; ++i) {
+      const T* ph = band + i * b.row + q * b.Wq;
+      T* xr = xplane + (ih0 + i) * g.W;
+      for (index_t m = lo; m < hi; ++m) xr[m * g.sW + q - g.pW] += ph[m];
     }
   }
 }
@@ -122,8 +220,7 @@ void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0
 // col2im_channel for channels [c0, c1) of one image (dcols holds all channels' rows).
 template <typename T>
 void col2im_channels(const T* dcols, index_t ld, const Conv2dGeom& g, index_t c0, index_t c1,
-                     index_t oh0, index_t oh1, T* ximg) {
-  T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
+                     index_t oh0, index_t oh1, T* band, T* ximg) {
   const index_t kk = g.kH * g.kW;
   for (index_t c = c0; c < c1; ++c)
     col2im_channel(dcols + c * kk * ld, ld, g, oh0, oh1, band, ximg + c * g.H * g.W);
@@ -144,6 +241,7 @@ struct Plan {
   index_t row_end(index_t b, index_t H_out) const {
     return std::min(H_out, (b + 1) * rows_per_block);
   }
+  index_t unit_cols(index_t W_out) const { return images * rows_per_block * W_out; }
 };
 
 // Largest divisor of n that is <= cap (>= 1).
@@ -159,8 +257,10 @@ Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_im
                index_t min_blocks) {
   Plan p;
   // A unit's columns and its output (or grad_y) rows should stay in cache together.
-  const index_t row_bytes =
-      std::max<index_t>(1, (g.col_rows() + g.C_out) * g.W_out * index_t(elem_size));
+  const char* what = "conv: bytes of an output row's columns";
+  const index_t row_bytes = std::max<index_t>(
+      1, mul_checked(mul_checked(add_checked(g.col_rows(), g.C_out, what), g.W_out, what),
+                     index_t(elem_size), what));
   const index_t budget_rows = std::max<index_t>(1, index_t(kConvBlockBytes) / row_bytes);
   if (budget_rows >= g.H_out && per_thread_images > 0) {
     // Whole images fit. Small ones go several side by side, as many as divide each
@@ -183,9 +283,8 @@ Plan make_plan(const Conv2dGeom& g, std::size_t elem_size, index_t per_thread_im
 // per row; image j starts at column j*(oh1 - oh0)*W_out).
 template <typename T>
 void build_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, index_t oh0,
-                   index_t oh1, T* dst, index_t ld) {
+                   index_t oh1, T* band, T* dst, index_t ld) {
   const index_t Lb = (oh1 - oh0) * g.W_out, kk = g.kH * g.kW;
-  T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
   for (index_t j = 0; j < nimg; ++j)
     for (index_t c = 0; c < g.C; ++c)
       im2col_channel(x + ((n0 + j) * g.C + c) * g.H * g.W, g, oh0, oh1, band,
@@ -193,17 +292,43 @@ void build_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, in
 }
 
 // The columns a GEMM reads for one unit: x itself for a pointwise kernel on one image,
-// else built in `scratch`. Sets ld.
+// else built in `scratch` (through `band`). Sets ld.
 template <typename T>
 const T* unit_columns(const T* x, const Conv2dGeom& g, index_t n0, index_t nimg, index_t oh0,
-                      index_t oh1, T* scratch, index_t& ld) {
+                      index_t oh1, T* band, T* scratch, index_t& ld) {
   if (is_pointwise(g) && nimg == 1) {
     ld = g.L();
     return x + n0 * g.C * g.H * g.W + oh0 * g.W_out;
   }
   ld = nimg * (oh1 - oh0) * g.W_out;
-  build_columns(x, g, n0, nimg, oh0, oh1, scratch, ld);
+  build_columns(x, g, n0, nimg, oh0, oh1, band, scratch, ld);
   return scratch;
+}
+
+// Elements of the per-thread buffers that units of plan p use (see RegionScratch):
+// columns (slot 0; forward, grad_weight), the column gradient (1; grad_x), the staged
+// output or grad_y of several images (2) and the band (3). A pointwise kernel with one
+// image per unit reads x and writes grad_x in place.
+struct UnitBuffers {
+  index_t cols = 0, dcols = 0, stage = 0, band = 0;
+  UnitBuffers(const Conv2dGeom& g, const Plan& p, bool need_cols, bool need_dcols) {
+    const index_t block = mul_checked(g.col_rows(), p.unit_cols(g.W_out), "conv: block");
+    const bool builds = !(is_pointwise(g) && p.images == 1);
+    if (builds && need_cols) cols = block;
+    if (builds && need_dcols) dcols = block;
+    if (p.images > 1) stage = g.C_out * p.unit_cols(g.W_out);
+    if (builds) band = band_elems(g, p.rows_per_block);
+  }
+};
+
+// The GEMMs go through the 32-bit BLAS interface; their dimensions are checked before
+// any parallel region (a throw inside one would terminate the process). Every GEMM of a
+// call has dimensions among these (or smaller).
+void check_gemm_dims(const Conv2dGeom& g, index_t unit_cols) {
+  check_blas_dim(g.C_out / g.groups, "conv: C_out/groups");
+  check_blas_dim(g.col_rows() / g.groups, "conv: C_in/groups*kH*kW");
+  check_blas_dim(g.L(), "conv: H_out*W_out");
+  check_blas_dim(unit_cols, "conv: columns of a unit");
 }
 
 // Rows [lo, hi) of `total`, split into `parts` near-equal pieces: piece `i`.
@@ -211,6 +336,29 @@ void split_range(index_t total, int parts, int i, index_t& lo, index_t& hi) {
   const index_t base = total / parts, extra = total % parts;
   lo = i * base + std::min<index_t>(i, extra);
   hi = lo + base + (i < extra ? 1 : 0);
+}
+
+// Runs fn(t, band) for every (n, c) plane t of the batch (im2col, col2im), each plane
+// on one thread, with that thread's band for whole planes (nullptr: gathered directly);
+// one thread below the parallel grain.
+template <typename T, typename Fn>
+void for_each_plane(const Conv2dGeom& g, Fn fn) {
+  const index_t total = g.N * g.C;
+  if (total == 0) return;
+  const int threads = total * g.kH * g.kW * g.L() > kParallelGrain
+                          ? int(std::min<index_t>(get_num_threads(), total))
+                          : 1;
+  const index_t band_n = band_elems(g, g.H_out);
+  RegionScratch rs;
+#pragma omp parallel num_threads(threads)
+  {
+    bool ok = true;
+    T* band = rs.get<T>(3, band_n, ok);
+#pragma omp for schedule(static)
+    for (index_t t = 0; t < total; ++t)
+      if (ok) fn(t, band);
+  }
+  rs.check();
 }
 
 }  // namespace
@@ -230,49 +378,54 @@ void Conv2dGeom::finalize() {
   check(groups >= 1 && C % groups == 0, "conv: groups must divide the input channels");
   check(C_out % groups == 0, "conv: groups must divide the output channels");
   const index_t eff_h = dH * (kH - 1) + 1, eff_w = dW * (kW - 1) + 1;
-  check(H + 2 * pH >= eff_h && W + 2 * pW >= eff_w,
-        "conv: the (dilated) kernel is larger than the padded input");
-  H_out = (H + 2 * pH - eff_h) / sH + 1;
-  W_out = (W + 2 * pW - eff_w) / sW + 1;
+  const index_t Hp = add_checked(H, 2 * pH, "conv: padded height");
+  const index_t Wp = add_checked(W, 2 * pW, "conv: padded width");
+  check(Hp >= eff_h && Wp >= eff_w, "conv: the (dilated) kernel is larger than the padded input");
+  H_out = (Hp - eff_h) / sH + 1;
+  W_out = (Wp - eff_w) / sW + 1;
+  // Every size the kernels compute from here on is one of these or a part of one.
+  mul_checked(mul_checked(N, C, "conv: input size"), mul_checked(H, W, "conv: input size"),
+              "conv: input size N*C*H*W");
+  const index_t l = mul_checked(H_out, W_out, "conv: output positions H_out*W_out");
+  const index_t rows = mul_checked(C, mul_checked(kH, kW, "conv: kernel size"),
+                                   "conv: column rows C*kH*kW");
+  const index_t cols = mul_checked(rows, l, "conv: column matrix of an image");
+  if (C_out == 0) mul_checked(N, cols, "conv: column matrix N*C*kH*kW*H_out*W_out");
+  mul_checked(N, mul_checked(C_out, l, "conv: output size"), "conv: output size");
+  mul_checked(C_out, rows / groups, "conv: weight size");
 }
 
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads) {
   if (g.N == 0) return 0;
   const index_t per_thread_images = g.N >= threads ? g.N / threads : 0;
   const Plan p = make_plan(g, elem_size, per_thread_images, 1);
-  const index_t cols = p.images * p.rows_per_block * g.W_out;
+  const index_t cols = p.unit_cols(g.W_out);
   const index_t wsize = g.C_out * (g.col_rows() / g.groups);
   // backward: columns, their gradient, the input band and (several images) the staged
   // grad_y per thread, plus a grad_weight partial per thread
-  index_t per_thread = 2 * g.col_rows() * cols + band_elems(g, p.rows_per_block) + wsize;
-  if (p.images > 1) per_thread += g.C_out * cols;
-  return std::size_t(per_thread) * std::size_t(threads) * elem_size;
+  const char* what = "conv: workspace size";
+  index_t per_thread = mul_checked(mul_checked(g.col_rows(), cols, what), 2, what);
+  per_thread = add_checked(per_thread, add_checked(band_elems(g, p.rows_per_block), wsize, what),
+                           what);
+  if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
+  return std::size_t(mul_checked(mul_checked(per_thread, threads, what), index_t(elem_size), what));
 }
 
 template <typename T>
 void im2col(const T* x, const Conv2dGeom& g, T* cols) {
-  const index_t L = g.L(), kk = g.kH * g.kW, total = g.N * g.C;
-  const int nt = get_num_threads();
-#pragma omp parallel num_threads(nt) if (total * kk * L > kParallelGrain)
-  {
-    T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, g.H_out)));
-#pragma omp for schedule(static)
-    for (index_t t = 0; t < total; ++t)
-      im2col_channel(x + t * g.H * g.W, g, 0, g.H_out, band, cols + t * kk * L, L);
-  }
+  const index_t plane = g.H * g.W, rows = g.kH * g.kW * g.L();
+  for_each_plane<T>(g, [&](index_t t, T* band) {
+    im2col_channel(x + t * plane, g, 0, g.H_out, band, cols + t * rows, g.L());
+  });
 }
 
 template <typename T>
 void col2im(const T* cols, const Conv2dGeom& g, T* x) {
-  const index_t plane = g.H * g.W, total = g.N * g.C, L = g.L();
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (total * g.kH * g.kW * L > kParallelGrain)
-  for (index_t t = 0; t < total; ++t) {
-    const index_t n = t / g.C, c = t % g.C;
+  const index_t plane = g.H * g.W, rows = g.kH * g.kW * g.L();
+  for_each_plane<T>(g, [&](index_t t, T* band) {
     std::fill(x + t * plane, x + (t + 1) * plane, T(0));
-    col2im_channels(cols + n * g.col_rows() * L, L, g, c, c + 1, 0, g.H_out,
-                    x + n * g.C * plane);
-  }
+    col2im_channel(cols + t * rows, g.L(), g, 0, g.H_out, band, x + t * plane);
+  });
 }
 
 template <typename T>
@@ -288,21 +441,24 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
                                : make_plan(g, sizeof(T), 0, ceil_div(4 * nt, g.N));
   const index_t units = p.units(g.N);
   const int team = int(std::min<index_t>(nt, units));
-  const index_t unit_cols = p.images * p.rows_per_block * g.W_out;
-
+  check_gemm_dims(g, p.unit_cols(g.W_out));
+  const UnitBuffers buf(g, p, true, false);
+  RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {
-    const bool reads_x = is_pointwise(g) && p.images == 1;  // no column buffer needed
-    T* scratch = reads_x ? nullptr : thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
-    T* stage = p.images > 1 ? thread_scratch_as<T>(1, std::size_t(g.C_out * unit_cols)) : nullptr;
+    bool ok = true;
+    T* scratch = rs.get<T>(0, buf.cols, ok);
+    T* stage = rs.get<T>(2, buf.stage, ok);
+    T* band = rs.get<T>(3, buf.band, ok);
 #pragma omp for schedule(static)
     for (index_t u = 0; u < units; ++u) {
+      if (!ok) continue;
       const index_t n0 = (u / p.blocks) * p.images, b = u % p.blocks;
       const index_t nimg = std::min(p.images, g.N - n0);
       const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
       const index_t Lb = (oh1 - oh0) * g.W_out;
       index_t ld;
-      const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, scratch, ld);
+      const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, band, scratch, ld);
       const index_t N_gemm = nimg * Lb;
       if (nimg == 1) {
         // Straight into y; the bias is the GEMM's initial C (beta = 1), so it costs no
@@ -328,6 +484,7 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
       }
     }
   }
+  rs.check();
 }
 
 template <typename T>
@@ -361,21 +518,26 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
 
   if (n_split > 0) {
     const Plan p = make_plan(g, sizeof(T), n_split / nt, 1);
-    const index_t unit_cols = p.images * p.rows_per_block * g.W_out;
-    std::vector<T> partials(dweight && nt > 1 ? std::size_t((nt - 1) * wsize) : 0, T(0));
+    check_gemm_dims(g, p.unit_cols(g.W_out));
+    const UnitBuffers buf(g, p, dweight != nullptr, dx != nullptr);
+    const index_t n_partials =
+        dweight && nt > 1 ? mul_checked(nt - 1, wsize, "conv: grad_weight partials") : 0;
+    std::vector<T> partials(std::size_t(n_partials), T(0));
+    RegionScratch rs;
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_get_thread_num();
-      const bool reads_x = pointwise && p.images == 1;  // no column buffers needed
-      T* cols_buf = reads_x ? nullptr : thread_scratch_as<T>(0, std::size_t(rows * unit_cols));
-      T* dcols_buf = reads_x ? nullptr : thread_scratch_as<T>(1, std::size_t(rows * unit_cols));
-      T* dy_stage = p.images > 1 ? thread_scratch_as<T>(2, std::size_t(g.C_out * unit_cols)) : nullptr;
+      bool ok = true;
+      T* cols_buf = rs.get<T>(0, buf.cols, ok);
+      T* dcols_buf = rs.get<T>(1, buf.dcols, ok);
+      T* dy_stage = rs.get<T>(2, buf.stage, ok);
+      T* band = rs.get<T>(3, buf.band, ok);
       T* dw_mine = dweight ? (tid == 0 ? dweight : partials.data() + (tid - 1) * wsize) : nullptr;
       // A group of images belongs to one thread for all its row blocks: grad_x is
       // cleared at the first block and accumulated by the later ones.
 #pragma omp for schedule(static)
       for (index_t grp = 0; grp < n_split / p.images; ++grp) {
-      for (index_t b = 0; b < p.blocks; ++b) {
+      for (index_t b = 0; b < p.blocks && ok; ++b) {
         const index_t n0 = grp * p.images;
         const index_t nimg = p.images;  // n_split is a multiple of p.images
         const index_t oh0 = p.row_begin(b), oh1 = p.row_end(b, g.H_out);
@@ -393,7 +555,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
         }
         if (dw_mine) {
           index_t ld;
-          const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, cols_buf, ld);
+          const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, band, cols_buf, ld);
           for (index_t gi = 0; gi < g.groups; ++gi)
             gemm<T>(false, true, Cog, Kg, N_gemm, T(1), dyc + gi * Cog * ld_dy, ld_dy,
                     cols + gi * Kg * ld, ld, T(1), dw_mine + gi * Cog * Kg, Kg);
@@ -412,11 +574,13 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
                     dyc + gi * Cog * ld_dy, ld_dy, T(0), dcols_buf + gi * Kg * N_gemm, N_gemm);
           if (b == 0) std::fill(dximg, dximg + nimg * plane, T(0));
           for (index_t j = 0; j < nimg; ++j)
-            col2im_channels(dcols_buf + j * Lb, N_gemm, g, 0, g.C, oh0, oh1, dximg + j * plane);
+            col2im_channels(dcols_buf + j * Lb, N_gemm, g, 0, g.C, oh0, oh1, band,
+                            dximg + j * plane);
         }
       }
       }
     }
+    rs.check();
     // Fixed-order sum of the partials.
     for (int t = 1; t < nt && dweight; ++t) {
       const T* part = partials.data() + (t - 1) * wsize;
@@ -428,9 +592,14 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   // columns of the block's column gradient are split among threads; col2im by channel.
   if (n_split < g.N) {
     const Plan p = make_plan(g, sizeof(T), 0, 1);
-    const index_t block_elems = rows * p.rows_per_block * g.W_out;
-    T* cols_shared = pointwise ? nullptr : thread_scratch_as<T>(0, std::size_t(block_elems));
-    T* dcols_shared = pointwise ? nullptr : thread_scratch_as<T>(1, std::size_t(block_elems));
+    check_gemm_dims(g, p.unit_cols(g.W_out));
+    // The block's columns and their gradient are shared by the team: the calling
+    // thread's; each member builds or sums its channels through its own band.
+    const index_t block_elems = mul_checked(rows, p.unit_cols(g.W_out), "conv: block");
+    const std::size_t shared_elems = std::size_t(block_elems);
+    T* cols_shared = dweight && !pointwise ? thread_scratch_as<T>(0, shared_elems) : nullptr;
+    T* dcols_shared = dx && !pointwise ? thread_scratch_as<T>(1, shared_elems) : nullptr;
+    const index_t band_n = pointwise ? 0 : band_elems(g, p.rows_per_block);
     for (index_t n = n_split; n < g.N; ++n) {
       const T* ximg = x + n * plane;
       T* dximg = dx ? dx + n * plane : nullptr;
@@ -440,16 +609,19 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
         const T* dyb = dy + n * g.C_out * L + oh0 * g.W_out;
         const index_t cols_ld = pointwise ? L : Lb;
         const T* cols = pointwise ? ximg + oh0 * g.W_out : cols_shared;
+        RegionScratch rs;
 #pragma omp parallel num_threads(nt)
         {
           const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+          bool ok = true;  // else this member skips its share, never a construct
+          T* band = rs.get<T>(3, band_n, ok);
           if (dweight) {
             if (!pointwise) {
-              T* band = thread_scratch_as<T>(3, std::size_t(band_elems(g, oh1 - oh0)));
 #pragma omp for schedule(static)
               for (index_t c = 0; c < g.C; ++c)
-                im2col_channel(ximg + c * g.H * g.W, g, oh0, oh1, band,
-                               cols_shared + c * g.kH * g.kW * Lb, Lb);
+                if (ok)
+                  im2col_channel(ximg + c * g.H * g.W, g, oh0, oh1, band,
+                                 cols_shared + c * g.kH * g.kW * Lb, Lb);
             }
             index_t co0, co1;
             split_range(g.C_out, team, tid, co0, co1);
@@ -471,10 +643,12 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
             if (!pointwise) {
 #pragma omp barrier
 #pragma omp for schedule(static)
-              for (index_t c = 0; c < g.C; ++c) col2im_channels(dcols, Lb, g, c, c + 1, oh0, oh1, dximg);
+              for (index_t c = 0; c < g.C; ++c)
+                if (ok) col2im_channels(dcols, Lb, g, c, c + 1, oh0, oh1, band, dximg);
             }
           }
         }
+        rs.check();
       }
     }
   }

@@ -321,7 +321,7 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
                         const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias) {
   check(rows >= 0 && D >= 1, "layernorm: need rows >= 0 and D >= 1");
   const index_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
-  std::vector<T> pw(static_cast<std::size_t>(checked_mul(nchunks, D, "layernorm: chunks*D")), T(0)),
+  std::vector<T> pw(static_cast<std::size_t>(mul_checked(nchunks, D, "layernorm: chunks*D")), T(0)),
       pb(pw.size(), T(0));
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt) if (parallel(rows * D))

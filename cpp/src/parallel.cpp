@@ -82,7 +82,6 @@ bool sanitized_build() {
 
 #include <cstdlib>
 #include <memory>
-#include <new>
 
 #include "adlk/scratch.h"
 
@@ -99,13 +98,17 @@ struct ScratchSlot {
 thread_local ScratchSlot t_scratch[kScratchSlots];
 }  // namespace
 
-void* thread_scratch(int slot, std::size_t bytes) {
-  check(slot >= 0 && slot < kScratchSlots, "thread_scratch: bad slot");
+void* thread_scratch_or_null(int slot, std::size_t bytes) noexcept {
+  if (slot < 0 || slot >= kScratchSlots) return nullptr;
   ScratchSlot& s = t_scratch[slot];
   if (bytes > s.bytes) {
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
+    const std::size_t rounded = bytes / 64 * 64 + (bytes % 64 ? 64 : 0);
+    if (rounded < bytes) return nullptr;  // wrapped around: no such memory
+    // The old contents are not kept: free them first, so the peak is the new size alone.
+    s.data.reset();
+    s.bytes = 0;
     void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
+    if (!p) return nullptr;
     s.data.reset(p);
     s.bytes = rounded;
   }

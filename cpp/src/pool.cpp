@@ -9,6 +9,8 @@
 // x86-64 and for AVX2 (x86-64-v3), picked once at load time.
 #include "adlk/pool.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -17,70 +19,59 @@
 
 #include "adlk/parallel.h"
 #include "adlk/scratch.h"
+#include "window.h"
 
 namespace adlk {
 
 namespace {
 
-constexpr index_t kMaxGeomArg = index_t(1) << 31;
 constexpr index_t kParallelGrain = 1 << 14;
-
-index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
 index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
   // The span may be negative (a ceil_mode window hanging over the edge): floor division.
-  const index_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+  const index_t padded = add_checked(in, 2 * p + (ceil_mode ? s - 1 : 0), "pool: padded size");
+  const index_t num = padded - d * (k - 1) - 1;
   index_t out = (num >= 0 ? num / s : -ceil_div(-num, s)) + 1;
   // A last window that would start inside the right/bottom padding is dropped.
   if (ceil_mode && (out - 1) * s >= in + p) --out;
   return out;
 }
 
-// Kernel offsets [lo, hi) (in steps of the dilation) whose cell start + k*d is in [0, n).
-inline void valid_taps(index_t start, index_t k, index_t d, index_t n, index_t& lo, index_t& hi) {
-  if (start >= 0 && start + (k - 1) * d < n) {  // the common case, without divisions
-    lo = 0, hi = k;
-    return;
-  }
-  if (d == 1) {  // no divisions (they cost more than a small window's scan)
-    lo = start < 0 ? std::min(k, -start) : 0;
-    hi = start >= n ? 0 : std::min(k, n - start);
-  } else {
-    lo = start < 0 ? ceil_div(-start, d) : 0;
-    hi = start >= n ? 0 : std::min(k, (n - 1 - start) / d + 1);
-  }
-  if (hi < lo) hi = lo;
-}
-
-// Output columns [lo, hi) whose cell ow*s + off is in [0, W).
-inline void valid_cols(index_t off, index_t s, index_t W, index_t W_out, index_t& lo, index_t& hi) {
-  lo = off >= 0 ? 0 : ceil_div(-off, s);
-  hi = (W - 1 - off) < 0 ? 0 : std::min(W_out, (W - 1 - off) / s + 1);
-  lo = std::min(lo, W_out);
-  if (hi < lo) hi = lo;
-}
-
 // Column geometry shared by every row of every plane, computed once per call (it costs
-// divisions, which per row would dominate small planes): for each kernel column kw the
-// output columns [lo, hi) whose cell is in range, for each output column the first
-// in-range input column of its window (-1: none), and the output columns [a, b) whose
-// windows lie entirely inside the input's width.
+// divisions, which per row would dominate small planes): the kernel columns kw that some
+// window reads inside the input, ascending, each as its cell offset kw*dW - pW and the
+// output columns [lo, hi) whose cell is in range; for each output column the first
+// in-range input column of its window (-1: none); and the output columns [a, b) whose
+// windows lie entirely inside the input's width. Listing only the kernel columns in use
+// keeps the cost of a row proportional to the cells it reads, however wide the kernel
+// (with padding up to half of it, most of a huge kernel lies outside a small input).
 struct ColTaps {
-  std::vector<index_t> lo, hi;
+  std::vector<index_t> off, lo, hi;
   std::vector<std::int64_t> first;
   index_t a = 0, b = 0;
-  explicit ColTaps(const Pool2dGeom& g) : lo(g.kW), hi(g.kW), first(g.W_out) {
-    for (index_t kw = 0; kw < g.kW; ++kw) valid_cols(kw * g.dW - g.pW, g.sW, g.W, g.W_out, lo[kw], hi[kw]);
-    for (index_t ow = 0; ow < g.W_out; ++ow) {
+  explicit ColTaps(const Pool2dGeom& g) : first(g.W_out) {
+    // Output column ow reads kernel columns [k0, k1); both ends only grow as ow falls, so
+    // walking ow downwards lists their union in ascending order, each column once.
+    index_t listed = 0;  // kernel columns below this are listed (or unused)
+    for (index_t ow = g.W_out - 1; ow >= 0; --ow) {
       const index_t wstart = ow * g.sW - g.pW;
       index_t k0, k1;
-      valid_taps(wstart, g.kW, g.dW, g.W, k0, k1);
+      taps_in_range(wstart, g.kW, g.dW, g.W, k0, k1);
       first[ow] = k0 < k1 ? wstart + k0 * g.dW : -1;
+      for (index_t kw = std::max(k0, listed); kw < k1; ++kw) {
+        off.push_back(kw * g.dW - g.pW);
+        index_t l, h;
+        outputs_in_range(off.back(), g.sW, g.W, g.W_out, l, h);
+        lo.push_back(l);
+        hi.push_back(h);
+      }
+      listed = std::max(listed, k1);
     }
     const index_t span = g.dW * (g.kW - 1) + 1;
     a = std::min(g.W_out, ceil_div(g.pW, g.sW));
     b = g.W >= span ? std::max(a, std::min(g.W_out, (g.W - span + g.pW) / g.sW + 1)) : a;
   }
+  index_t taps() const { return index_t(off.size()); }
 };
 
 // One tap (cell ih, kw) of a max-pooling row: for output columns [lo, hi), compare
@@ -109,7 +100,7 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
-  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  taps_in_range(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
   // Start at -inf on the first in-range cell of each window (-1: none in range).
   const index_t ih0 = hstart + kh_lo * g.dH;
   for (index_t ow = c0; ow < c1; ++ow) {
@@ -118,9 +109,9 @@ inline __attribute__((always_inline)) void maxpool_row_generic(
   }
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const index_t ih = hstart + kh * g.dH;
-    for (index_t kw = 0; kw < g.kW; ++kw)
-      max_tap<T, SW>(x + ih * g.W, ih * g.W, kw * g.dW - g.pW, g.sW, std::max(ct.lo[kw], c0),
-                     std::min(ct.hi[kw], c1), ym, im);
+    for (index_t j = 0; j < ct.taps(); ++j)
+      max_tap<T, SW>(x + ih * g.W, ih * g.W, ct.off[j], g.sW, std::max(ct.lo[j], c0),
+                     std::min(ct.hi[j], c1), ym, im);
   }
 }
 
@@ -131,8 +122,8 @@ inline void maxpool_window(const T* __restrict x, const Pool2dGeom& g, index_t o
                            T* __restrict ym, std::int64_t* __restrict im) {
   const index_t hstart = oh * g.sH - g.pH, wstart = ow * g.sW - g.pW;
   index_t kh_lo, kh_hi, kw_lo, kw_hi;
-  valid_taps(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
-  valid_taps(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
+  taps_in_range(hstart, g.kH, g.dH, g.H, kh_lo, kh_hi);
+  taps_in_range(wstart, g.kW, g.dW, g.W, kw_lo, kw_hi);
   T m = -std::numeric_limits<T>::infinity();
   std::int64_t best = (kh_lo < kh_hi && kw_lo < kw_hi)
                           ? (hstart + kh_lo * g.dH) * g.W + wstart + kw_lo * g.dW
@@ -313,12 +304,12 @@ inline __attribute__((always_inline)) void avgpool_row_generic(
   if (c0 >= c1) return;
   const index_t hstart = oh * g.sH - g.pH;
   index_t kh_lo, kh_hi;
-  valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+  taps_in_range(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
   std::fill(yr + c0, yr + c1, T(0));
   for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
     const T* xr = x + (hstart + kh) * g.W;
-    for (index_t kw = 0; kw < g.kW; ++kw)
-      sum_tap<T, SW>(xr, kw - g.pW, g.sW, std::max(ct.lo[kw], c0), std::min(ct.hi[kw], c1), yr);
+    for (index_t j = 0; j < ct.taps(); ++j)
+      sum_tap<T, SW>(xr, ct.off[j], g.sW, std::max(ct.lo[j], c0), std::min(ct.hi[j], c1), yr);
   }
   for (index_t ow = c0; ow < c1; ++ow) {
     const index_t div = avg_divisor(g, oh, ow, count_include_pad);
@@ -368,47 +359,62 @@ void avgpool_backward_plane(const T* dy, const Pool2dGeom& g, const ColTaps& ct,
   for (index_t oh = 0; oh < g.H_out; ++oh) {
     const index_t hstart = oh * g.sH - g.pH;
     index_t kh_lo, kh_hi;
-    valid_taps(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
+    taps_in_range(hstart, g.kH, 1, g.H, kh_lo, kh_hi);
     for (index_t ow = 0; ow < g.W_out; ++ow) {
       const index_t div = avg_divisor(g, oh, ow, count_include_pad);
       g_row[ow] = div > 0 ? dy[oh * g.W_out + ow] / T(div) : T(0);
     }
     for (index_t kh = kh_lo; kh < kh_hi; ++kh) {
       T* dxr = dx + (hstart + kh) * g.W;
-      for (index_t kw = 0; kw < g.kW; ++kw)
-        scatter_tap<T, SW>(g_row, kw - g.pW, g.sW, ct.lo[kw], ct.hi[kw], dxr);
+      for (index_t j = 0; j < ct.taps(); ++j)
+        scatter_tap<T, SW>(g_row, ct.off[j], g.sW, ct.lo[j], ct.hi[j], dxr);
     }
   }
+}
+
+// Threads for `planes` planes of `work` each: one below the grain, where a parallel region
+// costs more than it saves.
+int plane_team(index_t planes, index_t work) {
+  return mul_saturated(planes, work) > kParallelGrain
+             ? int(std::min<index_t>(get_num_threads(), planes))
+             : 1;
+}
+
+// Cells a pooling plane reads at most: in-range cells per window times windows.
+index_t pool_work(const Pool2dGeom& g) {
+  return mul_saturated(std::min(g.kH, g.H) * std::min(g.kW, g.W), g.H_out * g.W_out);
 }
 
 // Runs fn(plane) for every (n, c) plane, each plane on one thread.
 template <typename Fn>
 void for_each_plane(index_t planes, index_t work_per_plane, Fn fn) {
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (planes * work_per_plane > kParallelGrain)
+#pragma omp parallel for schedule(static) num_threads(plane_team(planes, work_per_plane))
   for (index_t p = 0; p < planes; ++p) fn(p);
 }
 
-// One plane of an index scatter: checks every index (outside [-1, dst_size) is bad;
-// returns the first bad position, writing nothing), then dst = 0 and, in order,
-// dst[ind[i]] += src[i] (maxpool backward) or dst[ind[i]] = src[i] (unpooling; the last
-// write to a position wins); -1 entries are skipped.
+// One plane of an index scatter: dst = 0, then, in order, dst[ind[i]] += src[i] (maxpool
+// backward) or dst[ind[i]] = src[i] (unpooling; the last write to a position wins); -1
+// entries are skipped. Each index is read once and checked where it is used, so that an
+// index changed by another thread during the call (the GIL is released) can never cause
+// a write out of bounds. An index outside [-1, dst_size) stops the plane: returns its
+// position, with the value read in `bad_value`; -1 when all were good.
 template <typename T, bool Accumulate>
 ADLK_MULTIVERSION
 index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict ind, index_t count,
-                      index_t dst_size, T* __restrict dst) {
+                      index_t dst_size, T* __restrict dst, std::int64_t& bad_value) {
   // One unsigned compare covers both ends: -1 maps to 0, anything below it to 2^64 - k
   // (unsigned arithmetic: INT64_MAX + 1 must wrap, not overflow).
   const std::uint64_t limit = std::uint64_t(dst_size);
-  std::uint64_t bad = 0;
-  for (index_t i = 0; i < count; ++i) bad |= (std::uint64_t(ind[i]) + 1) > limit;
-  if (bad) {
-    for (index_t i = 0; i < count; ++i)
-      if ((std::uint64_t(ind[i]) + 1) > limit) return i;
-  }
   std::fill(dst, dst + dst_size, T(0));
   for (index_t i = 0; i < count; ++i) {
-    const std::int64_t j = ind[i];
+    std::int64_t j = ind[i];
+    // Makes j opaque to the compiler: the value checked is the value used (ind[i] is not
+    // read again for the write).
+    asm("" : "+r"(j));
+    if ((std::uint64_t(j) + 1) > limit) {
+      bad_value = j;
+      return i;
+    }
     if (j < 0) continue;
     if (Accumulate)
       dst[j] += src[i];
@@ -418,22 +424,31 @@ index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict in
   return -1;
 }
 
-// Runs scatter_plane over all planes; returns the lowest bad position overall, or -1.
+// Runs scatter_plane over all planes; returns the lowest bad position overall (its value
+// in *bad_value when given), or -1.
 template <typename T, bool Accumulate>
 index_t scatter_planes(const T* src, const std::int64_t* indices, const IndexScatterGeom& g,
-                       T* dst) {
+                       T* dst, std::int64_t* bad_value) {
   check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
+  mul_checked(g.planes, g.count, "pool: index count");
+  mul_checked(g.planes, g.dst_size, "pool: output size");
   index_t first_bad = -1;
-  const int nt = get_num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt) if (g.planes * (g.count + g.dst_size) > kParallelGrain)
+  std::int64_t first_value = 0;
+#pragma omp parallel for schedule(static) num_threads(plane_team(g.planes, g.count + g.dst_size))
   for (index_t p = 0; p < g.planes; ++p) {
+    std::int64_t value = 0;
     const index_t bad = scatter_plane<T, Accumulate>(src + p * g.count, indices + p * g.count,
-                                                     g.count, g.dst_size, dst + p * g.dst_size);
+                                                     g.count, g.dst_size, dst + p * g.dst_size,
+                                                     value);
     if (bad >= 0) {
 #pragma omp critical(adlk_pool_bad_index)
-      if (first_bad < 0 || p * g.count + bad < first_bad) first_bad = p * g.count + bad;
+      if (first_bad < 0 || p * g.count + bad < first_bad) {
+        first_bad = p * g.count + bad;
+        first_value = value;
+      }
     }
   }
+  if (bad_value && first_bad >= 0) *bad_value = first_value;
   return first_bad;
 }
 
@@ -453,13 +468,18 @@ void Pool2dGeom::finalize() {
   H_out = pooled_size(H, kH, sH, pH, dH, ceil_mode);
   W_out = pooled_size(W, kW, sW, pW, dW, ceil_mode);
   check(H_out >= 1 && W_out >= 1, "pool: the output would be empty (kernel larger than input)");
+  // Every size the kernels compute from here on is one of these or a part of one.
+  const index_t planes = mul_checked(N, C, "pool: planes N*C");
+  mul_checked(planes, mul_checked(H, W, "pool: input plane"), "pool: input size");
+  mul_checked(planes, mul_checked(H_out, W_out, "pool: output plane"), "pool: output size");
 }
 
 template <typename T>
 void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indices) {
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  if (g.N == 0) return;
   const ColTaps ct(g);
-  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+  for_each_plane(g.N * g.C, pool_work(g), [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     std::int64_t* ip = indices + p * out_plane;
@@ -480,21 +500,23 @@ void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indi
 
 template <typename T>
 index_t maxpool2d_backward(const T* dy, const std::int64_t* indices, const IndexScatterGeom& g,
-                           T* dx) {
-  return scatter_planes<T, true>(dy, indices, g, dx);
+                           T* dx, std::int64_t* bad_value) {
+  return scatter_planes<T, true>(dy, indices, g, dx, bad_value);
 }
 
 template <typename T>
-index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y) {
-  return scatter_planes<T, false>(x, indices, g, y);
+index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y,
+                     std::int64_t* bad_value) {
+  return scatter_planes<T, false>(x, indices, g, y, bad_value);
 }
 
 template <typename T>
 void avgpool2d_forward(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
+  if (g.N == 0) return;
   const ColTaps ct(g);
-  for_each_plane(g.N * g.C, g.kH * g.kW * out_plane, [&](index_t p) {
+  for_each_plane(g.N * g.C, pool_work(g), [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     const bool s2 = g.sW == 2;
@@ -515,14 +537,17 @@ template <typename T>
 void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad, T* dx) {
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t in_plane = g.H * g.W, out_plane = g.H_out * g.W_out;
-  const ColTaps ct(g);
-  const int nt = get_num_threads();
   const index_t planes = g.N * g.C;
-#pragma omp parallel num_threads(nt) if (planes * g.kH * g.kW * out_plane > kParallelGrain)
+  if (planes == 0) return;
+  const ColTaps ct(g);
+  RegionScratch rs;  // one row of scaled gradients per thread
+#pragma omp parallel num_threads(plane_team(planes, pool_work(g)))
   {
-    T* g_row = thread_scratch_as<T>(0, std::size_t(g.W_out));
+    bool ok = true;
+    T* g_row = rs.get<T>(0, g.W_out, ok);
 #pragma omp for schedule(static)
     for (index_t p = 0; p < planes; ++p) {
+      if (!ok) continue;
       const T* dyp = dy + p * out_plane;
       T* dxp = dx + p * in_plane;
       if (g.sW == 1)
@@ -533,13 +558,15 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
         avgpool_backward_plane<T, 0>(dyp, g, ct, count_include_pad, dxp, g_row);
     }
   }
+  rs.check();
 }
 
 #define ADLK_INSTANTIATE_POOL(T)                                                               \
   template void maxpool2d_forward<T>(const T*, const Pool2dGeom&, T*, std::int64_t*);          \
   template index_t maxpool2d_backward<T>(const T*, const std::int64_t*, const IndexScatterGeom&, \
-                                         T*);                                                  \
-  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*); \
+                                         T*, std::int64_t*);                                   \
+  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*,  \
+                                   std::int64_t*);                                             \
   template void avgpool2d_forward<T>(const T*, const Pool2dGeom&, bool, T*);                   \
   template void avgpool2d_backward<T>(const T*, const Pool2dGeom&, bool, T*);
 ADLK_INSTANTIATE_POOL(float)

@@ -302,23 +302,23 @@ struct WorkBuffer {
 void LstmGeom::check() const {
   adlk::check(T >= 0 && B >= 0 && I >= 1 && H >= 1, "lstm: need T, B >= 0 and I, H >= 1");
   adlk::check(ldx >= I && ldy >= H, "lstm: row strides must be at least the row length");
-  const index_t rows = checked_mul(T, B, "T*B");
-  checked_mul(rows, std::max(ldx, checked_mul(4, H, "4H")), "T*B*row");
-  checked_mul(rows, ldy, "T*B*ldy");
+  const index_t rows = mul_checked(T, B, "T*B");
+  mul_checked(rows, std::max(ldx, mul_checked(4, H, "4H")), "T*B*row");
+  mul_checked(rows, ldy, "T*B*ldy");
   for (index_t v : {rows, 4 * H, I, H, ldx, ldy}) check_blas_dim(v, "lstm dimension");
 }
 
 void CellGeom::check() const {
   adlk::check(B >= 0 && I >= 1 && H >= 1, "cell: need B >= 0 and I, H >= 1");
-  checked_mul(B, checked_mul(4, std::max(I, H), "4*row"), "B*row");
+  mul_checked(B, mul_checked(4, std::max(I, H), "4*row"), "B*row");
   for (index_t v : {B, 4 * H, I, H}) check_blas_dim(v, "cell dimension");
 }
 
 void AttentionGeom::check() const {
   adlk::check(B >= 0 && T >= 1 && Dq >= 1 && Dk >= 1 && A >= 1,
         "attention: need B >= 0 and T, Dq, Dk, A >= 1");
-  const index_t rows = checked_mul(T, B, "T*B");
-  checked_mul(rows, std::max(A, Dk), "T*B*row");
+  const index_t rows = mul_checked(T, B, "T*B");
+  mul_checked(rows, std::max(A, Dk), "T*B*row");
   for (index_t v : {rows, Dq, Dk, A}) check_blas_dim(v, "attention dimension");
 }
 
@@ -387,7 +387,7 @@ void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* gr
     if (grad_b) std::fill(grad_b, grad_b + G4, T(0));
     return;
   }
-  WorkBuffer<T> dG_buf(checked_mul(R, G4, "T*B*4H"));  // gate gradients of every step
+  WorkBuffer<T> dG_buf(mul_checked(R, G4, "T*B*4H"));  // gate gradients of every step
   T* dG = dG_buf.get();
   T* dh = grad_h0;  // the recurrent gradients live in the outputs
   T* dc = grad_c0;

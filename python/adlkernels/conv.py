@@ -38,13 +38,39 @@ def _out_size(a: Args, size, kernel, stride, padding, dilation, what="x"):
     return tuple(out)
 
 
+def _dtype(a: Args, x, weight, bias, grad_y):
+    """The call's float dtype. The weight's sets it (it is the model's): an x, bias or
+    grad_y of another dtype is the argument blamed, with the cast that fixes it."""
+    dtype = a.float_dtype(weight=weight)
+    for name, arr in (("x", x), ("bias", bias), ("grad_y", grad_y)):
+        dt = a.float_dtype(**{name: arr})
+        if dtype is None:
+            dtype = dt
+        elif dt is not None and dt != dtype:
+            raise a.type_error(
+                name, f"dtype {dt} does not match weight's {dtype}; cast one of them, "
+                      f"e.g. {name}.astype(np.{dtype})")
+    return dtype
+
+
+def _reject_channels_last(a: Args, x, c_in: int, dims: int) -> None:
+    """A channels-last x ((N, H, W, C) or (N, L, C)) does not match the weight's C_in
+    while its last axis does: say so, rather than blame the weight."""
+    if x.shape[1] != c_in and x.shape[-1] == c_in:
+        last, first, order = (("(N, H, W, C)", "(N, C, H, W)", "0, 3, 1, 2") if dims == 2
+                              else ("(N, L, C)", "(N, C, L)", "0, 2, 1"))
+        raise a.value_error(
+            "x", f"shape {fmt_shape(x.shape)} looks channels-last {last}; transpose to "
+                 f"{first} with x.transpose({order})")
+
+
 class _ConvCall:
     """Checked arguments of one conv1d/conv2d call, in 2-d form."""
 
     def __init__(self, fn, x, weight, bias, stride, padding, dilation, groups, dims, grad_y=None):
         a = Args(fn)
         self.backend = backend_of(fn, {"grad_y": grad_y, "x": x, "weight": weight, "bias": bias})
-        self.dtype = a.float_dtype(grad_y=grad_y, x=x, weight=weight, bias=bias)
+        self.dtype = _dtype(a, x, weight, bias, grad_y)
         if dims == 2:
             x_desc, w_desc = "(N, C_in, H, W)", "(C_out, C_in/groups, kH, kW)"
             stride, padding, dilation = (
@@ -66,6 +92,7 @@ class _ConvCall:
             raise a.shape_error("x", x_desc + " with C_in and spatial sizes >= 1", x.shape)
         if c_in % groups:
             raise a.value_error("groups", f"{groups} does not divide C_in = {c_in}")
+        _reject_channels_last(a, x, weight.shape[1] * groups, dims)
         if c_out % groups or c_out == 0:
             raise a.value_error(
                 "weight", f"C_out = {c_out} must be a positive multiple of groups = {groups}"

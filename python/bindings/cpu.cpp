@@ -163,18 +163,21 @@ py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, i
   adlk::IndexScatterGeom g;
   g.planes = shape[0] * shape[1];
   g.count = shape[2] * shape[3];
-  g.dst_size = H * W;
+  g.dst_size = adlk::mul_checked(H, W, "output size H*W");
+  adlk::mul_checked(g.planes, g.dst_size, "output size N*C*H*W");  // before allocating it
   auto out = new_array<T>({shape[0], shape[1], H, W});
   T* po = out.mutable_data();
   index_t bad;
+  std::int64_t value = 0;  // the bad index as the kernel read it (indices may change meanwhile)
   {
     py::gil_scoped_release nogil;
-    bad = unpool ? adlk::max_unpool2d<T>(ps, pi, g, po) : adlk::maxpool2d_backward<T>(ps, pi, g, po);
+    bad = unpool ? adlk::max_unpool2d<T>(ps, pi, g, po, &value)
+                 : adlk::maxpool2d_backward<T>(ps, pi, g, po, &value);
   }
   if (bad >= 0) {
     const index_t plane = bad / std::max<index_t>(1, g.count), i = bad % std::max<index_t>(1, g.count);
     throw py::value_error(
-        "indices: value " + std::to_string(pi[bad]) + " at [" + std::to_string(plane / shape[1]) +
+        "indices: value " + std::to_string(value) + " at [" + std::to_string(plane / shape[1]) +
         ", " + std::to_string(plane % shape[1]) + ", " + std::to_string(i / shape[3]) + ", " +
         std::to_string(i % shape[3]) + "] is outside [0, " + std::to_string(g.dst_size) +
         ") = [0, H*W) of the target plane");

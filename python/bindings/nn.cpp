@@ -26,7 +26,7 @@ adlk::BatchNormGeom bn_geom(const py::array& x) {
   if (x.ndim() < 2 || x.ndim() > 4) throw py::value_error("x: expected (N, C), (N, C, L) or (N, C, H, W)");
   adlk::BatchNormGeom g;
   g.N = x.shape(0), g.C = x.shape(1), g.S = 1;
-  for (py::ssize_t d = 2; d < x.ndim(); ++d) g.S = adlk::checked_mul(g.S, x.shape(d), "batchnorm: spatial size");
+  for (py::ssize_t d = 2; d < x.ndim(); ++d) g.S = adlk::mul_checked(g.S, x.shape(d), "batchnorm: spatial size");
   g.check();
   return g;
 }

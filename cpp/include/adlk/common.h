@@ -41,12 +41,31 @@ inline void check(bool ok, const char* what) {
   if (!ok) fail(what);
 }
 
-// a * b for sizes (both >= 0); a product that does not fit in 64 bits throws
-// std::length_error naming `what` (a ValueError in Python) instead of wrapping around.
-inline index_t checked_mul(index_t a, index_t b, const char* what) {
+// Size arithmetic. Sizes (element counts, byte counts) are products of array dimensions
+// and geometry arguments; a product that does not fit index_t names no possible array
+// and throws std::length_error (ValueError in Python), naming `what`, before anything is
+// allocated. Operands must be >= 0.
+[[noreturn]] inline void size_overflow(const char* what, index_t a, const char* op, index_t b) {
+  throw std::length_error(std::string(what) + ": " + std::to_string(a) + op +
+                          std::to_string(b) + " does not fit 64-bit sizes");
+}
+
+inline index_t mul_checked(index_t a, index_t b, const char* what) {
   index_t r;
-  if (__builtin_mul_overflow(a, b, &r)) throw std::length_error(std::string(what) + " overflows");
+  if (__builtin_mul_overflow(a, b, &r)) size_overflow(what, a, " * ", b);
   return r;
+}
+
+inline index_t add_checked(index_t a, index_t b, const char* what) {
+  index_t r;
+  if (__builtin_add_overflow(a, b, &r)) size_overflow(what, a, " + ", b);
+  return r;
+}
+
+// a * b, or INT64_MAX when that does not fit: for cost estimates that only compare.
+inline index_t mul_saturated(index_t a, index_t b) {
+  index_t r;
+  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
 }
 
 }  // namespace adlk

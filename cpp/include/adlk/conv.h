@@ -12,9 +12,15 @@
 // columns in a per-thread scratch buffer (adlk/scratch.h, kept between calls) and runs
 // a single-threaded GEMM on them while they are in its cache. Per thread, forward uses
 // one block, backward two blocks plus a grad_weight partial (C_out*C/groups*kH*kW),
-// and both a band of zero-padded input rows of one channel;
+// and both a band of zero-padded input rows of one channel, where that band is no
+// larger than the block's columns (else the columns are gathered from x directly, so
+// that no cost grows with the stride, padding or dilation themselves);
 // conv_workspace_bytes() gives the total. A 1x1, stride-1, unpadded kernel reads x
 // directly and needs no column buffer.
+//
+// Sizes: finalize() checks that every size the kernels compute fits 64 bits
+// (std::length_error otherwise); the GEMM dimensions are checked against the 32-bit BLAS
+// interface before any work starts.
 //
 // Determinism: im2col and col2im are pure copies / fixed-order sums, bitwise identical
 // for any thread count. col2im accumulates each input element over (kh, kw) in one
@@ -38,7 +44,8 @@ struct Conv2dGeom {
 
   index_t L() const { return H_out * W_out; }
   index_t col_rows() const { return C * kH * kW; }
-  // Checks every field (throws std::invalid_argument) and computes H_out, W_out.
+  // Checks every field (throws std::invalid_argument, or std::length_error for sizes
+  // beyond 64 bits) and computes H_out, W_out.
   void finalize();
 };
 

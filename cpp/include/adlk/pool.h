@@ -27,8 +27,8 @@ struct Pool2dGeom {
   index_t kH = 1, kW = 1, sH = 1, sW = 1, pH = 0, pW = 0, dH = 1, dW = 1;
   bool ceil_mode = false;
   index_t H_out = 0, W_out = 0;  // filled by finalize()
-  // Checks every field (std::invalid_argument; padding <= kernel/2 as PyTorch) and
-  // computes H_out, W_out (>= 1).
+  // Checks every field (std::invalid_argument; padding <= kernel/2 as PyTorch;
+  // std::length_error for sizes beyond 64 bits) and computes H_out, W_out (>= 1).
   void finalize();
 };
 
@@ -37,10 +37,12 @@ template <typename T>
 void maxpool2d_forward(const T* x, const Pool2dGeom& g, T* y, std::int64_t* indices);
 
 // Index scatters: `planes` (n, c) planes, each with `count` sources and a destination
-// plane of `dst_size` elements. Each plane's indices are checked before that plane is
-// written; an index outside [0, dst_size) other than -1 ("no input position", skipped)
-// stops the call. Returns -1, or the flat position (in indices) of the first bad index,
-// in which case the destination holds no out-of-bounds write but is otherwise undefined.
+// plane of `dst_size` elements. Every index is read once and checked where it is used,
+// so indices that another thread changes meanwhile cannot cause a write out of bounds;
+// an index outside [0, dst_size) other than -1 ("no input position", skipped) stops its
+// plane. Returns -1, or the flat position (in indices) of the first bad index, with the
+// value the kernel read there in *bad_value (when not null); the destination then holds
+// no out-of-bounds write but is otherwise undefined.
 struct IndexScatterGeom {
   index_t planes = 0, count = 0, dst_size = 0;
 };
@@ -48,11 +50,12 @@ struct IndexScatterGeom {
 // dx (planes, dst_size) = 0, then dx[indices[i]] += dy[i] per plane.
 template <typename T>
 index_t maxpool2d_backward(const T* dy, const std::int64_t* indices, const IndexScatterGeom& g,
-                           T* dx);
+                           T* dx, std::int64_t* bad_value = nullptr);
 
 // y (planes, dst_size) = 0, then y[indices[i]] = x[i] per plane, in order.
 template <typename T>
-index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y);
+index_t max_unpool2d(const T* x, const std::int64_t* indices, const IndexScatterGeom& g, T* y,
+                     std::int64_t* bad_value = nullptr);
 
 template <typename T>
 void avgpool2d_forward(const T* x, const Pool2dGeom& g, bool count_include_pad, T* y);
