@@ -40,6 +40,28 @@ class Args:
     def shape_error(self, name: str, expected: str, shape) -> ValueError:
         return self.value_error(name, f"expected shape {expected}, got {fmt_shape(shape)}")
 
+    def run(self, kernel, *args):
+        """Calls a compiled kernel. What it rejects itself (an index found out of range
+        while scattering, a size only the kernel derives) gets this function's name in
+        front, like every other message."""
+        try:
+            return kernel(*args)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith(self.fn + ":"):
+                raise
+            raise type(e)(f"{self.fn}: {e}") from None
+
+    def size_fits(self, name: str, dims, what: str) -> None:
+        """ValueError naming ``name`` when an array of shape ``dims`` could not even be
+        indexed with 64-bit sizes (huge padding, say): no possible array, not a lack of
+        memory."""
+        count = 1
+        for d in dims:
+            count *= int(d)
+        if count >= 2**63:
+            raise self.value_error(name, f"{what} {fmt_shape(dims)} has {count} elements, "
+                                         "more than 64-bit sizes allow")
+
     # -- arrays ----------------------------------------------------------------
     def float_dtype(self, **arrays) -> np.dtype:
         """The one float dtype shared by the given arrays (None entries are skipped)."""

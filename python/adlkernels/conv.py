@@ -35,6 +35,7 @@ def _out_size(a: Args, size, kernel, stride, padding, dilation, what="x"):
                 f"the dilated kernel {tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))}",
             )
         out.append((n + 2 * p - span) // s + 1)
+    a.size_fits(what, out, f"with padding {tuple(padding)} and stride {tuple(stride)}, the output")
     return tuple(out)
 
 
@@ -64,11 +65,19 @@ def _reject_channels_last(a: Args, x, c_in: int, dims: int) -> None:
                  f"{first} with x.transpose({order})")
 
 
+_FORWARD = object()  # _ConvCall's grad_y when the call is a forward (no gradient)
+
+
 class _ConvCall:
     """Checked arguments of one conv1d/conv2d call, in 2-d form."""
 
-    def __init__(self, fn, x, weight, bias, stride, padding, dilation, groups, dims, grad_y=None):
+    def __init__(self, fn, x, weight, bias, stride, padding, dilation, groups, dims,
+                 grad_y=_FORWARD):
         a = Args(fn)
+        if grad_y is None:  # a backward call without its incoming gradient
+            raise a.type_error("grad_y", "expected an array, got None")
+        if grad_y is _FORWARD:
+            grad_y = None
         self.backend = backend_of(fn, {"grad_y": grad_y, "x": x, "weight": weight, "bias": bias})
         self.dtype = _dtype(a, x, weight, bias, grad_y)
         if dims == 2:
@@ -128,9 +137,8 @@ def _forward(call: _ConvCall):
         y = _cuda.conv2d_forward(call.x, call.weight, call.bias, call.stride, call.padding,
                                  call.dilation, call.groups, call.y_shape_2d)
         return y if call.dims == 2 else y[:, :, 0, :]
-    y = _adlk.conv2d_forward(
-        call.x, call.weight, call.bias, call.stride, call.padding, call.dilation, call.groups
-    )
+    y = call.args.run(_adlk.conv2d_forward, call.x, call.weight, call.bias, call.stride,
+                      call.padding, call.dilation, call.groups)
     return y if call.dims == 2 else y[:, :, 0, :]
 
 
@@ -142,10 +150,8 @@ def _backward(call: _ConvCall, output_mask):
         gx, gw, gb = _cuda.conv2d_backward(call.grad_y, call.x, call.weight, call.stride,
                                            call.padding, call.dilation, call.groups, mask)
     else:
-        gx, gw, gb = _adlk.conv2d_backward(
-            call.grad_y, call.x, call.weight, call.stride, call.padding, call.dilation,
-            call.groups, *mask,
-        )
+        gx, gw, gb = call.args.run(_adlk.conv2d_backward, call.grad_y, call.x, call.weight,
+                                   call.stride, call.padding, call.dilation, call.groups, *mask)
     if call.dims == 1:
         gx = None if gx is None else gx[:, :, 0, :]
         gw = None if gw is None else gw[:, :, 0, :]
@@ -213,7 +219,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
         from . import _cuda
 
         return _cuda.im2col(x, k, s, p, d, out)
-    return _adlk.im2col(x, k, s, p, d)
+    return a.run(_adlk.im2col, x, k, s, p, d)
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
@@ -239,7 +245,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
         from . import _cuda
 
         return _cuda.col2im(cols, rows // kk, hw, k, s, p, d)
-    return _adlk.col2im(cols, rows // kk, hw[0], hw[1], k, s, p, d)
+    return a.run(_adlk.col2im, cols, rows // kk, hw[0], hw[1], k, s, p, d)
 
 
 def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1) -> int:

@@ -70,6 +70,8 @@ def _input_size(a: Args, size, name: str, n_c=None):
     vals = tuple(a.integer(v, name, 1 if i >= len(items) - 2 else 0) for i, v in enumerate(items))
     if len(vals) == 4 and n_c is not None and vals[:2] != tuple(n_c):
         raise a.value_error(name, f"(N, C) = {vals[:2]} does not match the input's {tuple(n_c)}")
+    if n_c is not None:
+        a.size_fits(name, tuple(n_c) + vals[-2:], "the result")
     return vals[-2:]
 
 
@@ -105,7 +107,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0, dilation=1, ceil_m
         from . import _cuda
 
         return _cuda.maxpool2d_forward(x, k, s, p, d, bool(ceil_mode), out)
-    return _adlk.maxpool2d_forward(x, k, s, p, d, bool(ceil_mode))
+    return a.run(_adlk.maxpool2d_forward, x, k, s, p, d, bool(ceil_mode))
 
 
 def maxpool2d_backward(grad_y, indices, input_size):
@@ -124,7 +126,7 @@ def maxpool2d_backward(grad_y, indices, input_size):
         from . import _cuda
 
         return _cuda.maxpool2d_backward(grad_y, indices, grad_y.shape[:2] + tuple(hw), a.fn)
-    return _adlk.maxpool2d_backward(grad_y, indices, hw[0], hw[1])
+    return a.run(_adlk.maxpool2d_backward, grad_y, indices, hw[0], hw[1])
 
 
 def max_unpool2d(x, indices, output_size):
@@ -144,7 +146,7 @@ def max_unpool2d(x, indices, output_size):
         from . import _cuda
 
         return _cuda.max_unpool2d(x, indices, hw, a.fn)
-    return _adlk.max_unpool2d(x, indices, hw[0], hw[1])
+    return a.run(_adlk.max_unpool2d, x, indices, hw[0], hw[1])
 
 
 def avgpool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -164,7 +166,7 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False,
         from . import _cuda
 
         return _cuda.avgpool2d_forward(x, k, s, p, bool(ceil_mode), cip, out)
-    return _adlk.avgpool2d_forward(x, k, s, p, bool(ceil_mode), cip)
+    return a.run(_adlk.avgpool2d_forward, x, k, s, p, bool(ceil_mode), cip)
 
 
 def avgpool2d_backward(grad_y, input_size, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -186,4 +188,4 @@ def avgpool2d_backward(grad_y, input_size, kernel_size, stride=None, padding=0, 
         from . import _cuda
 
         return _cuda.avgpool2d_backward(grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)
-    return _adlk.avgpool2d_backward(grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)
+    return a.run(_adlk.avgpool2d_backward, grad_y, (n, c) + hw, k, s, p, bool(ceil_mode), cip)
