@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import queue
 import subprocess
 import sys
@@ -394,7 +395,9 @@ def _huge_empty(shape, zero_at):
 def array_mutations(a: np.ndarray, written: bool):
     """(label, value, expectation) for an array argument ``a``."""
     dt = a.dtype
-    out = []
+    # An array that came through pickle (from a multiprocessing worker): equal dtype,
+    # but not numpy's dtype singleton.
+    out = [("unpickled", pickle.loads(pickle.dumps(a)), SAME)]
     if written:
         out += [("readonly", _readonly(a), ERROR), ("noncontiguous", _noncontig(a), ERROR),
                 ("fortran", _fortran(a), ERROR if a.ndim > 1 and a.shape[0] > 1 and a.shape[1] > 1 else ANY)]

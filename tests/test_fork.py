@@ -114,11 +114,18 @@ def test_multiprocessing_pool(method, tmp_path):
         def task(seed):
             return work(seed)[0]
 
+        def pool_of(x):  # x arrives pickled: equal dtype, not numpy's dtype object
+            return ak.maxpool2d_forward(x, 2)
+
         if __name__ == "__main__":
             with mp.get_context({method!r}).Pool(2) as pool:
                 got = pool.map(task, [0, 1, 2, 3])
+                pooled = pool.map(pool_of, [X, X * 2])
             assert got[0] == parent[0], "a worker's result differs from the parent's"
             assert len(set(got)) == 4
+            for (y, idx), x in zip(pooled, [X, X * 2]):
+                want = ak.maxpool2d_forward(x, 2)
+                assert np.array_equal(y, want[0]) and np.array_equal(idx, want[1])
             print("done")
         """,
         tmp_path,

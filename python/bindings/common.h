@@ -27,10 +27,19 @@ inline std::vector<index_t> shape_of(const py::array& a) {
   return std::vector<index_t>(a.shape(), a.shape() + a.ndim());
 }
 
+// True when a's dtype is T's. numpy may hand out equal dtypes as distinct objects (an
+// unpickled array's, e.g. one that came from a multiprocessing worker): identity is only
+// the fast path.
+template <typename T>
+bool has_dtype(const py::array& a) {
+  const py::dtype d = a.dtype(), want = py::dtype::of<T>();
+  return d.is(want) || py::detail::npy_api::get().PyArray_EquivTypes_(d.ptr(), want.ptr());
+}
+
 // Checks one array argument and returns its data pointer.
 template <typename T>
 const T* in_ptr(const py::array& a, const char* name, const std::vector<index_t>& shape) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+  if (!py::isinstance<py::array_t<T>>(a) || !has_dtype<T>(a))
     throw py::type_error(std::string(name) + ": expected dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " +
                          std::string(py::str(a.dtype())));
@@ -60,8 +69,8 @@ py::array_t<T> new_array(const std::vector<index_t>& shape) {
 }
 
 inline bool is_double(const py::array& a) {
-  if (a.dtype().is(py::dtype::of<double>())) return true;
-  if (a.dtype().is(py::dtype::of<float>())) return false;
+  if (has_dtype<double>(a)) return true;
+  if (has_dtype<float>(a)) return false;
   throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
 }
 

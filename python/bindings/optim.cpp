@@ -105,7 +105,7 @@ TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeabl
   for (const auto& item : items) {
     const std::string where = std::string(name) + "[" + std::to_string(i) + "]";
     auto a = item.cast<py::array>();
-    if (!a.dtype().is(py::dtype::of<T>()))
+    if (!has_dtype<T>(a))
       throw py::type_error(where + ": expected dtype " + std::string(py::str(py::dtype::of<T>())) +
                            ", got " + std::string(py::str(a.dtype())));
     if (!(a.flags() & py::array::c_style) ||

@@ -17,7 +17,7 @@ namespace {
 template <typename T>
 std::pair<T*, index_t> rows_arg(const py::array& a, const char* name, index_t T_, index_t B,
                                 index_t n, bool writeable) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!has_dtype<T>(a))
     throw py::type_error(std::string(name) + ": expected dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " +
                          std::string(py::str(a.dtype())));
