@@ -497,9 +497,10 @@ def list_mutations(arrays: list, written: bool):
         ("one array", a0, ANY), ("short", arrays[:-1], ANY), ("long", arrays + [arrays[0].copy()], ANY),
         ("None entry", [None] + arrays[1:], ANY), ("list entry", [a0.tolist()] + arrays[1:], ANY),
         ("generator", (a for a in arrays), ANY), ("dict", {0: a0}, ANY),
-        ("duplicate", [a0, a0] + arrays[2:], ANY),
+        # A written list may not alias itself (the aliasing rule); a read one may.
+        ("duplicate", [a0, a0] + arrays[2:], ERROR if written else ANY),
         ("overlapping views", [a0, a0.reshape(-1)[: arrays[1].size].reshape(arrays[1].shape)]
-         + arrays[2:] if a0.size >= arrays[1].size else arrays, ANY),
+         + arrays[2:], ERROR if written else ANY),
     ]
     for label, val, _ in array_mutations(a0, written):
         out.append((f"[0] {label}", [val] + arrays[1:], ANY))
@@ -580,7 +581,27 @@ def _all_cases() -> list[Case]:
             for name, value in kw.items():
                 for label, _, expect in mutations(call, name, value):
                     cases.append(Case(len(cases), call.fn, np.dtype(dt).name, name, label, expect))
+            for name, written in alias_pairs(call, kw):
+                cases.append(Case(len(cases), call.fn, np.dtype(dt).name, name,
+                                  f"alias of {written}", ERROR))
     return cases
+
+
+def _layout(v):
+    if isinstance(v, np.ndarray):
+        return v.shape
+    if isinstance(v, list) and all(isinstance(a, np.ndarray) for a in v):
+        return [a.shape for a in v]
+    return None
+
+
+def alias_pairs(call: Call, kw: dict):
+    """(argument, written argument) pairs of an in-place call whose values could be the
+    same array (or list of arrays): passing one as the other must raise, naming both."""
+    for written in call.inplace:
+        for name, value in kw.items():
+            if name != written and _layout(value) is not None and _layout(value) == _layout(kw[written]):
+                yield name, written
 
 
 # ---- running one case ---------------------------------------------------------------
@@ -635,6 +656,9 @@ def run_call(call: Call, kw: dict):
 def hostile_kwargs(case: Case) -> tuple[Call, dict]:
     call = CALLS_BY_FN[case.fn]
     kw = call.make(np.dtype(case.dtype))
+    if case.label.startswith("alias of "):
+        kw[case.arg] = kw[case.label[len("alias of "):]]
+        return call, kw
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         catalog = mutations(call, case.arg, kw[case.arg])
