@@ -95,6 +95,12 @@ def hostile_calls(draw):
         kw[name] = value
         labels.append(f"{name} <- {label}")
         expects.append(expect)
+    pairs = list(hostile.alias_pairs(call, kw))
+    if pairs and draw(st.booleans()):  # and one argument passed as another, written one
+        name, written = draw(st.sampled_from(pairs))
+        kw[name] = kw[written]
+        labels.append(f"{name} <- alias of {written}")
+        expects.append(hostile.ANY)
     # Values that each mean the same as the valid one together still do.
     expect = hostile.SAME if all(e == hostile.SAME for e in expects) else hostile.ANY
     return call, np.dtype(dtype).name, kw, expect, labels
