@@ -453,11 +453,9 @@ void check_linear(index_t B, index_t I, index_t O) {
   for (index_t v : {B, I, O}) check_blas_dim(v, "linear dimension");
 }
 
-// Whether a linear kernel is worth a parallel region: B*I*O saturates instead of
-// overflowing.
+// Whether a linear kernel is worth a parallel region (B*I*O saturates, never overflows).
 bool linear_parallel(index_t B, index_t I, index_t O) {
-  index_t work;
-  return __builtin_mul_overflow(B * I, O, &work) || work > kParallelGrain;
+  return mul_saturated(mul_saturated(B, I), O) > kParallelGrain;
 }
 }  // namespace
 

@@ -12,8 +12,9 @@ biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
 ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
 (running statistics, dropout's seed and step counter) as copies, so training resumes
 bit-identically. A layer may be used more than once in a :class:`Sequential`, with
-PyTorch's semantics (gradients summed over the uses; see there). Every layer runs the functional kernels of adlkernels; cupy arrays
-work wherever those kernels have a CUDA implementation.
+PyTorch's semantics (gradients summed over the uses; see there). Every layer runs the
+functional kernels of adlkernels; cupy arrays work wherever those kernels have a CUDA
+implementation.
 """
 
 from __future__ import annotations
