@@ -42,29 +42,28 @@ class _Kernels:
 
     @staticmethod
     def _geom(geom):
-        n, c, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups = geom
-        return (h, w), dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw),
-                            dilation=(dh, dw))
+        return (geom.H, geom.W), dict(kernel_size=geom.kernel_size, stride=geom.stride,
+                                      padding=geom.padding, dilation=geom.dilation)
 
-    def im2col(self, x, cols, geom, n0, nb, dbl, stream):
+    def im2col(self, x, cols, geom, n0, nb, dtype, stream):
         self.calls.append("im2col")
         _, g = self._geom(geom)
         c = self.t[cols]
         c[...] = ak.im2col(self.t[x][n0:n0 + nb], **g).reshape(c.shape)
 
-    def col2im(self, cols, x, geom, n0, nb, dbl, stream):
+    def col2im(self, cols, x, geom, n0, nb, dtype, stream):
         self.calls.append("col2im")
         hw, g = self._geom(geom)
         c = self.t[cols]
         self.t[x][n0:n0 + nb] = ak.col2im(c.reshape(nb, -1, c.shape[-1]), hw, **g)
 
-    def sum_batches(self, partials, out, nb, count, accumulate, dbl, stream):
+    def sum_batches(self, partials, out, nb, count, accumulate, dtype, stream):
         self.calls.append("sum_batches")
         o = self.t[out].reshape(-1)
         total = self.t[partials].reshape(nb, count).sum(axis=0)
         o[...] = (o + total) if accumulate else total
 
-    def channel_sums(self, dy, db, n, c, length, dbl, stream):
+    def channel_sums(self, dy, db, n, c, length, dtype, stream):
         self.calls.append("channel_sums")
         self.t[db][...] = self.t[dy].reshape(n, c, length).sum(axis=(0, 2))
 

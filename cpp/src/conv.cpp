@@ -26,6 +26,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 #include "adlk/scratch.h"
 #include "window.h"
 
@@ -33,10 +34,7 @@ namespace adlk {
 
 namespace {
 
-// Below this many elements of work a parallel region costs more than it saves.
-constexpr index_t kParallelGrain = 1 << 14;
-// Images with fewer output positions than this share a GEMM with their neighbours.
-constexpr index_t kConvMinGemmColumns = 128;
+constexpr index_t kParallelGrain = kWindowParallelGrain;  // adlk/tuning.h
 
 // The zero-padded band of input rows that a block of output rows reads. A padded row
 // of Wp = W + 2*pW values is stored de-interleaved by the horizontal stride: phase q
@@ -363,6 +361,13 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
 
 }  // namespace
 
+index_t conv_output_size(index_t n, index_t k, index_t s, index_t p, index_t d) {
+  const index_t span = d * (k - 1) + 1;
+  const index_t padded = add_checked(n, 2 * p, "conv: padded size");
+  check(padded >= span, "conv: the (dilated) kernel is larger than the padded input");
+  return (padded - span) / s + 1;
+}
+
 void Conv2dGeom::finalize() {
   check(N >= 0, "conv: batch size must be >= 0");
   check(C >= 1 && H >= 1 && W >= 1, "conv: channels, height and width must be >= 1");
@@ -377,12 +382,8 @@ void Conv2dGeom::finalize() {
         "conv: dilation must be in [1, 2^31)");
   check(groups >= 1 && C % groups == 0, "conv: groups must divide the input channels");
   check(C_out % groups == 0, "conv: groups must divide the output channels");
-  const index_t eff_h = dH * (kH - 1) + 1, eff_w = dW * (kW - 1) + 1;
-  const index_t Hp = add_checked(H, 2 * pH, "conv: padded height");
-  const index_t Wp = add_checked(W, 2 * pW, "conv: padded width");
-  check(Hp >= eff_h && Wp >= eff_w, "conv: the (dilated) kernel is larger than the padded input");
-  H_out = (Hp - eff_h) / sH + 1;
-  W_out = (Wp - eff_w) / sW + 1;
+  H_out = conv_output_size(H, kH, sH, pH, dH);
+  W_out = conv_output_size(W, kW, sW, pW, dW);
   // Every size the kernels compute from here on is one of these or a part of one.
   mul_checked(mul_checked(N, C, "conv: input size"), mul_checked(H, W, "conv: input size"),
               "conv: input size N*C*H*W");

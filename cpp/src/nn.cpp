@@ -10,6 +10,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 #include "partition.h"
 #include "vecmath.h"
 
@@ -17,14 +18,11 @@ namespace adlk {
 
 namespace {
 
-// Elementwise work is cut into fixed chunks of this many elements (also the unit of
-// every loss partial sum), so the result never depends on the thread count.
-constexpr index_t kChunk = 32768;
-constexpr index_t kParallelGrain = 1 << 15;
+constexpr index_t kChunk = kSumChunk;  // adlk/tuning.h
 
 index_t chunks_of(index_t n) { return (n + kChunk - 1) / kChunk; }
 
-bool parallel(index_t work) { return work >= kParallelGrain && get_num_threads() > 1; }
+bool parallel(index_t work) { return work >= kElementwiseParallelGrain && get_num_threads() > 1; }
 
 // ---- batch norm helpers -------------------------------------------------------------------
 
@@ -303,7 +301,7 @@ ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x
   }
 }
 
-constexpr index_t kRowChunk = 64;
+constexpr index_t kRowChunk = kLayerNormRowChunk;  // adlk/tuning.h
 
 }  // namespace
 
@@ -455,7 +453,7 @@ void check_linear(index_t B, index_t I, index_t O) {
 
 // Whether a linear kernel is worth a parallel region (B*I*O saturates, never overflows).
 bool linear_parallel(index_t B, index_t I, index_t O) {
-  return mul_saturated(mul_saturated(B, I), O) > kParallelGrain;
+  return mul_saturated(mul_saturated(B, I), O) > kElementwiseParallelGrain;
 }
 }  // namespace
 

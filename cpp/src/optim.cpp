@@ -7,14 +7,13 @@
 #include <vector>
 
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 
 namespace adlk {
 
 namespace {
 
-// Below this many elements in total, one thread does the whole update (a parallel
-// region costs more than it saves).
-constexpr index_t kParallelGrain = 1 << 15;
+constexpr index_t kParallelGrain = kElementwiseParallelGrain;  // adlk/tuning.h
 // Share boundaries are multiples of this many elements, so that two threads never
 // write the same cache line (for tensors that start on one).
 constexpr index_t kShareAlign = 16;
@@ -316,14 +315,14 @@ double total_norm(index_t count, const index_t* sizes, const T* const* tensors, 
   // Fixed chunks: (tensor, start) pairs, independent of the thread count.
   std::vector<std::pair<index_t, index_t>> chunks;
   for (index_t k = 0; k < count; ++k)
-    for (index_t s = 0; s < sizes[k]; s += kNormChunk) chunks.emplace_back(k, s);
+    for (index_t s = 0; s < sizes[k]; s += kSumChunk) chunks.emplace_back(k, s);
   const index_t nc = static_cast<index_t>(chunks.size());
   std::vector<double> part(static_cast<std::size_t>(nc));
   const int nt = get_num_threads();
 #pragma omp parallel for schedule(static) num_threads(nt) if (off.back() >= kParallelGrain && nt > 1)
   for (index_t c = 0; c < nc; ++c) {
     const auto [k, s] = chunks[c];
-    part[c] = chunk_norm<T>(std::min(kNormChunk, sizes[k] - s), tensors[k] + s, kind);
+    part[c] = chunk_norm<T>(std::min(kSumChunk, sizes[k] - s), tensors[k] + s, kind);
   }
   double total = 0;
   bool nan = false;

@@ -1,4 +1,5 @@
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 
 #include <omp.h>
 #include <pthread.h>
@@ -40,7 +41,7 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
 }  // namespace
 
 void set_num_threads(int n) {
-  check(n >= 1, "set_num_threads: n must be >= 1");
+  check(n >= 1 && n <= kMaxThreads, "set_num_threads: n must be in [1, kMaxThreads]");
   g_num_threads.store(n);
   if (!g_single_after_fork.load(std::memory_order_relaxed)) omp_set_num_threads(n);
 }

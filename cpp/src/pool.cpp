@@ -18,16 +18,13 @@
 #include <vector>
 
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 #include "adlk/scratch.h"
 #include "window.h"
 
 namespace adlk {
 
-namespace {
-
-constexpr index_t kParallelGrain = 1 << 14;
-
-index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
+index_t pooled_output_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode) {
   // The span may be negative (a ceil_mode window hanging over the edge): floor division.
   const index_t padded = add_checked(in, 2 * p + (ceil_mode ? s - 1 : 0), "pool: padded size");
   const index_t num = padded - d * (k - 1) - 1;
@@ -36,6 +33,10 @@ index_t pooled_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool
   if (ceil_mode && (out - 1) * s >= in + p) --out;
   return out;
 }
+
+namespace {
+
+constexpr index_t kParallelGrain = kWindowParallelGrain;  // adlk/tuning.h
 
 // Column geometry shared by every row of every plane, computed once per call (it costs
 // divisions, which per row would dominate small planes): the kernel columns kw that some
@@ -465,8 +466,8 @@ void Pool2dGeom::finalize() {
         "pool: dilation must be in [1, 2^31)");
   check(pH >= 0 && pW >= 0 && pH <= kH / 2 && pW <= kW / 2,
         "pool: padding must be >= 0 and at most half the kernel size");
-  H_out = pooled_size(H, kH, sH, pH, dH, ceil_mode);
-  W_out = pooled_size(W, kW, sW, pW, dW, ceil_mode);
+  H_out = pooled_output_size(H, kH, sH, pH, dH, ceil_mode);
+  W_out = pooled_output_size(W, kW, sW, pW, dW, ceil_mode);
   check(H_out >= 1 && W_out >= 1, "pool: the output would be empty (kernel larger than input)");
   // Every size the kernels compute from here on is one of these or a part of one.
   const index_t planes = mul_checked(N, C, "pool: planes N*C");

@@ -11,6 +11,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/parallel.h"
+#include "adlk/tuning.h"
 #include "adlk/scratch.h"
 #include "partition.h"
 #include "vecmath.h"
@@ -19,9 +20,7 @@ namespace adlk {
 
 namespace {
 
-// Hidden units per tile are at least this many (GEMMs on narrower column blocks lose
-// efficiency); the rest of the threads split the batch.
-constexpr index_t kMinTileCols = 32;
+constexpr index_t kMinTileCols = kRnnMinTileCols;  // adlk/tuning.h
 
 // Tiles of (batch rows, hidden units) for the time loop, one per thread (some threads may
 // get none).
@@ -272,12 +271,10 @@ struct Buffer {
   T* get() const { return p.get(); }
 };
 
-// Large work buffers of a backward pass: up to kKeepBytes they live in the calling
-// thread's persistent scratch (slot 0), so a training loop does not page-fault fresh
-// memory every step (for a T=50, B=64, H=256 LSTM that was a third of forward+backward);
-// larger ones are allocated for the call and freed, so that the memory kept between
-// calls stays bounded.
-constexpr std::size_t kKeepBytes = std::size_t(64) << 20;
+// Large work buffers of a backward pass: up to kRnnKeepBytes (adlk/tuning.h) they live in
+// the calling thread's persistent scratch (slot 0); larger ones are allocated for the
+// call and freed, so that the memory kept between calls stays bounded.
+constexpr std::size_t kKeepBytes = kRnnKeepBytes;
 
 template <typename T>
 struct WorkBuffer {

@@ -10,12 +10,9 @@
 #include <algorithm>
 
 #include "adlk/common.h"
+#include "adlk/tuning.h"
 
 namespace adlk {
-
-// Geometry arguments (kernel size, stride, padding, dilation) are < 2^31, so products
-// of two of them and of them with sizes stay far from 64-bit overflow.
-constexpr index_t kMaxGeomArg = index_t(1) << 31;
 
 // a >= 0, b > 0.
 inline index_t ceil_div(index_t a, index_t b) { return a / b + (a % b != 0); }

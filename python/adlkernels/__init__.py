@@ -68,7 +68,7 @@ __version__ = _adlk.__version__
 
 # More threads than any machine has cores is a mistake, not a request (a team that size
 # would exhaust the process's threads).
-_MAX_THREADS = 65536
+_MAX_THREADS = _adlk.MAX_THREADS  # adlk/tuning.h
 
 
 def set_num_threads(n: int) -> None:

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from . import _adlk
 from ._backend import cuda_module
 
 # Workspace of one chunk of images (column matrix + per-image weight-gradient partials).
@@ -46,10 +47,6 @@ def _stream() -> int:
     return int(_cp().cuda.get_current_stream().ptr)
 
 
-def _is_double(dtype) -> bool:
-    return np.dtype(dtype) == np.float64
-
-
 class _OnDevice:
     """Makes the arrays' device current (allocations, launches, the current stream)."""
 
@@ -69,19 +66,20 @@ class _OnDevice:
 
 def _conv_geom(x_shape, w_shape, stride, padding, dilation, groups):
     n, c, h, w = x_shape
-    return (n, c, h, w, w_shape[0], w_shape[2], w_shape[3], stride[0], stride[1], padding[0],
-            padding[1], dilation[0], dilation[1], groups)
+    return _adlk.Conv2dGeom(N=n, C=c, H=h, W=w, C_out=w_shape[0], kernel_size=tuple(w_shape[2:4]),
+                            stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                            groups=groups)
 
 
 def _is_pointwise(geom) -> bool:
     """1x1 kernel, stride 1, no padding: the column matrix is x itself."""
-    return geom[5:13] == (1, 1, 1, 1, 0, 0, 1, 1)
+    return (geom.kernel_size, geom.stride, geom.padding) == ((1, 1), (1, 1), (0, 0))
 
 
 def _chunk(geom, dtype):
     mod = cuda_module()
     itemsize = np.dtype(dtype).itemsize
-    nb = max(1, min(geom[0], mod.conv2d_chunk_images(geom, itemsize, WORKSPACE_BYTES)))
+    nb = max(1, min(geom.N, mod.conv2d_chunk_images(geom, itemsize, WORKSPACE_BYTES)))
     return nb, mod.conv2d_workspace_elems(geom, nb)
 
 
@@ -94,7 +92,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, y_shape):
         if n == 0:
             return y
         geom = _conv_geom(x.shape, weight.shape, stride, padding, dilation, groups)
-        dbl, length = _is_double(x.dtype), y_shape[2] * y_shape[3]
+        dtype, length = x.dtype, y_shape[2] * y_shape[3]
         k_g, c_g = (c_in // groups) * weight.shape[2] * weight.shape[3], c_out // groups
         w_g = weight.reshape(groups, c_g, k_g)
         pointwise = _is_pointwise(geom)
@@ -106,7 +104,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation, groups, y_shape):
                 cols = x[n0:n0 + m].reshape(m, groups, k_g, length)
             else:
                 cols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
-                mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dbl, _stream())
+                mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dtype, _stream())
             out = y[n0:n0 + m].reshape(m, groups, c_g, length)
             cp.matmul(w_g, cols, out=out)  # (groups, c_g, k_g) x (m, groups, k_g, L)
         if bias is not None:
@@ -120,7 +118,7 @@ def conv2d_backward(grad_y, x, weight, stride, padding, dilation, groups, mask):
         n, c_in, h, w = x.shape
         c_out, _, kh, kw = weight.shape
         geom = _conv_geom(x.shape, weight.shape, stride, padding, dilation, groups)
-        dbl, s = _is_double(x.dtype), _stream
+        dtype, s = x.dtype, _stream
         length = grad_y.shape[2] * grad_y.shape[3]
         k_g, c_g = (c_in // groups) * kh * kw, c_out // groups
         gx = cp.empty(x.shape, x.dtype) if mask[0] else None
@@ -130,7 +128,7 @@ def conv2d_backward(grad_y, x, weight, stride, padding, dilation, groups, mask):
             if n == 0:
                 gb.fill(0)
             else:
-                mod.channel_sums(_ptr(grad_y), _ptr(gb), n, c_out, length, dbl, s())
+                mod.channel_sums(_ptr(grad_y), _ptr(gb), n, c_out, length, dtype, s())
         if n == 0 or not (mask[0] or mask[1]):
             if gx is not None:
                 gx.fill(0)
@@ -148,18 +146,18 @@ def conv2d_backward(grad_y, x, weight, stride, padding, dilation, groups, mask):
                     cols = x[n0:n0 + m].reshape(m, groups, k_g, length)
                 else:
                     cols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
-                    mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dbl, s())
+                    mod.im2col(_ptr(x), _ptr(cols), geom, n0, m, dtype, s())
                 partials = ws[cols_elems: cols_elems + m * c_out * k_g].reshape(m, groups, c_g, k_g)
                 cp.matmul(dy, cols.transpose(0, 1, 3, 2), out=partials)
                 # sum over the chunk's images in order, added to the earlier chunks' sum
-                mod.sum_batches(_ptr(partials), _ptr(gw), m, c_out * k_g, i > 0, dbl, s())
+                mod.sum_batches(_ptr(partials), _ptr(gw), m, c_out * k_g, i > 0, dtype, s())
             if gx is not None:
                 if pointwise:
                     cp.matmul(w_t, dy, out=gx[n0:n0 + m].reshape(m, groups, k_g, length))
                 else:
                     dcols = ws[: m * groups * k_g * length].reshape(m, groups, k_g, length)
                     cp.matmul(w_t, dy, out=dcols)
-                    mod.col2im(_ptr(dcols), _ptr(gx), geom, n0, m, dbl, s())
+                    mod.col2im(_ptr(dcols), _ptr(gx), geom, n0, m, dtype, s())
         return gx, gw, gb
 
 
@@ -169,9 +167,10 @@ def im2col(x, kernel, stride, padding, dilation, out_hw):
         n, c = x.shape[:2]
         cols = cp.empty((n, c * kernel[0] * kernel[1], out_hw[0] * out_hw[1]), x.dtype)
         if n:
-            geom = (n, c, x.shape[2], x.shape[3], 0, kernel[0], kernel[1], stride[0], stride[1],
-                    padding[0], padding[1], dilation[0], dilation[1], 1)
-            mod.im2col(_ptr(x), _ptr(cols), geom, 0, n, _is_double(x.dtype), _stream())
+            geom = _adlk.Conv2dGeom(N=n, C=c, H=x.shape[2], W=x.shape[3], kernel_size=tuple(kernel),
+                                    stride=tuple(stride), padding=tuple(padding),
+                                    dilation=tuple(dilation))
+            mod.im2col(_ptr(x), _ptr(cols), geom, 0, n, x.dtype, _stream())
         return cols
 
 
@@ -181,9 +180,10 @@ def col2im(cols, channels, hw, kernel, stride, padding, dilation):
         n = cols.shape[0]
         x = cp.empty((n, channels) + tuple(hw), cols.dtype)
         if n:
-            geom = (n, channels, hw[0], hw[1], 0, kernel[0], kernel[1], stride[0], stride[1],
-                    padding[0], padding[1], dilation[0], dilation[1], 1)
-            mod.col2im(_ptr(cols), _ptr(x), geom, 0, n, _is_double(cols.dtype), _stream())
+            geom = _adlk.Conv2dGeom(N=n, C=channels, H=hw[0], W=hw[1], kernel_size=tuple(kernel),
+                                    stride=tuple(stride), padding=tuple(padding),
+                                    dilation=tuple(dilation))
+            mod.col2im(_ptr(cols), _ptr(x), geom, 0, n, cols.dtype, _stream())
         return x
 
 
@@ -192,7 +192,8 @@ def col2im(cols, channels, hw, kernel, stride, padding, dilation):
 
 def _pool_geom(shape, k, s, p, d, ceil_mode):
     n, c, h, w = shape
-    return (n, c, h, w, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], bool(ceil_mode))
+    return _adlk.Pool2dGeom(N=n, C=c, H=h, W=w, kernel_size=tuple(k), stride=tuple(s),
+                            padding=tuple(p), dilation=tuple(d), ceil_mode=bool(ceil_mode))
 
 
 def maxpool2d_forward(x, k, s, p, d, ceil_mode, out_hw):
@@ -202,7 +203,7 @@ def maxpool2d_forward(x, k, s, p, d, ceil_mode, out_hw):
         y, idx = cp.empty(shape, x.dtype), cp.empty(shape, np.int64)
         if y.size:
             mod.maxpool2d_forward(_ptr(x), _ptr(y), _ptr(idx), _pool_geom(x.shape, k, s, p, d, ceil_mode),
-                                  _is_double(x.dtype), _stream())
+                                  x.dtype, _stream())
         return y, idx
 
 
@@ -231,7 +232,7 @@ def maxpool2d_backward(grad_y, indices, nchw, fn):
         if gx.size:
             mod.maxpool2d_backward_planes(_ptr(grad_y), _ptr(indices), _ptr(gx), planes,
                                           grad_y.shape[2] * grad_y.shape[3], plane,
-                                          _is_double(grad_y.dtype), _stream())
+                                          grad_y.dtype, _stream())
         return gx
 
 
@@ -243,7 +244,7 @@ def max_unpool2d(x, indices, hw, fn):
         y = cp.empty(x.shape[:2] + tuple(hw), x.dtype)
         if y.size:
             mod.max_unpool2d_planes(_ptr(x), _ptr(indices), _ptr(y), x.shape[0] * x.shape[1],
-                                    x.shape[2] * x.shape[3], plane, _is_double(x.dtype), _stream())
+                                    x.shape[2] * x.shape[3], plane, x.dtype, _stream())
         return y
 
 
@@ -253,7 +254,7 @@ def avgpool2d_forward(x, k, s, p, ceil_mode, cip, out_hw):
         y = cp.empty(x.shape[:2] + tuple(out_hw), x.dtype)
         if y.size:
             mod.avgpool2d_forward(_ptr(x), _ptr(y), _pool_geom(x.shape, k, s, p, (1, 1), ceil_mode),
-                                  bool(cip), _is_double(x.dtype), _stream())
+                                  bool(cip), x.dtype, _stream())
         return y
 
 
@@ -263,5 +264,5 @@ def avgpool2d_backward(grad_y, nchw, k, s, p, ceil_mode, cip):
         gx = cp.empty(nchw, grad_y.dtype)
         if gx.size:
             mod.avgpool2d_backward(_ptr(grad_y), _ptr(gx), _pool_geom(nchw, k, s, p, (1, 1), ceil_mode),
-                                   bool(cip), _is_double(grad_y.dtype), _stream())
+                                   bool(cip), grad_y.dtype, _stream())
         return gx

@@ -13,10 +13,12 @@ import operator
 
 import numpy as np
 
+from . import _adlk
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Geometry arguments are bounded so that no size computation can overflow 64 bits.
-MAX_GEOM = 2**31 - 1
+MAX_GEOM = _adlk.MAX_GEOM_ARG - 1  # adlk/tuning.h kMaxGeomArg (exclusive)
 
 
 def fmt_shape(shape) -> str:

@@ -34,7 +34,7 @@ def _out_size(a: Args, size, kernel, stride, padding, dilation, what="x"):
                 f"spatial size {tuple(size)} with padding {tuple(padding)} is smaller than "
                 f"the dilated kernel {tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))}",
             )
-        out.append((n + 2 * p - span) // s + 1)
+        out.append(_adlk.conv_output_size(n, k, s, p, d))
     a.size_fits(what, out, f"with padding {tuple(padding)} and stride {tuple(stride)}, the output")
     return tuple(out)
 

@@ -36,7 +36,7 @@ __all__ = [
     "softmax_cross_entropy", "mse_loss", "l1_loss", "huber_loss",
 ]
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCTIONS = tuple(_adlk.Reduction.__members__)  # ("mean", "sum", "none")
 
 
 def _prob(a: Args, p):
@@ -46,7 +46,7 @@ def _prob(a: Args, p):
 def _reduction(a: Args, reduction):
     if reduction not in _REDUCTIONS:
         raise a.value_error("reduction", f"expected 'mean', 'sum' or 'none', got {reduction!r}")
-    return _REDUCTIONS.index(reduction)
+    return _adlk.Reduction.__members__[reduction]
 
 
 def _pair(a: Args, fn_arrays: dict, first: str, second: str):
@@ -146,56 +146,65 @@ def linear_backward(grad_y, x, weight, output_mask=(True, True, True)):
 
 # ---- activations ---------------------------------------------------------------------------
 
-_RELU, _LEAKY, _SIGMOID, _TANH = 0, 1, 2, 3
+Activation = _adlk.Activation
 
 
-def relu_forward(x):
-    """max(x, 0) (NaN stays NaN)."""
-    x = _one(Args("relu_forward"), x)
-    return _adlk.activation_forward(x, _RELU, 0.0)
+def _activation(act, forward_doc: str, backward_doc: str, negative_slope=None):
+    """The public (forward, backward) pair of one activation: forward(x), backward(grad_y,
+    saved), saved being y when ``act.backward_takes_output`` else x; an activation with a
+    ``negative_slope`` default takes it as the last argument of both."""
+    name = act.name
+    saved = "y" if act.backward_takes_output else "x"
+    has_slope = negative_slope is not None
+
+    def run_forward(x, slope):
+        a = Args(f"{name}_forward")
+        slope = a.real(slope, "negative_slope", allow_nan=True) if has_slope else 0.0
+        return _adlk.activation_forward(_one(a, x), act, slope)
+
+    def run_backward(grad_y, saved_value, slope):
+        a = Args(f"{name}_backward")
+        slope = a.real(slope, "negative_slope", allow_nan=True) if has_slope else 0.0
+        g, s = _pair(a, {"grad_y": grad_y, saved: saved_value}, "grad_y", saved)
+        return _adlk.activation_backward(g, s, act, slope)
+
+    # Real signatures (keywords work as documented): forward(x[, negative_slope]),
+    # backward(grad_y, x[, negative_slope]) or backward(grad_y, y).
+    if has_slope:
+        def forward(x, negative_slope=negative_slope):
+            return run_forward(x, negative_slope)
+
+        def backward(grad_y, x, negative_slope=negative_slope):
+            return run_backward(grad_y, x, negative_slope)
+    else:
+        def forward(x):  # type: ignore[misc]
+            return run_forward(x, None)
+
+        if saved == "y":
+            def backward(grad_y, y):  # type: ignore[misc]
+                return run_backward(grad_y, y, None)
+        else:
+            def backward(grad_y, x):  # type: ignore[misc]
+                return run_backward(grad_y, x, None)
+
+    for fn, suffix, doc in ((forward, "forward", forward_doc), (backward, "backward", backward_doc)):
+        fn.__name__ = fn.__qualname__ = f"{name}_{suffix}"
+        fn.__doc__ = doc
+    return forward, backward
 
 
-def relu_backward(grad_y, x):
-    """grad_y where x > 0, else 0."""
-    g, x = _pair(Args("relu_backward"), dict(grad_y=grad_y, x=x), "grad_y", "x")
-    return _adlk.activation_backward(g, x, _RELU, 0.0)
-
-
-def leaky_relu_forward(x, negative_slope=0.01):
-    """x where x > 0, else negative_slope * x."""
-    a = Args("leaky_relu_forward")
-    slope = a.real(negative_slope, "negative_slope", allow_nan=True)
-    return _adlk.activation_forward(_one(a, x), _LEAKY, slope)
-
-
-def leaky_relu_backward(grad_y, x, negative_slope=0.01):
-    """grad_y where x > 0, else negative_slope * grad_y."""
-    a = Args("leaky_relu_backward")
-    slope = a.real(negative_slope, "negative_slope", allow_nan=True)
-    g, x = _pair(a, dict(grad_y=grad_y, x=x), "grad_y", "x")
-    return _adlk.activation_backward(g, x, _LEAKY, slope)
-
-
-def sigmoid_forward(x):
-    """1 / (1 + exp(-x)), vectorized to within ~1 ulp."""
-    return _adlk.activation_forward(_one(Args("sigmoid_forward"), x), _SIGMOID, 0.0)
-
-
-def sigmoid_backward(grad_y, y):
-    """grad_y * y * (1 - y), from the forward's output y."""
-    g, y = _pair(Args("sigmoid_backward"), dict(grad_y=grad_y, y=y), "grad_y", "y")
-    return _adlk.activation_backward(g, y, _SIGMOID, 0.0)
-
-
-def tanh_forward(x):
-    """tanh(x), vectorized to within ~1 ulp (also near 0)."""
-    return _adlk.activation_forward(_one(Args("tanh_forward"), x), _TANH, 0.0)
-
-
-def tanh_backward(grad_y, y):
-    """grad_y * (1 - y^2), from the forward's output y."""
-    g, y = _pair(Args("tanh_backward"), dict(grad_y=grad_y, y=y), "grad_y", "y")
-    return _adlk.activation_backward(g, y, _TANH, 0.0)
+# One row per activation (the kernel's cases are in cpp/src/nn.cpp, its enum in adlk/nn.h).
+relu_forward, relu_backward = _activation(
+    Activation.relu, "max(x, 0) (NaN stays NaN).", "grad_y where x > 0, else 0.")
+leaky_relu_forward, leaky_relu_backward = _activation(
+    Activation.leaky_relu, "x where x > 0, else negative_slope * x.",
+    "grad_y where x > 0, else negative_slope * grad_y.", negative_slope=0.01)
+sigmoid_forward, sigmoid_backward = _activation(
+    Activation.sigmoid, "1 / (1 + exp(-x)), vectorized to within ~1 ulp.",
+    "grad_y * y * (1 - y), from the forward's output y.")
+tanh_forward, tanh_backward = _activation(
+    Activation.tanh, "tanh(x), vectorized to within ~1 ulp (also near 0).",
+    "grad_y * (1 - y^2), from the forward's output y.")
 
 
 # ---- softmax -----------------------------------------------------------------------------
@@ -276,25 +285,25 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
     a.shape(targets, "targets", (logits.shape[0],), f"({logits.shape[0]},)")
     require_cpu(a.fn, backend)
     loss, grad = _adlk.softmax_cross_entropy(logits, targets, red, int(ignore_index))
-    return (loss if red == 2 else np.asarray(loss, logits.dtype)), grad
+    return (loss if red == _adlk.Reduction.none else np.asarray(loss, logits.dtype)), grad
 
 
-def _loss(fn: str, kind: int, pred, target, reduction, delta=1.0):
+def _loss(fn: str, kind, pred, target, reduction, delta=1.0):
     a = Args(fn)
     red = _reduction(a, reduction)
     p, t = _pair(a, dict(pred=pred, target=target), "pred", "target")
     loss, grad = _adlk.elementwise_loss(p.reshape(-1), t.reshape(-1), kind, red, delta)
-    return (loss.reshape(p.shape) if red == 2 else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
+    return (loss.reshape(p.shape) if red == _adlk.Reduction.none else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
 
 
 def mse_loss(pred, target, reduction="mean"):
     """(pred - target)^2, reduced; grad 2 (pred - target) (/ n for mean)."""
-    return _loss("mse_loss", 0, pred, target, reduction)
+    return _loss("mse_loss", _adlk.LossKind.mse, pred, target, reduction)
 
 
 def l1_loss(pred, target, reduction="mean"):
     """|pred - target|, reduced; grad sign(pred - target) (0 at 0; / n for mean)."""
-    return _loss("l1_loss", 1, pred, target, reduction)
+    return _loss("l1_loss", _adlk.LossKind.l1, pred, target, reduction)
 
 
 def huber_loss(pred, target, delta=1.0, reduction="mean"):
@@ -304,4 +313,4 @@ def huber_loss(pred, target, delta=1.0, reduction="mean"):
     delta = a.real(delta, "delta", allow_nan=True)
     if not delta > 0:
         raise a.value_error("delta", f"must be > 0, got {delta}")
-    return _loss("huber_loss", 2, pred, target, reduction, delta)
+    return _loss("huber_loss", _adlk.LossKind.huber, pred, target, reduction, delta)

@@ -33,12 +33,7 @@ __all__ = [
 ]
 
 
-def _pooled_size(n, k, s, p, d, ceil_mode):
-    span = n + 2 * p - d * (k - 1) - 1  # may be negative: floor division, as PyTorch
-    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= n + p:  # window starting in the padding: dropped
-        out -= 1
-    return out
+_pooled_size = _adlk.pooled_output_size  # the formula of adlk/pool.h
 
 
 def _geometry(a: Args, in_hw, kernel_size, stride, padding, dilation, ceil_mode):

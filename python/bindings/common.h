@@ -68,14 +68,9 @@ py::array_t<T> new_array(const std::vector<index_t>& shape) {
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
-inline bool is_double(const py::array& a) {
-  if (has_dtype<double>(a)) return true;
-  if (has_dtype<float>(a)) return false;
-  throw py::type_error("expected float32 or float64 arrays, got " + std::string(py::str(a.dtype())));
-}
-
-// Register the recurrent family (rnn.cpp), the optimizers (optim.cpp) and
+// Register the geometry structs and output-size formulas (geometry.cpp), the recurrent family (rnn.cpp), the optimizers (optim.cpp) and
 // normalization/dropout/linear/activations/losses (nn.cpp).
+void bind_geometry(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_nn(py::module_& m);

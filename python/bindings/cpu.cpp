@@ -5,33 +5,41 @@
 // (dtype, contiguity, exact shapes) so that a direct call cannot reach a kernel with
 // bad buffers, then release the GIL around every kernel.
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
+
+#include <pybind11/stl.h>
 
 #include "adlk/blas.h"
 #include "adlk/conv.h"
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
+#include "adlk/tuning.h"
 #include "common.h"
+#include "op.h"
 
 using namespace adlk_bind;
 
 namespace {
 
-adlk::Conv2dGeom make_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out,
-                           py::tuple k, py::tuple s, py::tuple p, py::tuple d, index_t groups) {
+using Pair = std::pair<index_t, index_t>;  // (h, w) of a geometry argument
+
+adlk::Conv2dGeom make_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out, Pair k,
+                           Pair s, Pair p, Pair d, index_t groups) {
   adlk::Conv2dGeom g;
   g.N = N, g.C = C, g.H = H, g.W = W, g.C_out = C_out;
-  g.kH = k[0].cast<index_t>(), g.kW = k[1].cast<index_t>();
-  g.sH = s[0].cast<index_t>(), g.sW = s[1].cast<index_t>();
-  g.pH = p[0].cast<index_t>(), g.pW = p[1].cast<index_t>();
-  g.dH = d[0].cast<index_t>(), g.dW = d[1].cast<index_t>();
+  std::tie(g.kH, g.kW) = k;
+  std::tie(g.sH, g.sW) = s;
+  std::tie(g.pH, g.pW) = p;
+  std::tie(g.dH, g.dW) = d;
   g.groups = groups;
   g.finalize();
   return g;
 }
 
-adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, py::tuple k, py::tuple s,
-                             py::tuple p, py::tuple d, index_t groups) {
+adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, Pair k, Pair s, Pair p, Pair d,
+                             index_t groups) {
   if (x.ndim() != 4)
     throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(shape_of(x)));
   return make_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), C_out, k, s, p, d, groups);
@@ -41,7 +49,15 @@ adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, py::tuple k, py:
 // ---- convolution ------------------------------------------------------------
 
 template <typename T>
-py::array_t<T> im2col_t(const py::array& x, py::tuple k, py::tuple s, py::tuple p, py::tuple d) {
+std::size_t conv_workspace_bytes_t(const py::array& x, const py::array& w, Pair s, Pair p, Pair d,
+                                   index_t groups) {
+  if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
+  auto g = geom_from_x(x, w.shape(0), Pair(w.shape(2), w.shape(3)), s, p, d, groups);
+  return adlk::conv_workspace_bytes(g, sizeof(T), adlk::get_num_threads());
+}
+
+template <typename T>
+py::array_t<T> im2col_t(const py::array& x, Pair k, Pair s, Pair p, Pair d) {
   auto g = geom_from_x(x, 0, k, s, p, d, 1);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   auto cols = new_array<T>({g.N, g.col_rows(), g.L()});
@@ -54,8 +70,8 @@ py::array_t<T> im2col_t(const py::array& x, py::tuple k, py::tuple s, py::tuple 
 }
 
 template <typename T>
-py::array_t<T> col2im_t(const py::array& cols, index_t C, index_t H, index_t W, py::tuple k,
-                        py::tuple s, py::tuple p, py::tuple d) {
+py::array_t<T> col2im_t(const py::array& cols, index_t C, index_t H, index_t W, Pair k, Pair s,
+                        Pair p, Pair d) {
   if (cols.ndim() != 3) throw py::value_error("cols: expected a 3-d array");
   auto g = make_geom(cols.shape(0), C, H, W, 0, k, s, p, d, 1);
   const T* pc = in_ptr<T>(cols, "cols", {g.N, g.col_rows(), g.L()});
@@ -70,9 +86,9 @@ py::array_t<T> col2im_t(const py::array& cols, index_t C, index_t H, index_t W, 
 
 template <typename T>
 py::array_t<T> conv2d_forward_t(const py::array& x, const py::array& w, const py::object& b,
-                                py::tuple s, py::tuple p, py::tuple d, index_t groups) {
+                                Pair s, Pair p, Pair d, index_t groups) {
   if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
-  auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d, groups);
+  auto g = geom_from_x(x, w.shape(0), Pair(w.shape(2), w.shape(3)), s, p, d, groups);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   const T* pw = in_ptr<T>(w, "weight", {g.C_out, g.C / g.groups, g.kH, g.kW});
   const T* pb = b.is_none() ? nullptr : in_ptr<T>(b.cast<py::array>(), "bias", {g.C_out});
@@ -86,11 +102,11 @@ py::array_t<T> conv2d_forward_t(const py::array& x, const py::array& w, const py
 }
 
 template <typename T>
-py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::array& w,
-                            py::tuple s, py::tuple p, py::tuple d, index_t groups, bool need_dx,
-                            bool need_dw, bool need_db) {
+py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::array& w, Pair s,
+                            Pair p, Pair d, index_t groups, bool need_dx, bool need_dw,
+                            bool need_db) {
   if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
-  auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d, groups);
+  auto g = geom_from_x(x, w.shape(0), Pair(w.shape(2), w.shape(3)), s, p, d, groups);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   const T* pw = in_ptr<T>(w, "weight", {g.C_out, g.C / g.groups, g.kH, g.kW});
   const T* pdy = in_ptr<T>(dy, "grad_y", {g.N, g.C_out, g.H_out, g.W_out});
@@ -121,23 +137,24 @@ py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::a
 
 // ---- pooling ------------------------------------------------------------------
 
-adlk::Pool2dGeom make_pool_geom(const std::vector<index_t>& in_shape, py::tuple k, py::tuple s,
-                                py::tuple p, py::tuple d, bool ceil_mode) {
+adlk::Pool2dGeom make_pool_geom(const std::vector<index_t>& in_shape, Pair k, Pair s, Pair p,
+                                Pair d, bool ceil_mode) {
   if (in_shape.size() != 4)
     throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(in_shape));
   adlk::Pool2dGeom g;
   g.N = in_shape[0], g.C = in_shape[1], g.H = in_shape[2], g.W = in_shape[3];
-  g.kH = k[0].cast<index_t>(), g.kW = k[1].cast<index_t>();
-  g.sH = s[0].cast<index_t>(), g.sW = s[1].cast<index_t>();
-  g.pH = p[0].cast<index_t>(), g.pW = p[1].cast<index_t>();
-  g.dH = d[0].cast<index_t>(), g.dW = d[1].cast<index_t>();
+  std::tie(g.kH, g.kW) = k;
+  std::tie(g.sH, g.sW) = s;
+  std::tie(g.pH, g.pW) = p;
+  std::tie(g.dH, g.dW) = d;
   g.ceil_mode = ceil_mode;
   g.finalize();
   return g;
 }
 
 template <typename T>
-py::tuple maxpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g) {
+py::tuple maxpool2d_forward_t(const py::array& x, Pair k, Pair s, Pair p, Pair d, bool ceil_mode) {
+  const auto g = make_pool_geom(shape_of(x), k, s, p, d, ceil_mode);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
   auto ind = new_array<std::int64_t>({g.N, g.C, g.H_out, g.W_out});
@@ -151,9 +168,9 @@ py::tuple maxpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g) {
 }
 
 // grad_y/x (N, C, h, w) + indices (same shape) -> (N, C, H, W); unpool or max backward.
-template <typename T>
+template <typename T, bool unpool>
 py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, index_t H,
-                               index_t W, bool unpool) {
+                               index_t W) {
   if (src.ndim() != 4) throw py::value_error("expected a 4-d array");
   const std::vector<index_t> shape = shape_of(src);
   const char* name = unpool ? "x" : "grad_y";
@@ -168,11 +185,11 @@ py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, i
   auto out = new_array<T>({shape[0], shape[1], H, W});
   T* po = out.mutable_data();
   index_t bad;
-  std::int64_t value = 0;  // the bad index as the kernel read it (indices may change meanwhile)
+  std::int64_t value = 0;  // NOLINT  // the bad index as the kernel read it (indices may change meanwhile)
   {
     py::gil_scoped_release nogil;
-    bad = unpool ? adlk::max_unpool2d<T>(ps, pi, g, po, &value)
-                 : adlk::maxpool2d_backward<T>(ps, pi, g, po, &value);
+    if constexpr (unpool) bad = adlk::max_unpool2d<T>(ps, pi, g, po, &value);
+    else bad = adlk::maxpool2d_backward<T>(ps, pi, g, po, &value);
   }
   if (bad >= 0) {
     const index_t plane = bad / std::max<index_t>(1, g.count), i = bad % std::max<index_t>(1, g.count);
@@ -186,7 +203,19 @@ py::array_t<T> index_scatter_t(const py::array& src, const py::array& indices, i
 }
 
 template <typename T>
-py::array_t<T> avgpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g, bool cip) {
+py::array_t<T> maxpool2d_backward_t(const py::array& dy, const py::array& indices, index_t H, index_t W) {
+  return index_scatter_t<T, false>(dy, indices, H, W);
+}
+
+template <typename T>
+py::array_t<T> max_unpool2d_t(const py::array& x, const py::array& indices, index_t H, index_t W) {
+  return index_scatter_t<T, true>(x, indices, H, W);
+}
+
+template <typename T>
+py::array_t<T> avgpool2d_forward_t(const py::array& x, Pair k, Pair s, Pair p, bool ceil_mode,
+                                   bool cip) {
+  const auto g = make_pool_geom(shape_of(x), k, s, p, Pair(1, 1), ceil_mode);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
   T* py_ = y.mutable_data();
@@ -198,7 +227,9 @@ py::array_t<T> avgpool2d_forward_t(const py::array& x, const adlk::Pool2dGeom& g
 }
 
 template <typename T>
-py::array_t<T> avgpool2d_backward_t(const py::array& dy, const adlk::Pool2dGeom& g, bool cip) {
+py::array_t<T> avgpool2d_backward_t(const py::array& dy, const std::vector<index_t>& input_size,
+                                    Pair k, Pair s, Pair p, bool ceil_mode, bool cip) {
+  const auto g = make_pool_geom(input_size, k, s, p, Pair(1, 1), ceil_mode);
   const T* pdy = in_ptr<T>(dy, "grad_y", {g.N, g.C, g.H_out, g.W_out});
   auto dx = new_array<T>({g.N, g.C, g.H, g.W});
   T* pdx = dx.mutable_data();
@@ -224,10 +255,17 @@ PYBIND11_MODULE(_adlk, m) {
     }
   });
 
-  m.def("set_num_threads", &adlk::set_num_threads, py::arg("n"));
-  m.def("get_num_threads", &adlk::get_num_threads);
-  m.def("single_threaded_after_fork", &adlk::single_threaded_after_fork);
-  m.def("build_info", []() {
+  m.attr("MAX_GEOM_ARG") = adlk::kMaxGeomArg;
+  m.attr("MAX_THREADS") = adlk::kMaxThreads;
+  m.attr("SUM_CHUNK") = adlk::kSumChunk;
+
+  def_op(m, "set_num_threads", "Threads of every kernel (OpenMP teams; BLAS runs one per thread).",
+         &adlk::set_num_threads, py::arg("n"));
+  def_op(m, "get_num_threads", "Threads the next kernel will use.", &adlk::get_num_threads);
+  def_op(m, "single_threaded_after_fork",
+         "True in a process forked after kernels may have started threads (kernels then run on one).",
+         &adlk::single_threaded_after_fork);
+  def_op(m, "build_info", "Compiler, OpenMP, BLAS and sanitizer settings of this build.", []() {
     py::dict d;
     d["compiler"] = adlk::compiler_version();
     d["openmp"] = adlk::openmp_version();
@@ -239,64 +277,40 @@ PYBIND11_MODULE(_adlk, m) {
     return d;
   });
 
-  m.def("im2col", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p, py::tuple d) {
-    return is_double(x) ? py::object(im2col_t<double>(x, k, s, p, d))
-                        : py::object(im2col_t<float>(x, k, s, p, d));
-  });
-  m.def("col2im", [](const py::array& cols, index_t C, index_t H, index_t W, py::tuple k,
-                     py::tuple s, py::tuple p, py::tuple d) {
-    return is_double(cols) ? py::object(col2im_t<double>(cols, C, H, W, k, s, p, d))
-                           : py::object(col2im_t<float>(cols, C, H, W, k, s, p, d));
-  });
-  m.def("conv2d_forward", [](const py::array& x, const py::array& w, const py::object& b,
-                             py::tuple s, py::tuple p, py::tuple d, index_t groups) {
-    return is_double(x) ? py::object(conv2d_forward_t<double>(x, w, b, s, p, d, groups))
-                        : py::object(conv2d_forward_t<float>(x, w, b, s, p, d, groups));
-  });
-  m.def("conv2d_backward",
-        [](const py::array& dy, const py::array& x, const py::array& w, py::tuple s, py::tuple p,
-           py::tuple d, index_t groups, bool need_dx, bool need_dw, bool need_db) {
-          return is_double(x)
-                     ? conv2d_backward_t<double>(dy, x, w, s, p, d, groups, need_dx, need_dw, need_db)
-                     : conv2d_backward_t<float>(dy, x, w, s, p, d, groups, need_dx, need_dw, need_db);
-        });
-  m.def("conv_workspace_bytes",
-        [](const py::array& x, const py::array& w, py::tuple s, py::tuple p, py::tuple d,
-           index_t groups) {
-          if (w.ndim() != 4) throw py::value_error("weight: expected a 4-d array");
-          auto g = geom_from_x(x, w.shape(0), py::make_tuple(w.shape(2), w.shape(3)), s, p, d,
-                               groups);
-          return adlk::conv_workspace_bytes(g, is_double(x) ? sizeof(double) : sizeof(float),
-                                            adlk::get_num_threads());
-        });
+  bind_geometry(m);
 
-  m.def("maxpool2d_forward", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p,
-                                py::tuple d, bool ceil_mode) {
-    auto g = make_pool_geom(shape_of(x), k, s, p, d, ceil_mode);
-    return is_double(x) ? maxpool2d_forward_t<double>(x, g) : maxpool2d_forward_t<float>(x, g);
-  });
-  m.def("maxpool2d_backward", [](const py::array& dy, const py::array& ind, index_t H, index_t W) {
-    return is_double(dy) ? py::object(index_scatter_t<double>(dy, ind, H, W, false))
-                         : py::object(index_scatter_t<float>(dy, ind, H, W, false));
-  });
-  m.def("max_unpool2d", [](const py::array& x, const py::array& ind, index_t H, index_t W) {
-    return is_double(x) ? py::object(index_scatter_t<double>(x, ind, H, W, true))
-                        : py::object(index_scatter_t<float>(x, ind, H, W, true));
-  });
-  m.def("avgpool2d_forward", [](const py::array& x, py::tuple k, py::tuple s, py::tuple p,
-                                bool ceil_mode, bool cip) {
-    auto g = make_pool_geom(shape_of(x), k, s, p, py::make_tuple(1, 1), ceil_mode);
-    return is_double(x) ? py::object(avgpool2d_forward_t<double>(x, g, cip))
-                        : py::object(avgpool2d_forward_t<float>(x, g, cip));
-  });
-  m.def("avgpool2d_backward", [](const py::array& dy, py::tuple input_size, py::tuple k,
-                                 py::tuple s, py::tuple p, bool ceil_mode, bool cip) {
-    std::vector<index_t> in_shape;
-    for (auto v : input_size) in_shape.push_back(v.cast<index_t>());
-    auto g = make_pool_geom(in_shape, k, s, p, py::make_tuple(1, 1), ceil_mode);
-    return is_double(dy) ? py::object(avgpool2d_backward_t<double>(dy, g, cip))
-                         : py::object(avgpool2d_backward_t<float>(dy, g, cip));
-  });
+  def_op(m, "im2col", "x (N, C, H, W) -> cols (N, C*kH*kW, H_out*W_out) (unfold).",
+         FLOAT_IMPL(im2col_t, 0), py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
+         py::arg("padding"), py::arg("dilation"));
+  def_op(m, "col2im", "cols (N, C*kH*kW, L) -> x (N, C, H, W), overlapping windows summed (fold).",
+         FLOAT_IMPL(col2im_t, 0), py::arg("cols"), py::arg("C"), py::arg("H"), py::arg("W"),
+         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"));
+  def_op(m, "conv2d_forward", "y (N, C_out, H_out, W_out) = conv2d(x, weight) + bias.",
+         FLOAT_IMPL(conv2d_forward_t, 0), py::arg("x"), py::arg("weight"), py::arg("bias"),
+         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+  def_op(m, "conv2d_backward", "(grad_x, grad_weight, grad_bias) of conv2d_forward; None where not needed.",
+         FLOAT_IMPL(conv2d_backward_t, 1), py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+         py::arg("need_x"), py::arg("need_weight"), py::arg("need_bias"));
+  def_op(m, "conv_workspace_bytes", "Scratch bytes conv2d_backward uses with the current thread count.",
+         FLOAT_IMPL(conv_workspace_bytes_t, 0), py::arg("x"), py::arg("weight"), py::arg("stride"),
+         py::arg("padding"), py::arg("dilation"), py::arg("groups"));
+
+  def_op(m, "maxpool2d_forward", "(y, indices) of max pooling; indices h*W + w in the input plane.",
+         FLOAT_IMPL(maxpool2d_forward_t, 0), py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
+         py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"));
+  def_op(m, "maxpool2d_backward", "grad_x (N, C, H, W): grad_y routed to each argmax, summed.",
+         FLOAT_IMPL(maxpool2d_backward_t, 0), py::arg("grad_y"), py::arg("indices"), py::arg("H"),
+         py::arg("W"));
+  def_op(m, "max_unpool2d", "y (N, C, H, W): zeros except x at its indices (the last of duplicates).",
+         FLOAT_IMPL(max_unpool2d_t, 0), py::arg("x"), py::arg("indices"), py::arg("H"), py::arg("W"));
+  def_op(m, "avgpool2d_forward", "y (N, C, H_out, W_out): average pooling.",
+         FLOAT_IMPL(avgpool2d_forward_t, 0), py::arg("x"), py::arg("kernel_size"), py::arg("stride"),
+         py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"));
+  def_op(m, "avgpool2d_backward", "grad_x (N, C, H, W) of avgpool2d_forward.",
+         FLOAT_IMPL(avgpool2d_backward_t, 0), py::arg("grad_y"), py::arg("input_size"),
+         py::arg("kernel_size"), py::arg("stride"), py::arg("padding"), py::arg("ceil_mode"),
+         py::arg("count_include_pad"));
 
   bind_rnn(m);
   bind_optim(m);

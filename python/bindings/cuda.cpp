@@ -3,18 +3,22 @@
 #include <pybind11/pybind11.h>
 
 #include "adlk/cuda/device.h"
+#include "cuda_common.h"
+#include "op.h"
 
 namespace py = pybind11;
-
-void bind_cuda_conv(py::module_& m);
-void bind_cuda_pool(py::module_& m);
+using namespace adlk_bind;
 
 PYBIND11_MODULE(_adlk_cuda, m) {
   m.doc() = "adlkernels CUDA kernels (internal: use the adlkernels package).";
-  m.def("device_count", &adlk::cuda::device_count);
-  m.def("runtime_version", &adlk::cuda::runtime_version);
-  m.def("driver_version", &adlk::cuda::driver_version);
-  m.def("architectures", &adlk::cuda::architectures);
+  // The geometry classes (Conv2dGeom, Pool2dGeom) that the kernels take are bound once,
+  // in the CPU module: load it first so that pybind11 knows them.
+  py::module_::import("adlkernels._adlk");
+  def_op(m, "device_count", "CUDA devices visible to this process (0 without a driver).",
+         &adlk::cuda::device_count);
+  def_op(m, "runtime_version", "The CUDA runtime version (e.g. 12040).", &adlk::cuda::runtime_version);
+  def_op(m, "driver_version", "The CUDA driver version, 0 without a driver.", &adlk::cuda::driver_version);
+  def_op(m, "architectures", "The GPU architectures this build has code for.", &adlk::cuda::architectures);
   bind_cuda_conv(m);
   bind_cuda_pool(m);
 }

@@ -1,6 +1,8 @@
 // Shared by the CUDA bindings: device pointers and streams cross from Python as ints.
 #pragma once
 
+#include <pybind11/pybind11.h>
+
 #include <cstdint>
 
 namespace adlk_bind {
@@ -11,5 +13,8 @@ T* dev_ptr(std::uintptr_t p) {
 }
 
 inline void* as_stream(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
+
+void bind_cuda_conv(pybind11::module_& m);
+void bind_cuda_pool(pybind11::module_& m);
 
 }  // namespace adlk_bind

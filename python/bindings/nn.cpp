@@ -7,6 +7,7 @@
 
 #include "adlk/nn.h"
 #include "common.h"
+#include "op.h"
 
 namespace adlk_bind {
 
@@ -175,27 +176,27 @@ py::tuple linear_backward_t(const py::array& dy, const py::array& x, const py::a
 }
 
 template <typename T>
-py::array_t<T> activation_forward_t(const py::array& x, int act, double slope) {
+py::array_t<T> activation_forward_t(const py::array& x, adlk::Activation act, double slope) {
   const T* px = in_ptr<T>(x, "x", shape_of(x));
   auto y = new_array<T>(shape_of(x));
   T* py_ = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    adlk::activation_forward<T>(x.size(), px, adlk::Activation(act), slope, py_);
+    adlk::activation_forward<T>(x.size(), px, act, slope, py_);
   }
   return y;
 }
 
 template <typename T>
-py::array_t<T> activation_backward_t(const py::array& dy, const py::array& s, int act,
-                                     double slope) {
+py::array_t<T> activation_backward_t(const py::array& dy, const py::array& s,
+                                     adlk::Activation act, double slope) {
   const T* pdy = in_ptr<T>(dy, "grad_y", shape_of(dy));
-  const T* ps = in_ptr<T>(s, act >= 2 ? "y" : "x", shape_of(dy));
+  const T* ps = in_ptr<T>(s, adlk::backward_takes_output(act) ? "y" : "x", shape_of(dy));
   auto gx = new_array<T>(shape_of(dy));
   T* pgx = gx.mutable_data();
   {
     py::gil_scoped_release nogil;
-    adlk::activation_backward<T>(dy.size(), pdy, ps, adlk::Activation(act), slope, pgx);
+    adlk::activation_backward<T>(dy.size(), pdy, ps, act, slope, pgx);
   }
   return gx;
 }
@@ -230,7 +231,7 @@ py::array_t<T> softmax_backward_t(const py::array& dy, const py::array& y, bool 
 }
 
 template <typename T>
-py::tuple cross_entropy_t(const py::array& logits, const py::array& targets, int red,
+py::tuple cross_entropy_t(const py::array& logits, const py::array& targets, adlk::Reduction red,
                           std::int64_t ignore_index) {
   if (logits.ndim() != 2) throw py::value_error("logits: expected (B, K)");
   const index_t B = logits.shape(0), K = logits.shape(1);
@@ -240,17 +241,18 @@ py::tuple cross_entropy_t(const py::array& logits, const py::array& targets, int
   T* pg = grad.mutable_data();
   py::object rows = py::none();
   T* pr = nullptr;
-  if (red == 2) { auto a = new_array<T>({B}); pr = a.mutable_data(); rows = a; }
+  if (red == adlk::Reduction::kNone) { auto a = new_array<T>({B}); pr = a.mutable_data(); rows = a; }
   double loss;
   {
     py::gil_scoped_release nogil;
-    loss = adlk::softmax_cross_entropy<T>(B, K, px, pt, adlk::Reduction(red), ignore_index, pg, pr);
+    loss = adlk::softmax_cross_entropy<T>(B, K, px, pt, red, ignore_index, pg, pr);
   }
-  return py::make_tuple(red == 2 ? rows : py::object(py::float_(loss)), grad);
+  return py::make_tuple(red == adlk::Reduction::kNone ? rows : py::object(py::float_(loss)), grad);
 }
 
 template <typename T>
-py::tuple loss_t(const py::array& p, const py::array& t, int kind, int red, double delta) {
+py::tuple loss_t(const py::array& p, const py::array& t, adlk::LossKind kind,
+                 adlk::Reduction red, double delta) {
   const index_t n = p.size();
   const T* pp = in_ptr<T>(p, "pred", {n});
   const T* pt = in_ptr<T>(t, "target", {n});
@@ -258,84 +260,84 @@ py::tuple loss_t(const py::array& p, const py::array& t, int kind, int red, doub
   T* pg = grad.mutable_data();
   py::object elems = py::none();
   T* pe = nullptr;
-  if (red == 2) { auto a = new_array<T>({n}); pe = a.mutable_data(); elems = a; }
+  if (red == adlk::Reduction::kNone) { auto a = new_array<T>({n}); pe = a.mutable_data(); elems = a; }
   double loss;
   {
     py::gil_scoped_release nogil;
-    loss = adlk::elementwise_loss<T>(n, pp, pt, adlk::LossKind(kind), adlk::Reduction(red), delta, pg, pe);
+    loss = adlk::elementwise_loss<T>(n, pp, pt, kind, red, delta, pg, pe);
   }
-  return py::make_tuple(red == 2 ? elems : py::object(py::float_(loss)), grad);
+  return py::make_tuple(red == adlk::Reduction::kNone ? elems : py::object(py::float_(loss)), grad);
 }
 
 }  // namespace
 
 void bind_nn(py::module_& m) {
-#define ADLK_DISPATCH(arr, call) (is_double(arr) ? py::object(call<double>) : py::object(call<float>))
-  m.def("batchnorm_forward", [](const py::array& x, const py::object& w, const py::object& b,
-                                const py::object& rm, const py::object& rv, bool training,
-                                double momentum, double eps) {
-    return is_double(x) ? batchnorm_forward_t<double>(x, w, b, rm, rv, training, momentum, eps)
-                        : batchnorm_forward_t<float>(x, w, b, rm, rv, training, momentum, eps);
-  });
-  m.def("batchnorm_backward", [](const py::array& dy, const py::array& x, const py::object& w,
-                                 const py::array& sm, const py::array& si, bool training) {
-    return is_double(x) ? batchnorm_backward_t<double>(dy, x, w, sm, si, training)
-                        : batchnorm_backward_t<float>(dy, x, w, sm, si, training);
-  });
-  m.def("layernorm_forward", [](const py::array& x, const py::object& w, const py::object& b, double eps) {
-    return is_double(x) ? layernorm_forward_t<double>(x, w, b, eps) : layernorm_forward_t<float>(x, w, b, eps);
-  });
-  m.def("layernorm_backward", [](const py::array& dy, const py::array& x, const py::array& mean,
-                                 const py::array& rstd, const py::object& w) {
-    return is_double(x) ? layernorm_backward_t<double>(dy, x, mean, rstd, w)
-                        : layernorm_backward_t<float>(dy, x, mean, rstd, w);
-  });
-  m.def("dropout_forward", [](const py::array& x, double p, std::uint64_t seed) {
-    return is_double(x) ? dropout_forward_t<double>(x, p, seed) : dropout_forward_t<float>(x, p, seed);
-  });
-  m.def("dropout_backward", [](const py::array& dy, const py::array& mask, double p) {
-    return is_double(dy) ? py::object(dropout_backward_t<double>(dy, mask, p))
-                         : py::object(dropout_backward_t<float>(dy, mask, p));
-  });
-  m.def("philox4x32_10", [](std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3,
-                            std::uint32_t k0, std::uint32_t k1) {
-    const std::uint32_t ctr[4] = {c0, c1, c2, c3}, key[2] = {k0, k1};
-    std::uint32_t out[4];
-    adlk::philox4x32_10(ctr, key, out);
-    return py::make_tuple(out[0], out[1], out[2], out[3]);
-  });
-  m.def("linear_forward", [](const py::array& x, const py::array& w, const py::object& b) {
-    return is_double(x) ? py::object(linear_forward_t<double>(x, w, b)) : py::object(linear_forward_t<float>(x, w, b));
-  });
-  m.def("linear_backward", [](const py::array& dy, const py::array& x, const py::array& w,
-                              bool nx, bool nw, bool nb) {
-    return is_double(x) ? linear_backward_t<double>(dy, x, w, nx, nw, nb)
-                        : linear_backward_t<float>(dy, x, w, nx, nw, nb);
-  });
-  m.def("activation_forward", [](const py::array& x, int act, double slope) {
-    return is_double(x) ? py::object(activation_forward_t<double>(x, act, slope))
-                        : py::object(activation_forward_t<float>(x, act, slope));
-  });
-  m.def("activation_backward", [](const py::array& dy, const py::array& s, int act, double slope) {
-    return is_double(dy) ? py::object(activation_backward_t<double>(dy, s, act, slope))
-                         : py::object(activation_backward_t<float>(dy, s, act, slope));
-  });
-  m.def("softmax_forward", [](const py::array& x, bool log) {
-    return is_double(x) ? py::object(softmax_forward_t<double>(x, log)) : py::object(softmax_forward_t<float>(x, log));
-  });
-  m.def("softmax_backward", [](const py::array& dy, const py::array& y, bool log) {
-    return is_double(y) ? py::object(softmax_backward_t<double>(dy, y, log))
-                        : py::object(softmax_backward_t<float>(dy, y, log));
-  });
-  m.def("softmax_cross_entropy", [](const py::array& logits, const py::array& targets, int red,
-                                    std::int64_t ignore_index) {
-    return is_double(logits) ? cross_entropy_t<double>(logits, targets, red, ignore_index)
-                             : cross_entropy_t<float>(logits, targets, red, ignore_index);
-  });
-  m.def("elementwise_loss", [](const py::array& p, const py::array& t, int kind, int red, double delta) {
-    return is_double(p) ? loss_t<double>(p, t, kind, red, delta) : loss_t<float>(p, t, kind, red, delta);
-  });
-#undef ADLK_DISPATCH
+  // The enums of adlk/nn.h, with the properties the Python layer needs.
+  py::enum_<adlk::Activation>(m, "Activation", "Pointwise activation of activation_forward/backward.")
+      .value("relu", adlk::Activation::kRelu)
+      .value("leaky_relu", adlk::Activation::kLeakyRelu)
+      .value("sigmoid", adlk::Activation::kSigmoid)
+      .value("tanh", adlk::Activation::kTanh)
+      .def_property_readonly(
+          "backward_takes_output", [](adlk::Activation a) { return adlk::backward_takes_output(a); },
+          "True when the backward reads the forward's output y, False when its input x.");
+  py::enum_<adlk::Reduction>(m, "Reduction", "How a loss reduces its per-element values.")
+      .value("mean", adlk::Reduction::kMean)
+      .value("sum", adlk::Reduction::kSum)
+      .value("none", adlk::Reduction::kNone);
+  py::enum_<adlk::LossKind>(m, "LossKind", "Elementwise loss of elementwise_loss.")
+      .value("mse", adlk::LossKind::kMse)
+      .value("l1", adlk::LossKind::kL1)
+      .value("huber", adlk::LossKind::kHuber);
+
+  def_op(m, "batchnorm_forward", "(y, save_mean, save_invstd) of batch norm; running stats updated in training.",
+         FLOAT_IMPL(batchnorm_forward_t, 0), py::arg("x"), py::arg("weight"), py::arg("bias"),
+         py::arg("running_mean"), py::arg("running_var"), py::arg("training"), py::arg("momentum"),
+         py::arg("eps"));
+  def_op(m, "batchnorm_backward", "(grad_x, grad_weight, grad_bias) of batchnorm_forward.",
+         FLOAT_IMPL(batchnorm_backward_t, 1), py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+         py::arg("save_mean"), py::arg("save_invstd"), py::arg("training"));
+  def_op(m, "layernorm_forward", "(y, mean, rstd) of layer norm over the rows of x (rows, D).",
+         FLOAT_IMPL(layernorm_forward_t, 0), py::arg("x"), py::arg("weight"), py::arg("bias"),
+         py::arg("eps"));
+  def_op(m, "layernorm_backward", "(grad_x, grad_weight, grad_bias) of layernorm_forward.",
+         FLOAT_IMPL(layernorm_backward_t, 1), py::arg("grad_y"), py::arg("x"), py::arg("mean"),
+         py::arg("rstd"), py::arg("weight"));
+  def_op(m, "dropout_forward", "(y, mask) of inverted dropout over flat x, mask by Philox from (seed, index).",
+         FLOAT_IMPL(dropout_forward_t, 0), py::arg("x"), py::arg("p"), py::arg("seed"));
+  def_op(m, "dropout_backward", "grad_x = grad_y * mask / (1 - p) over flat arrays.",
+         FLOAT_IMPL(dropout_backward_t, 0), py::arg("grad_y"), py::arg("mask"), py::arg("p"));
+  def_op(
+      m, "philox4x32_10", "The four output words of Philox-4x32-10 for one counter and key.",
+      [](std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3, std::uint32_t k0,
+         std::uint32_t k1) {
+        const std::uint32_t ctr[4] = {c0, c1, c2, c3}, key[2] = {k0, k1};
+        std::uint32_t out[4];
+        adlk::philox4x32_10(ctr, key, out);
+        return py::make_tuple(out[0], out[1], out[2], out[3]);
+      },
+      py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"), py::arg("k1"));
+  def_op(m, "linear_forward", "y (B, O) = x (B, I) @ weight (O, I).T + bias.",
+         FLOAT_IMPL(linear_forward_t, 0), py::arg("x"), py::arg("weight"), py::arg("bias"));
+  def_op(m, "linear_backward", "(grad_x, grad_weight, grad_bias) of linear_forward; None where not needed.",
+         FLOAT_IMPL(linear_backward_t, 1), py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+         py::arg("need_x"), py::arg("need_weight"), py::arg("need_bias"));
+  def_op(m, "activation_forward", "y = act(x) elementwise (slope: leaky_relu's negative slope).",
+         FLOAT_IMPL(activation_forward_t, 0), py::arg("x"), py::arg("act"), py::arg("slope"));
+  def_op(m, "activation_backward",
+         "grad_x of activation_forward from grad_y and saved (y where act.backward_takes_output, else x).",
+         FLOAT_IMPL(activation_backward_t, 0), py::arg("grad_y"), py::arg("saved"), py::arg("act"),
+         py::arg("slope"));
+  def_op(m, "softmax_forward", "Softmax (or log-softmax) over the rows of x (rows, K).",
+         FLOAT_IMPL(softmax_forward_t, 0), py::arg("x"), py::arg("log"));
+  def_op(m, "softmax_backward", "grad_x of softmax_forward from grad_y and its output y.",
+         FLOAT_IMPL(softmax_backward_t, 1), py::arg("grad_y"), py::arg("y"), py::arg("log"));
+  def_op(m, "softmax_cross_entropy", "(loss, grad_logits) of softmax cross-entropy against int64 targets.",
+         FLOAT_IMPL(cross_entropy_t, 0), py::arg("logits"), py::arg("targets"), py::arg("reduction"),
+         py::arg("ignore_index"));
+  def_op(m, "elementwise_loss", "(loss, grad_pred) of an elementwise loss over flat pred and target.",
+         FLOAT_IMPL(loss_t, 0), py::arg("pred"), py::arg("target"), py::arg("kind"),
+         py::arg("reduction"), py::arg("delta"));
 }
 
 }  // namespace adlk_bind

@@ -11,6 +11,7 @@
 
 #include "adlk/optim.h"
 #include "common.h"
+#include "op.h"
 
 namespace adlk_bind {
 
@@ -126,11 +127,6 @@ TensorList<T> tensor_list(const py::object& obj, const char* name, bool writeabl
 }
 
 // The dtype of a call: that of the first param (float64 or float32); none means no work.
-int list_dtype(const py::list& params) {
-  if (params.empty()) return 0;
-  return is_double(params[0].cast<py::array>()) ? 2 : 1;
-}
-
 template <typename T>
 T* const* ptrs_or_null(const TensorList<T>& l, bool used) {
   return used ? l.ptrs.data() : nullptr;
@@ -201,6 +197,7 @@ void adam_t(const py::list& params, const py::list& grads, const py::list& m, co
 
 template <typename T>
 double norm_t(const py::list& tensors, double norm_type) {
+  if (tensors.empty()) return 0.0;
   std::vector<Extent> ext;
   auto t = tensor_list<T>(tensors, "grads", false, nullptr, ext);
   for (Extent& e : ext) e.written = true;  // clip_grad_norm scales them next: check them now
@@ -212,6 +209,7 @@ double norm_t(const py::list& tensors, double norm_type) {
 
 template <typename T>
 void scale_t(const py::list& tensors, double factor) {
+  if (tensors.empty()) return;
   std::vector<Extent> ext;
   auto t = tensor_list<T>(tensors, "grads", true, nullptr, ext);
   check_no_overlap("clip_grad_norm", ext);
@@ -220,63 +218,76 @@ void scale_t(const py::list& tensors, double factor) {
                          factor);
 }
 
+// Hyperparameters arrive as keyword-named scalars and are gathered into the core's
+// Hyper structs here.
+template <typename T>
+void sgd_op(const py::list& params, const py::list& grads, const py::object& bufs, index_t step,
+            double lr, double momentum, double dampening, bool nesterov, double weight_decay,
+            bool maximize) {
+  if (params.empty()) return;  // nothing to update (no list is checked)
+  adlk::SgdHyper h;
+  h.step = step, h.lr = lr, h.momentum = momentum, h.dampening = dampening;
+  h.nesterov = nesterov, h.weight_decay = weight_decay, h.maximize = maximize;
+  sgd_t<T>(params, grads, bufs, h);
+}
+
+template <typename T>
+void adagrad_op(const py::list& params, const py::list& grads, const py::list& sums, index_t step,
+                double lr, double lr_decay, double weight_decay, double eps, bool maximize) {
+  if (params.empty()) return;  // nothing to update (no list is checked)
+  adlk::AdagradHyper h;
+  h.step = step, h.lr = lr, h.lr_decay = lr_decay, h.weight_decay = weight_decay, h.eps = eps;
+  h.maximize = maximize;
+  adagrad_t<T>(params, grads, sums, h);
+}
+
+template <typename T>
+void rmsprop_op(const py::list& params, const py::list& grads, const py::list& sq,
+                const py::object& bufs, const py::object& gavg, index_t step, double lr,
+                double alpha, double eps, double weight_decay, double momentum, bool maximize) {
+  if (params.empty()) return;  // nothing to update (no list is checked)
+  adlk::RmspropHyper h;
+  h.step = step, h.lr = lr, h.alpha = alpha, h.eps = eps, h.weight_decay = weight_decay;
+  h.momentum = momentum, h.centered = !gavg.is_none(), h.maximize = maximize;
+  rmsprop_t<T>(params, grads, sq, bufs, gavg, h);
+}
+
+template <typename T>
+void adam_op(const py::list& params, const py::list& grads, const py::list& m_, const py::list& v,
+             const py::object& vmax, index_t step, double lr, double beta1, double beta2,
+             double eps, double weight_decay, bool decoupled, bool maximize) {
+  if (params.empty()) return;  // nothing to update (no list is checked)
+  adlk::AdamHyper h;
+  h.step = step, h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps;
+  h.weight_decay = weight_decay, h.decoupled_weight_decay = decoupled;
+  h.amsgrad = !vmax.is_none(), h.maximize = maximize;
+  adam_t<T>(params, grads, m_, v, vmax, h);
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
-  m.def("sgd_step", [](const py::list& params, const py::list& grads, const py::object& bufs,
-                       index_t step, double lr, double momentum, double dampening, bool nesterov,
-                       double weight_decay, bool maximize) {
-    adlk::SgdHyper h;
-    h.step = step, h.lr = lr, h.momentum = momentum, h.dampening = dampening;
-    h.nesterov = nesterov, h.weight_decay = weight_decay, h.maximize = maximize;
-    const int dt = list_dtype(params);
-    if (dt == 2) sgd_t<double>(params, grads, bufs, h);
-    if (dt == 1) sgd_t<float>(params, grads, bufs, h);
-  });
-  m.def("adagrad_step", [](const py::list& params, const py::list& grads, const py::list& sums,
-                           index_t step, double lr, double lr_decay, double weight_decay,
-                           double eps, bool maximize) {
-    adlk::AdagradHyper h;
-    h.step = step, h.lr = lr, h.lr_decay = lr_decay, h.weight_decay = weight_decay, h.eps = eps;
-    h.maximize = maximize;
-    const int dt = list_dtype(params);
-    if (dt == 2) adagrad_t<double>(params, grads, sums, h);
-    if (dt == 1) adagrad_t<float>(params, grads, sums, h);
-  });
-  m.def("rmsprop_step", [](const py::list& params, const py::list& grads, const py::list& sq,
-                           const py::object& bufs, const py::object& gavg, index_t step, double lr,
-                           double alpha, double eps, double weight_decay, double momentum,
-                           bool maximize) {
-    adlk::RmspropHyper h;
-    h.step = step, h.lr = lr, h.alpha = alpha, h.eps = eps, h.weight_decay = weight_decay;
-    h.momentum = momentum, h.centered = !gavg.is_none(), h.maximize = maximize;
-    const int dt = list_dtype(params);
-    if (dt == 2) rmsprop_t<double>(params, grads, sq, bufs, gavg, h);
-    if (dt == 1) rmsprop_t<float>(params, grads, sq, bufs, gavg, h);
-  });
-  m.def("adam_step", [](const py::list& params, const py::list& grads, const py::list& m_,
-                        const py::list& v, const py::object& vmax, index_t step, double lr,
-                        double beta1, double beta2, double eps, double weight_decay,
-                        bool decoupled, bool maximize) {
-    adlk::AdamHyper h;
-    h.step = step, h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps;
-    h.weight_decay = weight_decay, h.decoupled_weight_decay = decoupled;
-    h.amsgrad = !vmax.is_none(), h.maximize = maximize;
-    const int dt = list_dtype(params);
-    if (dt == 2) adam_t<double>(params, grads, m_, v, vmax, h);
-    if (dt == 1) adam_t<float>(params, grads, m_, v, vmax, h);
-  });
-  m.def("grad_norm", [](const py::list& tensors, double norm_type) {
-    const int dt = list_dtype(tensors);
-    if (dt == 2) return norm_t<double>(tensors, norm_type);
-    if (dt == 1) return norm_t<float>(tensors, norm_type);
-    return 0.0;
-  });
-  m.def("scale_arrays", [](const py::list& tensors, double factor) {
-    const int dt = list_dtype(tensors);
-    if (dt == 2) scale_t<double>(tensors, factor);
-    if (dt == 1) scale_t<float>(tensors, factor);
-  });
+  def_op(m, "sgd_step", "SGD (momentum, Nesterov, weight decay) over lists of arrays, in place.",
+         FLOAT_IMPL(sgd_op, 0), py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
+         py::arg("step"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
+         py::arg("nesterov"), py::arg("weight_decay"), py::arg("maximize"));
+  def_op(m, "adagrad_step", "Adagrad over lists of arrays, in place.", FLOAT_IMPL(adagrad_op, 0),
+         py::arg("params"), py::arg("grads"), py::arg("state_sums"), py::arg("step"), py::arg("lr"),
+         py::arg("lr_decay"), py::arg("weight_decay"), py::arg("eps"), py::arg("maximize"));
+  def_op(m, "rmsprop_step", "RMSprop (momentum, centered) over lists of arrays, in place.",
+         FLOAT_IMPL(rmsprop_op, 0), py::arg("params"), py::arg("grads"), py::arg("square_avgs"),
+         py::arg("momentum_buffers"), py::arg("grad_avgs"), py::arg("step"), py::arg("lr"),
+         py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
+         py::arg("maximize"));
+  def_op(m, "adam_step", "Adam / AdamW (amsgrad when max_exp_avg_sqs is a list) over lists of arrays, in place.",
+         FLOAT_IMPL(adam_op, 0), py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+         py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("step"), py::arg("lr"),
+         py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+         py::arg("decoupled_weight_decay"), py::arg("maximize"));
+  def_op(m, "grad_norm", "The norm_type-norm of all arrays together, in fixed chunks (0.0 for none).",
+         FLOAT_IMPL(norm_t, 0), py::arg("grads"), py::arg("norm_type"));
+  def_op(m, "scale_arrays", "Multiplies every array of the list by factor, in place.",
+         FLOAT_IMPL(scale_t, 0), py::arg("grads"), py::arg("factor"));
 }
 
 }  // namespace adlk_bind

@@ -7,6 +7,7 @@
 
 #include "adlk/rnn.h"
 #include "common.h"
+#include "op.h"
 
 namespace adlk_bind {
 
@@ -307,65 +308,34 @@ py::tuple attention_backward_t(const py::array& grad_context, const py::object& 
 }  // namespace
 
 void bind_rnn(py::module_& m) {
-  m.def("lstm_forward", [](const py::array& x, const py::array& h0, const py::array& c0,
-                           const py::array& w_ih, const py::array& w_hh, const py::object& b_ih,
-                           const py::object& b_hh, bool reverse, const py::array& y,
-                           bool want_final) {
-    return is_double(x) ? lstm_forward_t<double>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, want_final)
-                        : lstm_forward_t<float>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, want_final);
-  });
-  m.def("lstm_backward",
-        [](const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n,
-           const py::array& x, const py::array& h0, const py::array& c0, const py::array& w_ih,
-           const py::array& w_hh, bool has_bias, const py::array& gates, const py::array& cells,
-           const py::object& y, bool reverse) {
-          return is_double(x) ? lstm_backward_t<double>(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                                        w_hh, has_bias, gates, cells, y, reverse)
-                              : lstm_backward_t<float>(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
-                                                       w_hh, has_bias, gates, cells, y, reverse);
-        });
-  m.def("gru_cell_forward", [](const py::array& x, const py::array& h, const py::array& w_ih,
-                               const py::array& w_hh, const py::object& b_ih,
-                               const py::object& b_hh) {
-    return is_double(x) ? gru_cell_forward_t<double>(x, h, w_ih, w_hh, b_ih, b_hh)
-                        : gru_cell_forward_t<float>(x, h, w_ih, w_hh, b_ih, b_hh);
-  });
-  m.def("gru_cell_backward",
-        [](const py::array& grad, const py::array& x, const py::array& h, const py::array& w_ih,
-           const py::array& w_hh, const py::array& gates, const py::array& hn, bool need_b_ih,
-           bool need_b_hh) {
-          return is_double(x) ? gru_cell_backward_t<double>(grad, x, h, w_ih, w_hh, gates, hn,
-                                                            need_b_ih, need_b_hh)
-                              : gru_cell_backward_t<float>(grad, x, h, w_ih, w_hh, gates, hn,
-                                                           need_b_ih, need_b_hh);
-        });
-  m.def("rnn_cell_forward", [](const py::array& x, const py::array& h, const py::array& w_ih,
-                               const py::array& w_hh, const py::object& b_ih,
-                               const py::object& b_hh, bool relu) {
-    return is_double(x) ? py::object(rnn_cell_forward_t<double>(x, h, w_ih, w_hh, b_ih, b_hh, relu))
-                        : py::object(rnn_cell_forward_t<float>(x, h, w_ih, w_hh, b_ih, b_hh, relu));
-  });
-  m.def("rnn_cell_backward",
-        [](const py::array& grad, const py::array& x, const py::array& h, const py::array& w_ih,
-           const py::array& w_hh, const py::array& h_next, bool relu, bool has_bias) {
-          return is_double(x) ? rnn_cell_backward_t<double>(grad, x, h, w_ih, w_hh, h_next, relu, has_bias)
-                              : rnn_cell_backward_t<float>(grad, x, h, w_ih, w_hh, h_next, relu, has_bias);
-        });
-  m.def("attention_forward", [](const py::array& query, const py::array& keys,
-                                const py::array& w_query, const py::array& w_key,
-                                const py::array& v, const py::object& mask) {
-    return is_double(query) ? attention_forward_t<double>(query, keys, w_query, w_key, v, mask)
-                            : attention_forward_t<float>(query, keys, w_query, w_key, v, mask);
-  });
-  m.def("attention_backward",
-        [](const py::array& gc, const py::object& gw, const py::array& query,
-           const py::array& keys, const py::array& w_query, const py::array& w_key,
-           const py::array& v, const py::array& tanh_act, const py::array& weights) {
-          return is_double(query) ? attention_backward_t<double>(gc, gw, query, keys, w_query, w_key,
-                                                                 v, tanh_act, weights)
-                                  : attention_backward_t<float>(gc, gw, query, keys, w_query, w_key,
-                                                                v, tanh_act, weights);
-        });
+  def_op(m, "lstm_forward",
+         "(h_n, c_n, gates, cells) of an LSTM over x (T, B, I), writing y into out (T, B, H).",
+         FLOAT_IMPL(lstm_forward_t, 0), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"),
+         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("reverse"), py::arg("out"),
+         py::arg("want_final"));
+  def_op(m, "lstm_backward", "(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b) of lstm_forward (BPTT).",
+         FLOAT_IMPL(lstm_backward_t, 3), py::arg("grad_y"), py::arg("grad_h_n"), py::arg("grad_c_n"),
+         py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
+         py::arg("has_bias"), py::arg("gates"), py::arg("cells"), py::arg("y"), py::arg("reverse"));
+  def_op(m, "gru_cell_forward", "(h_next, gates, hn) of one GRU step.", FLOAT_IMPL(gru_cell_forward_t, 0),
+         py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"));
+  def_op(m, "gru_cell_backward", "(grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of a GRU step.",
+         FLOAT_IMPL(gru_cell_backward_t, 1), py::arg("grad_h_next"), py::arg("x"), py::arg("h"),
+         py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"), py::arg("hn"), py::arg("need_b_ih"),
+         py::arg("need_b_hh"));
+  def_op(m, "rnn_cell_forward", "h_next of one Elman step (tanh, or relu when relu is True).",
+         FLOAT_IMPL(rnn_cell_forward_t, 0), py::arg("x"), py::arg("h"), py::arg("w_ih"),
+         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("relu"));
+  def_op(m, "rnn_cell_backward", "(grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b) of an Elman step.",
+         FLOAT_IMPL(rnn_cell_backward_t, 1), py::arg("grad_h_next"), py::arg("x"), py::arg("h"),
+         py::arg("w_ih"), py::arg("w_hh"), py::arg("h_next"), py::arg("relu"), py::arg("has_bias"));
+  def_op(m, "attention_forward", "(context, weights, tanh_act) of additive (Bahdanau) attention.",
+         FLOAT_IMPL(attention_forward_t, 0), py::arg("query"), py::arg("keys"), py::arg("w_query"),
+         py::arg("w_key"), py::arg("v"), py::arg("mask"));
+  def_op(m, "attention_backward", "(grad_query, grad_keys, grad_w_query, grad_w_key, grad_v) of attention_forward.",
+         FLOAT_IMPL(attention_backward_t, 2), py::arg("grad_context"), py::arg("grad_weights"),
+         py::arg("query"), py::arg("keys"), py::arg("w_query"), py::arg("w_key"), py::arg("v"),
+         py::arg("tanh_act"), py::arg("weights"));
 }
 
 }  // namespace adlk_bind

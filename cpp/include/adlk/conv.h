@@ -32,8 +32,14 @@
 #include <cstddef>
 
 #include "adlk/common.h"
+#include "adlk/tuning.h"
 
 namespace adlk {
+
+// Output size of one dimension, (n + 2p - d(k-1) - 1) / s + 1, for n >= 1, k, s, d >= 1,
+// p >= 0, all < 2^31 except n; std::invalid_argument when the dilated kernel is larger
+// than the padded input. The one definition of the formula (Python and CUDA use it).
+index_t conv_output_size(index_t n, index_t k, index_t s, index_t p, index_t d);
 
 struct Conv2dGeom {
   index_t N = 0, C = 0, H = 0, W = 0;  // input
@@ -49,9 +55,6 @@ struct Conv2dGeom {
   void finalize();
 };
 
-// Byte budget of one unit's column matrix plus its output rows (see the header
-// comment): about a core's L2 cache, so a block stays cached between im2col and GEMM.
-constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
 
 // Scratch bytes that conv2d_backward (the larger of the two) uses with `threads` threads.
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads);

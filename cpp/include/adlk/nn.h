@@ -60,9 +60,13 @@ void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* 
 
 // ---- activations ------------------------------------------------------------------------------
 enum class Activation : int { kRelu = 0, kLeakyRelu = 1, kSigmoid = 2, kTanh = 3 };
+// Which array activation_backward's `saved` is: the forward's output y (sigmoid, tanh,
+// whose derivatives are cheapest from y), or its input x (relu, leaky relu).
+constexpr bool backward_takes_output(Activation act) {
+  return act == Activation::kSigmoid || act == Activation::kTanh;
+}
 template <typename T>
 void activation_forward(index_t n, const T* x, Activation act, double slope, T* y);
-// relu / leaky relu take x; sigmoid / tanh take the forward's output y.
 template <typename T>
 void activation_backward(index_t n, const T* grad_y, const T* saved, Activation act,
                          double slope, T* grad_x);

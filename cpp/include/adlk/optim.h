@@ -9,6 +9,7 @@
 #pragma once
 
 #include "adlk/common.h"
+#include "adlk/tuning.h"
 
 namespace adlk {
 
@@ -58,9 +59,8 @@ void adam_step(index_t count, const index_t* sizes, T* const* params, const T* c
                const AdamHyper& h);
 
 // The norm_type-norm (1, 2 or +inf) of all tensors together. Sums run in double over
-// fixed chunks of kNormChunk elements (tensor starts begin new chunks), and the chunk
+// fixed chunks of kSumChunk (adlk/tuning.h) elements (tensor starts begin new chunks), and the chunk
 // results are combined in order: the same bits for any thread count. NaN propagates.
-constexpr index_t kNormChunk = 32768;
 template <typename T>
 double total_norm(index_t count, const index_t* sizes, const T* const* tensors, double norm_type);
 

@@ -22,6 +22,11 @@
 
 namespace adlk {
 
+// Output size of one dimension (the formula above); may be < 1 when the window does not
+// fit. Arguments as Pool2dGeom checks them (the one definition of the formula: the
+// Python layer and the CUDA kernels use it too).
+index_t pooled_output_size(index_t in, index_t k, index_t s, index_t p, index_t d, bool ceil_mode);
+
 struct Pool2dGeom {
   index_t N = 0, C = 0, H = 0, W = 0;  // input (of the forward)
   index_t kH = 1, kW = 1, sH = 1, sW = 1, pH = 0, pW = 0, dH = 1, dW = 1;

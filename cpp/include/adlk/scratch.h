@@ -21,10 +21,10 @@
 #include <new>
 
 #include "adlk/common.h"
+#include "adlk/tuning.h"
 
 namespace adlk {
 
-constexpr int kScratchSlots = 4;
 
 // Buffer `slot` (0 <= slot < kScratchSlots) of the calling thread, at least `bytes` long,
 // or nullptr when that much cannot be allocated.

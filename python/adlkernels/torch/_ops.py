@@ -30,6 +30,7 @@ import torch
 from torch.utils.dlpack import from_dlpack as _from_dlpack
 from torch.utils.dlpack import to_dlpack as _to_dlpack
 
+from .. import _adlk
 from .. import conv as _conv
 from .. import nn as _nn
 from .. import norm as _norm
@@ -147,6 +148,10 @@ def _pool_stride(stride, kernel, fn: str) -> List[int]:
 
 
 def _conv_size(n, k, s, p, d):
+    if isinstance(n, int):
+        return _adlk.conv_output_size(n, k, s, p, d)
+    # A symbolic size (torch.compile with dynamic shapes) stays symbolic: the same formula
+    # on SymInts (the compiled one would specialize it to an int).
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
@@ -317,8 +322,16 @@ def _max_pool2d_impl(x: Tensor, kernel_size: Sequence[int], stride: Sequence[int
 
 
 def _pooled_hw(x, kernel_size, stride, padding, dilation, ceil_mode):
-    return [_pooled_size(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i],
-                         ceil_mode) for i in range(2)]
+    return [_pooled_size_sym(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i],
+                             ceil_mode) for i in range(2)]
+
+
+def _pooled_size_sym(n, k, s, p, d, ceil_mode):
+    if isinstance(n, int):
+        return _pooled_size(n, k, s, p, d, ceil_mode)
+    # Symbolic size: adlk/pool.h's formula on SymInts (see _conv_size).
+    out = (n + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    return out - 1 if ceil_mode and (out - 1) * s >= n + p else out
 
 
 _max_pool2d = _Op("max_pool2d", _max_pool2d_impl)

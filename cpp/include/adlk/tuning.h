@@ -1,0 +1,57 @@
+// Limits and tuning constants of the core, each defined once.
+//
+// A limit bounds what the kernels accept (the Python layer reads it from the compiled
+// module); a tuning constant trades overhead against parallelism or cache use, and
+// names the benchmark (bench/, run with `python bench/run.py FAMILY`) whose cases it
+// was set and is checked with. Changing a tuning constant changes no result except
+// where noted (kSumChunk fixes the summation order).
+#pragma once
+
+#include <cstddef>
+
+#include "adlk/common.h"
+
+namespace adlk {
+
+// ---- limits ----------------------------------------------------------------------------
+// Geometry arguments (kernel size, stride, padding, dilation) are < 2^31, so products of
+// two of them and of them with sizes stay far from 64-bit overflow.
+constexpr index_t kMaxGeomArg = index_t(1) << 31;
+// set_num_threads accepts 1..kMaxThreads (far above any machine; OpenMP's own limit is
+// implementation-defined).
+constexpr int kMaxThreads = 65536;
+
+// ---- determinism -----------------------------------------------------------------------
+// Elementwise work and every partial sum (losses, clip_grad_norm's norms) are cut into
+// fixed chunks of this many elements, so that no result depends on the thread count.
+// Part of the numerics: changing it changes the last bits of those sums.
+constexpr index_t kSumChunk = 32768;
+
+// ---- parallel grains -------------------------------------------------------------------
+// Below this many elements, elementwise kernels and optimizer steps run on one thread (a
+// parallel region costs more than it saves). bench_nn.py / bench_optim.py, small cases.
+constexpr index_t kElementwiseParallelGrain = index_t(1) << 15;
+// The same for window kernels (conv, pooling), whose elements cost more each.
+// bench_conv.py / bench_pool.py, small cases.
+constexpr index_t kWindowParallelGrain = index_t(1) << 14;
+
+// ---- cache blocking --------------------------------------------------------------------
+// Byte budget of one conv unit's column matrix plus its output rows (adlk/conv.h): about
+// a core's L2 cache, so a block stays cached between im2col and GEMM. bench_conv.py.
+constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
+// Conv images with fewer output positions than this share a GEMM with their neighbours.
+// bench_conv.py, the 8x8 / 7x7 layers.
+constexpr index_t kConvMinGemmColumns = 128;
+// Recurrent tiles have at least this many hidden units (GEMMs on narrower column blocks
+// lose efficiency); the remaining threads split the batch. bench_rnn.py.
+constexpr index_t kRnnMinTileCols = 32;
+// Backward work buffers up to this size stay in the thread's scratch between calls (a
+// T=50, B=64, H=256 LSTM spent a third of forward+backward faulting fresh pages);
+// larger ones are freed after the call. bench_rnn.py.
+constexpr std::size_t kRnnKeepBytes = std::size_t(64) << 20;
+// Rows of a layer-norm backward handled per work item. bench_nn.py, layer norm.
+constexpr index_t kLayerNormRowChunk = 64;
+// Persistent scratch buffers per thread (adlk/scratch.h).
+constexpr int kScratchSlots = 4;
+
+}  // namespace adlk
