@@ -1,4 +1,4 @@
-"""Plain float64 NumPy references for the nn family (API section 5), from the formulas.
+"""Plain float64 NumPy references for the nn family (docs/api/nn.md), from the formulas.
 
 Nothing here is shared with the implementation:
 

@@ -1,4 +1,4 @@
-"""Plain float64 NumPy references for the optimizer family (API section 4).
+"""Plain float64 NumPy references for the optimizer family (docs/api/optim.md).
 
 Written from the update equations of the torch.optim documentation (SGD, Adagrad,
 RMSprop, Adam/AdamW) and of torch.nn.utils.clip_grad_norm_, one tensor at a time and

@@ -1,4 +1,4 @@
-"""Plain NumPy references for the pooling family (API section 2), from the definitions.
+"""Plain NumPy references for the pooling family (docs/api/pool.md), from the definitions.
 
 Every function loops explicitly over output windows (oh, ow) and, inside a window,
 over kernel offsets (kh outer, kw inner: the scan order), vectorized only over the

@@ -1,4 +1,4 @@
-"""Plain float64 NumPy references for the recurrent family (API section 3).
+"""Plain float64 NumPy references for the recurrent family (docs/api/rnn.md).
 
 Written from the textbook equations, one time step at a time (a Python loop over t),
 nothing fused and nothing shared with the implementation:

@@ -1,4 +1,4 @@
-"""API section 0 conventions, exercised on the convolution family."""
+"""The conventions of docs/conventions.md, exercised on the convolution family."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Convolution family (API section 1) against the float64 references in reference.py."""
+"""Convolution family (docs/api/conv.md) against the float64 references in reference.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stateful layers (API section 7, ``ak.layers``).
+"""Stateful layers (``ak.layers``, docs/api/layers.md).
 
 Every layer's forward and backward equal the functional calls they compose, bit for bit;
 params()/grads() order and liveness; PyTorch's default initialization; agreement with

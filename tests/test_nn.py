@@ -1,4 +1,4 @@
-"""nn family (API section 5: dropout, linear, activations, softmax, losses) against the
+"""nn family (docs/api/nn.md: dropout, linear, activations, softmax, losses) against the
 float64 references in reference_nn.py.
 
 Every function is compared with its reference in float32 and float64 on several shapes

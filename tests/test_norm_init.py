@@ -1,4 +1,4 @@
-"""Normalization and initialization (API sections 5 and 6) against reference_norm.py.
+"""Normalization and initialization (docs/api/norm.md, docs/api/init.md) against reference_norm.py.
 
 Batch norm on (N, C), (N, C, L) and (N, C, H, W) inputs, training and eval, weight/bias
 and running statistics optional, against the float64 references (and, where installed,

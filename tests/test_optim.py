@@ -1,4 +1,4 @@
-"""Optimizer family (API section 4) against the float64 references in reference_optim.py.
+"""Optimizer family (docs/api/optim.md) against the float64 references in reference_optim.py.
 
 Every step function runs several consecutive steps on lists of mixed sizes (0-d, empty,
 one element, 2-D, and tensors larger than one internal chunk) for every hyper-parameter

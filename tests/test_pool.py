@@ -1,4 +1,4 @@
-"""Pooling family (API section 2) against the references in reference_pool.py.
+"""Pooling family (docs/api/pool.md) against the references in reference_pool.py.
 
 Max pooling is a selection: values and indices must equal the reference exactly
 (NaN included). Gradients and average pooling are compared within the dtype's

@@ -1,4 +1,4 @@
-"""Recurrent family (API section 3) against the float64 references in reference_rnn.py.
+"""Recurrent family (docs/api/rnn.md) against the float64 references in reference_rnn.py.
 
 Forward values are compared with the step-by-step NumPy references within the dtype's
 tolerance (reference.assert_close). Every gradient is checked in float64 against central

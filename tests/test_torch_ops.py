@@ -1,4 +1,4 @@
-"""adlkernels.torch (API.md section 8): the torch.library custom ops and their wrappers.
+"""adlkernels.torch (docs/api/torch.md): the torch.library custom ops and their wrappers.
 
 References are torch.nn.functional (and torch.nn.LSTM for lstm), which the contract names
 as the semantics. Every test compares against torch, against adlkernels' own array API

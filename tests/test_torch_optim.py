@@ -1,4 +1,4 @@
-"""adlkernels.torch.optim (API section 8) against torch.optim.
+"""adlkernels.torch.optim (docs/api/torch.md) against torch.optim.
 
 Every optimizer runs in lockstep with torch.optim's class of the same name (its default
 single-tensor implementation on CPU) on identical parameters and gradients, and

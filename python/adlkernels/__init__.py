@@ -1,7 +1,8 @@
 """adlkernels: compiled, verified kernels for deep learning.
 
 NumPy arrays run C++/OpenMP kernels (GEMMs through OpenBLAS); CuPy arrays run CUDA
-kernels on CuPy's current device and stream. See the API contract in the README.
+kernels on CuPy's current device and stream. The API reference is in docs/, the
+conventions every function follows in docs/conventions.md.
 """
 
 # Loads libscipy_openblas globally; the extension module links against it by soname,

@@ -1,4 +1,4 @@
-"""The cupy paths of the convolution and pooling families (API sections 1-2).
+"""The cupy paths of the convolution and pooling families (docs/api/conv.md, docs/api/pool.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are

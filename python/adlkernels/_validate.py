@@ -1,4 +1,4 @@
-"""Argument checks shared by every kernel family (API section 0).
+"""Argument checks shared by every kernel family (docs/conventions.md).
 
 Everything here runs before any kernel touches memory. Messages name the function and
 the argument, and for shapes the expected and the given shape:

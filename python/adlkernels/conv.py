@@ -1,4 +1,4 @@
-"""Convolution (API section 1): im2col/col2im and conv1d/conv2d forward and backward.
+"""Convolution (docs/api/conv.md): im2col/col2im and conv1d/conv2d forward and backward.
 
 NumPy arrays run the C++/OpenMP kernels: im2col + BLAS GEMM, cut into (image, block of
 output rows) units whose column matrix fits in a core's cache; each thread runs its own

@@ -1,4 +1,4 @@
-"""Weight initialization (API section 6), with PyTorch's fan computation.
+"""Weight initialization (docs/api/init.md), with PyTorch's fan computation.
 
 For a weight of shape (out, in, *kernel): fan_in = in * prod(kernel), fan_out =
 out * prod(kernel) (torch.nn.init._calculate_fan_in_and_fan_out); shapes of fewer than 2

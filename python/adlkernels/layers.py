@@ -1,4 +1,4 @@
-"""Small stateful layers for training without a framework (API section 7).
+"""Small stateful layers for training without a framework (docs/api/layers.md).
 
 Each layer is built with PyTorch's constructor arguments (plus ``dtype`` and ``rng``:
 numpy dtype of the parameters, float32 by default, and the numpy Generator that draws

@@ -1,4 +1,4 @@
-"""Dropout, dense layers, activations, softmax and losses (API section 5).
+"""Dropout, dense layers, activations, softmax and losses (docs/api/nn.md).
 
 Elementwise kernels and per-row kernels (softmax, log_softmax, cross-entropy) run in
 parallel over fixed pieces; losses sum fixed chunks in double and add the chunk sums in

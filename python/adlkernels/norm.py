@@ -1,4 +1,4 @@
-"""Normalization (API section 5): batch normalization and layer normalization.
+"""Normalization (docs/api/norm.md): batch normalization and layer normalization.
 
 Batch norm statistics are per channel over (N, *spatial); layer norm statistics per row
 over the trailing ``normalized_shape``. Sums run in double over data shifted by the

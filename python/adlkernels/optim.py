@@ -1,4 +1,4 @@
-"""Optimizer updates (API section 4): fused multi-tensor SGD, Adagrad, RMSprop and
+"""Optimizer updates (docs/api/optim.md): fused multi-tensor SGD, Adagrad, RMSprop and
 Adam/AdamW steps, gradient-norm clipping, stateful optimizers and learning-rate schedules.
 
 Each step updates params and state in place in one pass over memory (param, grad and

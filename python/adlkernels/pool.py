@@ -1,4 +1,4 @@
-"""Pooling (API section 2): max pooling with argmax indices, its backward,
+"""Pooling (docs/api/pool.md): max pooling with argmax indices, its backward,
 max-unpooling, and average pooling forward/backward.
 
 NumPy arrays run the C++/OpenMP kernels, parallel over (n, c) planes; each plane is

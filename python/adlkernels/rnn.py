@@ -1,4 +1,4 @@
-"""Recurrent kernels (API section 3): LSTM, GRU and plain RNN cells, whole-sequence
+"""Recurrent kernels (docs/api/rnn.md): LSTM, GRU and plain RNN cells, whole-sequence
 LSTM forward and backpropagation through time, and additive (Bahdanau) attention.
 
 Weights use PyTorch's layout: ``w_ih`` (G*H, I), ``w_hh`` (G*H, H), ``b_ih`` and ``b_hh``

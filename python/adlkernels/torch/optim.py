@@ -1,5 +1,5 @@
 """torch.optim optimizers whose ``step()`` runs adlkernels' fused multi-tensor kernels
-(API section 8).
+(docs/api/torch.md).
 
 ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam`` and ``AdamW`` are ``torch.optim.Optimizer``
 subclasses with ``torch.optim``'s constructor signatures, defaults and hyper-parameter
