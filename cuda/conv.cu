@@ -16,8 +16,6 @@ namespace adlk::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr index_t kMaxBlocks = 65535;
 constexpr index_t kIndexMax = std::numeric_limits<index_t>::max();
 
 // a * b for a, b >= 0, throwing instead of overflowing.

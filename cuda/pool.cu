@@ -21,13 +21,11 @@ namespace adlk::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr index_t kMaxBlocks = index_t(65535) * 4;
 
 // Blocks for n > 0 elements, one thread each (grid-stride beyond the cap).
 unsigned int grid_for(index_t n) {
   const index_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+  return static_cast<unsigned int>(blocks < kPoolMaxBlocks ? blocks : kPoolMaxBlocks);
 }
 
 cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }

@@ -25,7 +25,8 @@ import numpy as np
 from . import _adlk
 from ._backend import cuda_module
 
-# Workspace of one chunk of images (column matrix + per-image weight-gradient partials).
+# Workspace of one chunk of images (column matrix + per-image weight-gradient partials):
+# the GPU conv's one tuning constant, to be tuned with bench/gpu_conv_pool.py on a GPU.
 WORKSPACE_BYTES = 256 << 20
 
 

@@ -36,7 +36,9 @@ __all__ = [
     "softmax_cross_entropy", "mse_loss", "l1_loss", "huber_loss",
 ]
 
-_REDUCTIONS = tuple(_adlk.Reduction.__members__)  # ("mean", "sum", "none")
+_REDUCTION_OF = dict(_adlk.Reduction.__members__)  # "mean", "sum", "none" -> enum value
+_REDUCTIONS = tuple(_REDUCTION_OF)
+_NO_REDUCTION = _adlk.Reduction.none
 
 
 def _prob(a: Args, p):
@@ -46,7 +48,7 @@ def _prob(a: Args, p):
 def _reduction(a: Args, reduction):
     if reduction not in _REDUCTIONS:
         raise a.value_error("reduction", f"expected 'mean', 'sum' or 'none', got {reduction!r}")
-    return _adlk.Reduction.__members__[reduction]
+    return _REDUCTION_OF[reduction]
 
 
 def _pair(a: Args, fn_arrays: dict, first: str, second: str):
@@ -285,7 +287,7 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
     a.shape(targets, "targets", (logits.shape[0],), f"({logits.shape[0]},)")
     require_cpu(a.fn, backend)
     loss, grad = _adlk.softmax_cross_entropy(logits, targets, red, int(ignore_index))
-    return (loss if red == _adlk.Reduction.none else np.asarray(loss, logits.dtype)), grad
+    return (loss if red is _NO_REDUCTION else np.asarray(loss, logits.dtype)), grad
 
 
 def _loss(fn: str, kind, pred, target, reduction, delta=1.0):
@@ -293,7 +295,7 @@ def _loss(fn: str, kind, pred, target, reduction, delta=1.0):
     red = _reduction(a, reduction)
     p, t = _pair(a, dict(pred=pred, target=target), "pred", "target")
     loss, grad = _adlk.elementwise_loss(p.reshape(-1), t.reshape(-1), kind, red, delta)
-    return (loss.reshape(p.shape) if red == _adlk.Reduction.none else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
+    return (loss.reshape(p.shape) if red is _NO_REDUCTION else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
 
 
 def mse_loss(pred, target, reduction="mean"):
