@@ -4,11 +4,18 @@ NumPy arrays run C++/OpenMP kernels (GEMMs through OpenBLAS); CuPy arrays run CU
 kernels on CuPy's current device and stream. See the API contract in the README.
 """
 
-# Loads libscipy_openblas globally; the extension module links against it by soname,
-# so this import must come first.
-import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+# The extension modules find libscipy_openblas (the scipy-openblas32 package installed
+# beside this one) by their RUNPATH: nothing needs to be imported before them.
+try:
+    from . import _adlk
+except ImportError as _exc:
+    # Only where scipy-openblas32 lies in another directory than adlkernels (pip
+    # --target, PYTHONPATH): importing it loads the library globally, by its soname.
+    if "libscipy_openblas" not in str(_exc):
+        raise
+    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import _adlk
+    from . import _adlk
 from ._backend import has_cuda
 from . import conv, init, layers, nn, norm, optim, pool, rnn
 from .conv import (
