@@ -115,22 +115,14 @@ def get_num_threads() -> int:
 
 def build_info() -> dict:
     """How this build was made: version, compiler, OpenMP, BLAS, CUDA, sanitizers."""
-    from ._backend import cuda_module
+    from ._cudainfo import cuda_status
 
     info = {"version": __version__}
     info.update(_adlk.build_info())
     info["num_threads"] = get_num_threads()
-    mod = cuda_module()
-    if mod is None:
-        info["cuda"] = {"built": False}
-    else:
-        info["cuda"] = {
-            "built": True,
-            "version": mod.runtime_version(),
-            "driver": mod.driver_version() or None,
-            "architectures": mod.architectures().split(","),
-            "devices": mod.device_count(),
-        }
+    # built, loads, version (runtime), driver, architectures, devices, gpus, cupy, and
+    # whether the CUDA kernels can run here: runnable, reason (python -m adlkernels info).
+    info["cuda"] = cuda_status()
     return info
 
 
