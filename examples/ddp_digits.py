@@ -71,11 +71,12 @@ def train(rank: int, world: int, args) -> dict:
     else:
         device = torch.device("cpu")
     x, y = load_digits(dtype)
-    model = DigitsCNN(dtype, seed=args.seed).to(device)
+    net = DigitsCNN(dtype, seed=args.seed).to(device)
+    model: torch.nn.Module = net
     if world > 1:
         # DDP broadcasts rank 0's parameters at construction and all-reduces (averages)
-        # the gradients during backward.
-        model = torch.nn.parallel.DistributedDataParallel(model)
+        # the gradients during backward; it wraps net itself (model.module is net).
+        model = torch.nn.parallel.DistributedDataParallel(net)
     opt = Adam(model.parameters(), lr=args.lr)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
     share = args.batch_size // world
@@ -89,7 +90,6 @@ def train(rank: int, world: int, args) -> dict:
         opt.step()
         if rank == 0 and (step % max(1, args.steps // 5) == 0 or step == args.steps - 1):
             print(f"step {step:4d}  loss {loss.item():.4f} (rank 0's share)", flush=True)
-    net = model.module if world > 1 else model
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
 

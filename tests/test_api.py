@@ -757,7 +757,7 @@ def test_cli_info_and_selfcheck(capsys):
     # The README's main job: `python -m adlkernels info` and `selfcheck`.
     from adlkernels.__main__ import main
 
-    assert main(["info"]) == 0
+    assert main(["info", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"blas"' in out and '"cuda"' in out
     assert main(["selfcheck"]) == 0

@@ -5,11 +5,18 @@ kernels on CuPy's current device and stream. The API reference is in docs/, the
 conventions every function follows in docs/conventions.md.
 """
 
-# Loads libscipy_openblas globally; the extension module links against it by soname,
-# so this import must come first.
-import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+# The extension modules find libscipy_openblas (the scipy-openblas32 package installed
+# beside this one) by their RUNPATH: nothing needs to be imported before them.
+try:
+    from . import _adlk
+except ImportError as _exc:
+    # Only where scipy-openblas32 lies in another directory than adlkernels (pip
+    # --target, PYTHONPATH): importing it loads the library globally, by its soname.
+    if "libscipy_openblas" not in str(_exc):
+        raise
+    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import _adlk
+    from . import _adlk
 from ._backend import has_cuda
 from . import conv, init, layers, nn, norm, optim, pool, rnn
 from .conv import (
@@ -109,22 +116,14 @@ def get_num_threads() -> int:
 
 def build_info() -> dict:
     """How this build was made: version, compiler, OpenMP, BLAS, CUDA, sanitizers."""
-    from ._backend import cuda_module
+    from ._cudainfo import cuda_status
 
     info = {"version": __version__}
     info.update(_adlk.build_info())
     info["num_threads"] = get_num_threads()
-    mod = cuda_module()
-    if mod is None:
-        info["cuda"] = {"built": False}
-    else:
-        info["cuda"] = {
-            "built": True,
-            "version": mod.runtime_version(),
-            "driver": mod.driver_version() or None,
-            "architectures": mod.architectures().split(","),
-            "devices": mod.device_count(),
-        }
+    # built, loads, version (runtime), driver, architectures, devices, gpus, cupy, and
+    # whether the CUDA kernels can run here: runnable, reason (python -m adlkernels info).
+    info["cuda"] = cuda_status()
     return info
 
 

@@ -12,8 +12,65 @@ import numpy as np
 import adlkernels as ak
 
 
-def _info(_args) -> int:
-    print(json.dumps(ak.build_info(), indent=2))
+def _yes_no(v) -> str:
+    return "yes" if v else "no"
+
+
+def _cuda_lines(cuda: dict) -> list:
+    """The CUDA section of `info`: (label, value) pairs."""
+    if not cuda.get("built"):
+        return [("extension", "not built")]
+    archs = ", ".join(cuda.get("architectures", [])) or "unknown"
+    lines = [("extension", f"built for {archs}")]
+    if not cuda.get("loads"):
+        return lines + [("loads", f"no: {cuda.get('error')}")]
+    lines.append(("loads", "yes"))
+    lines.append(("runtime", f"CUDA {cuda.get('version')}"))
+    driver = f"CUDA {cuda['driver']}" if cuda.get("driver") else "none"
+    if cuda.get("driver_error"):
+        driver += f" ({cuda['driver_error']})"
+    lines.append(("driver", driver))
+    lines.append(("devices", str(cuda.get("devices", 0))))
+    for gpu in cuda.get("gpus", []):
+        runs = {True: "", False: ", not in this build's architectures", None: ""}[gpu.get("supported")]
+        lines.append((f"  device {gpu['index']}", f"{gpu.get('name', '?')}, compute capability "
+                                                   f"{gpu.get('compute_capability', '?')}{runs}"))
+    cupy = cuda.get("cupy", {})
+    if not cupy.get("installed"):
+        lines.append(("cupy", "not installed"))
+    elif cupy.get("imports") is False:
+        lines.append(("cupy", f"does not import: {cupy.get('error')}"))
+    else:
+        lines.append(("cupy", cupy.get("version") or "installed"))
+    return lines
+
+
+def _info(args) -> int:
+    """The build, and whether its CUDA kernels can run here (exit status 0 either way)."""
+    from ._cudainfo import cuda_status
+
+    info = ak.build_info()
+    info["cuda"] = cuda_status(import_cupy=True)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    cuda = info.pop("cuda")
+    print(f"adlkernels {info.pop('version')}")
+    rows = [(key.replace("_", " "), _yes_no(v) if isinstance(v, bool) else str(v)) for key, v in info.items()]
+    width = max(len(k) for k, _ in rows + _cuda_lines(cuda)) + 2
+    for key, value in rows:
+        print(f"  {key:<{width}}{value}")
+    print("CUDA")
+    for key, value in _cuda_lines(cuda):
+        print(f"  {key:<{width}}{value}")
+    if cuda["runnable"]:
+        from . import _cuda
+
+        note = "" if _cuda.enabled() else (
+            " (the convolution and pooling kernels stay off until ADLK_CUDA_UNVERIFIED=1)")
+        print("CUDA kernels: can run here" + note)
+    else:
+        print(f"CUDA kernels: cannot run here: {cuda['reason']}")
     return 0
 
 
@@ -152,7 +209,9 @@ def _run_demo(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="print build_info() as JSON").set_defaults(func=_info)
+    info = sub.add_parser("info", help="print the build information and whether its CUDA kernels can run here")
+    info.add_argument("--json", action="store_true", help="print build_info() as JSON instead")
+    info.set_defaults(func=_info)
     sub.add_parser("selfcheck", help="check conv2d, max pooling and an LSTM layer, time one conv layer").set_defaults(
         func=_selfcheck
     )
