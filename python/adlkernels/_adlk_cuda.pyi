@@ -2,73 +2,83 @@
 adlkernels CUDA kernels (internal: use the adlkernels package).
 """
 from __future__ import annotations
+import adlkernels._adlk
 import typing
 __all__: list[str] = ['architectures', 'avgpool2d_backward', 'avgpool2d_forward', 'bias_fill', 'channel_sums', 'col2im', 'conv2d_chunk_images', 'conv2d_workspace_elems', 'device_count', 'driver_version', 'first_index_out_of_range', 'im2col', 'max_unpool2d_planes', 'maxpool2d_backward', 'maxpool2d_backward_planes', 'maxpool2d_first_outside_window', 'maxpool2d_forward', 'runtime_version', 'sum_batches']
 def architectures() -> str:
-    ...
-def avgpool2d_backward(dy: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, geom: tuple, count_include_pad: bool, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    The GPU architectures this build has code for.
+    """
+def avgpool2d_backward(dy: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Pool2dGeom, count_include_pad: bool, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     dx (N, C, H, W) from dy (N, C, H_out, W_out): the average-pooling gradient.
     """
-def avgpool2d_forward(x: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, geom: tuple, count_include_pad: bool, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def avgpool2d_forward(x: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Pool2dGeom, count_include_pad: bool, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     y (N, C, H_out, W_out) from x (N, C, H, W): average pooling (dilation 1).
     """
-def bias_fill(y: typing.SupportsInt | typing.SupportsIndex, bias: typing.SupportsInt | typing.SupportsIndex, N: typing.SupportsInt | typing.SupportsIndex, C_out: typing.SupportsInt | typing.SupportsIndex, L: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def bias_fill(y: typing.SupportsInt | typing.SupportsIndex, bias: typing.SupportsInt | typing.SupportsIndex, N: typing.SupportsInt | typing.SupportsIndex, C_out: typing.SupportsInt | typing.SupportsIndex, L: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     y (N, C_out, L)[n, c, l] = bias[c].
     """
-def channel_sums(dy: typing.SupportsInt | typing.SupportsIndex, db: typing.SupportsInt | typing.SupportsIndex, N: typing.SupportsInt | typing.SupportsIndex, C: typing.SupportsInt | typing.SupportsIndex, L: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def channel_sums(dy: typing.SupportsInt | typing.SupportsIndex, db: typing.SupportsInt | typing.SupportsIndex, N: typing.SupportsInt | typing.SupportsIndex, C: typing.SupportsInt | typing.SupportsIndex, L: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     db[c] = sum over n, l of dy (N, C, L)[n, c, l], in double, deterministic.
     """
-def col2im(cols: typing.SupportsInt | typing.SupportsIndex, x: typing.SupportsInt | typing.SupportsIndex, geom: tuple, n0: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def col2im(cols: typing.SupportsInt | typing.SupportsIndex, x: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Conv2dGeom, n0: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     cols (nb, C*kH*kW, L) -> images [n0, n0+nb) of x (N, C, H, W), overwritten, overlaps summed (fold; bitwise equal to the CPU col2im).
     """
-def conv2d_chunk_images(geom: tuple, elem_size: typing.SupportsInt | typing.SupportsIndex, budget_bytes: typing.SupportsInt | typing.SupportsIndex) -> int:
+def conv2d_chunk_images(geom: adlkernels._adlk.Conv2dGeom, elem_size: typing.SupportsInt | typing.SupportsIndex, budget_bytes: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Images per workspace chunk whose columns plus grad_weight partials fit in budget_bytes, in [1, max(N, 1)].
     """
-def conv2d_workspace_elems(geom: tuple, nb: typing.SupportsInt | typing.SupportsIndex) -> int:
+def conv2d_workspace_elems(geom: adlkernels._adlk.Conv2dGeom, nb: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Elements of the workspace of nb images: nb*(C*kH*kW*L + C_out*(C/groups)*kH*kW).
     """
 def device_count() -> int:
-    ...
+    """
+    CUDA devices visible to this process (0 without a driver).
+    """
 def driver_version() -> str:
-    ...
+    """
+    The CUDA driver version, 0 without a driver.
+    """
 def first_index_out_of_range(indices: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, dst_size: typing.SupportsInt | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Smallest i in [0, count) with indices[i] outside [-1, dst_size), or -1 (synchronizes the stream).
     """
-def im2col(x: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, geom: tuple, n0: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def im2col(x: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Conv2dGeom, n0: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     Images [n0, n0+nb) of x (N, C, H, W) -> cols (nb, C*kH*kW, H_out*W_out) (unfold).
     """
-def max_unpool2d_planes(x: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, planes: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, dst_size: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def max_unpool2d_planes(x: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, planes: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, dst_size: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     y (planes, dst_size) = 0, then y[indices[i]] = x[i] per plane, in order.
     """
-def maxpool2d_backward(dy: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, geom: tuple, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def maxpool2d_backward(dy: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Pool2dGeom, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     dx (N, C, H, W) by a gather over the covering windows (indices must be -1 or in their own window).
     """
-def maxpool2d_backward_planes(dy: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, planes: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, dst_size: typing.SupportsInt | typing.SupportsIndex, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def maxpool2d_backward_planes(dy: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, dx: typing.SupportsInt | typing.SupportsIndex, planes: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, dst_size: typing.SupportsInt | typing.SupportsIndex, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     dx (planes, dst_size) = 0, then dx[indices[i]] += dy[i] per plane, in order.
     """
-def maxpool2d_first_outside_window(indices: typing.SupportsInt | typing.SupportsIndex, geom: tuple, stream: typing.SupportsInt | typing.SupportsIndex) -> int:
+def maxpool2d_first_outside_window(indices: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Pool2dGeom, stream: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Smallest flat position whose index is neither -1 nor in its own window, or -1 (synchronizes the stream).
     """
-def maxpool2d_forward(x: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, geom: tuple, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+def maxpool2d_forward(x: typing.SupportsInt | typing.SupportsIndex, y: typing.SupportsInt | typing.SupportsIndex, indices: typing.SupportsInt | typing.SupportsIndex, geom: adlkernels._adlk.Pool2dGeom, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     y, indices (N, C, H_out, W_out) from x (N, C, H, W): max pooling with argmax.
     """
 def runtime_version() -> str:
-    ...
-def sum_batches(partials: typing.SupportsInt | typing.SupportsIndex, out: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, accumulate: bool, is_double: bool, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    The CUDA runtime version (e.g. 12040).
+    """
+def sum_batches(partials: typing.SupportsInt | typing.SupportsIndex, out: typing.SupportsInt | typing.SupportsIndex, nb: typing.SupportsInt | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex, accumulate: bool, dtype: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
     """
     out[j] = (out[j] if accumulate else 0) + partials[0, j] + ... + partials[nb-1, j], added left to right; partials (nb, count).
     """
+__ops__: dict = {'device_count': {'args': tuple(), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'CUDA devices visible to this process (0 without a driver).'}, 'runtime_version': {'args': tuple(), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'The CUDA runtime version (e.g. 12040).'}, 'driver_version': {'args': tuple(), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'The CUDA driver version, 0 without a driver.'}, 'architectures': {'args': tuple(), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'The GPU architectures this build has code for.'}, 'im2col': {'args': ('x', 'cols', 'geom', 'n0', 'nb', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'Images [n0, n0+nb) of x (N, C, H, W) -> cols (nb, C*kH*kW, H_out*W_out) (unfold).'}, 'col2im': {'args': ('cols', 'x', 'geom', 'n0', 'nb', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'cols (nb, C*kH*kW, L) -> images [n0, n0+nb) of x (N, C, H, W), overwritten, overlaps summed (fold; bitwise equal to the CPU col2im).'}, 'bias_fill': {'args': ('y', 'bias', 'N', 'C_out', 'L', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'y (N, C_out, L)[n, c, l] = bias[c].'}, 'channel_sums': {'args': ('dy', 'db', 'N', 'C', 'L', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'db[c] = sum over n, l of dy (N, C, L)[n, c, l], in double, deterministic.'}, 'sum_batches': {'args': ('partials', 'out', 'nb', 'count', 'accumulate', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'out[j] = (out[j] if accumulate else 0) + partials[0, j] + ... + partials[nb-1, j], added left to right; partials (nb, count).'}, 'conv2d_chunk_images': {'args': ('geom', 'elem_size', 'budget_bytes'), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'Images per workspace chunk whose columns plus grad_weight partials fit in budget_bytes, in [1, max(N, 1)].'}, 'conv2d_workspace_elems': {'args': ('geom', 'nb'), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'Elements of the workspace of nb images: nb*(C*kH*kW*L + C_out*(C/groups)*kH*kW).'}, 'maxpool2d_forward': {'args': ('x', 'y', 'indices', 'geom', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'y, indices (N, C, H_out, W_out) from x (N, C, H, W): max pooling with argmax.'}, 'maxpool2d_first_outside_window': {'args': ('indices', 'geom', 'stream'), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'Smallest flat position whose index is neither -1 nor in its own window, or -1 (synchronizes the stream).'}, 'first_index_out_of_range': {'args': ('indices', 'count', 'dst_size', 'stream'), 'dtype_arg': None, 'dtypes': tuple(), 'doc': 'Smallest i in [0, count) with indices[i] outside [-1, dst_size), or -1 (synchronizes the stream).'}, 'maxpool2d_backward': {'args': ('dy', 'indices', 'dx', 'geom', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'dx (N, C, H, W) by a gather over the covering windows (indices must be -1 or in their own window).'}, 'maxpool2d_backward_planes': {'args': ('dy', 'indices', 'dx', 'planes', 'count', 'dst_size', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'dx (planes, dst_size) = 0, then dx[indices[i]] += dy[i] per plane, in order.'}, 'max_unpool2d_planes': {'args': ('x', 'indices', 'y', 'planes', 'count', 'dst_size', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'y (planes, dst_size) = 0, then y[indices[i]] = x[i] per plane, in order.'}, 'avgpool2d_forward': {'args': ('x', 'y', 'geom', 'count_include_pad', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'y (N, C, H_out, W_out) from x (N, C, H, W): average pooling (dilation 1).'}, 'avgpool2d_backward': {'args': ('dy', 'dx', 'geom', 'count_include_pad', 'dtype', 'stream'), 'dtype_arg': 'dtype', 'dtypes': ('float32', 'float64'), 'doc': 'dx (N, C, H, W) from dy (N, C, H_out, W_out): the average-pooling gradient.'}}

@@ -274,6 +274,10 @@ PYBIND11_MODULE(_adlk, m) {
     // 1 by design: each OpenMP thread runs its own single-threaded GEMMs.
     d["blas_threads"] = adlk::blas_get_num_threads();
     d["sanitizers"] = adlk::sanitized_build();
+    // The committed stubs (_adlk.pyi) are this pybind11's rendering of the bindings.
+    d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
+                    std::to_string(PYBIND11_VERSION_MINOR) + "." +
+                    std::to_string(PYBIND11_VERSION_PATCH);
     return d;
   });
 
