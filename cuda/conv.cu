@@ -313,12 +313,12 @@ index_t conv2d_chunk_images(const Conv2dGeom& g, std::size_t elem_size, index_t 
   return nb;
 }
 
-#define ADLK_CUDA_INSTANTIATE_CONV(T)                                                       \
-  template void im2col<T>(const T*, T*, const Conv2dGeom&, index_t, index_t, void*);        \
-  template void col2im<T>(const T*, T*, const Conv2dGeom&, index_t, index_t, void*);        \
-  template void bias_fill<T>(T*, const T*, index_t, index_t, index_t, void*);               \
-  template void channel_sums<T>(const T*, T*, index_t, index_t, index_t, void*);            \
-  template void sum_batches<T>(const T*, T*, index_t, index_t, bool, void*);
+#define ADLK_CUDA_INSTANTIATE_CONV(T)  \
+  ADLK_INSTANTIATE(im2col, T)          \
+  ADLK_INSTANTIATE(col2im, T)          \
+  ADLK_INSTANTIATE(bias_fill, T)       \
+  ADLK_INSTANTIATE(channel_sums, T)    \
+  ADLK_INSTANTIATE(sum_batches, T)
 ADLK_CUDA_INSTANTIATE_CONV(float)
 ADLK_CUDA_INSTANTIATE_CONV(double)
 #undef ADLK_CUDA_INSTANTIATE_CONV

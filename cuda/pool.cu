@@ -423,16 +423,13 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& geom, bool count_include_
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
-#define ADLK_CUDA_INSTANTIATE_POOL(T)                                                        \
-  template void maxpool2d_forward<T>(const T*, const Pool2dGeom&, T*, std::int64_t*, void*); \
-  template void maxpool2d_backward<T>(const T*, const std::int64_t*, const Pool2dGeom&, T*,  \
-                                      void*);                                                \
-  template void maxpool2d_backward_planes<T>(const T*, const std::int64_t*,                  \
-                                             const IndexScatterGeom&, T*, void*);            \
-  template void max_unpool2d_planes<T>(const T*, const std::int64_t*, const IndexScatterGeom&, \
-                                       T*, void*);                                           \
-  template void avgpool2d_forward<T>(const T*, const Pool2dGeom&, bool, T*, void*);          \
-  template void avgpool2d_backward<T>(const T*, const Pool2dGeom&, bool, T*, void*);
+#define ADLK_CUDA_INSTANTIATE_POOL(T)             \
+  ADLK_INSTANTIATE(maxpool2d_forward, T)          \
+  ADLK_INSTANTIATE(maxpool2d_backward, T)         \
+  ADLK_INSTANTIATE(maxpool2d_backward_planes, T)  \
+  ADLK_INSTANTIATE(max_unpool2d_planes, T)        \
+  ADLK_INSTANTIATE(avgpool2d_forward, T)          \
+  ADLK_INSTANTIATE(avgpool2d_backward, T)
 ADLK_CUDA_INSTANTIATE_POOL(float)
 ADLK_CUDA_INSTANTIATE_POOL(double)
 #undef ADLK_CUDA_INSTANTIATE_POOL

@@ -655,12 +655,11 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   }
 }
 
-#define ADLK_INSTANTIATE_CONV(T)                                                            \
-  template void im2col<T>(const T*, const Conv2dGeom&, T*);                                 \
-  template void col2im<T>(const T*, const Conv2dGeom&, T*);                                 \
-  template void conv2d_forward<T>(const T*, const T*, const T*, const Conv2dGeom&, T*);     \
-  template void conv2d_backward<T>(const T*, const T*, const T*, const Conv2dGeom&, T*, T*, \
-                                   T*);
+#define ADLK_INSTANTIATE_CONV(T)        \
+  ADLK_INSTANTIATE(im2col, T)           \
+  ADLK_INSTANTIATE(col2im, T)           \
+  ADLK_INSTANTIATE(conv2d_forward, T)   \
+  ADLK_INSTANTIATE(conv2d_backward, T)
 ADLK_INSTANTIATE_CONV(float)
 ADLK_INSTANTIATE_CONV(double)
 #undef ADLK_INSTANTIATE_CONV

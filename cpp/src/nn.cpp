@@ -769,28 +769,21 @@ double elementwise_loss(index_t n, const T* pred, const T* target, LossKind kind
   return total;
 }
 
-#define ADLK_INSTANTIATE_NN(T)                                                                      \
-  template void batchnorm_forward<T>(const BatchNormGeom&, const T*, const T*, const T*, T*, T*, \
-                                     bool, double, double, T*, T*, T*);                          \
-  template void batchnorm_backward<T>(const BatchNormGeom&, const T*, const T*, const T*,        \
-                                      const T*, const T*, bool, T*, T*, T*);                     \
-  template void layernorm_forward<T>(index_t, index_t, const T*, const T*, const T*, double, T*, \
-                                     T*, T*);                                                    \
-  template void layernorm_backward<T>(index_t, index_t, const T*, const T*, const T*, const T*,  \
-                                      const T*, T*, T*, T*);                                     \
-  template void dropout_forward<T>(index_t, const T*, double, std::uint64_t, T*, bool*);         \
-  template void dropout_backward<T>(index_t, const T*, const bool*, double, T*);                 \
-  template void linear_forward<T>(index_t, index_t, index_t, const T*, const T*, const T*, T*);  \
-  template void linear_backward<T>(index_t, index_t, index_t, const T*, const T*, const T*, T*,  \
-                                   T*, T*);                                                      \
-  template void activation_forward<T>(index_t, const T*, Activation, double, T*);                \
-  template void activation_backward<T>(index_t, const T*, const T*, Activation, double, T*);     \
-  template void softmax_forward<T>(index_t, index_t, const T*, bool, T*);                        \
-  template void softmax_backward<T>(index_t, index_t, const T*, const T*, bool, T*);             \
-  template double softmax_cross_entropy<T>(index_t, index_t, const T*, const std::int64_t*,      \
-                                           Reduction, std::int64_t, T*, T*);                     \
-  template double elementwise_loss<T>(index_t, const T*, const T*, LossKind, Reduction, double,  \
-                                      T*, T*);
+#define ADLK_INSTANTIATE_NN(T)                \
+  ADLK_INSTANTIATE(batchnorm_forward, T)      \
+  ADLK_INSTANTIATE(batchnorm_backward, T)     \
+  ADLK_INSTANTIATE(layernorm_forward, T)      \
+  ADLK_INSTANTIATE(layernorm_backward, T)     \
+  ADLK_INSTANTIATE(dropout_forward, T)        \
+  ADLK_INSTANTIATE(dropout_backward, T)       \
+  ADLK_INSTANTIATE(linear_forward, T)         \
+  ADLK_INSTANTIATE(linear_backward, T)        \
+  ADLK_INSTANTIATE(activation_forward, T)     \
+  ADLK_INSTANTIATE(activation_backward, T)    \
+  ADLK_INSTANTIATE(softmax_forward, T)        \
+  ADLK_INSTANTIATE(softmax_backward, T)       \
+  ADLK_INSTANTIATE(softmax_cross_entropy, T)  \
+  ADLK_INSTANTIATE(elementwise_loss, T)
 
 ADLK_INSTANTIATE_NN(float)
 ADLK_INSTANTIATE_NN(double)

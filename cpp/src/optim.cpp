@@ -342,17 +342,13 @@ void scale_tensors(index_t count, const index_t* sizes, T* const* tensors, doubl
   });
 }
 
-#define ADLK_INSTANTIATE_OPTIM(T)                                                              \
-  template void sgd_step<T>(index_t, const index_t*, T* const*, const T* const*, T* const*,  \
-                            const SgdHyper&);                                                  \
-  template void adagrad_step<T>(index_t, const index_t*, T* const*, const T* const*,         \
-                                T* const*, const AdagradHyper&);                               \
-  template void rmsprop_step<T>(index_t, const index_t*, T* const*, const T* const*,         \
-                                T* const*, T* const*, T* const*, const RmspropHyper&);         \
-  template void adam_step<T>(index_t, const index_t*, T* const*, const T* const*, T* const*, \
-                             T* const*, T* const*, const AdamHyper&);                          \
-  template double total_norm<T>(index_t, const index_t*, const T* const*, double);            \
-  template void scale_tensors<T>(index_t, const index_t*, T* const*, double);
+#define ADLK_INSTANTIATE_OPTIM(T)     \
+  ADLK_INSTANTIATE(sgd_step, T)       \
+  ADLK_INSTANTIATE(adagrad_step, T)   \
+  ADLK_INSTANTIATE(rmsprop_step, T)   \
+  ADLK_INSTANTIATE(adam_step, T)      \
+  ADLK_INSTANTIATE(total_norm, T)     \
+  ADLK_INSTANTIATE(scale_tensors, T)
 
 ADLK_INSTANTIATE_OPTIM(float)
 ADLK_INSTANTIATE_OPTIM(double)

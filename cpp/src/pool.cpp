@@ -562,14 +562,12 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& g, bool count_include_pad
   rs.check();
 }
 
-#define ADLK_INSTANTIATE_POOL(T)                                                               \
-  template void maxpool2d_forward<T>(const T*, const Pool2dGeom&, T*, std::int64_t*);          \
-  template index_t maxpool2d_backward<T>(const T*, const std::int64_t*, const IndexScatterGeom&, \
-                                         T*, std::int64_t*);                                   \
-  template index_t max_unpool2d<T>(const T*, const std::int64_t*, const IndexScatterGeom&, T*,  \
-                                   std::int64_t*);                                             \
-  template void avgpool2d_forward<T>(const T*, const Pool2dGeom&, bool, T*);                   \
-  template void avgpool2d_backward<T>(const T*, const Pool2dGeom&, bool, T*);
+#define ADLK_INSTANTIATE_POOL(T)           \
+  ADLK_INSTANTIATE(maxpool2d_forward, T)   \
+  ADLK_INSTANTIATE(maxpool2d_backward, T)  \
+  ADLK_INSTANTIATE(max_unpool2d, T)        \
+  ADLK_INSTANTIATE(avgpool2d_forward, T)   \
+  ADLK_INSTANTIATE(avgpool2d_backward, T)
 ADLK_INSTANTIATE_POOL(float)
 ADLK_INSTANTIATE_POOL(double)
 #undef ADLK_INSTANTIATE_POOL

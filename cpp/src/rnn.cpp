@@ -688,27 +688,15 @@ void additive_attention_backward(const AttentionGeom& g, const T* grad_context,
 
 // ---- instantiations ----------------------------------------------------------------------
 
-#define ADLK_INSTANTIATE_RNN(T)                                                                   \
-  template void lstm_forward<T>(const LstmGeom&, const T*, const T*, const T*, const T*,        \
-                                const T*, const T*, const T*, bool, T*, T*, T*, T*, T*);        \
-  template void lstm_backward<T>(const LstmGeom&, const T*, index_t, const T*, const T*,        \
-                                 const T*, const T*, const T*, const T*, const T*, const T*,    \
-                                 const T*, const T*, bool, T*, T*, T*, T*, T*, T*);             \
-  template void gru_cell_forward<T>(const CellGeom&, const T*, const T*, const T*, const T*,    \
-                                    const T*, const T*, T*, T*, T*);                            \
-  template void gru_cell_backward<T>(const CellGeom&, const T*, const T*, const T*, const T*,   \
-                                     const T*, const T*, const T*, T*, T*, T*, T*, T*, T*);     \
-  template void rnn_cell_forward<T>(const CellGeom&, const T*, const T*, const T*, const T*,    \
-                                    const T*, const T*, bool, T*);                              \
-  template void rnn_cell_backward<T>(const CellGeom&, const T*, const T*, const T*, const T*,   \
-                                     const T*, const T*, bool, T*, T*, T*, T*, T*);             \
-  template void additive_attention_forward<T>(const AttentionGeom&, const T*, const T*,         \
-                                              const T*, const T*, const T*,                     \
-                                              const std::uint8_t*, T*, T*, T*);                 \
-  template void additive_attention_backward<T>(const AttentionGeom&, const T*, const T*,        \
-                                               const T*, const T*, const T*, const T*,          \
-                                               const T*, const T*, const T*, T*, T*, T*, T*,    \
-                                               T*);
+#define ADLK_INSTANTIATE_RNN(T)                     \
+  ADLK_INSTANTIATE(lstm_forward, T)                 \
+  ADLK_INSTANTIATE(lstm_backward, T)                \
+  ADLK_INSTANTIATE(gru_cell_forward, T)             \
+  ADLK_INSTANTIATE(gru_cell_backward, T)            \
+  ADLK_INSTANTIATE(rnn_cell_forward, T)             \
+  ADLK_INSTANTIATE(rnn_cell_backward, T)            \
+  ADLK_INSTANTIATE(additive_attention_forward, T)   \
+  ADLK_INSTANTIATE(additive_attention_backward, T)
 
 ADLK_INSTANTIATE_RNN(float)
 ADLK_INSTANTIATE_RNN(double)

@@ -30,6 +30,10 @@
 #define ADLK_VECTOR_EXT 1
 #endif
 
+// The explicit instantiation of function template fn for type T, its signature taken from
+// the declaration (the header states it once; the instantiation does not repeat it).
+#define ADLK_INSTANTIATE(fn, T) template decltype(fn<T>) fn<T>;
+
 namespace adlk {
 
 // All index arithmetic is 64-bit: sizes up to the memory of the machine work.
