@@ -5,9 +5,13 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "adlk/common.h"
+#include "adlk/conv.h"
+#include "adlk/pool.h"
 
 namespace py = pybind11;
 using adlk::index_t;
@@ -66,6 +70,34 @@ py::array_t<T> new_array(const std::vector<index_t>& shape) {
   for (index_t s : shape)
     if (s < 0 || __builtin_mul_overflow(bytes, s, &bytes)) throw std::bad_alloc();
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+// ---- geometry (the structs of adlk/conv.h and adlk/pool.h, checked by finalize) -------
+
+using Pair = std::pair<index_t, index_t>;  // (h, w) of a geometry argument
+
+inline adlk::Conv2dGeom make_conv_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out,
+                                       Pair k, Pair s, Pair p, Pair d, index_t groups) {
+  adlk::Conv2dGeom g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.C_out = C_out, g.groups = groups;
+  std::tie(g.kH, g.kW) = k;
+  std::tie(g.sH, g.sW) = s;
+  std::tie(g.pH, g.pW) = p;
+  std::tie(g.dH, g.dW) = d;
+  g.finalize();  // std::invalid_argument / std::length_error -> ValueError
+  return g;
+}
+
+inline adlk::Pool2dGeom make_pool_geom(index_t N, index_t C, index_t H, index_t W, Pair k,
+                                       Pair s, Pair p, Pair d, bool ceil_mode) {
+  adlk::Pool2dGeom g;
+  g.N = N, g.C = C, g.H = H, g.W = W, g.ceil_mode = ceil_mode;
+  std::tie(g.kH, g.kW) = k;
+  std::tie(g.sH, g.sW) = s;
+  std::tie(g.pH, g.pW) = p;
+  std::tie(g.dH, g.dW) = d;
+  g.finalize();
+  return g;
 }
 
 // Register the geometry structs and output-size formulas (geometry.cpp), the recurrent family (rnn.cpp), the optimizers (optim.cpp) and

@@ -23,26 +23,11 @@ using namespace adlk_bind;
 
 namespace {
 
-using Pair = std::pair<index_t, index_t>;  // (h, w) of a geometry argument
-
-adlk::Conv2dGeom make_geom(index_t N, index_t C, index_t H, index_t W, index_t C_out, Pair k,
-                           Pair s, Pair p, Pair d, index_t groups) {
-  adlk::Conv2dGeom g;
-  g.N = N, g.C = C, g.H = H, g.W = W, g.C_out = C_out;
-  std::tie(g.kH, g.kW) = k;
-  std::tie(g.sH, g.sW) = s;
-  std::tie(g.pH, g.pW) = p;
-  std::tie(g.dH, g.dW) = d;
-  g.groups = groups;
-  g.finalize();
-  return g;
-}
-
 adlk::Conv2dGeom geom_from_x(const py::array& x, index_t C_out, Pair k, Pair s, Pair p, Pair d,
                              index_t groups) {
   if (x.ndim() != 4)
     throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(shape_of(x)));
-  return make_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), C_out, k, s, p, d, groups);
+  return make_conv_geom(x.shape(0), x.shape(1), x.shape(2), x.shape(3), C_out, k, s, p, d, groups);
 }
 
 
@@ -73,7 +58,7 @@ template <typename T>
 py::array_t<T> col2im_t(const py::array& cols, index_t C, index_t H, index_t W, Pair k, Pair s,
                         Pair p, Pair d) {
   if (cols.ndim() != 3) throw py::value_error("cols: expected a 3-d array");
-  auto g = make_geom(cols.shape(0), C, H, W, 0, k, s, p, d, 1);
+  auto g = make_conv_geom(cols.shape(0), C, H, W, 0, k, s, p, d, 1);
   const T* pc = in_ptr<T>(cols, "cols", {g.N, g.col_rows(), g.L()});
   auto x = new_array<T>({g.N, g.C, g.H, g.W});
   T* px = x.mutable_data();
@@ -137,24 +122,16 @@ py::tuple conv2d_backward_t(const py::array& dy, const py::array& x, const py::a
 
 // ---- pooling ------------------------------------------------------------------
 
-adlk::Pool2dGeom make_pool_geom(const std::vector<index_t>& in_shape, Pair k, Pair s, Pair p,
-                                Pair d, bool ceil_mode) {
+adlk::Pool2dGeom pool_geom_of(const std::vector<index_t>& in_shape, Pair k, Pair s, Pair p,
+                              Pair d, bool ceil_mode) {
   if (in_shape.size() != 4)
     throw py::value_error("x: expected shape (N, C, H, W), got " + shape_str(in_shape));
-  adlk::Pool2dGeom g;
-  g.N = in_shape[0], g.C = in_shape[1], g.H = in_shape[2], g.W = in_shape[3];
-  std::tie(g.kH, g.kW) = k;
-  std::tie(g.sH, g.sW) = s;
-  std::tie(g.pH, g.pW) = p;
-  std::tie(g.dH, g.dW) = d;
-  g.ceil_mode = ceil_mode;
-  g.finalize();
-  return g;
+  return make_pool_geom(in_shape[0], in_shape[1], in_shape[2], in_shape[3], k, s, p, d, ceil_mode);
 }
 
 template <typename T>
 py::tuple maxpool2d_forward_t(const py::array& x, Pair k, Pair s, Pair p, Pair d, bool ceil_mode) {
-  const auto g = make_pool_geom(shape_of(x), k, s, p, d, ceil_mode);
+  const auto g = pool_geom_of(shape_of(x), k, s, p, d, ceil_mode);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
   auto ind = new_array<std::int64_t>({g.N, g.C, g.H_out, g.W_out});
@@ -215,7 +192,7 @@ py::array_t<T> max_unpool2d_t(const py::array& x, const py::array& indices, inde
 template <typename T>
 py::array_t<T> avgpool2d_forward_t(const py::array& x, Pair k, Pair s, Pair p, bool ceil_mode,
                                    bool cip) {
-  const auto g = make_pool_geom(shape_of(x), k, s, p, Pair(1, 1), ceil_mode);
+  const auto g = pool_geom_of(shape_of(x), k, s, p, Pair(1, 1), ceil_mode);
   const T* px = in_ptr<T>(x, "x", {g.N, g.C, g.H, g.W});
   auto y = new_array<T>({g.N, g.C, g.H_out, g.W_out});
   T* py_ = y.mutable_data();
@@ -229,7 +206,7 @@ py::array_t<T> avgpool2d_forward_t(const py::array& x, Pair k, Pair s, Pair p, b
 template <typename T>
 py::array_t<T> avgpool2d_backward_t(const py::array& dy, const std::vector<index_t>& input_size,
                                     Pair k, Pair s, Pair p, bool ceil_mode, bool cip) {
-  const auto g = make_pool_geom(input_size, k, s, p, Pair(1, 1), ceil_mode);
+  const auto g = pool_geom_of(input_size, k, s, p, Pair(1, 1), ceil_mode);
   const T* pdy = in_ptr<T>(dy, "grad_y", {g.N, g.C, g.H_out, g.W_out});
   auto dx = new_array<T>({g.N, g.C, g.H, g.W});
   T* pdx = dx.mutable_data();

@@ -17,8 +17,6 @@ namespace adlk_bind {
 
 namespace {
 
-using Pair = std::pair<index_t, index_t>;
-
 std::string pair_str(index_t a, index_t b) {
   return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
 }
@@ -28,17 +26,7 @@ std::string pair_str(index_t a, index_t b) {
 void bind_geometry(py::module_& m) {
   py::class_<adlk::Conv2dGeom>(m, "Conv2dGeom",
                                "Checked geometry of a 2-d convolution (or bare im2col/col2im: C_out 0).")
-      .def(py::init([](index_t N, index_t C, index_t H, index_t W, index_t C_out, Pair k, Pair s,
-                       Pair p, Pair d, index_t groups) {
-             adlk::Conv2dGeom g;
-             g.N = N, g.C = C, g.H = H, g.W = W, g.C_out = C_out, g.groups = groups;
-             std::tie(g.kH, g.kW) = k;
-             std::tie(g.sH, g.sW) = s;
-             std::tie(g.pH, g.pW) = p;
-             std::tie(g.dH, g.dW) = d;
-             g.finalize();  // std::invalid_argument / std::length_error -> ValueError
-             return g;
-           }),
+      .def(py::init(&make_conv_geom),
            py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"), py::arg("C_out") = 0,
            py::arg("kernel_size") = Pair(1, 1), py::arg("stride") = Pair(1, 1),
            py::arg("padding") = Pair(0, 0), py::arg("dilation") = Pair(1, 1),
@@ -67,17 +55,7 @@ void bind_geometry(py::module_& m) {
       });
 
   py::class_<adlk::Pool2dGeom>(m, "Pool2dGeom", "Checked geometry of a 2-d pooling window over (N, C, H, W).")
-      .def(py::init([](index_t N, index_t C, index_t H, index_t W, Pair k, Pair s, Pair p, Pair d,
-                       bool ceil_mode) {
-             adlk::Pool2dGeom g;
-             g.N = N, g.C = C, g.H = H, g.W = W, g.ceil_mode = ceil_mode;
-             std::tie(g.kH, g.kW) = k;
-             std::tie(g.sH, g.sW) = s;
-             std::tie(g.pH, g.pW) = p;
-             std::tie(g.dH, g.dW) = d;
-             g.finalize();
-             return g;
-           }),
+      .def(py::init(&make_pool_geom),
            py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"), py::arg("kernel_size"),
            py::arg("stride"), py::arg("padding") = Pair(0, 0), py::arg("dilation") = Pair(1, 1),
            py::arg("ceil_mode") = false)
