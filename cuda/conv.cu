@@ -221,8 +221,8 @@ void im2col(const T* x, T* cols, const Conv2dGeom& g, index_t n0, index_t nb, vo
   if (total == 0) return;
   need_ptr(x, "im2col: x");
   need_ptr(cols, "im2col: cols");
-  im2col_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(x, cols, dev_geom(g),
-                                                                         n0, total);
+  ADLK_LAUNCH(grid_for(total), kThreads, 0, as_stream(stream), im2col_kernel<T>)(
+      x, cols, dev_geom(g), n0, total);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -234,8 +234,8 @@ void col2im(const T* cols, T* x, const Conv2dGeom& g, index_t n0, index_t nb, vo
   if (total == 0) return;
   need_ptr(cols, "col2im: cols");
   need_ptr(x, "col2im: x");
-  col2im_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(cols, x, dev_geom(g),
-                                                                         n0, total);
+  ADLK_LAUNCH(grid_for(total), kThreads, 0, as_stream(stream), col2im_kernel<T>)(
+      cols, x, dev_geom(g), n0, total);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -246,8 +246,8 @@ void bias_fill(T* y, const T* bias, index_t N, index_t C_out, index_t L, void* s
   if (total == 0) return;
   need_ptr(y, "bias_fill: y");
   need_ptr(bias, "bias_fill: bias");
-  bias_fill_kernel<T><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(y, bias, C_out, L,
-                                                                            total);
+  ADLK_LAUNCH(grid_for(total), kThreads, 0, as_stream(stream), bias_fill_kernel<T>)(
+      y, bias, C_out, L, total);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -268,7 +268,7 @@ void channel_sums(const T* dy, T* db, index_t N, index_t C, index_t L, void* str
     return;
   }
   const unsigned blocks = unsigned(C < kMaxBlocks ? C : kMaxBlocks);
-  channel_sums_kernel<T><<<blocks, kThreads, 0, as_stream(stream)>>>(dy, db, N, C, L);
+  ADLK_LAUNCH(blocks, kThreads, 0, as_stream(stream), channel_sums_kernel<T>)(dy, db, N, C, L);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -280,8 +280,8 @@ void sum_batches(const T* partials, T* out, index_t nb, index_t count, bool accu
   if (count == 0 || (nb == 0 && accumulate)) return;
   need_ptr(out, "sum_batches: out");
   if (nb > 0) need_ptr(partials, "sum_batches: partials");
-  sum_batches_kernel<T><<<grid_for(count), kThreads, 0, as_stream(stream)>>>(partials, out, nb,
-                                                                              count, accumulate);
+  ADLK_LAUNCH(grid_for(count), kThreads, 0, as_stream(stream), sum_batches_kernel<T>)(
+      partials, out, nb, count, accumulate);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 

@@ -272,8 +272,8 @@ void scatter_planes(const T* src, const std::int64_t* indices, const IndexScatte
   if (dst_total == 0) return;
   ADLK_CUDA_CHECK(cudaMemsetAsync(dst, 0, std::size_t(dst_total) * sizeof(T), s));
   if (g.count == 0) return;
-  scatter_planes_kernel<T, Accumulate><<<grid_for(g.planes), kThreads, 0, s>>>(
-      src, indices, g.planes, g.count, g.dst_size, dst);
+  ADLK_LAUNCH(grid_for(g.planes), kThreads, 0, s, scatter_planes_kernel<T, Accumulate>)(
+       src, indices, g.planes, g.count, g.dst_size, dst);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -351,8 +351,8 @@ void maxpool2d_forward(const T* x, const Pool2dGeom& geom, T* y, std::int64_t* i
   const Pool2dGeom g = finalized(geom);
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   if (n == 0) return;
-  maxpool2d_forward_kernel<T><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(x, g, n, y,
-                                                                                indices);
+  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), maxpool2d_forward_kernel<T>)(
+      x, g, n, y, indices);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -362,7 +362,7 @@ index_t maxpool2d_first_outside_window(const std::int64_t* indices, const Pool2d
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   const cudaStream_t s = as_stream(stream);
   return reduce_first(n, s, [&](unsigned long long* first) {
-    first_outside_window_kernel<<<grid_for(n), kThreads, 0, s>>>(indices, g, n, first);
+    ADLK_LAUNCH(grid_for(n), kThreads, 0, s, first_outside_window_kernel)(indices, g, n, first);
   });
 }
 
@@ -371,8 +371,8 @@ index_t first_index_out_of_range(const std::int64_t* indices, index_t count,
   check(count >= 0 && dst_size >= 0, "pool: negative sizes");
   const cudaStream_t s = as_stream(stream);
   return reduce_first(count, s, [&](unsigned long long* first) {
-    first_out_of_range_kernel<<<grid_for(count), kThreads, 0, s>>>(indices, dst_size, count,
-                                                                   first);
+    ADLK_LAUNCH(grid_for(count), kThreads, 0, s, first_out_of_range_kernel)(
+        indices, dst_size, count, first);
   });
 }
 
@@ -382,8 +382,8 @@ void maxpool2d_backward(const T* dy, const std::int64_t* indices, const Pool2dGe
   const Pool2dGeom g = finalized(geom);
   const index_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return;
-  maxpool2d_backward_kernel<T><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(
-      dy, indices, g, n, dx);
+  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), maxpool2d_backward_kernel<T>)(
+       dy, indices, g, n, dx);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -406,8 +406,8 @@ void avgpool2d_forward(const T* x, const Pool2dGeom& geom, bool count_include_pa
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   if (n == 0) return;
-  avgpool2d_forward_kernel<T><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(
-      x, g, count_include_pad, n, y);
+  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), avgpool2d_forward_kernel<T>)(
+       x, g, count_include_pad, n, y);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 
@@ -418,8 +418,8 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& geom, bool count_include_
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return;
-  avgpool2d_backward_kernel<T><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(
-      dy, g, count_include_pad, n, dx);
+  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), avgpool2d_backward_kernel<T>)(
+       dy, g, count_include_pad, n, dx);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 

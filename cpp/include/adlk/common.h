@@ -13,7 +13,10 @@
 // Portability of the few compiler extensions the kernels use.
 // ADLK_MULTIVERSION: compile a function for baseline x86-64 and for AVX2 (x86-64-v3),
 // picked once at load time (GCC on x86-64 with ifunc support; elsewhere a plain function).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Not under ThreadSanitizer, whose instrumented ifunc resolvers would run before its
+// runtime is initialized.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define ADLK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define ADLK_MULTIVERSION

@@ -2,7 +2,11 @@
 // process), so a CUDA failure becomes a Python RuntimeError carrying CUDA's message.
 #pragma once
 
+#ifdef ADLK_CUDA_EMULATION
+#include "adlk/cuda/emulation.h"  // CUDA on CPU threads (tests/cuda_emu/)
+#else
 #include <cuda_runtime.h>
+#endif
 
 #include <stdexcept>
 #include <string>
@@ -13,13 +17,26 @@ namespace adlk::cuda {
 
 // Launch constants of every CUDA kernel, defined once (like adlk/tuning.h for the CPU).
 // Threads per block of the 1-d launches. Part of the numerics of the block reductions
-// (conv's channel_sums adds its kThreads partials in a fixed shared-memory tree).
-constexpr int kThreads = 256;
+// (conv's channel_sums adds its kThreads partials in a fixed shared-memory tree, which
+// needs a power of two). The emulation harness builds other values too
+// (-DADLK_CUDA_THREADS=16: blocks that are not whole warps).
+#ifndef ADLK_CUDA_THREADS
+#define ADLK_CUDA_THREADS 256
+#endif
+constexpr int kThreads = ADLK_CUDA_THREADS;
+static_assert(kThreads >= 1 && kThreads <= 1024 && (kThreads & (kThreads - 1)) == 0,
+              "kThreads: a power of two in [1, 1024]");
 // Grid cap of the grid-stride launches (no result depends on it): the conv kernels use
 // kMaxBlocks, the pooling kernels kPoolMaxBlocks. To be tuned on a GPU with
-// bench/gpu_conv_pool.py.
+// bench/gpu_conv_pool.py. The harness builds a cap of 2 (-DADLK_CUDA_MAX_BLOCKS=2): grids
+// much smaller than the data, so that every grid-stride loop takes several turns.
+#ifdef ADLK_CUDA_MAX_BLOCKS
+constexpr index_t kMaxBlocks = ADLK_CUDA_MAX_BLOCKS;
+constexpr index_t kPoolMaxBlocks = ADLK_CUDA_MAX_BLOCKS;
+#else
 constexpr index_t kMaxBlocks = 65535;
 constexpr index_t kPoolMaxBlocks = 4 * kMaxBlocks;
+#endif
 
 inline void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
   if (err != cudaSuccess)
@@ -28,6 +45,17 @@ inline void check_cuda(cudaError_t err, const char* what, const char* file, int 
 }
 
 }  // namespace adlk::cuda
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) is written
+// ADLK_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...): the same launch under
+// nvcc, a run on CPU threads in the emulation harness.
+#ifdef ADLK_CUDA_EMULATION
+#define ADLK_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::adlk::cuda::emu::launcher(grid, block, shared_bytes, stream)(__VA_ARGS__)
+#else
+#define ADLK_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#endif
 
 #define ADLK_CUDA_CHECK(expr) ::adlk::cuda::check_cuda((expr), #expr, __FILE__, __LINE__)
 // After every launch: configuration errors surface here, not at a later call.
