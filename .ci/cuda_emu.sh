@@ -57,8 +57,8 @@ configure "$tmp/thread" -DADLK_CUDA_EMU_CONV_SOURCE="$tmp/conv_race.cu"
 cmake --build "$tmp/thread" -j2 --target test_cuda_emu_small >/dev/null
 expect_report "$tmp/thread" test_cuda_emu_small "ThreadSanitizer: data race" "deleted __syncthreads"
 
-# 2. bias_fill writing one element past the end.
-sed 's/i < total; i += stride)$/i <= total; i += stride)/' cuda/conv.cu >"$tmp/conv_overrun.cu"
+# 2. im2col writing one element past the end of the columns.
+sed '0,/i < total; i += stride) {$/s//i <= total; i += stride) {/' cuda/conv.cu >"$tmp/conv_overrun.cu"
 ! cmp -s cuda/conv.cu "$tmp/conv_overrun.cu" || { echo "overrun mutant: no loop bound changed"; exit 1; }
 configure "$tmp/address" -DADLK_CUDA_EMU_CONV_SOURCE="$tmp/conv_overrun.cu"
 cmake --build "$tmp/address" -j2 --target test_cuda_emu_small >/dev/null

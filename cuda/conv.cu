@@ -143,17 +143,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ---- bias_fill ----------------------------------------------------------------------
-// y[n, c, l] = bias[c]: a copy per element, deterministic.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    bias_fill_kernel(T* __restrict__ y, const T* __restrict__ bias, index_t C_out, index_t L,
-                     index_t total) {
-  const index_t stride = index_t(blockDim.x) * index_t(gridDim.x);
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
-    y[i] = bias[(i / L) % C_out];
-}
-
 // ---- channel_sums -------------------------------------------------------------------
 // One block of exactly kThreads threads per channel (blocks stride over channels). The
 // channel's N*L values, flattened as m = n*L + l, are dealt out: thread t sums
@@ -240,18 +229,6 @@ void col2im(const T* cols, T* x, const Conv2dGeom& g, index_t n0, index_t nb, vo
 }
 
 template <typename T>
-void bias_fill(T* y, const T* bias, index_t N, index_t C_out, index_t L, void* stream) {
-  const index_t total = checked_mul(checked_mul(N, C_out, "bias_fill"), L, "bias_fill");
-  check_loop(total, "bias_fill");
-  if (total == 0) return;
-  need_ptr(y, "bias_fill: y");
-  need_ptr(bias, "bias_fill: bias");
-  ADLK_LAUNCH(grid_for(total), kThreads, 0, as_stream(stream), bias_fill_kernel<T>)(
-      y, bias, C_out, L, total);
-  ADLK_CUDA_LAUNCH_CHECK();
-}
-
-template <typename T>
 void channel_sums(const T* dy, T* db, index_t N, index_t C, index_t L, void* stream) {
   const index_t M = checked_mul(N, L, "channel_sums");
   const index_t total = checked_mul(M, C, "channel_sums");
@@ -316,7 +293,6 @@ index_t conv2d_chunk_images(const Conv2dGeom& g, std::size_t elem_size, index_t 
 #define ADLK_CUDA_INSTANTIATE_CONV(T)  \
   ADLK_INSTANTIATE(im2col, T)          \
   ADLK_INSTANTIATE(col2im, T)          \
-  ADLK_INSTANTIATE(bias_fill, T)       \
   ADLK_INSTANTIATE(channel_sums, T)    \
   ADLK_INSTANTIATE(sum_batches, T)
 ADLK_CUDA_INSTANTIATE_CONV(float)

@@ -67,6 +67,37 @@ class _Kernels:
         self.calls.append("channel_sums")
         self.t[db][...] = self.t[dy].reshape(n, c, length).sum(axis=(0, 2))
 
+    # pooling: the window gather and the plane scatter, both as the CPU scatter (the gather
+    # adds in the scatter's order: tests/cuda_emu checks the kernels themselves)
+    def maxpool2d_first_outside_window(self, indices, geom, stream):
+        self.calls.append("maxpool2d_first_outside_window")
+        idx = self.t[indices]
+        oh = np.arange(geom.H_out).reshape(-1, 1)
+        ow = np.arange(geom.W_out).reshape(1, -1)
+        h, w = idx // geom.W, idx % geom.W
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom.kernel_size, geom.stride, geom.padding, geom.dilation
+        rh, rw = h - (oh * sh - ph), w - (ow * sw - pw)
+        inside = ((rh >= 0) & (rh % dh == 0) & (rh // dh < kh) & (rw >= 0) & (rw % dw == 0)
+                  & (rw // dw < kw))
+        bad = np.flatnonzero(~(inside | (idx == -1)))
+        return int(bad[0]) if bad.size else -1
+
+    def first_index_out_of_range(self, indices, count, dst_size, stream):
+        idx = self.t[indices].reshape(-1)[:count]
+        bad = np.flatnonzero((idx < -1) | (idx >= dst_size))
+        return int(bad[0]) if bad.size else -1
+
+    def _scatter(self, dy, indices, dx, hw):
+        self.t[dx][...] = ak.maxpool2d_backward(self.t[dy], self.t[indices], hw)
+
+    def maxpool2d_backward(self, dy, indices, dx, geom, dtype, stream):
+        self.calls.append("maxpool2d_backward")
+        self._scatter(dy, indices, dx, (geom.H, geom.W))
+
+    def maxpool2d_backward_planes(self, dy, indices, dx, planes, count, dst_size, dtype, stream):
+        self.calls.append("maxpool2d_backward_planes")
+        self._scatter(dy, indices, dx, self.t[dx].shape[2:])
+
 
 @pytest.fixture
 def host_gpu(monkeypatch):
@@ -139,3 +170,26 @@ def test_conv_orchestration_output_mask(host_gpu, rng, mask):
         assert (g is None) == (not m)
         if m:
             np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+
+
+POOL_WINDOWS = [((2, 3, 7, 7), (2, 2, 0, 1, False)), ((1, 2, 9, 8), (3, 2, 1, 2, True)),
+                ((2, 1, 5, 6), ((3, 2), (1, 2), (1, 0), 1, False))]
+
+
+@pytest.mark.parametrize("shape,window", POOL_WINDOWS)
+def test_maxpool_backward_window_gathers_when_indices_are_in_their_windows(host_gpu, rng, shape, window):
+    x = rng.standard_normal(shape)
+    y, idx = ak.maxpool2d_forward(x, *window)
+    gy = rng.standard_normal(y.shape)
+    k, s, p, d, ceil_mode = (tuple(v) if isinstance(v, tuple) else ((v, v) if not isinstance(v, bool) else v)
+                             for v in window)
+    got = _cuda.maxpool2d_backward_window(gy, idx, x.shape, (k, s, p, d, ceil_mode), "f")
+    assert host_gpu.calls == ["maxpool2d_first_outside_window", "maxpool2d_backward"]
+    np.testing.assert_array_equal(got, ak.maxpool2d_backward(gy, idx, x.shape))
+    # An index inside its plane but outside its window: the plane scatter, same result as the CPU.
+    idx2 = idx.copy()
+    idx2[0, 0, 0, 0] = x.shape[2] * x.shape[3] - 1
+    host_gpu.calls.clear()
+    got2 = _cuda.maxpool2d_backward_window(gy, idx2, x.shape, (k, s, p, d, ceil_mode), "f")
+    assert host_gpu.calls == ["maxpool2d_first_outside_window", "maxpool2d_backward_planes"]
+    np.testing.assert_array_equal(got2, ak.maxpool2d_backward(gy, idx2, x.shape))

@@ -237,6 +237,20 @@ def maxpool2d_backward(grad_y, indices, nchw, fn):
         return gx
 
 
+def maxpool2d_backward_window(grad_y, indices, nchw, window, fn):
+    """The max-pooling backward as a gather: each input cell sums the gradients of the
+    windows that cover it and chose it, in the CPU scatter's order (the same bits). Needs
+    every index in its own window (checked on the device); otherwise the plane scatter."""
+    mod = cuda_module()
+    with _OnDevice(grad_y):
+        geom = _pool_geom(nchw, *window)
+        if indices.size == 0 or mod.maxpool2d_first_outside_window(_ptr(indices), geom, _stream()) >= 0:
+            return maxpool2d_backward(grad_y, indices, nchw, fn)
+        gx = _cp().empty(nchw, grad_y.dtype)
+        mod.maxpool2d_backward(_ptr(grad_y), _ptr(indices), _ptr(gx), geom, grad_y.dtype, _stream())
+        return gx
+
+
 def max_unpool2d(x, indices, hw, fn):
     cp, mod = _cp(), cuda_module()
     with _OnDevice(x):

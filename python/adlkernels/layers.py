@@ -209,7 +209,7 @@ class MaxPool2d(Module):
 
     def backward(self, grad_y):
         idx, shape = self._need_cache()
-        return pool.maxpool2d_backward(grad_y, idx, shape)
+        return pool._maxpool2d_backward(grad_y, idx, shape, window=self.args)
 
 
 class AvgPool2d(Module):

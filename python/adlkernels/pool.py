@@ -111,6 +111,16 @@ def maxpool2d_backward(grad_y, indices, input_size):
     grad_y and indices (N, C, H_out, W_out); input_size (N, C, H, W) or (H, W).
     Returns grad_x (N, C, H, W).
     """
+    return _maxpool2d_backward(grad_y, indices, input_size)
+
+
+def _maxpool2d_backward(grad_y, indices, input_size, window=None):
+    """maxpool2d_backward, for callers that also know the forward's window, ``window`` =
+    (kernel_size, stride, padding, dilation, ceil_mode) (ak.layers.MaxPool2d, the torch
+    adapter). The result is the same. On CUDA the window lets every input cell gather its
+    gradient from the windows that cover it, instead of one thread per plane scattering;
+    indices that are not all in their own windows take the scatter. The CPU kernel is the
+    scatter either way."""
     a = Args("maxpool2d_backward")
     backend = backend_of(a.fn, {"grad_y": grad_y, "indices": indices})
     a.float_dtype(grad_y=grad_y)
@@ -120,7 +130,14 @@ def maxpool2d_backward(grad_y, indices, input_size):
     if on_gpu(a.fn, backend):
         from . import _cuda
 
-        return _cuda.maxpool2d_backward(grad_y, indices, grad_y.shape[:2] + tuple(hw), a.fn)
+        nchw = grad_y.shape[:2] + tuple(hw)
+        if window is None:
+            return _cuda.maxpool2d_backward(grad_y, indices, nchw, a.fn)
+        k, s, p, d, out = _geometry(a, hw, *window)
+        if out != grad_y.shape[2:]:
+            raise a.shape_error("grad_y", fmt_shape(grad_y.shape[:2] + out), grad_y.shape)
+        return _cuda.maxpool2d_backward_window(grad_y, indices, nchw, (k, s, p, d, bool(window[4])),
+                                               a.fn)
     return a.run(_adlk.maxpool2d_backward, grad_y, indices, hw[0], hw[1])
 
 

@@ -37,13 +37,6 @@ void col2im_t(Ptr cols, Ptr x, const adlk::Conv2dGeom& g, index_t n0, index_t nb
 }
 
 template <typename T>
-void bias_fill_t(Ptr y, Ptr bias, index_t N, index_t C_out, index_t L, const py::object&,
-                 Ptr stream) {
-  py::gil_scoped_release nogil;
-  adlk::cuda::bias_fill<T>(dev_ptr<T>(y), dev_ptr<const T>(bias), N, C_out, L, as_stream(stream));
-}
-
-template <typename T>
 void channel_sums_t(Ptr dy, Ptr db, index_t N, index_t C, index_t L, const py::object&,
                     Ptr stream) {
   py::gil_scoped_release nogil;
@@ -69,9 +62,6 @@ void bind_cuda_conv(py::module_& m) {
          "summed (fold; bitwise equal to the CPU col2im).",
          FLOAT_IMPL(col2im_t, 5), py::arg("cols"), py::arg("x"), py::arg("geom"), py::arg("n0"),
          py::arg("nb"), py::arg("dtype"), py::arg("stream"));
-  def_op(m, "bias_fill", "y (N, C_out, L)[n, c, l] = bias[c].", FLOAT_IMPL(bias_fill_t, 5),
-         py::arg("y"), py::arg("bias"), py::arg("N"), py::arg("C_out"), py::arg("L"),
-         py::arg("dtype"), py::arg("stream"));
   def_op(m, "channel_sums", "db[c] = sum over n, l of dy (N, C, L)[n, c, l], in double, deterministic.",
          FLOAT_IMPL(channel_sums_t, 5), py::arg("dy"), py::arg("db"), py::arg("N"), py::arg("C"),
          py::arg("L"), py::arg("dtype"), py::arg("stream"));

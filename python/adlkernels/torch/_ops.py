@@ -344,9 +344,18 @@ def _(x, kernel_size, stride, padding, dilation, ceil_mode):
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
 
-def _max_pool2d_backward_impl(grad_y: Tensor, indices: Tensor, input_size: Sequence[int]) -> Tensor:
+def _max_pool2d_backward_impl(grad_y: Tensor, indices: Tensor, input_size: Sequence[int],
+                              kernel_size: Optional[Sequence[int]] = None,
+                              stride: Optional[Sequence[int]] = None,
+                              padding: Optional[Sequence[int]] = None,
+                              dilation: Optional[Sequence[int]] = None,
+                              ceil_mode: bool = False) -> Tensor:
+    # With the forward's window (autograd passes it), CUDA tensors take the gather kernel.
+    window = None
+    if kernel_size is not None and stride is not None and padding is not None and dilation is not None:
+        window = (tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), ceil_mode)
     with _stream_of(grad_y):
-        gx = _pool.maxpool2d_backward(_array(grad_y), _array(indices), tuple(input_size))
+        gx = _pool._maxpool2d_backward(_array(grad_y), _array(indices), tuple(input_size), window)
     return _tensor(gx)
 
 
@@ -359,19 +368,22 @@ _max_pool2d_backward = _Op("max_pool2d_backward", _max_pool2d_backward_impl)
 
 
 @_max_pool2d_backward.fake
-def _(grad_y, indices, input_size):
+def _(grad_y, indices, input_size, kernel_size=None, stride=None, padding=None, dilation=None,
+      ceil_mode=False):
     return grad_y.new_empty(_grad_x_shape(grad_y, input_size))
 
 
 def _max_pool2d_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.input_size = list(inputs[0].shape)
+    ctx.window = [list(v) for v in inputs[1:5]] + [bool(inputs[5])]
     ctx.mark_non_differentiable(output[1])
 
 
 def _max_pool2d_grad(ctx, grad_y, grad_indices):
     (indices,) = ctx.saved_tensors
-    return _max_pool2d_backward(grad_y, indices, ctx.input_size), None, None, None, None, None
+    return (_max_pool2d_backward(grad_y, indices, ctx.input_size, *ctx.window),
+            None, None, None, None, None)
 
 
 _max_pool2d.autograd(_max_pool2d_grad, _max_pool2d_setup)

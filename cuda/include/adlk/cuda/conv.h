@@ -35,10 +35,6 @@ void im2col(const T* x, T* cols, const Conv2dGeom& g, index_t n0, index_t nb, vo
 template <typename T>
 void col2im(const T* cols, T* x, const Conv2dGeom& g, index_t n0, index_t nb, void* stream);
 
-// y (N, C_out, L): y[n, c, l] = bias[c].
-template <typename T>
-void bias_fill(T* y, const T* bias, index_t N, index_t C_out, index_t L, void* stream);
-
 // db[c] = sum over n, l of dy[n, c, l], dy (N, C, L); accumulated in double.
 template <typename T>
 void channel_sums(const T* dy, T* db, index_t N, index_t C, index_t L, void* stream);
