@@ -25,21 +25,13 @@
 #include "adlk/cuda/pool.h"
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
+#include "check.h"
 
 namespace {
 
 using adlk::index_t;
 
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED %s\n", what.c_str());
-  }
-}
+using cuda_emu_test::check;
 
 template <typename T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
@@ -245,6 +237,5 @@ int main() {
   std::mt19937_64 rng(12345);
   run_all<float>(rng);
   run_all<double>(rng);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return cuda_emu_test::report();
 }

@@ -9,20 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+
 #include "adlk/cuda/common.cuh"
 
 namespace {
 
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_passed;
-  } else {
-    ++g_failed;
-    std::printf("FAILED %s\n", what.c_str());
-  }
-}
+using cuda_emu_test::check;
 
 // Each thread writes its global index; a 2-d grid of 2-d blocks.
 __global__ void indices_kernel(int* out) {
@@ -174,6 +167,5 @@ int main() {
   for (int threads : {32, 48, 64, 100}) test_shuffles(threads);
   test_atomics();
   test_launch_errors();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return cuda_emu_test::report();
 }
