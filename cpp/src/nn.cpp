@@ -12,7 +12,8 @@
 #include "adlk/parallel.h"
 #include "adlk/tuning.h"
 #include "partition.h"
-#include "vecmath.h"
+#include "adlk/pointwise.h"
+#include "adlk/vecmath.h"
 
 namespace adlk {
 
@@ -343,10 +344,11 @@ void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, co
 // ---- dropout ----------------------------------------------------------------------------------------
 
 namespace {
-constexpr std::uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
-constexpr std::uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+using pointwise::kPhiloxW0;
+using pointwise::kPhiloxW1;
 
-// Philox-4x32-10 on kLanes independent counters at once (vectorizable across lanes).
+// Philox-4x32-10 on kLanes independent counters at once (vectorizable across lanes): the
+// rounds of adlk/pointwise.h, lane by lane.
 constexpr int kLanes = 16;
 
 ADLK_ALWAYS_INLINE void philox_lanes(std::uint32_t (&c0)[kLanes], std::uint32_t (&c1)[kLanes],
@@ -354,16 +356,7 @@ ADLK_ALWAYS_INLINE void philox_lanes(std::uint32_t (&c0)[kLanes], std::uint32_t 
                                      std::uint32_t k0, std::uint32_t k1) {
   for (int round = 0; round < 10; ++round) {
 #pragma omp simd
-    for (int l = 0; l < kLanes; ++l) {
-      const std::uint64_t p0 = std::uint64_t(kPhiloxM0) * c0[l];
-      const std::uint64_t p1 = std::uint64_t(kPhiloxM1) * c2[l];
-      const std::uint32_t n0 = std::uint32_t(p1 >> 32) ^ c1[l] ^ k0;
-      const std::uint32_t n2 = std::uint32_t(p0 >> 32) ^ c3[l] ^ k1;
-      c1[l] = std::uint32_t(p1);
-      c3[l] = std::uint32_t(p0);
-      c0[l] = n0;
-      c2[l] = n2;
-    }
+    for (int l = 0; l < kLanes; ++l) pointwise::philox_round(c0[l], c1[l], c2[l], c3[l], k0, k1);
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
@@ -372,9 +365,9 @@ ADLK_ALWAYS_INLINE void philox_lanes(std::uint32_t (&c0)[kLanes], std::uint32_t 
 // Elements [first, first + n) (first a multiple of 4 * kLanes): kLanes counters per block,
 // their 4 words laid out in element order, then one vectorized select pass.
 template <typename T>
-ADLK_MULTIVERSION void dropout_block(index_t first, index_t n, const T* x, std::uint32_t thr,
-                                     bool keep_none, T scale, std::uint64_t seed, T* y,
-                                     bool* mask) {
+ADLK_MULTIVERSION void dropout_block(index_t first, index_t n, const T* x,
+                                     const pointwise::DropoutScalars<T> s, std::uint64_t seed,
+                                     T* y, bool* mask) {
   constexpr index_t kBlock = 4 * kLanes;
   const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   alignas(64) std::uint32_t words[kBlock];
@@ -398,9 +391,9 @@ ADLK_MULTIVERSION void dropout_block(index_t first, index_t n, const T* x, std::
     bool* mb = mask + base;
 #pragma omp simd
     for (index_t i = 0; i < m; ++i) {
-      const bool keep = !keep_none && words[i] >= thr;
+      const bool keep = pointwise::dropout_keep(words[i], s);
       mb[i] = keep;
-      yb[i] = keep ? xb[i] * scale : T(0);
+      yb[i] = keep ? xb[i] * s.scale : T(0);
     }
   }
 }
@@ -416,22 +409,20 @@ void philox4x32_10(const std::uint32_t ctr[4], const std::uint32_t key[2], std::
 template <typename T>
 void dropout_forward(index_t n, const T* x, double p, std::uint64_t seed, T* y, bool* mask) {
   check(n >= 0 && p >= 0 && p <= 1, "dropout_forward: need n >= 0 and p in [0, 1]");
-  const std::uint64_t thr = std::uint64_t(std::llround(p * 4294967296.0));
-  const bool keep_none = thr > 0xffffffffu;  // p = 1 (or within 2^-33 of it)
-  const T scale = p < 1 ? T(1.0 / (1.0 - p)) : T(0);
+  const auto s = pointwise::dropout_scalars<T>(p);
   // chunks of kChunk elements (a multiple of 4 * kLanes)
   const index_t nchunks = chunks_of(n);
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
   for (index_t k = 0; k < nchunks; ++k) {
     const index_t b = k * kChunk, e = std::min(n, b + kChunk);
-    dropout_block<T>(b, e - b, x + b, std::uint32_t(thr), keep_none, scale, seed, y + b, mask + b);
+    dropout_block<T>(b, e - b, x + b, s, seed, y + b, mask + b);
   }
 }
 
 template <typename T>
 void dropout_backward(index_t n, const T* grad_y, const bool* mask, double p, T* grad_x) {
   check(n >= 0 && p >= 0 && p <= 1, "dropout_backward: need n >= 0 and p in [0, 1]");
-  const T scale = p < 1 ? T(1.0 / (1.0 - p)) : T(0);
+  const T scale = pointwise::dropout_scalars<T>(p).scale;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
   for (index_t k = 0; k < chunks_of(n); ++k) {
     const index_t b = k * kChunk, e = std::min(n, b + kChunk);
@@ -512,72 +503,44 @@ void linear_backward(index_t B, index_t I, index_t O, const T* grad_y, const T* 
 // ---- activations ---------------------------------------------------------------------------------
 
 namespace {
-template <typename T>
-ADLK_MULTIVERSION void act_chunk(index_t n, const T* x, Activation act, T slope, T* y) {
-  switch (act) {
-    case Activation::kRelu:
+// adlk/pointwise.h's rules over one chunk, one instantiation per activation.
+template <typename T, Activation A>
+ADLK_MULTIVERSION void act_chunk(index_t n, const T* x, T slope, T* y) {
 #pragma omp simd
-      for (index_t i = 0; i < n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
-      break;
-    case Activation::kLeakyRelu:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : x[i] * slope;
-      break;
-    case Activation::kSigmoid:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) y[i] = vm::sigmoid(x[i]);
-      break;
-    case Activation::kTanh:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) y[i] = vm::tanh(x[i]);
-      break;
-  }
+  for (index_t i = 0; i < n; ++i) y[i] = pointwise::activation<A>(x[i], slope);
 }
 
-template <typename T>
-ADLK_MULTIVERSION void act_backward_chunk(index_t n, const T* dy, const T* s, Activation act,
-                                          T slope, T* dx) {
-  switch (act) {
-    case Activation::kRelu:
+template <typename T, Activation A>
+ADLK_MULTIVERSION void act_backward_chunk(index_t n, const T* dy, const T* s, T slope, T* dx) {
 #pragma omp simd
-      for (index_t i = 0; i < n; ++i) dx[i] = s[i] > T(0) ? dy[i] : T(0);
-      break;
-    case Activation::kLeakyRelu:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) dx[i] = s[i] > T(0) ? dy[i] : dy[i] * slope;
-      break;
-    case Activation::kSigmoid:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - s[i]) * s[i];
-      break;
-    case Activation::kTanh:
-#pragma omp simd
-      for (index_t i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - s[i] * s[i]);
-      break;
-  }
+  for (index_t i = 0; i < n; ++i) dx[i] = pointwise::activation_grad<A>(dy[i], s[i], slope);
 }
 }  // namespace
 
 template <typename T>
 void activation_forward(index_t n, const T* x, Activation act, double slope, T* y) {
   check(n >= 0, "activation: negative size");
+  pointwise::with_activation(act, [&](auto a) {
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
-  for (index_t k = 0; k < chunks_of(n); ++k) {
-    const index_t b = k * kChunk;
-    act_chunk<T>(std::min(kChunk, n - b), x + b, act, T(slope), y + b);
-  }
+    for (index_t k = 0; k < chunks_of(n); ++k) {
+      const index_t b = k * kChunk;
+      act_chunk<T, decltype(a)::value>(std::min(kChunk, n - b), x + b, T(slope), y + b);
+    }
+  });
 }
 
 template <typename T>
 void activation_backward(index_t n, const T* grad_y, const T* saved, Activation act,
                          double slope, T* grad_x) {
   check(n >= 0, "activation: negative size");
+  pointwise::with_activation(act, [&](auto a) {
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
-  for (index_t k = 0; k < chunks_of(n); ++k) {
-    const index_t b = k * kChunk;
-    act_backward_chunk<T>(std::min(kChunk, n - b), grad_y + b, saved + b, act, T(slope),
-                          grad_x + b);
-  }
+    for (index_t k = 0; k < chunks_of(n); ++k) {
+      const index_t b = k * kChunk;
+      act_backward_chunk<T, decltype(a)::value>(std::min(kChunk, n - b), grad_y + b, saved + b,
+                                                T(slope), grad_x + b);
+    }
+  });
 }
 
 // ---- softmax ---------------------------------------------------------------------------------------

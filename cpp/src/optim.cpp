@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "adlk/optim_update.h"
 #include "adlk/parallel.h"
 #include "adlk/tuning.h"
 
@@ -56,121 +57,36 @@ void for_each_share(index_t count, const index_t* sizes, Seg&& seg) {
   }
 }
 
-// torch.lerp: a + w (b - a) for w < 0.5, else b - (b - a)(1 - w).
-template <typename T>
-inline T lerp(T a, T b, T w, bool low) {
-  return low ? a + w * (b - a) : b - (b - a) * (T(1) - w);
-}
-
-// ---- SGD ------------------------------------------------------------------------------
+// ---- the update loops: adlk/optim_update.h's per-element rules over one segment ----------
 
 template <typename T, bool WD, bool MOM, bool FIRST, bool NESTEROV>
 ADLK_MULTIVERSION void sgd_segment(index_t n, T* __restrict p, const T* __restrict g,
-                                   T* __restrict buf, T lr, T sign, T wd, T mom,
-                                   T one_minus_damp) {
+                                   T* __restrict buf, const update::SgdScalars<T> s) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) {
-    T d = sign * g[i];
-    if (WD) d = d + wd * p[i];
-    if (MOM) {
-      const T b = FIRST ? d : mom * buf[i] + one_minus_damp * d;
-      buf[i] = b;
-      d = NESTEROV ? d + mom * b : b;
-    }
-    p[i] = p[i] - lr * d;
-  }
+  for (index_t i = 0; i < n; ++i) update::sgd<T, WD, MOM, FIRST, NESTEROV>(i, p, g, buf, s);
 }
-
-template <typename T, bool WD>
-void sgd_dispatch(index_t n, T* p, const T* g, T* buf, const SgdHyper& h) {
-  const T lr = T(h.lr), sign = h.maximize ? T(-1) : T(1), wd = T(h.weight_decay),
-          mom = T(h.momentum), omd = T(1.0 - h.dampening);
-  if (h.momentum == 0) return sgd_segment<T, WD, false, false, false>(n, p, g, buf, lr, sign, wd, mom, omd);
-  const bool first = h.step == 1;
-  if (h.nesterov)
-    return first ? sgd_segment<T, WD, true, true, true>(n, p, g, buf, lr, sign, wd, mom, omd)
-                 : sgd_segment<T, WD, true, false, true>(n, p, g, buf, lr, sign, wd, mom, omd);
-  return first ? sgd_segment<T, WD, true, true, false>(n, p, g, buf, lr, sign, wd, mom, omd)
-               : sgd_segment<T, WD, true, false, false>(n, p, g, buf, lr, sign, wd, mom, omd);
-}
-
-// ---- Adagrad ----------------------------------------------------------------------------
 
 template <typename T, bool WD>
 ADLK_MULTIVERSION void adagrad_segment(index_t n, T* __restrict p, const T* __restrict g,
-                                       T* __restrict sum, T clr, T sign, T wd, T eps) {
+                                       T* __restrict sum, const update::AdagradScalars<T> s) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) {
-    T d = sign * g[i];
-    if (WD) d = d + wd * p[i];
-    const T s = sum[i] + d * d;
-    sum[i] = s;
-    p[i] = p[i] - clr * (d / (std::sqrt(s) + eps));
-  }
+  for (index_t i = 0; i < n; ++i) update::adagrad<T, WD>(i, p, g, sum, s);
 }
-
-// ---- RMSprop ----------------------------------------------------------------------------
 
 template <typename T, bool WD, bool CENTERED, bool MOM>
 ADLK_MULTIVERSION void rmsprop_segment(index_t n, T* __restrict p, const T* __restrict g,
                                        T* __restrict sq, T* __restrict buf, T* __restrict gavg,
-                                       T lr, T sign, T wd, T alpha, T one_minus_alpha,
-                                       bool lerp_low, T eps, T mom) {
+                                       const update::RmspropScalars<T> s) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) {
-    T d = sign * g[i];
-    if (WD) d = d + wd * p[i];
-    const T s = sq[i] * alpha + one_minus_alpha * (d * d);
-    sq[i] = s;
-    T avg;
-    if (CENTERED) {
-      const T ga = lerp(gavg[i], d, one_minus_alpha, lerp_low);
-      gavg[i] = ga;
-      avg = std::sqrt(s - ga * ga) + eps;
-    } else {
-      avg = std::sqrt(s) + eps;
-    }
-    if (MOM) {
-      const T b = buf[i] * mom + d / avg;
-      buf[i] = b;
-      p[i] = p[i] - lr * b;
-    } else {
-      p[i] = p[i] - lr * (d / avg);
-    }
-  }
+  for (index_t i = 0; i < n; ++i) update::rmsprop<T, WD, CENTERED, MOM>(i, p, g, sq, buf, gavg, s);
 }
-
-// ---- Adam -----------------------------------------------------------------------------------
 
 template <typename T, bool WD, bool DECOUPLED, bool AMSGRAD>
 ADLK_MULTIVERSION void adam_segment(index_t n, T* __restrict p, const T* __restrict g,
                                     T* __restrict m, T* __restrict v, T* __restrict vmax,
-                                    T sign, T wd, T decay, T one_minus_beta1, bool lerp_low,
-                                    T beta2, T one_minus_beta2, T step_size, T bc2_sqrt, T eps) {
+                                    const update::AdamScalars<T> s) {
 #pragma omp simd
-  for (index_t i = 0; i < n; ++i) {
-    T d = sign * g[i];
-    T pv = p[i];
-    if (WD) {
-      if (DECOUPLED)
-        pv = pv * decay;
-      else
-        d = d + wd * pv;
-    }
-    const T mv = lerp(m[i], d, one_minus_beta1, lerp_low);
-    m[i] = mv;
-    T vv = v[i] * beta2 + one_minus_beta2 * (d * d);
-    v[i] = vv;
-    if (AMSGRAD) {
-      const T old = vmax[i];
-      T top = vv > old ? vv : old;
-      top = vv != vv ? vv : top;  // NaN propagates, as torch.maximum
-      vmax[i] = top;
-      vv = top;
-    }
-    const T denom = std::sqrt(vv) / bc2_sqrt + eps;
-    p[i] = pv - step_size * (mv / denom);
-  }
+  for (index_t i = 0; i < n; ++i) update::adam<T, WD, DECOUPLED, AMSGRAD>(i, p, g, m, v, vmax, s);
 }
 
 template <typename T>
@@ -214,17 +130,22 @@ ADLK_MULTIVERSION double chunk_norm(index_t n, const T* __restrict x, int kind) 
 
 }  // namespace
 
+// The flags of each variant pick an instantiation of its segment loop (with_flags).
+#define ADLK_FLAG(f) decltype(f)::value
+
 template <typename T>
 void sgd_step(index_t count, const index_t* sizes, T* const* params, const T* const* grads,
               T* const* momentum_buffers, const SgdHyper& h) {
   check(h.step >= 1, "sgd_step: step must be >= 1");
   check(h.momentum == 0 || momentum_buffers != nullptr, "sgd_step: momentum needs buffers");
+  const auto s = update::sgd_scalars<T>(h);
+  const bool mom = h.momentum != 0;
   for_each_share(count, sizes, [&](index_t k, index_t b, index_t e) {
-    T* buf = momentum_buffers ? momentum_buffers[k] + b : nullptr;
-    if (h.weight_decay != 0)
-      sgd_dispatch<T, true>(e - b, params[k] + b, grads[k] + b, buf, h);
-    else
-      sgd_dispatch<T, false>(e - b, params[k] + b, grads[k] + b, buf, h);
+    T* buf = mom ? momentum_buffers[k] + b : nullptr;
+    with_flags([&](auto wd, auto mo, auto first, auto nest) {
+      sgd_segment<T, ADLK_FLAG(wd), ADLK_FLAG(mo), ADLK_FLAG(first), ADLK_FLAG(nest)>(
+          e - b, params[k] + b, grads[k] + b, buf, s);
+    }, h.weight_decay != 0, mom, mom && h.step == 1, mom && h.nesterov);
   });
 }
 
@@ -232,13 +153,11 @@ template <typename T>
 void adagrad_step(index_t count, const index_t* sizes, T* const* params, const T* const* grads,
                   T* const* state_sums, const AdagradHyper& h) {
   check(h.step >= 1, "adagrad_step: step must be >= 1");
-  const T clr = T(h.lr / (1.0 + double(h.step - 1) * h.lr_decay));
-  const T sign = h.maximize ? T(-1) : T(1), wd = T(h.weight_decay), eps = T(h.eps);
+  const auto s = update::adagrad_scalars<T>(h);
   for_each_share(count, sizes, [&](index_t k, index_t b, index_t e) {
-    if (h.weight_decay != 0)
-      adagrad_segment<T, true>(e - b, params[k] + b, grads[k] + b, state_sums[k] + b, clr, sign, wd, eps);
-    else
-      adagrad_segment<T, false>(e - b, params[k] + b, grads[k] + b, state_sums[k] + b, clr, sign, wd, eps);
+    with_flags([&](auto wd) {
+      adagrad_segment<T, ADLK_FLAG(wd)>(e - b, params[k] + b, grads[k] + b, state_sums[k] + b, s);
+    }, h.weight_decay != 0);
   });
 }
 
@@ -249,27 +168,15 @@ void rmsprop_step(index_t count, const index_t* sizes, T* const* params, const T
   check(h.step >= 1, "rmsprop_step: step must be >= 1");
   check(h.momentum <= 0 || momentum_buffers != nullptr, "rmsprop_step: momentum needs buffers");
   check(!h.centered || grad_avgs != nullptr, "rmsprop_step: centered needs grad_avgs");
-  const T lr = T(h.lr), sign = h.maximize ? T(-1) : T(1), wd = T(h.weight_decay),
-          alpha = T(h.alpha), oma = T(1.0 - h.alpha), eps = T(h.eps), mom = T(h.momentum);
-  const bool low = oma < T(0.5);
-  const bool use_wd = h.weight_decay != 0, use_mom = h.momentum > 0;
+  const auto s = update::rmsprop_scalars<T>(h);
+  const bool use_mom = h.momentum > 0;
   for_each_share(count, sizes, [&](index_t k, index_t b, index_t e) {
-    T* p = params[k] + b;
-    const T* g = grads[k] + b;
-    T* sq = square_avgs[k] + b;
     T* buf = use_mom ? momentum_buffers[k] + b : nullptr;
     T* ga = h.centered ? grad_avgs[k] + b : nullptr;
-    const index_t n = e - b;
-#define ADLK_RMSPROP(WD, C, M) \
-  rmsprop_segment<T, WD, C, M>(n, p, g, sq, buf, ga, lr, sign, wd, alpha, oma, low, eps, mom)
-    if (use_wd) {
-      if (h.centered) use_mom ? ADLK_RMSPROP(true, true, true) : ADLK_RMSPROP(true, true, false);
-      else use_mom ? ADLK_RMSPROP(true, false, true) : ADLK_RMSPROP(true, false, false);
-    } else {
-      if (h.centered) use_mom ? ADLK_RMSPROP(false, true, true) : ADLK_RMSPROP(false, true, false);
-      else use_mom ? ADLK_RMSPROP(false, false, true) : ADLK_RMSPROP(false, false, false);
-    }
-#undef ADLK_RMSPROP
+    with_flags([&](auto wd, auto centered, auto mo) {
+      rmsprop_segment<T, ADLK_FLAG(wd), ADLK_FLAG(centered), ADLK_FLAG(mo)>(
+          e - b, params[k] + b, grads[k] + b, square_avgs[k] + b, buf, ga, s);
+    }, h.weight_decay != 0, h.centered, use_mom);
   });
 }
 
@@ -279,33 +186,18 @@ void adam_step(index_t count, const index_t* sizes, T* const* params, const T* c
                const AdamHyper& h) {
   check(h.step >= 1, "adam_step: step must be >= 1");
   check(!h.amsgrad || max_exp_avg_sqs != nullptr, "adam_step: amsgrad needs max_exp_avg_sqs");
-  // PyTorch's bias corrections, in double as its Python scalars
-  const double bc1 = 1.0 - std::pow(h.beta1, double(h.step));
-  const double bc2 = 1.0 - std::pow(h.beta2, double(h.step));
-  const T step_size = T(h.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));
-  const T sign = h.maximize ? T(-1) : T(1), wd = T(h.weight_decay),
-          decay = T(1.0 - h.lr * h.weight_decay), omb1 = T(1.0 - h.beta1), beta2 = T(h.beta2),
-          omb2 = T(1.0 - h.beta2), eps = T(h.eps);
-  const bool low = omb1 < T(0.5);
-  const bool use_wd = h.weight_decay != 0;
+  const auto s = update::adam_scalars<T>(h);
+  const bool wd = h.weight_decay != 0;
   for_each_share(count, sizes, [&](index_t k, index_t b, index_t e) {
-    T* p = params[k] + b;
-    const T* g = grads[k] + b;
-    T* m = exp_avgs[k] + b;
-    T* v = exp_avg_sqs[k] + b;
     T* vmax = h.amsgrad ? max_exp_avg_sqs[k] + b : nullptr;
-    const index_t n = e - b;
-#define ADLK_ADAM(WD, D, A) \
-  adam_segment<T, WD, D, A>(n, p, g, m, v, vmax, sign, wd, decay, omb1, low, beta2, omb2, step_size, bc2_sqrt, eps)
-    if (use_wd) {
-      if (h.decoupled_weight_decay) h.amsgrad ? ADLK_ADAM(true, true, true) : ADLK_ADAM(true, true, false);
-      else h.amsgrad ? ADLK_ADAM(true, false, true) : ADLK_ADAM(true, false, false);
-    } else {
-      h.amsgrad ? ADLK_ADAM(false, false, true) : ADLK_ADAM(false, false, false);
-    }
-#undef ADLK_ADAM
+    with_flags([&](auto w, auto dec, auto ams) {
+      adam_segment<T, ADLK_FLAG(w), ADLK_FLAG(dec), ADLK_FLAG(ams)>(
+          e - b, params[k] + b, grads[k] + b, exp_avgs[k] + b, exp_avg_sqs[k] + b, vmax, s);
+    }, wd, wd && h.decoupled_weight_decay, h.amsgrad);
   });
 }
+
+#undef ADLK_FLAG
 
 template <typename T>
 double total_norm(index_t count, const index_t* sizes, const T* const* tensors, double norm_type) {

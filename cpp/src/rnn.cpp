@@ -14,7 +14,7 @@
 #include "adlk/tuning.h"
 #include "adlk/scratch.h"
 #include "partition.h"
-#include "vecmath.h"
+#include "adlk/vecmath.h"
 
 namespace adlk {
 

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 // Portability of the few compiler extensions the kernels use.
 // ADLK_MULTIVERSION: compile a function for baseline x86-64 and for AVX2 (x86-64-v3),
@@ -27,6 +29,21 @@
 #define ADLK_KEEP_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #else
 #define ADLK_KEEP_LOOPS
+#endif
+// ADLK_HD: a function of the shared per-element arithmetic (adlk/vecmath.h,
+// adlk/optim_update.h), compiled for the host and, under nvcc, for the device too: the CPU
+// and CUDA kernels run the same expressions, so they give the same bits (the CUDA build
+// turns off FMA contraction, as the CPU build does).
+#ifdef __CUDACC__
+#define ADLK_HD __host__ __device__
+#else
+#define ADLK_HD
+#endif
+// ADLK_ALWAYS_INLINE: inlined into the vectorized (CPU) or per-thread (CUDA) loop.
+#if defined(__GNUC__) || defined(__CUDACC__)
+#define ADLK_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ADLK_ALWAYS_INLINE inline
 #endif
 // ADLK_VECTOR_EXT: GCC vector extensions with __builtin_shuffle are available.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -67,6 +84,19 @@ inline index_t add_checked(index_t a, index_t b, const char* what) {
   index_t r;
   if (__builtin_add_overflow(a, b, &r)) size_overflow(what, a, " + ", b);
   return r;
+}
+
+// f(std::bool_constant<b1>{}, std::bool_constant<b2>{}, ...) for runtime flags b1, b2, ...:
+// one call picks the instantiation of a kernel templated on its variant flags (read
+// them as decltype(flag)::value).
+template <bool... Fixed, typename F>
+decltype(auto) with_flags(F&& f) {
+  return f(std::bool_constant<Fixed>{}...);
+}
+template <bool... Fixed, typename F, typename... Rest>
+decltype(auto) with_flags(F&& f, bool b, Rest... rest) {
+  return b ? with_flags<Fixed..., true>(std::forward<F>(f), rest...)
+           : with_flags<Fixed..., false>(std::forward<F>(f), rest...);
 }
 
 // a * b, or INT64_MAX when that does not fit: for cost estimates that only compare.

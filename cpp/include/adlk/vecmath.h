@@ -1,4 +1,7 @@
-// Branch-free exp, sigmoid and tanh for pointwise kernels (internal header).
+// Branch-free exp, sigmoid and tanh for pointwise kernels, shared by the CPU kernels
+// (cpp/src/nn.cpp, rnn.cpp) and the CUDA ones (cuda/nn.cu): built from +, -, *, / and
+// bit operations only, so that both backends round every step alike (no FMA contraction
+// on either: see ADLK_HD in adlk/common.h) and give the same bits.
 //
 // Written so that GCC vectorizes them inside `#pragma omp simd` loops (glibc's scalar
 // expf/tanhf calls would not vectorize without -ffast-math): selects instead of branches,
@@ -13,11 +16,8 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__GNUC__)
-#define ADLK_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define ADLK_ALWAYS_INLINE inline
-#endif
+#include "adlk/common.h"
+
 
 namespace adlk::vm {
 
@@ -28,7 +28,7 @@ template <>
 struct FloatTraits<float> {
   using Bits = std::uint32_t;
   static constexpr int kMantissa = 23;
-  static constexpr Bits kBias = 127;
+  static constexpr Bits kBias = 127, kInfBits = 0x7f800000u;
   // exp(x) for x in [kLow, kHigh] keeps 2^n a normal number and p * 2^n finite.
   static constexpr float kLow = -87.0f, kHigh = 88.0f;
   // ln 2 split so that n * kLn2Hi is exact for the n that occur.
@@ -39,14 +39,14 @@ template <>
 struct FloatTraits<double> {
   using Bits = std::uint64_t;
   static constexpr int kMantissa = 52;
-  static constexpr Bits kBias = 1023;
+  static constexpr Bits kBias = 1023, kInfBits = 0x7ff0000000000000ull;
   static constexpr double kLow = -708.0, kHigh = 708.0;
   static constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
 };
 
 // e^r for |r| <= ln(2)/2: Taylor series, truncated where the next term is below half an
 // ulp (degree 7 for float, 13 for double).
-ADLK_ALWAYS_INLINE float exp_reduced(float r) {
+ADLK_HD ADLK_ALWAYS_INLINE float exp_reduced(float r) {
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -57,7 +57,7 @@ ADLK_ALWAYS_INLINE float exp_reduced(float r) {
   return p * r + 1.0f;
 }
 
-ADLK_ALWAYS_INLINE double exp_reduced(double r) {
+ADLK_HD ADLK_ALWAYS_INLINE double exp_reduced(double r) {
   double p = 1.0 / 6227020800.0;  // 1/13!
   p = p * r + 1.0 / 479001600.0;
   p = p * r + 1.0 / 39916800.0;
@@ -78,7 +78,7 @@ ADLK_ALWAYS_INLINE double exp_reduced(double r) {
 // +inf; below kLow it is e^kLow, a normal number (the true value would be subnormal),
 // which leaves sigmoid and tanh exact to within the smallest normal number.
 template <typename T>
-ADLK_ALWAYS_INLINE T exp_clamped(T x) {
+ADLK_HD ADLK_ALWAYS_INLINE T exp_clamped(T x) {
   using Tr = FloatTraits<T>;
   using Bits = typename Tr::Bits;
   const bool overflow = x > Tr::kHigh;
@@ -98,26 +98,29 @@ ADLK_ALWAYS_INLINE T exp_clamped(T x) {
   T scale;
   std::memcpy(&scale, &scale_bits, sizeof(T));
   const T result = exp_reduced(r) * scale;
-  return overflow ? T(__builtin_huge_val()) : result;
+  const Bits inf_bits = Tr::kInfBits;  // +inf from its bits: no host-only builtin
+  T inf;
+  std::memcpy(&inf, &inf_bits, sizeof(T));
+  return overflow ? inf : result;
 }
 
 // exp(x) for softmax: like exp_clamped, but 0 below kLow (the true value there is at most
 // a subnormal number), so that far-off logits get exactly zero probability.
 template <typename T>
-ADLK_ALWAYS_INLINE T exp_flush(T x) {
+ADLK_HD ADLK_ALWAYS_INLINE T exp_flush(T x) {
   const T e = exp_clamped(x);
   return x < FloatTraits<T>::kLow ? T(0) : e;
 }
 
 template <typename T>
-ADLK_ALWAYS_INLINE T sigmoid(T x) {
+ADLK_HD ADLK_ALWAYS_INLINE T sigmoid(T x) {
   return T(1) / (T(1) + exp_clamped(-x));
 }
 
 // tanh(x) = x + x z P(z), z = x^2, for |x| < 0.625: minimax-style fits of
 // (tanh(x)/x - 1)/z in relative error (computed with mpmath); max error 4e-9 (float,
 // degree 4) and 1e-17 (double, degree 10).
-ADLK_ALWAYS_INLINE float tanh_small(float x) {
+ADLK_HD ADLK_ALWAYS_INLINE float tanh_small(float x) {
   const float z = x * x;
   float p = -0.0057170282895429171826f;
   p = p * z + 0.020650570903000155425f;
@@ -127,7 +130,7 @@ ADLK_ALWAYS_INLINE float tanh_small(float x) {
   return x + x * z * p;
 }
 
-ADLK_ALWAYS_INLINE double tanh_small(double x) {
+ADLK_HD ADLK_ALWAYS_INLINE double tanh_small(double x) {
   const double z = x * x;
   double p = -0.000016107516871580199583;
   p = p * z + 0.000077219114263427067388;
@@ -145,7 +148,7 @@ ADLK_ALWAYS_INLINE double tanh_small(double x) {
 
 // Both branches are computed and one is selected, so the loop stays vectorized.
 template <typename T>
-ADLK_ALWAYS_INLINE T tanh(T x) {
+ADLK_HD ADLK_ALWAYS_INLINE T tanh(T x) {
   const T ax = x < T(0) ? -x : x;
   const T small = tanh_small(x);
   const T large = T(1) - T(2) / (exp_clamped(T(2) * ax) + T(1));

@@ -1,0 +1,102 @@
+// The per-element rules of the activations and of dropout, shared by the CPU loops
+// (cpp/src/nn.cpp) and the CUDA kernels (cuda/nn.cu): one definition of the arithmetic and
+// of the random stream, so that both backends give the same bits (the same expressions in
+// the same order, no FMA contraction on either; see ADLK_HD in adlk/common.h) and the same
+// dropout mask for the same seed.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "adlk/common.h"
+#include "adlk/nn.h"
+#include "adlk/vecmath.h"
+
+namespace adlk::pointwise {
+
+// ---- activations ------------------------------------------------------------------------------
+
+template <Activation A, typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T activation(T x, T slope) {
+  if constexpr (A == Activation::kRelu) return x < T(0) ? T(0) : x;  // NaN stays NaN
+  if constexpr (A == Activation::kLeakyRelu) return x > T(0) ? x : x * slope;
+  if constexpr (A == Activation::kSigmoid) return vm::sigmoid(x);
+  if constexpr (A == Activation::kTanh) return vm::tanh(x);
+}
+
+// grad_x from grad_y and the saved array (y when backward_takes_output(A), else x).
+template <Activation A, typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T activation_grad(T dy, T saved, T slope) {
+  if constexpr (A == Activation::kRelu) return saved > T(0) ? dy : T(0);
+  if constexpr (A == Activation::kLeakyRelu) return saved > T(0) ? dy : dy * slope;
+  if constexpr (A == Activation::kSigmoid) return dy * (T(1) - saved) * saved;
+  if constexpr (A == Activation::kTanh) return dy * (T(1) - saved * saved);
+}
+
+// f(std::integral_constant<Activation, act>{}): picks the instantiation for `act`.
+template <typename F>
+decltype(auto) with_activation(Activation act, F&& f) {
+  using A = Activation;
+  switch (act) {
+    case A::kLeakyRelu: return f(std::integral_constant<A, A::kLeakyRelu>{});
+    case A::kSigmoid: return f(std::integral_constant<A, A::kSigmoid>{});
+    case A::kTanh: return f(std::integral_constant<A, A::kTanh>{});
+    case A::kRelu: break;
+  }
+  return f(std::integral_constant<A, A::kRelu>{});
+}
+
+// ---- dropout: Philox-4x32-10 (Salmon et al., SC'11) ---------------------------------------------
+
+constexpr std::uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+constexpr std::uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+// One round on the counter words (c0, c1, c2, c3) with round key (k0, k1).
+ADLK_HD ADLK_ALWAYS_INLINE void philox_round(std::uint32_t& c0, std::uint32_t& c1,
+                                             std::uint32_t& c2, std::uint32_t& c3,
+                                             std::uint32_t k0, std::uint32_t k1) {
+  const std::uint64_t p0 = std::uint64_t(kPhiloxM0) * c0;
+  const std::uint64_t p1 = std::uint64_t(kPhiloxM1) * c2;
+  const std::uint32_t n0 = std::uint32_t(p1 >> 32) ^ c1 ^ k0;
+  const std::uint32_t n2 = std::uint32_t(p0 >> 32) ^ c3 ^ k1;
+  c1 = std::uint32_t(p1);
+  c3 = std::uint32_t(p0);
+  c0 = n0;
+  c2 = n2;
+}
+
+// The dropout stream: element i of the flattened array takes word i % 4 of Philox-4x32-10
+// at counter (j, j >> 32, 0, 0), j = i / 4, key (seed, seed >> 32); it is kept when the
+// word is >= thr (see adlkernels.nn).
+ADLK_HD ADLK_ALWAYS_INLINE void dropout_words(std::uint64_t j, std::uint64_t seed,
+                                              std::uint32_t (&w)[4]) {
+  std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
+  w[0] = std::uint32_t(j), w[1] = std::uint32_t(j >> 32), w[2] = 0, w[3] = 0;
+  for (int round = 0; round < 10; ++round) {
+    philox_round(w[0], w[1], w[2], w[3], k0, k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
+template <typename T>
+struct DropoutScalars {
+  std::uint32_t thr;  // keep when word >= thr
+  bool keep_none;     // p = 1 (or within 2^-33 of it)
+  T scale;            // 1 / (1 - p), 0 for p = 1
+};
+
+template <typename T>
+DropoutScalars<T> dropout_scalars(double p) {
+  const std::uint64_t thr = std::uint64_t(std::llround(p * 4294967296.0));
+  return {std::uint32_t(thr), thr > 0xffffffffu, p < 1 ? T(1.0 / (1.0 - p)) : T(0)};
+}
+
+template <typename T>
+ADLK_HD ADLK_ALWAYS_INLINE bool dropout_keep(std::uint32_t word, const DropoutScalars<T>& s) {
+  return !s.keep_none && word >= s.thr;
+}
+
+}  // namespace adlk::pointwise
