@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles every cuda/*.cu with nvcc as the CMake build does (cpp/include and cuda/include,
-# C++17, -O3, the default CUDA architectures of CMakeLists.txt less what this nvcc cannot
+# C++17, -O3, --fmad=false, the default CUDA architectures of CMakeLists.txt less what this nvcc cannot
 # build, or $ADLK_CUDA_ARCHS as given), with warnings as errors: every nvcc front-end
 # warning, a kernel launch without an explicit stream (-Wdefault-stream-launch: kernels
 # run on the caller's stream), ptxas warnings and the host compiler's -Wall -Wextra.
@@ -64,7 +64,7 @@ for f in "${files[@]}"; do
   log="$work/$base.log"
   start=$(date +%s)
   rc=0
-  "$nvcc" -std=c++17 -O3 -DNDEBUG -Xcompiler=-fPIC -Icpp/include -Icuda/include \
+  "$nvcc" -std=c++17 -O3 --fmad=false -DNDEBUG -Xcompiler=-fPIC -Icpp/include -Icuda/include \
     "-DADLK_CUDA_ARCHS=\"${archs//;/,}\"" "${gencode[@]}" --resource-usage \
     -Werror all-warnings -Wreorder -Wdefault-stream-launch -Wext-lambda-captures-this \
     -Xptxas --warning-as-error -Xcompiler -Wall,-Wextra,-Werror \

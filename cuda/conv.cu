@@ -38,13 +38,6 @@ void check_loop(index_t total, const char* what) {
   checked_add(total, index_t(kThreads) * kMaxBlocks, what);
 }
 
-unsigned grid_for(index_t total) {
-  const index_t blocks = (total + kThreads - 1) / kThreads;  // total < 2^63 - 2^8 here
-  return unsigned(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 void need_ptr(const void* p, const char* what) {
   if (p == nullptr) throw std::invalid_argument(std::string(what) + ": null device pointer");
 }

@@ -21,15 +21,6 @@ namespace adlk::cuda {
 
 namespace {
 
-
-// Blocks for n > 0 elements, one thread each (grid-stride beyond the cap).
-unsigned int grid_for(index_t n) {
-  const index_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(blocks < kPoolMaxBlocks ? blocks : kPoolMaxBlocks);
-}
-
-cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
-
 // A finalized copy: H_out/W_out computed, every field checked (std::invalid_argument).
 Pool2dGeom finalized(const Pool2dGeom& g) {
   Pool2dGeom f = g;
@@ -40,10 +31,6 @@ Pool2dGeom finalized(const Pool2dGeom& g) {
 void check_scatter_geom(const IndexScatterGeom& g) {
   check(g.planes >= 0 && g.count >= 0 && g.dst_size >= 0, "pool: negative sizes");
 }
-
-#define ADLK_GRID_STRIDE(i, n)                                                   \
-  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);      \
-       i += index_t(blockDim.x) * gridDim.x)
 
 __device__ __forceinline__ index_t dmin(index_t a, index_t b) { return a < b ? a : b; }
 
@@ -272,7 +259,7 @@ void scatter_planes(const T* src, const std::int64_t* indices, const IndexScatte
   if (dst_total == 0) return;
   ADLK_CUDA_CHECK(cudaMemsetAsync(dst, 0, std::size_t(dst_total) * sizeof(T), s));
   if (g.count == 0) return;
-  ADLK_LAUNCH(grid_for(g.planes), kThreads, 0, s, scatter_planes_kernel<T, Accumulate>)(
+  ADLK_LAUNCH(grid_for(g.planes, kPoolMaxBlocks), kThreads, 0, s, scatter_planes_kernel<T, Accumulate>)(
        src, indices, g.planes, g.count, g.dst_size, dst);
   ADLK_CUDA_LAUNCH_CHECK();
 }
@@ -339,8 +326,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-#undef ADLK_GRID_STRIDE
-
 }  // namespace
 
 // ---- host launchers ---------------------------------------------------------------------
@@ -351,7 +336,7 @@ void maxpool2d_forward(const T* x, const Pool2dGeom& geom, T* y, std::int64_t* i
   const Pool2dGeom g = finalized(geom);
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   if (n == 0) return;
-  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), maxpool2d_forward_kernel<T>)(
+  ADLK_LAUNCH(grid_for(n, kPoolMaxBlocks), kThreads, 0, as_stream(stream), maxpool2d_forward_kernel<T>)(
       x, g, n, y, indices);
   ADLK_CUDA_LAUNCH_CHECK();
 }
@@ -362,7 +347,7 @@ index_t maxpool2d_first_outside_window(const std::int64_t* indices, const Pool2d
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   const cudaStream_t s = as_stream(stream);
   return reduce_first(n, s, [&](unsigned long long* first) {
-    ADLK_LAUNCH(grid_for(n), kThreads, 0, s, first_outside_window_kernel)(indices, g, n, first);
+    ADLK_LAUNCH(grid_for(n, kPoolMaxBlocks), kThreads, 0, s, first_outside_window_kernel)(indices, g, n, first);
   });
 }
 
@@ -371,7 +356,7 @@ index_t first_index_out_of_range(const std::int64_t* indices, index_t count,
   check(count >= 0 && dst_size >= 0, "pool: negative sizes");
   const cudaStream_t s = as_stream(stream);
   return reduce_first(count, s, [&](unsigned long long* first) {
-    ADLK_LAUNCH(grid_for(count), kThreads, 0, s, first_out_of_range_kernel)(
+    ADLK_LAUNCH(grid_for(count, kPoolMaxBlocks), kThreads, 0, s, first_out_of_range_kernel)(
         indices, dst_size, count, first);
   });
 }
@@ -382,7 +367,7 @@ void maxpool2d_backward(const T* dy, const std::int64_t* indices, const Pool2dGe
   const Pool2dGeom g = finalized(geom);
   const index_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return;
-  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), maxpool2d_backward_kernel<T>)(
+  ADLK_LAUNCH(grid_for(n, kPoolMaxBlocks), kThreads, 0, as_stream(stream), maxpool2d_backward_kernel<T>)(
        dy, indices, g, n, dx);
   ADLK_CUDA_LAUNCH_CHECK();
 }
@@ -406,7 +391,7 @@ void avgpool2d_forward(const T* x, const Pool2dGeom& geom, bool count_include_pa
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t n = g.N * g.C * g.H_out * g.W_out;
   if (n == 0) return;
-  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), avgpool2d_forward_kernel<T>)(
+  ADLK_LAUNCH(grid_for(n, kPoolMaxBlocks), kThreads, 0, as_stream(stream), avgpool2d_forward_kernel<T>)(
        x, g, count_include_pad, n, y);
   ADLK_CUDA_LAUNCH_CHECK();
 }
@@ -418,7 +403,7 @@ void avgpool2d_backward(const T* dy, const Pool2dGeom& geom, bool count_include_
   check(g.dH == 1 && g.dW == 1, "avgpool2d: dilation must be 1");
   const index_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return;
-  ADLK_LAUNCH(grid_for(n), kThreads, 0, as_stream(stream), avgpool2d_backward_kernel<T>)(
+  ADLK_LAUNCH(grid_for(n, kPoolMaxBlocks), kThreads, 0, as_stream(stream), avgpool2d_backward_kernel<T>)(
        dy, g, count_include_pad, n, dx);
   ADLK_CUDA_LAUNCH_CHECK();
 }

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import adlkernels as ak
-from adlkernels import _cuda
+from adlkernels import _adlk, _cuda
+from adlkernels import nn as ak_nn
+from adlkernels import optim as ak_optim
 from adlkernels._backend import cuda_module
 from reference import conv2d_backward_ref, conv2d_ref
 
@@ -99,6 +101,62 @@ class _Kernels:
         self._scatter(dy, indices, dx, self.t[dx].shape[2:])
 
 
+    # optimizers: the CPU module's function of the same name on the arrays behind the
+    # pointers (its keywords are the CUDA module's, less sizes, dtype and stream)
+    def _list_op(self, name, sizes, dtype, stream, **kw):
+        self.calls.append(name)
+        lists = {k: [self.t[p] for p in v] for k, v in kw.items() if isinstance(v, list)}
+        for k, v in lists.items():
+            assert [a.size for a in v] == sizes, k
+            assert all(a.dtype == dtype for a in v), k
+        getattr(_adlk, name)(**{**kw, **lists})
+
+    def sgd_step(self, **kw):
+        self._list_op("sgd_step", **kw)
+
+    def adagrad_step(self, **kw):
+        self._list_op("adagrad_step", **kw)
+
+    def rmsprop_step(self, **kw):
+        self._list_op("rmsprop_step", **kw)
+
+    def adam_step(self, **kw):
+        self._list_op("adam_step", **kw)
+
+    def total_norm_partials(self, sizes):
+        return self.real.total_norm_partials(sizes)
+
+    def total_norm(self, grads, sizes, norm_type, partials, total, dtype, stream):
+        self.calls.append("total_norm")
+        assert self.t[partials].size == self.real.total_norm_partials(sizes)
+        self.t[total][...] = _adlk.grad_norm([self.t[p] for p in grads], norm_type)
+
+    def clip_scale(self, grads, sizes, total, max_norm, dtype, stream):
+        self.calls.append("clip_scale")
+        coef = dtype.type(max_norm) / (dtype.type(self.t[total]) + dtype.type(1e-6))
+        if not coef >= 1:
+            _adlk.scale_arrays([self.t[p] for p in grads], float(coef))
+
+    def activation_forward(self, x, y, n, act, slope, dtype, stream):
+        self.calls.append("activation_forward")
+        assert self.t[x].size == n
+        self.t[y][...] = _adlk.activation_forward(self.t[x], act, slope)
+
+    def activation_backward(self, grad_y, saved, grad_x, n, act, slope, dtype, stream):
+        self.calls.append("activation_backward")
+        self.t[grad_x][...] = _adlk.activation_backward(self.t[grad_y], self.t[saved], act, slope)
+
+    def dropout_forward(self, x, y, mask, n, p, seed, dtype, stream):
+        self.calls.append("dropout_forward")
+        yy, mm = _adlk.dropout_forward(self.t[x].reshape(-1), p, seed)
+        self.t[y][...], self.t[mask][...] = yy.reshape(self.t[y].shape), mm.reshape(self.t[y].shape)
+
+    def dropout_backward(self, grad_y, mask, grad_x, n, p, dtype, stream):
+        self.calls.append("dropout_backward")
+        self.t[grad_x][...] = _adlk.dropout_backward(self.t[grad_y].reshape(-1), self.t[mask].reshape(-1),
+                                                     p).reshape(self.t[grad_x].shape)
+
+
 @pytest.fixture
 def host_gpu(monkeypatch):
     """_cuda.py running on numpy arrays; returns the fake kernel module."""
@@ -111,7 +169,8 @@ def host_gpu(monkeypatch):
         return id(a)
 
     kernels = _Kernels(table)
-    fake_cupy = types.SimpleNamespace(empty=np.empty, zeros=np.zeros, matmul=np.matmul)
+    fake_cupy = types.SimpleNamespace(empty=np.empty, zeros=np.zeros, matmul=np.matmul, ones=np.ones,
+                                      ascontiguousarray=np.ascontiguousarray, isfinite=np.isfinite)
     monkeypatch.setattr(_cuda, "_cp", lambda: fake_cupy)
     monkeypatch.setattr(_cuda, "cuda_module", lambda: kernels)
     monkeypatch.setattr(_cuda, "_ptr", ptr)
@@ -193,3 +252,145 @@ def test_maxpool_backward_window_gathers_when_indices_are_in_their_windows(host_
     got2 = _cuda.maxpool2d_backward_window(gy, idx2, x.shape, (k, s, p, d, ceil_mode), "f")
     assert host_gpu.calls == ["maxpool2d_first_outside_window", "maxpool2d_backward_planes"]
     np.testing.assert_array_equal(got2, ak.maxpool2d_backward(gy, idx2, x.shape))
+
+
+# ---- optimizers, clip_grad_norm, activations, dropout: the public functions routed to the
+# CUDA path (on_gpu forced), numpy standing in for cupy: each must call its kernel with the
+# arguments the CPU path uses and give the CPU path's bits.
+
+
+@pytest.fixture
+def routed(host_gpu, monkeypatch):
+    for mod in (ak_optim, ak_nn):
+        monkeypatch.setattr(mod, "backend_of", lambda fn, arrays: "cuda")
+        monkeypatch.setattr(mod, "on_gpu", lambda fn, backend: True)
+    return host_gpu
+
+
+def _lists(rng, shapes, n, dtype):
+    return [[np.abs(rng.standard_normal(s)).astype(dtype) for s in shapes] for _ in range(n)]
+
+
+OPTIM_CASES = [
+    ("sgd_step", ("momentum_buffers",), dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("sgd_step", (), dict(lr=0.1, maximize=True)),
+    ("adagrad_step", ("state_sums",), dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
+    ("rmsprop_step", ("square_avgs", "momentum_buffers", "grad_avgs"),
+     dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("rmsprop_step", ("square_avgs",), dict(lr=0.01, alpha=0.9)),
+    ("adam_step", ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
+     dict(lr=0.01, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("adam_step", ("exp_avgs", "exp_avg_sqs"), dict(lr=0.01, beta1=0.7, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,states,hyper", OPTIM_CASES)
+def test_optimizer_steps_route_to_the_cuda_kernels(routed, monkeypatch, rng, fn, states, hyper, dtype):
+    shapes = [(3, 4), (7,), (0,), (2, 2, 2)]
+    lists = _lists(rng, shapes, 2 + len(states), dtype)
+    # positional: params, grads (and the first states where the signature has them there)
+    positional = {"sgd_step": 2, "adagrad_step": 3, "rmsprop_step": 3, "adam_step": 4}[fn]
+    def run(ls):
+        args = ls[:positional]
+        kw = dict(zip(states[positional - 2:], ls[positional:]))
+        for step in (1, 2):
+            getattr(ak_optim, fn)(*args, step=step, **kw, **hyper)
+    want = [[a.copy() for a in lst] for lst in lists]
+    with monkeypatch.context() as m:  # the CPU path
+        m.setattr(ak_optim, "on_gpu", lambda fn, backend: False)
+        run(want)
+    routed.calls.clear()
+    got = [[a.copy() for a in lst] for lst in lists]
+    grads_view = [np.asfortranarray(g) for g in got[1]]  # grads of any layout
+    run([got[0], grads_view] + got[2:])
+    assert routed.calls == [fn, fn]
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, float("inf")])
+@pytest.mark.parametrize("max_norm", [0.5, 1e9])
+def test_clip_grad_norm_routes_to_the_cuda_kernels(routed, monkeypatch, rng, norm_type, max_norm):
+    grads = [rng.standard_normal(s).astype(np.float32) for s in ((5, 3), (100,), (0,))]
+    want = [g.copy() for g in grads]
+    with monkeypatch.context() as m:
+        m.setattr(ak_optim, "on_gpu", lambda fn, backend: False)
+        total_want = ak_optim.clip_grad_norm(want, max_norm, norm_type)
+    total = ak_optim.clip_grad_norm(grads, max_norm, norm_type)
+    assert routed.calls == ["total_norm", "clip_scale"]
+    assert total.dtype == np.float32 and total.shape == ()
+    assert total == total_want
+    for a, b in zip(grads, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_clip_grad_norm_nonfinite_raises_before_scaling_on_the_cuda_path(routed):
+    grads = [np.array([1.0, np.inf]), np.array([3.0])]
+    with pytest.raises(RuntimeError, match="non-finite"):
+        ak_optim.clip_grad_norm(grads, 1.0, error_if_nonfinite=True)
+    assert routed.calls == ["total_norm"]
+    assert grads[1][0] == 3.0
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_activations_route_to_the_cuda_kernels(routed, rng, name, monkeypatch):
+    x = rng.standard_normal((4, 5)).astype(np.float32)[:, ::2]  # not contiguous
+    fwd, bwd = getattr(ak_nn, f"{name}_forward"), getattr(ak_nn, f"{name}_backward")
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    y = fwd(x)
+    saved = y if getattr(_adlk.Activation, name).backward_takes_output else x
+    gx = bwd(gy, saved)
+    assert routed.calls == ["activation_forward", "activation_backward"]
+    with monkeypatch.context() as m:
+        m.setattr(ak_nn, "on_gpu", lambda fn, backend: False)
+        np.testing.assert_array_equal(y, fwd(x))
+        np.testing.assert_array_equal(gx, bwd(gy, saved))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_routes_to_the_cuda_kernels(routed, rng, p, monkeypatch):
+    x = rng.standard_normal((3, 7))
+    y, mask = ak_nn.dropout_forward(x, p, seed=2**64 - 5)
+    gx = ak_nn.dropout_backward(x, mask, p)
+    assert routed.calls == ["dropout_forward", "dropout_backward"]
+    assert mask.dtype == np.bool_
+    with monkeypatch.context() as m:
+        m.setattr(ak_nn, "on_gpu", lambda fn, backend: False)
+        y2, mask2 = ak_nn.dropout_forward(x, p, seed=2**64 - 5)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(mask, mask2)
+        np.testing.assert_array_equal(gx, ak_nn.dropout_backward(x, mask, p))
+    y3, mask3 = ak_nn.dropout_forward(x, p, seed=1, training=False)
+    assert mask3.all() and (y3 == x).all()
+
+
+def _adam_ptrs(**lists):
+    base = dict(params=[1 << 20], grads=[2 << 20], exp_avgs=[3 << 20], exp_avg_sqs=[4 << 20],
+                max_exp_avg_sqs=None)
+    base.update(lists)
+    return base
+
+
+@pytest.mark.parametrize("lists,error", [
+    (dict(exp_avgs=[(1 << 20) + 8]), r"adam_step: exp_avgs\[0\] overlaps params\[0\]"),
+    (dict(grads=[(3 << 20) + 36]), r"adam_step: exp_avgs\[0\] overlaps grads\[0\]"),
+    (dict(params=[(1 << 20) + 2]), r"params\[0\]: expected an aligned device pointer"),
+    (dict(params=[0]), r"params\[0\]: expected an aligned device pointer"),
+    (dict(exp_avg_sqs=[4 << 20, 5 << 20]), r"exp_avg_sqs: has 2 arrays, params has 1"),
+])
+def test_cuda_optimizer_binding_rejects_pointers_before_any_launch(lists, error):
+    """The CUDA module's own checks (no GPU needed: they raise before anything reaches
+    CUDA): alignment, list lengths and the aliasing rule of the CPU module."""
+    with pytest.raises(ValueError, match=error):
+        cuda_module().adam_step(**_adam_ptrs(**lists), sizes=[10], step=1, lr=1e-3, beta1=0.9,
+                                beta2=0.999, eps=1e-8, weight_decay=0.0,
+                                decoupled_weight_decay=False, maximize=False,
+                                dtype=np.dtype(np.float32), stream=0)
+
+
+def test_cuda_clip_binding_checks_grads_as_written():
+    with pytest.raises(ValueError, match=r"clip_grad_norm: grads\[1\] overlaps grads\[0\]"):
+        cuda_module().clip_scale(grads=[1 << 20, (1 << 20) + 4], sizes=[4, 4], total=8 << 20,
+                                 max_norm=1.0, dtype=np.dtype(np.float32), stream=0)

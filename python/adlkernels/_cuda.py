@@ -1,11 +1,13 @@
-"""The cupy paths of the convolution and pooling families (docs/api/conv.md, docs/api/pool.md).
+"""The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
+docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations
+and dropout (docs/api/nn.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
 new C-contiguous cupy arrays on the inputs' device, every launch goes to CuPy's current
 stream of that device, and raw pointers and the stream cross as integers.
 
-GEMMs go through cuBLAS by ``cupy.matmul`` (CuPy's cuBLAS handle, on the same current
+Convolution GEMMs go through cuBLAS by ``cupy.matmul`` (CuPy's cuBLAS handle, on the same current
 stream); im2col, col2im (a gather: no atomics), the bias, the reductions and the
 pooling kernels are ours. Every result is deterministic: no floating-point atomics, and
 every reduction runs in a fixed order.
@@ -280,4 +282,86 @@ def avgpool2d_backward(grad_y, nchw, k, s, p, ceil_mode, cip):
         if gx.size:
             mod.avgpool2d_backward(_ptr(grad_y), _ptr(gx), _pool_geom(nchw, k, s, p, (1, 1), ceil_mode),
                                    bool(cip), grad_y.dtype, _stream())
+        return gx
+
+
+# ---- optimizers ------------------------------------------------------------------------------
+
+
+def _ptrs(arrays):
+    return None if arrays is None else [_ptr(a) for a in arrays]
+
+
+def list_step(fn, params, grads, states, dtype, hyper):
+    """One fused optimizer step on lists of cupy arrays: ``fn`` is the kernel's name
+    ("adam_step", ...), ``states`` its state lists by keyword (None: unused) and ``hyper``
+    its scalars by keyword, as the CPU module's function of the same name takes them. The
+    kernels take the tensors in chunks (one launch each); the binding checks pointers and
+    the aliasing rule first."""
+    if not params:
+        return
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(params[0]):
+        grads = [cp.ascontiguousarray(g) for g in grads]  # only read: any layout
+        getattr(mod, fn)(params=_ptrs(params), grads=_ptrs(grads),
+                         **{k: _ptrs(v) for k, v in states.items()},
+                         sizes=[int(p.size) for p in params], **hyper, dtype=dtype,
+                         stream=_stream())
+
+
+def clip_grad_norm(grads, max_norm, norm_type, dtype, nonfinite_error):
+    """The total norm of the grads as a 0-d cupy array of their dtype, and the grads scaled
+    on the device (no round trip to the host, unless ``nonfinite_error`` is a callable to
+    raise when the total is not finite: that check reads the total)."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grads[0]):
+        sizes, ptrs = [int(g.size) for g in grads], _ptrs(grads)
+        partials = cp.empty(mod.total_norm_partials(sizes), np.float64)
+        total = cp.empty((), np.float64)
+        mod.total_norm(ptrs, sizes, norm_type, _ptr(partials), _ptr(total), dtype, _stream())
+        out = total.astype(dtype)
+        if nonfinite_error is not None and not bool(cp.isfinite(out)):
+            raise nonfinite_error()
+        mod.clip_scale(ptrs, sizes, _ptr(total), float(max_norm), dtype, _stream())
+        return out
+
+
+# ---- activations, dropout -------------------------------------------------------------------
+
+
+def activation_forward(x, act, slope):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        x = cp.ascontiguousarray(x)
+        y = cp.empty(x.shape, x.dtype)
+        mod.activation_forward(_ptr(x), _ptr(y), x.size, act, slope, x.dtype, _stream())
+        return y
+
+
+def activation_backward(grad_y, saved, act, slope):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grad_y):
+        grad_y, saved = cp.ascontiguousarray(grad_y), cp.ascontiguousarray(saved)
+        gx = cp.empty(grad_y.shape, grad_y.dtype)
+        mod.activation_backward(_ptr(grad_y), _ptr(saved), _ptr(gx), grad_y.size, act, slope,
+                                grad_y.dtype, _stream())
+        return gx
+
+
+def dropout_forward(x, p, seed):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        x = cp.ascontiguousarray(x)
+        y, mask = cp.empty(x.shape, x.dtype), cp.empty(x.shape, np.bool_)
+        mod.dropout_forward(_ptr(x), _ptr(y), _ptr(mask), x.size, p, seed, x.dtype, _stream())
+        return y, mask
+
+
+def dropout_backward(grad_y, mask, p):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grad_y):
+        grad_y, mask = cp.ascontiguousarray(grad_y), cp.ascontiguousarray(mask)
+        gx = cp.empty(grad_y.shape, grad_y.dtype)
+        mod.dropout_backward(_ptr(grad_y), _ptr(mask), _ptr(gx), grad_y.size, p, grad_y.dtype,
+                             _stream())
         return gx

@@ -24,8 +24,8 @@ import numbers
 
 import numpy as np
 
-from . import _adlk
-from ._backend import backend_of, require_cpu
+from . import _adlk, _cuda
+from ._backend import backend_of, on_gpu, require_cpu
 from ._validate import Args, fmt_shape
 
 __all__ = [
@@ -51,22 +51,35 @@ def _reduction(a: Args, reduction):
     return _REDUCTION_OF[reduction]
 
 
-def _pair(a: Args, fn_arrays: dict, first: str, second: str):
+def _pair_on(a: Args, fn_arrays: dict, first: str, second: str):
+    """The two checked arrays of one shape and dtype, and whether the call runs on the GPU
+    (cupy arrays; raises where the CUDA kernels are off)."""
     backend = backend_of(a.fn, fn_arrays)
     a.float_dtype(**fn_arrays)
     x = a.array(fn_arrays[first], first, "any shape")
     y = a.array(fn_arrays[second], second, fmt_shape(x.shape))
     a.shape(y, second, x.shape)
+    return x, y, on_gpu(a.fn, backend)
+
+
+def _one_on(a: Args, x, name="x"):
+    """The checked array and whether the call runs on the GPU."""
+    backend = backend_of(a.fn, {name: x})
+    a.float_dtype(**{name: x})
+    return a.array(x, name, "any shape"), on_gpu(a.fn, backend)
+
+
+def _pair(a: Args, fn_arrays: dict, first: str, second: str):
+    """_pair_on for the functions without CUDA kernels (cupy arrays raise)."""
+    backend = backend_of(a.fn, fn_arrays)
     require_cpu(a.fn, backend)
-    return x, y
+    return _pair_on(a, fn_arrays, first, second)[:2]
 
 
 def _one(a: Args, x, name="x"):
     backend = backend_of(a.fn, {name: x})
-    a.float_dtype(**{name: x})
-    x = a.array(x, name, "any shape")
     require_cpu(a.fn, backend)
-    return x
+    return _one_on(a, x, name)[0]
 
 
 # ---- dropout -----------------------------------------------------------------------------
@@ -83,9 +96,11 @@ def dropout_forward(x, p, *, seed, training=True):
     if not 0 <= int(seed) < 2**64:
         raise a.value_error("seed", f"must be in [0, 2**64), got {seed}")
     training = a.boolean(training, "training")
-    x = _one(a, x)
+    x, gpu = _one_on(a, x)
     if not training:
-        return x.copy(), np.ones(x.shape, np.bool_)
+        return x.copy(), (_cuda._cp() if gpu else np).ones(x.shape, np.bool_)
+    if gpu:
+        return _cuda.dropout_forward(x, p, int(seed))
     y, mask = _adlk.dropout_forward(x.reshape(-1), p, int(seed))
     return y.reshape(x.shape), mask.reshape(x.shape)
 
@@ -104,7 +119,8 @@ def dropout_backward(grad_y, mask, p):
     a.shape(mask, "mask", grad_y.shape)
     if isinstance(mask, np.ndarray):
         mask = mask.view(np.bool_)  # the canonical bool dtype (not a byte-swapped alias)
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        return _cuda.dropout_backward(grad_y, mask, p)
     return _adlk.dropout_backward(grad_y.reshape(-1), mask.reshape(-1), p).reshape(grad_y.shape)
 
 
@@ -162,13 +178,14 @@ def _activation(act, forward_doc: str, backward_doc: str, negative_slope=None):
     def run_forward(x, slope):
         a = Args(f"{name}_forward")
         slope = a.real(slope, "negative_slope", allow_nan=True) if has_slope else 0.0
-        return _adlk.activation_forward(_one(a, x), act, slope)
+        x, gpu = _one_on(a, x)
+        return (_cuda if gpu else _adlk).activation_forward(x, act, slope)
 
     def run_backward(grad_y, saved_value, slope):
         a = Args(f"{name}_backward")
         slope = a.real(slope, "negative_slope", allow_nan=True) if has_slope else 0.0
-        g, s = _pair(a, {"grad_y": grad_y, saved: saved_value}, "grad_y", saved)
-        return _adlk.activation_backward(g, s, act, slope)
+        g, s, gpu = _pair_on(a, {"grad_y": grad_y, saved: saved_value}, "grad_y", saved)
+        return (_cuda if gpu else _adlk).activation_backward(g, s, act, slope)
 
     # Real signatures (keywords work as documented): forward(x[, negative_slope]),
     # backward(grad_y, x[, negative_slope]) or backward(grad_y, y).

@@ -27,6 +27,12 @@ check sorts the byte ranges of the arrays (O(n log n), a few microseconds per hu
 tensors).
 Results match one ``torch.optim.<X>.step()`` (the default single-tensor implementation)
 with the same hyper-parameters; ``step`` is the 1-based count of the update.
+
+CuPy arrays run the CUDA kernels (see the status in docs/conventions.md): the tensors go
+48 per launch, each element updated by the CPU kernel's own code (the same bits), and
+``clip_grad_norm`` returns a 0-d cupy array and scales on the device without waiting for
+the GPU (unless ``error_if_nonfinite``). The stateful optimizers take numpy or cupy
+params and keep their state in the same array type.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ import numbers
 
 import numpy as np
 
-from . import _adlk
-from ._backend import backend_of, require_cpu
+from . import _adlk, _cuda
+from ._backend import backend_of, is_device_array, on_gpu
 from ._validate import Args, first_overlap, fmt_shape, overlap_error
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "clip_grad_norm"]
@@ -149,6 +155,17 @@ class _Lists:
             self._full()
             return call()
 
+    def call(self, fn: str, used: dict, hyper: dict) -> None:
+        """Runs kernel ``fn`` (the CPU module's or the CUDA module's function of that name)
+        on the lists: ``used`` says which state lists it takes (the others pass None),
+        ``hyper`` its scalars by keyword."""
+        def states():
+            return {name: (self.states[name] if on else None) for name, on in used.items()}
+        if on_gpu(self.fn, self.backend):
+            _cuda.list_step(fn, self.params, self.grads, states(), self.dtype, hyper)
+        else:
+            self.run(lambda: getattr(_adlk, fn)(self.params, self.grads, **states(), **hyper))
+
     def state(self, name: str, needed: bool, why: str):
         lst = self.states[name]
         if needed and lst is None:
@@ -209,10 +226,9 @@ def sgd_step(params, grads, momentum_buffers=None, *, step, lr, momentum=0.0, da
     if nesterov and (momentum <= 0 or dampening != 0):
         raise a.value_error("nesterov", "requires a momentum > 0 and zero dampening")
     ls.state("momentum_buffers", momentum != 0, "momentum > 0")
-    require_cpu(a.fn, ls.backend)
-    ls.run(lambda: _adlk.sgd_step(
-        ls.params, ls.grads, ls.state("momentum_buffers", momentum != 0, "momentum > 0"), step,
-        lr, momentum, dampening, nesterov, weight_decay, maximize))
+    ls.call("sgd_step", {"momentum_buffers": momentum != 0}, dict(
+        step=step, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+        weight_decay=weight_decay, maximize=maximize))
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
@@ -228,9 +244,8 @@ def adagrad_step(params, grads, state_sums, *, step, lr=0.01, lr_decay=0.0, weig
     eps = a.real(eps, "eps", 0.0)
     maximize = _bool(a, maximize, "maximize")
     ls.state("state_sums", True, "always")
-    require_cpu(a.fn, ls.backend)
-    ls.run(lambda: _adlk.adagrad_step(ls.params, ls.grads, ls.states["state_sums"], step, lr,
-                                      lr_decay, weight_decay, eps, maximize))
+    ls.call("adagrad_step", {"state_sums": True}, dict(
+        step=step, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize))
 
 
 def rmsprop_step(params, grads, square_avgs, *, step, lr=0.01, alpha=0.99, eps=1e-8,
@@ -257,11 +272,10 @@ def rmsprop_step(params, grads, square_avgs, *, step, lr=0.01, alpha=0.99, eps=1
     ls.state("square_avgs", True, "always")
     ls.state("momentum_buffers", momentum > 0, "momentum > 0")
     ls.state("grad_avgs", centered, "centered=True")
-    require_cpu(a.fn, ls.backend)
-    ls.run(lambda: _adlk.rmsprop_step(
-        ls.params, ls.grads, ls.states["square_avgs"],
-        ls.state("momentum_buffers", momentum > 0, ""), ls.state("grad_avgs", centered, ""),
-        step, lr, alpha, eps, weight_decay, momentum, maximize))
+    ls.call("rmsprop_step", {"square_avgs": True, "momentum_buffers": momentum > 0,
+                             "grad_avgs": centered}, dict(
+        step=step, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+        maximize=maximize))
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -289,11 +303,9 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr=1e-3, beta1=0.9,
     ls.state("exp_avgs", True, "always")
     ls.state("exp_avg_sqs", True, "always")
     ls.state("max_exp_avg_sqs", amsgrad, "amsgrad=True")
-    require_cpu(a.fn, ls.backend)
-    ls.run(lambda: _adlk.adam_step(
-        ls.params, ls.grads, ls.states["exp_avgs"], ls.states["exp_avg_sqs"],
-        ls.state("max_exp_avg_sqs", amsgrad, ""), step, lr, beta1, beta2, eps, weight_decay,
-        decoupled, maximize))
+    ls.call("adam_step", {"exp_avgs": True, "exp_avg_sqs": True, "max_exp_avg_sqs": amsgrad}, dict(
+        step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled, maximize=maximize))
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -317,14 +329,20 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     if norm_type not in (1.0, 2.0, math.inf):
         raise a.value_error("norm_type", f"expected 1, 2 or inf, got {norm_type!r}")
     error_if_nonfinite = _bool(a, error_if_nonfinite, "error_if_nonfinite")
-    require_cpu(a.fn, backend)
-    total = _adlk.grad_norm(grads, norm_type) if grads else 0.0
-    total = np.asarray(total, dtype=dtype)
-    if error_if_nonfinite and not np.isfinite(total):
-        raise RuntimeError(
+
+    def nonfinite():
+        return RuntimeError(
             f"clip_grad_norm: the total norm of order {norm_type} of the gradients is "
             "non-finite, so it cannot be clipped (error_if_nonfinite=True)"
         )
+
+    if on_gpu(a.fn, backend):
+        return _cuda.clip_grad_norm(grads, max_norm, norm_type, dtype,
+                                    nonfinite if error_if_nonfinite else None)
+    total = _adlk.grad_norm(grads, norm_type) if grads else 0.0
+    total = np.asarray(total, dtype=dtype)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise nonfinite()
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # inf/inf: NaN, as torch
         coef = dtype.type(max_norm) / (total + dtype.type(1e-6))
     if grads and not coef >= 1:  # NaN scales too, as PyTorch's clamp(coef, max=1)
@@ -358,8 +376,9 @@ class _Optimizer:
         self.steps = 0
         a = Args(cls)
         for i, p in enumerate(self.params):
-            if not isinstance(p, np.ndarray):
-                raise a.type_error(f"params[{i}]", f"expected a numpy array, got {type(p).__name__}")
+            if not (isinstance(p, np.ndarray) or is_device_array(p)):
+                raise a.type_error(f"params[{i}]",
+                                   f"expected a numpy or cupy array, got {type(p).__name__}")
             _writeable(a, p, f"params[{i}]")
         pair = first_overlap(self.params)  # every step would raise: say so now
         if pair:
@@ -367,6 +386,7 @@ class _Optimizer:
         # hyper-parameters are checked now (an update on empty lists touches nothing)
         type(self)._fn([], [], step=1, **self.hyper,
                        **{name: [] for name in self._state_names if self._needs(name)})
+        # zeros of each param's array type (np.zeros_like dispatches to cupy's for cupy)
         self.state = {name: [np.zeros_like(p) for p in self.params]
                       for name in self._state_names if self._needs(name)}
 

@@ -11,8 +11,8 @@ using namespace adlk_bind;
 
 PYBIND11_MODULE(_adlk_cuda, m) {
   m.doc() = "adlkernels CUDA kernels (internal: use the adlkernels package).";
-  // The geometry classes (Conv2dGeom, Pool2dGeom) that the kernels take are bound once,
-  // in the CPU module: load it first so that pybind11 knows them.
+  // The geometry classes (Conv2dGeom, Pool2dGeom) and enums (Activation) that the kernels
+  // take are bound once, in the CPU module: load it first so that pybind11 knows them.
   py::module_::import("adlkernels._adlk");
   def_op(m, "device_count", "CUDA devices visible to this process (0 without a driver).",
          &adlk::cuda::device_count);
@@ -21,4 +21,6 @@ PYBIND11_MODULE(_adlk_cuda, m) {
   def_op(m, "architectures", "The GPU architectures this build has code for.", &adlk::cuda::architectures);
   bind_cuda_conv(m);
   bind_cuda_pool(m);
+  bind_cuda_optim(m);
+  bind_cuda_nn(m);
 }

@@ -16,5 +16,7 @@ inline void* as_stream(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
 
 void bind_cuda_conv(pybind11::module_& m);
 void bind_cuda_pool(pybind11::module_& m);
+void bind_cuda_optim(pybind11::module_& m);
+void bind_cuda_nn(pybind11::module_& m);
 
 }  // namespace adlk_bind

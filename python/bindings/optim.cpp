@@ -11,6 +11,8 @@
 
 #include "adlk/optim.h"
 #include "common.h"
+#include "optim_args.h"
+#include "overlap.h"
 #include "op.h"
 
 namespace adlk_bind {
@@ -22,75 +24,6 @@ struct TensorList {
   std::vector<T*> ptrs;
   std::vector<index_t> sizes;
 };
-
-// The bytes [begin, end) of one array of a call, which argument it is (list name and
-// index) and whether the call writes it.
-struct Extent {
-  std::uintptr_t begin, end;
-  const char* list;
-  index_t index;
-  bool written;
-};
-
-std::string extent_name(const Extent& e) {
-  return std::string(e.list) + "[" + std::to_string(e.index) + "]";
-}
-
-[[noreturn]] void overlap_error(const char* fn, const Extent& a, const Extent& b) {
-  // name the later argument first: "exp_avg_sqs[0] overlaps exp_avgs[0]"
-  const bool a_later = &a > &b;
-  throw py::value_error(std::string(fn) + ": " + extent_name(a_later ? a : b) + " overlaps " +
-                        extent_name(a_later ? b : a));
-}
-
-// The aliasing rule of the in-place functions: no array that the call writes may share a
-// byte with any other array of the call (the kernels' pointers are __restrict, and an
-// array updated twice or read after its update gives order-dependent results); arrays
-// that are only read may overlap each other. `all` lists every array in argument order
-// (the arrays are C-contiguous, so [begin, end) is exactly their memory). Sorting the
-// written extents makes this O(n log n): a thousand tensors cost tens of microseconds.
-void check_no_overlap(const char* fn, const std::vector<Extent>& all) {
-  struct Span {  // a written extent, compact for the sort
-    std::uintptr_t begin, end;
-    std::size_t at;  // its index in `all`
-  };
-  std::vector<Span> w;
-  w.reserve(all.size());
-  for (std::size_t i = 0; i < all.size(); ++i)
-    if (all[i].written && all[i].end > all[i].begin) w.push_back({all[i].begin, all[i].end, i});
-  const auto less = [](const Span& a, const Span& b) {
-    return a.begin < b.begin || (a.begin == b.begin && a.at < b.at);
-  };
-  // The sort is the cost of this check. Arrays allocated one after another mostly lie in
-  // address order, so w is usually a few dozen ascending runs: merging them in pairs
-  // (n log(runs)) takes about half the time of a full sort.
-  std::vector<std::size_t> runs{0};
-  for (std::size_t i = 1; i < w.size(); ++i)
-    if (less(w[i], w[i - 1])) runs.push_back(i);
-  if (runs.size() > 64) {
-    std::sort(w.begin(), w.end(), less);
-  } else {
-    runs.push_back(w.size());
-    for (std::size_t step = 1; step + 1 < runs.size(); step *= 2)
-      for (std::size_t k = 0; k + step + 1 < runs.size(); k += 2 * step)
-        std::inplace_merge(w.begin() + runs[k], w.begin() + runs[k + step],
-                           w.begin() + runs[std::min(k + 2 * step, runs.size() - 1)], less);
-  }
-  // written vs written: sorted by start, each must start at or after every earlier end
-  const Span* reach = nullptr;  // the written extent that ends last so far
-  for (const Span& e : w) {
-    if (reach && e.begin < reach->end) overlap_error(fn, all[e.at], all[reach->at]);
-    if (!reach || e.end > reach->end) reach = &e;
-  }
-  // read-only vs written: the written extents are now disjoint and sorted, so the last
-  // one starting before r ends is the only candidate
-  for (const Extent& r : all) {
-    if (r.written || r.end == r.begin) continue;
-    auto it = std::upper_bound(w.begin(), w.end(), r.end,
-                               [](std::uintptr_t v, const Span& e) { return v <= e.begin; });
-    if (it != w.begin() && std::prev(it)->end > r.begin) overlap_error(fn, r, all[std::prev(it)->at]);
-  }
-}
 
 // A list of arrays of dtype T; writeable ones are updated in place. With `like`, every
 // size must equal like's. Each array's extent is appended to `extents`.
@@ -218,27 +151,19 @@ void scale_t(const py::list& tensors, double factor) {
                          factor);
 }
 
-// Hyperparameters arrive as keyword-named scalars and are gathered into the core's
-// Hyper structs here.
 template <typename T>
 void sgd_op(const py::list& params, const py::list& grads, const py::object& bufs, index_t step,
             double lr, double momentum, double dampening, bool nesterov, double weight_decay,
             bool maximize) {
   if (params.empty()) return;  // nothing to update (no list is checked)
-  adlk::SgdHyper h;
-  h.step = step, h.lr = lr, h.momentum = momentum, h.dampening = dampening;
-  h.nesterov = nesterov, h.weight_decay = weight_decay, h.maximize = maximize;
-  sgd_t<T>(params, grads, bufs, h);
+  sgd_t<T>(params, grads, bufs, sgd_hyper(step, lr, momentum, dampening, nesterov, weight_decay, maximize));
 }
 
 template <typename T>
 void adagrad_op(const py::list& params, const py::list& grads, const py::list& sums, index_t step,
                 double lr, double lr_decay, double weight_decay, double eps, bool maximize) {
   if (params.empty()) return;  // nothing to update (no list is checked)
-  adlk::AdagradHyper h;
-  h.step = step, h.lr = lr, h.lr_decay = lr_decay, h.weight_decay = weight_decay, h.eps = eps;
-  h.maximize = maximize;
-  adagrad_t<T>(params, grads, sums, h);
+  adagrad_t<T>(params, grads, sums, adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize));
 }
 
 template <typename T>
@@ -246,10 +171,8 @@ void rmsprop_op(const py::list& params, const py::list& grads, const py::list& s
                 const py::object& bufs, const py::object& gavg, index_t step, double lr,
                 double alpha, double eps, double weight_decay, double momentum, bool maximize) {
   if (params.empty()) return;  // nothing to update (no list is checked)
-  adlk::RmspropHyper h;
-  h.step = step, h.lr = lr, h.alpha = alpha, h.eps = eps, h.weight_decay = weight_decay;
-  h.momentum = momentum, h.centered = !gavg.is_none(), h.maximize = maximize;
-  rmsprop_t<T>(params, grads, sq, bufs, gavg, h);
+  rmsprop_t<T>(params, grads, sq, bufs, gavg,
+               rmsprop_hyper(step, lr, alpha, eps, weight_decay, momentum, !gavg.is_none(), maximize));
 }
 
 template <typename T>
@@ -257,11 +180,8 @@ void adam_op(const py::list& params, const py::list& grads, const py::list& m_, 
              const py::object& vmax, index_t step, double lr, double beta1, double beta2,
              double eps, double weight_decay, bool decoupled, bool maximize) {
   if (params.empty()) return;  // nothing to update (no list is checked)
-  adlk::AdamHyper h;
-  h.step = step, h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps;
-  h.weight_decay = weight_decay, h.decoupled_weight_decay = decoupled;
-  h.amsgrad = !vmax.is_none(), h.maximize = maximize;
-  adam_t<T>(params, grads, m_, v, vmax, h);
+  adam_t<T>(params, grads, m_, v, vmax,
+            adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, !vmax.is_none(), maximize));
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 // at 2 blocks (blocks that are not whole warps; grids smaller than the data, so every
 // grid-stride loop takes several turns). Where a kernel adds in the CPU's order (every
 // pooling kernel, im2col/col2im, sum_batches) the results must be bitwise equal; the
-// channel sums (a shared-memory tree in double) are compared with a float64 sum.
+// channel sums (a shared-memory tree in double) are compared with a float64 sum. The
+// optimizer, activation and dropout launchers are checked in test_optim_nn.cpp.
 //
 // Prints one line per failed check and ends with "N passed, N failed"; exit status 1 on
 // any failure.
@@ -26,6 +27,7 @@
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
 #include "check.h"
+#include "test_cuda_emu.h"
 
 namespace {
 
@@ -237,5 +239,7 @@ int main() {
   std::mt19937_64 rng(12345);
   run_all<float>(rng);
   run_all<double>(rng);
+  run_optim_nn<float>(rng);
+  run_optim_nn<double>(rng);
   return cuda_emu_test::report();
 }

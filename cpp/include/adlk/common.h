@@ -32,8 +32,8 @@
 #endif
 // ADLK_HD: a function of the shared per-element arithmetic (adlk/vecmath.h,
 // adlk/optim_update.h), compiled for the host and, under nvcc, for the device too: the CPU
-// and CUDA kernels run the same expressions, so they give the same bits (the CUDA build
-// turns off FMA contraction, as the CPU build does).
+// and CUDA kernels run the same expressions (the CUDA build turns off FMA contraction, as
+// the CPU build does for optim.cpp), so they give the same bits.
 #ifdef __CUDACC__
 #define ADLK_HD __host__ __device__
 #else

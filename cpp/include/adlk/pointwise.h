@@ -1,8 +1,8 @@
 // The per-element rules of the activations and of dropout, shared by the CPU loops
 // (cpp/src/nn.cpp) and the CUDA kernels (cuda/nn.cu): one definition of the arithmetic and
-// of the random stream, so that both backends give the same bits (the same expressions in
-// the same order, no FMA contraction on either; see ADLK_HD in adlk/common.h) and the same
-// dropout mask for the same seed.
+// of the random stream. Both backends give the same dropout mask for the same seed and
+// the same bits for relu, leaky relu and dropout; sigmoid and tanh agree to a few ulp
+// (adlk/vecmath.h: the CPU's AVX2 code may contract multiply-adds, the GPU's does not).
 #pragma once
 
 #include <cmath>

@@ -1,7 +1,10 @@
 // Branch-free exp, sigmoid and tanh for pointwise kernels, shared by the CPU kernels
 // (cpp/src/nn.cpp, rnn.cpp) and the CUDA ones (cuda/nn.cu): built from +, -, *, / and
-// bit operations only, so that both backends round every step alike (no FMA contraction
-// on either: see ADLK_HD in adlk/common.h) and give the same bits.
+// bit operations only. The CUDA build (--fmad=false) and the CPU's baseline x86-64 code
+// round every step alike and give the same bits; the CPU's AVX2 code may contract the
+// polynomials' multiply-adds into FMAs (nn.cpp and rnn.cpp keep GCC's default: forbidding
+// it costs 40-50% on sigmoid/tanh and 7% on an LSTM sequence), which moves results by a
+// few ulp (more where 1 - y^2 cancels).
 //
 // Written so that GCC vectorizes them inside `#pragma omp simd` loops (glibc's scalar
 // expf/tanhf calls would not vectorize without -ffast-math): selects instead of branches,

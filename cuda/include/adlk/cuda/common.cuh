@@ -38,6 +38,15 @@ constexpr index_t kMaxBlocks = 65535;
 constexpr index_t kPoolMaxBlocks = 4 * kMaxBlocks;
 #endif
 
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// Blocks of kThreads for a grid-stride loop over n > 0 items: one item per thread up to
+// max_blocks blocks, the loop covers the rest (no result depends on the grid size).
+inline unsigned grid_for(index_t n, index_t max_blocks = kMaxBlocks) {
+  const index_t blocks = n / kThreads + (n % kThreads != 0);
+  return unsigned(blocks < max_blocks ? blocks : max_blocks);
+}
+
 inline void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
   if (err != cudaSuccess)
     throw std::runtime_error(std::string("CUDA error in ") + what + " (" + file + ":" +
@@ -56,6 +65,12 @@ inline void check_cuda(cudaError_t err, const char* what, const char* file, int 
 #define ADLK_LAUNCH(grid, block, shared_bytes, stream, ...) \
   __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
 #endif
+
+// for (i over [0, n)) with a stride of the whole grid, in 64-bit indices; the caller has
+// checked that n + the grid's thread count does not overflow.
+#define ADLK_GRID_STRIDE(i, n)                                              \
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += index_t(blockDim.x) * gridDim.x)
 
 #define ADLK_CUDA_CHECK(expr) ::adlk::cuda::check_cuda((expr), #expr, __FILE__, __LINE__)
 // After every launch: configuration errors surface here, not at a later call.

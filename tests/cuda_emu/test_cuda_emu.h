@@ -1,0 +1,8 @@
+// The parts of the test_cuda_emu program (each file checks one group of launchers).
+#pragma once
+
+#include <random>
+
+// cuda/optim.cu and cuda/nn.cu (test_optim_nn.cpp).
+template <typename T>
+void run_optim_nn(std::mt19937_64& rng);

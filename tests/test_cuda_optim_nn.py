@@ -1,0 +1,126 @@
+"""Optimizer steps, clip_grad_norm, activations and dropout on cupy arrays (the CUDA
+kernels), against the CPU kernels: bit for bit where the kernels promise it (every
+optimizer step, relu, leaky relu, dropout's output and mask), to a few ulp for sigmoid and
+tanh (adlk/vecmath.h: the CPU's AVX2 code may contract multiply-adds, the GPU's does not)
+and to double rounding for the total norm (another summation tree).
+
+Skipped without cupy or without a visible CUDA device (CI has neither: there the same
+launchers run on CPU threads in tests/cuda_emu, and the Python side in
+test_cuda_orchestration.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import adlkernels as ak
+
+cp = pytest.importorskip("cupy")
+if not ak.has_cuda():
+    pytest.skip("no CUDA device visible to adlkernels", allow_module_level=True)
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True)
+def cuda_kernels_on(monkeypatch):
+    monkeypatch.setenv("ADLK_CUDA_UNVERIFIED", "1")
+
+
+def _same(got, cpu):
+    g = cp.asnumpy(got)
+    assert g.shape == cpu.shape and g.dtype == cpu.dtype
+    assert np.array_equal(g, cpu, equal_nan=True)
+
+
+SHAPES = [(3, 4), (0,), (1,), (1025,), (70_001,)] + [(k,) for k in range(1, 60)]
+STEPS = [
+    ("sgd_step", 1, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("sgd_step", 0, dict(lr=0.1, maximize=True)),
+    ("adagrad_step", 1, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
+    ("rmsprop_step", 3, dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("adam_step", 3, dict(lr=0.01, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("adam_step", 2, dict(lr=0.01, beta1=0.7)),
+]
+STATE_NAMES = {"sgd_step": ["momentum_buffers"], "adagrad_step": ["state_sums"],
+               "rmsprop_step": ["square_avgs", "momentum_buffers", "grad_avgs"],
+               "adam_step": ["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn,nstates,hyper", STEPS)
+def test_optimizer_steps_equal_the_cpu_bitwise(rng, fn, nstates, hyper, dtype):
+    lists = [[np.abs(rng.standard_normal(s)).astype(dtype) for s in SHAPES]
+             for _ in range(2 + nstates)]
+    dev = [[cp.asarray(a) for a in lst] for lst in lists]
+    names = STATE_NAMES[fn][:nstates]
+    for step in (1, 2, 3):
+        for ls in (lists, dev):
+            getattr(ak.optim, fn)(ls[0], ls[1], step=step, **dict(zip(names, ls[2:])), **hyper)
+    for lst, dlst in zip(lists, dev):
+        for a, d in zip(lst, dlst):
+            _same(d, a)
+
+
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, float("inf")])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_grad_norm_matches_the_cpu(rng, norm_type, dtype):
+    grads = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    dev = [cp.asarray(g) for g in grads]
+    total = ak.optim.clip_grad_norm(grads, 0.5, norm_type)
+    dtotal = ak.optim.clip_grad_norm(dev, 0.5, norm_type)
+    assert isinstance(dtotal, cp.ndarray) and dtotal.shape == () and dtotal.dtype == dtype
+    np.testing.assert_allclose(float(dtotal), float(total), rtol=1e-6 if dtype == np.float32 else 1e-13)
+    if float(dtotal) == float(total):  # the same coefficient: the same bits
+        for g, d in zip(grads, dev):
+            _same(d, g)
+    again = [cp.asarray(g) for g in grads]
+    assert ak.optim.clip_grad_norm(again, 1e30, norm_type) == ak.optim.clip_grad_norm(again, 1e30, norm_type)
+
+
+def test_clip_grad_norm_nonfinite_raises_and_leaves_grads():
+    dev = [cp.asarray([1.0, np.nan]), cp.asarray([3.0])]
+    with pytest.raises(RuntimeError, match="non-finite"):
+        ak.optim.clip_grad_norm(dev, 1.0, error_if_nonfinite=True)
+    assert float(dev[1][0]) == 3.0
+
+
+def test_stateful_optimizer_trains_on_cupy(rng):
+    w = cp.asarray(rng.standard_normal(10))
+    opt = ak.optim.AdamW([w], lr=0.1)
+    for _ in range(100):
+        opt.step([2 * w])  # gradient of |w|^2
+    assert float(cp.abs(w).max()) < 0.5
+    state = opt.state_dict()
+    assert isinstance(state["state"]["exp_avgs"][0], cp.ndarray)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_activations_match_the_cpu(rng, name, dtype):
+    x = (rng.standard_normal((333, 129)) * 10).astype(dtype)
+    x[0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]
+    gy = rng.standard_normal(x.shape).astype(dtype)
+    fwd, bwd = getattr(ak.nn, f"{name}_forward"), getattr(ak.nn, f"{name}_backward")
+    y, dy = fwd(x), fwd(cp.asarray(x))
+    saved = y if getattr(ak._adlk.Activation, name).backward_takes_output else x
+    gx, dgx = bwd(gy, saved), bwd(cp.asarray(gy), cp.asarray(saved))
+    if name in ("relu", "leaky_relu"):
+        _same(dy, y)
+        _same(dgx, gx)
+    else:
+        eps = np.finfo(dtype).eps
+        np.testing.assert_allclose(cp.asnumpy(dy), y, rtol=16 * eps, atol=16 * eps)
+        np.testing.assert_allclose(cp.asnumpy(dgx), gx, rtol=16 * eps, atol=16 * eps * np.abs(gy).max())
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_mask_is_the_cpus(rng, p, dtype):
+    x = rng.standard_normal((1001, 7)).astype(dtype)
+    y, mask = ak.nn.dropout_forward(x, p, seed=2**63 + 12345)
+    dy, dmask = ak.nn.dropout_forward(cp.asarray(x), p, seed=2**63 + 12345)
+    _same(dy, y)
+    _same(dmask, mask)
+    _same(ak.nn.dropout_backward(cp.asarray(x), dmask, p), ak.nn.dropout_backward(x, mask, p))
