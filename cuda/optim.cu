@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "adlk/cuda/common.cuh"
 #include "adlk/cuda/optim.h"
@@ -179,28 +180,12 @@ enum NormKind : int { kNormInf = 0, kNormL1 = 1, kNormL2 = 2 };
 
 // Sum for L1 and (squares) L2; for inf the maximum, NaN winning.
 template <int Kind>
-__device__ __forceinline__ double norm_combine(double a, double b) {
-  if (Kind != kNormInf) return a + b;
-  if (a != a) return a;
-  if (b != b) return b;
-  return a > b ? a : b;
-}
+using NormCombine = std::conditional_t<Kind == kNormInf, MaxOf, SumOf>;
 
 template <int Kind>
 __device__ __forceinline__ double norm_term(double v) {
   if (Kind == kNormL2) return v * v;
   return v < 0 ? -v : v;
-}
-
-// red[0] = the fixed-tree combination of red[0 .. kThreads) (blockDim.x == kThreads, a
-// power of two); every thread has written its entry.
-template <int Kind>
-__device__ __forceinline__ void block_combine(double* red) {
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) red[threadIdx.x] = norm_combine<Kind>(red[threadIdx.x], red[threadIdx.x + half]);
-    __syncthreads();
-  }
 }
 
 // partials[t] = the combination of tile t's terms (thread-ordered, then the tree).
@@ -215,25 +200,13 @@ __global__ void __launch_bounds__(kThreads) norm_tiles_kernel(TensorChunk<1> c, 
     double acc = 0;
     for (int j = 0; j < kItems; ++j) {
       const index_t i = first + threadIdx.x + index_t(j) * blockDim.x;
-      if (i < n) acc = norm_combine<Kind>(acc, norm_term<Kind>(double(x[i])));
+      if (i < n) acc = NormCombine<Kind>{}(acc, norm_term<Kind>(double(x[i])));
     }
     red[threadIdx.x] = acc;
-    block_combine<Kind>(red);
+    block_tree(red, NormCombine<Kind>{});
     if (threadIdx.x == 0) partials[t] = red[0];
     __syncthreads();  // red is reused by the next tile
   }
-}
-
-// *total from the n tile results (one block: thread-ordered, then the tree).
-template <int Kind>
-__global__ void __launch_bounds__(kThreads) norm_total_kernel(const double* partials, index_t n,
-                                                              double* total) {
-  __shared__ double red[kThreads];
-  double acc = 0;
-  for (index_t i = threadIdx.x; i < n; i += blockDim.x) acc = norm_combine<Kind>(acc, partials[i]);
-  red[threadIdx.x] = acc;
-  block_combine<Kind>(red);
-  if (threadIdx.x == 0) *total = Kind == kNormL2 ? std::sqrt(red[0]) : red[0];
 }
 
 template <int Kind, typename T>
@@ -246,7 +219,8 @@ void total_norm_kind(index_t count, const index_t* sizes, const T* const* tensor
     ADLK_CUDA_LAUNCH_CHECK();
     tiles = offset + c.tiles;
   });
-  ADLK_LAUNCH(1, kThreads, 0, s, norm_total_kernel<Kind>)(partials, tiles, total);
+  ADLK_LAUNCH(1, kThreads, 0, s, fixed_total_kernel<NormCombine<Kind>>)(
+      partials, tiles, NormCombine<Kind>{}, 1.0, Kind == kNormL2, total);
   ADLK_CUDA_LAUNCH_CHECK();
 }
 

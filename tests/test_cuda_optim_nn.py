@@ -1,8 +1,8 @@
-"""Optimizer steps, clip_grad_norm, activations and dropout on cupy arrays (the CUDA
-kernels), against the CPU kernels: bit for bit where the kernels promise it (every
+"""Optimizer steps, clip_grad_norm, activations, dropout, softmax and the losses on cupy
+arrays (the CUDA kernels), against the CPU kernels: bit for bit where the kernels promise it (every
 optimizer step, relu, leaky relu, dropout's output and mask), to a few ulp for sigmoid and
 tanh (adlk/vecmath.h: the CPU's AVX2 code may contract multiply-adds, the GPU's does not)
-and to double rounding for the total norm (another summation tree).
+and to rounding for the total norm, softmax and the losses (other summation trees).
 
 Skipped without cupy or without a visible CUDA device (CI has neither: there the same
 launchers run on CPU threads in tests/cuda_emu, and the Python side in
@@ -124,3 +124,43 @@ def test_dropout_mask_is_the_cpus(rng, p, dtype):
     _same(dy, y)
     _same(dmask, mask)
     _same(ak.nn.dropout_backward(cp.asarray(x), dmask, p), ak.nn.dropout_backward(x, mask, p))
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 3), (5, 1000), (2, 3, 33), (1, 1)])
+def test_softmax_matches_the_cpu(rng, log, dtype, shape):
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    fwd = ak.nn.log_softmax_forward if log else ak.nn.softmax_forward
+    bwd = ak.nn.log_softmax_backward if log else ak.nn.softmax_backward
+    y, dy = fwd(x), fwd(cp.asarray(x))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(cp.asnumpy(dy), y, rtol=16 * eps, atol=16 * eps)
+    gx, dgx = bwd(gy, y), bwd(cp.asarray(gy), cp.asarray(y))
+    np.testing.assert_allclose(cp.asnumpy(dgx), gx, rtol=1e3 * eps, atol=1e3 * eps)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_matches_the_cpu(rng, reduction, dtype):
+    logits = rng.standard_normal((300, 17)).astype(dtype)
+    targets = rng.integers(0, 17, 300)
+    targets[::7] = -100
+    loss, grad = ak.nn.softmax_cross_entropy(logits, targets, reduction)
+    dloss, dgrad = ak.nn.softmax_cross_entropy(cp.asarray(logits), cp.asarray(targets), reduction)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(cp.asnumpy(dloss), loss, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(cp.asnumpy(dgrad), grad, rtol=rtol, atol=rtol)
+    with pytest.raises(ValueError, match="outside"):
+        ak.nn.softmax_cross_entropy(cp.asarray(logits), cp.asarray(np.full(300, 17)), reduction)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+def test_losses_match_the_cpu(rng, name, reduction):
+    p, t = rng.standard_normal((1000, 7)), rng.standard_normal((1000, 7))
+    loss, grad = getattr(ak.nn, name)(p, t, reduction=reduction)
+    dloss, dgrad = getattr(ak.nn, name)(cp.asarray(p), cp.asarray(t), reduction=reduction)
+    np.testing.assert_allclose(cp.asnumpy(dloss), loss, rtol=1e-12)
+    np.testing.assert_allclose(cp.asnumpy(dgrad), grad, rtol=1e-15, atol=1e-15)

@@ -157,6 +157,47 @@ class _Kernels:
                                                      p).reshape(self.t[grad_x].shape)
 
 
+    def softmax_forward(self, x, y, rows, K, log, dtype, stream):
+        self.calls.append("softmax_forward")
+        self.t[y][...] = _adlk.softmax_forward(self.t[x].reshape(rows, K), log).reshape(self.t[y].shape)
+
+    def softmax_backward(self, grad_y, y, grad_x, rows, K, log, dtype, stream):
+        self.calls.append("softmax_backward")
+        self.t[grad_x][...] = _adlk.softmax_backward(self.t[grad_y].reshape(rows, K),
+                                                     self.t[y].reshape(rows, K), log).reshape(self.t[y].shape)
+
+    def softmax_cross_entropy(self, logits, targets, grad, row_loss, B, K, ignore_index, grad_scale,
+                              dtype, stream):
+        self.calls.append("softmax_cross_entropy")
+        x, t = self.t[logits], self.t[targets]
+        kept = int((t != ignore_index).sum())
+        assert grad_scale in (1.0, 1.0 / kept if kept else 0.0)
+        red = _adlk.Reduction.sum if grad_scale == 1.0 and kept != 1 else _adlk.Reduction.mean
+        self.t[grad][...] = _adlk.softmax_cross_entropy(x, t, red, ignore_index)[1]
+        self.t[row_loss][...] = _adlk.softmax_cross_entropy(x.astype(np.float64), t, _adlk.Reduction.none,
+                                                            ignore_index)[0]
+
+    def sum_doubles(self, values, n, divisor, total, stream):
+        self.calls.append("sum_doubles")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.t[total][...] = np.float64(self.t[values][:n].sum()) / np.float64(divisor)
+
+    def loss_partials(self, n):
+        return self.real.loss_partials(n)
+
+    def elementwise_loss(self, pred, target, grad, loss_elems, partials, total, n, kind, reduction,
+                         delta, dtype, stream):
+        self.calls.append("elementwise_loss")
+        assert self.t[partials].size == self.real.loss_partials(n)
+        loss, g = _adlk.elementwise_loss(self.t[pred].reshape(-1), self.t[target].reshape(-1), kind,
+                                         reduction, delta)
+        self.t[grad][...] = g.reshape(self.t[grad].shape)
+        if reduction is _adlk.Reduction.none:
+            self.t[loss_elems][...] = loss.reshape(self.t[loss_elems].shape)
+        else:
+            self.t[total][...] = loss
+
+
 @pytest.fixture
 def host_gpu(monkeypatch):
     """_cuda.py running on numpy arrays; returns the fake kernel module."""
@@ -170,7 +211,8 @@ def host_gpu(monkeypatch):
 
     kernels = _Kernels(table)
     fake_cupy = types.SimpleNamespace(empty=np.empty, zeros=np.zeros, matmul=np.matmul, ones=np.ones,
-                                      ascontiguousarray=np.ascontiguousarray, isfinite=np.isfinite)
+                                      ascontiguousarray=np.ascontiguousarray, isfinite=np.isfinite,
+                                      argmax=np.argmax)
     monkeypatch.setattr(_cuda, "_cp", lambda: fake_cupy)
     monkeypatch.setattr(_cuda, "cuda_module", lambda: kernels)
     monkeypatch.setattr(_cuda, "_ptr", ptr)
@@ -267,6 +309,15 @@ def routed(host_gpu, monkeypatch):
     return host_gpu
 
 
+@contextlib.contextmanager
+def on_the_cpu(monkeypatch):
+    """Inside: the same public calls take the CPU path, for the expected results."""
+    with monkeypatch.context() as m:
+        for mod in (ak_optim, ak_nn):
+            m.setattr(mod, "on_gpu", lambda fn, backend: False)
+        yield
+
+
 def _lists(rng, shapes, n, dtype):
     return [[np.abs(rng.standard_normal(s)).astype(dtype) for s in shapes] for _ in range(n)]
 
@@ -315,8 +366,7 @@ def test_optimizer_steps_route_to_the_cuda_kernels(routed, monkeypatch, rng, fn,
 def test_clip_grad_norm_routes_to_the_cuda_kernels(routed, monkeypatch, rng, norm_type, max_norm):
     grads = [rng.standard_normal(s).astype(np.float32) for s in ((5, 3), (100,), (0,))]
     want = [g.copy() for g in grads]
-    with monkeypatch.context() as m:
-        m.setattr(ak_optim, "on_gpu", lambda fn, backend: False)
+    with on_the_cpu(monkeypatch):
         total_want = ak_optim.clip_grad_norm(want, max_norm, norm_type)
     total = ak_optim.clip_grad_norm(grads, max_norm, norm_type)
     assert routed.calls == ["total_norm", "clip_scale"]
@@ -343,8 +393,7 @@ def test_activations_route_to_the_cuda_kernels(routed, rng, name, monkeypatch):
     saved = y if getattr(_adlk.Activation, name).backward_takes_output else x
     gx = bwd(gy, saved)
     assert routed.calls == ["activation_forward", "activation_backward"]
-    with monkeypatch.context() as m:
-        m.setattr(ak_nn, "on_gpu", lambda fn, backend: False)
+    with on_the_cpu(monkeypatch):
         np.testing.assert_array_equal(y, fwd(x))
         np.testing.assert_array_equal(gx, bwd(gy, saved))
 
@@ -356,8 +405,7 @@ def test_dropout_routes_to_the_cuda_kernels(routed, rng, p, monkeypatch):
     gx = ak_nn.dropout_backward(x, mask, p)
     assert routed.calls == ["dropout_forward", "dropout_backward"]
     assert mask.dtype == np.bool_
-    with monkeypatch.context() as m:
-        m.setattr(ak_nn, "on_gpu", lambda fn, backend: False)
+    with on_the_cpu(monkeypatch):
         y2, mask2 = ak_nn.dropout_forward(x, p, seed=2**64 - 5)
         np.testing.assert_array_equal(y, y2)
         np.testing.assert_array_equal(mask, mask2)
@@ -394,3 +442,53 @@ def test_cuda_clip_binding_checks_grads_as_written():
     with pytest.raises(ValueError, match=r"clip_grad_norm: grads\[1\] overlaps grads\[0\]"):
         cuda_module().clip_scale(grads=[1 << 20, (1 << 20) + 4], sizes=[4, 4], total=8 << 20,
                                  max_norm=1.0, dtype=np.dtype(np.float32), stream=0)
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_routes_to_the_cuda_kernels(routed, rng, log, monkeypatch):
+    x = rng.standard_normal((2, 3, 5))
+    gy = rng.standard_normal(x.shape)
+    fwd = ak_nn.log_softmax_forward if log else ak_nn.softmax_forward
+    bwd = ak_nn.log_softmax_backward if log else ak_nn.softmax_backward
+    y = fwd(x)
+    gx = bwd(gy, y)
+    assert routed.calls == ["softmax_forward", "softmax_backward"]
+    with on_the_cpu(monkeypatch):
+        np.testing.assert_array_equal(y, fwd(x))
+        np.testing.assert_array_equal(gx, bwd(gy, y))
+    assert fwd(np.empty((3, 0, 4))).shape == (3, 0, 4)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_routes_to_the_cuda_kernels(routed, rng, reduction, dtype, monkeypatch):
+    logits = rng.standard_normal((6, 4)).astype(dtype)
+    targets = np.array([0, 3, -100, 1, 2, -100], np.int64)
+    loss, grad = ak_nn.softmax_cross_entropy(logits, targets, reduction)
+    assert routed.calls[0] == "softmax_cross_entropy"
+    with on_the_cpu(monkeypatch):
+        want_loss, want_grad = ak_nn.softmax_cross_entropy(logits, targets, reduction)
+    assert loss.dtype == dtype and loss.shape == want_loss.shape
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+def test_cross_entropy_bad_target_raises_before_any_kernel_on_the_cuda_path(routed):
+    with pytest.raises(ValueError, match=r"targets: value 7 at \[1\] is outside \[0, 4\)"):
+        ak_nn.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 7, 9]))
+    assert routed.calls == []
+    loss, _ = ak_nn.softmax_cross_entropy(np.zeros((2, 4)), np.array([-100, -100]))
+    assert np.isnan(loss)  # a mean over no rows, as the CPU (and torch)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
+def test_losses_route_to_the_cuda_kernels(routed, rng, name, reduction, monkeypatch):
+    p, t = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    loss, grad = getattr(ak_nn, name)(p, t, reduction=reduction)
+    assert routed.calls == ["elementwise_loss"]
+    with on_the_cpu(monkeypatch):
+        want_loss, want_grad = getattr(ak_nn, name)(p, t, reduction=reduction)
+    assert loss.shape == want_loss.shape and loss.dtype == want_loss.dtype
+    np.testing.assert_array_equal(loss, want_loss)
+    np.testing.assert_array_equal(grad, want_grad)

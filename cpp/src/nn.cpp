@@ -670,44 +670,16 @@ double softmax_cross_entropy(index_t B, index_t K, const T* logits, const std::i
 }
 
 namespace {
-template <typename T>
-ADLK_MULTIVERSION double loss_chunk(index_t n, const T* p, const T* t, LossKind kind, T gscale,
-                                    T delta, T* grad, T* loss) {
+// adlk/pointwise.h's loss_term over one chunk; returns the chunk's loss sum (in double).
+template <typename T, LossKind K>
+ADLK_MULTIVERSION double loss_chunk(index_t n, const T* p, const T* t, T gscale, T delta, T* grad,
+                                    T* loss) {
   double s = 0;
-  switch (kind) {
-    case LossKind::kMse:
 #pragma omp simd reduction(+ : s)
-      for (index_t i = 0; i < n; ++i) {
-        const T d = p[i] - t[i];
-        const T l = d * d;
-        if (loss) loss[i] = l;
-        s += double(l);
-        grad[i] = T(2) * d * gscale;
-      }
-      break;
-    case LossKind::kL1:
-#pragma omp simd reduction(+ : s)
-      for (index_t i = 0; i < n; ++i) {
-        const T d = p[i] - t[i];
-        const T l = d < T(0) ? -d : d;
-        if (loss) loss[i] = l;
-        s += double(l);
-        const T sg = d > T(0) ? T(1) : (d < T(0) ? T(-1) : d * T(0));  // NaN stays NaN
-        grad[i] = sg * gscale;
-      }
-      break;
-    case LossKind::kHuber:
-#pragma omp simd reduction(+ : s)
-      for (index_t i = 0; i < n; ++i) {
-        const T d = p[i] - t[i];
-        const T ad = d < T(0) ? -d : d;
-        const T l = ad <= delta ? T(0.5) * d * d : delta * (ad - T(0.5) * delta);
-        if (loss) loss[i] = l;
-        s += double(l);
-        const T sg = d > T(0) ? delta : (d < T(0) ? -delta : d * T(0));
-        grad[i] = (ad <= delta ? d : sg) * gscale;
-      }
-      break;
+  for (index_t i = 0; i < n; ++i) {
+    const T l = pointwise::loss_term<K>(p[i], t[i], delta, gscale, grad[i]);
+    if (loss) loss[i] = l;
+    s += double(l);
   }
   return s;
 }
@@ -719,13 +691,16 @@ double elementwise_loss(index_t n, const T* pred, const T* target, LossKind kind
   check(n >= 0, "loss: negative size");
   const index_t nchunks = chunks_of(n);
   std::vector<double> part(static_cast<std::size_t>(nchunks));
-  const T gscale = red == Reduction::kMean ? T(1.0 / double(std::max<index_t>(n, 1))) : T(1);
+  const T gscale = pointwise::loss_gscale<T>(red, n);
+  pointwise::with_loss(kind, [&](auto lk) {
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(n))
-  for (index_t k = 0; k < nchunks; ++k) {
-    const index_t b = k * kChunk;
-    part[k] = loss_chunk<T>(std::min(kChunk, n - b), pred + b, target + b, kind, gscale, T(delta),
-                            grad + b, loss_elems ? loss_elems + b : nullptr);
-  }
+    for (index_t k = 0; k < nchunks; ++k) {
+      const index_t b = k * kChunk;
+      part[k] = loss_chunk<T, decltype(lk)::value>(std::min(kChunk, n - b), pred + b, target + b,
+                                                  gscale, T(delta), grad + b,
+                                                  loss_elems ? loss_elems + b : nullptr);
+    }
+  });
   double total = 0;
   for (double v : part) total += v;
   if (red == Reduction::kMean) return n ? total / double(n) : std::nan("");

@@ -1,6 +1,6 @@
 """The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
-docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations
-and dropout (docs/api/nn.md).
+docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations,
+dropout, softmax and the losses (docs/api/nn.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
@@ -365,3 +365,71 @@ def dropout_backward(grad_y, mask, p):
         mod.dropout_backward(_ptr(grad_y), _ptr(mask), _ptr(gx), grad_y.size, p, grad_y.dtype,
                              _stream())
         return gx
+
+
+# ---- softmax, losses -------------------------------------------------------------------------
+
+
+def softmax_forward(x, log):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        x = cp.ascontiguousarray(x)
+        y = cp.empty(x.shape, x.dtype)
+        if x.size:
+            k = x.shape[-1]
+            mod.softmax_forward(_ptr(x), _ptr(y), x.size // k, k, log, x.dtype, _stream())
+        return y
+
+
+def softmax_backward(grad_y, y, log):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(y):
+        grad_y, y = cp.ascontiguousarray(grad_y), cp.ascontiguousarray(y)
+        gx = cp.empty(y.shape, y.dtype)
+        if y.size:
+            k = y.shape[-1]
+            mod.softmax_backward(_ptr(grad_y), _ptr(y), _ptr(gx), y.size // k, k, log, y.dtype, _stream())
+        return gx
+
+
+def softmax_cross_entropy(logits, targets, reduction, ignore_index):
+    """(loss, grad): the targets are checked on the device first (one round trip: the
+    first invalid one raises ValueError as on the CPU, and the count of the rows that are
+    not ignored sets the mean's scale); the loss stays on the device."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(logits):
+        logits, targets = cp.ascontiguousarray(logits), cp.ascontiguousarray(targets)
+        b, k = logits.shape
+        kept = targets != ignore_index
+        bad = kept & ((targets < 0) | (targets >= k))
+        if b and bool(bad.any()):
+            i = int(cp.argmax(bad))
+            raise ValueError(f"softmax_cross_entropy: targets: value {int(targets[i])} at [{i}] "
+                             f"is outside [0, {k})")
+        count = int(kept.sum()) if b else 0
+        mean = reduction is _adlk.Reduction.mean
+        grad = cp.empty(logits.shape, logits.dtype)
+        row_loss = cp.empty(b, np.float64)
+        mod.softmax_cross_entropy(_ptr(logits), _ptr(targets), _ptr(grad), _ptr(row_loss), b, k,
+                                  ignore_index, (1.0 / count if count else 0.0) if mean else 1.0,
+                                  logits.dtype, _stream())
+        if reduction is _adlk.Reduction.none:
+            return row_loss.astype(logits.dtype), grad
+        total = cp.empty((), np.float64)
+        mod.sum_doubles(_ptr(row_loss), b, float(count) if mean else 1.0, _ptr(total), _stream())
+        return total.astype(logits.dtype), grad
+
+
+def elementwise_loss(pred, target, kind, reduction, delta):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(pred):
+        pred, target = cp.ascontiguousarray(pred), cp.ascontiguousarray(target)
+        n = pred.size
+        grad = cp.empty(pred.shape, pred.dtype)
+        per_element = reduction is _adlk.Reduction.none
+        loss = cp.empty(pred.shape, pred.dtype) if per_element else None
+        partials = cp.empty(mod.loss_partials(n), np.float64)
+        total = cp.empty((), np.float64)
+        mod.elementwise_loss(_ptr(pred), _ptr(target), _ptr(grad), _ptr(loss), _ptr(partials),
+                             _ptr(total), n, kind, reduction, delta, pred.dtype, _stream())
+        return (loss if per_element else total.astype(pred.dtype)), grad

@@ -69,19 +69,6 @@ def _one_on(a: Args, x, name="x"):
     return a.array(x, name, "any shape"), on_gpu(a.fn, backend)
 
 
-def _pair(a: Args, fn_arrays: dict, first: str, second: str):
-    """_pair_on for the functions without CUDA kernels (cupy arrays raise)."""
-    backend = backend_of(a.fn, fn_arrays)
-    require_cpu(a.fn, backend)
-    return _pair_on(a, fn_arrays, first, second)[:2]
-
-
-def _one(a: Args, x, name="x"):
-    backend = backend_of(a.fn, {name: x})
-    require_cpu(a.fn, backend)
-    return _one_on(a, x, name)[0]
-
-
 # ---- dropout -----------------------------------------------------------------------------
 
 
@@ -242,7 +229,10 @@ def _last_axis(a: Args, x, name="x"):
 
 def _softmax(fn: str, x, log: bool):
     a = Args(fn)
-    x = _last_axis(a, _one(a, x))
+    x, gpu = _one_on(a, x)
+    x = _last_axis(a, x)
+    if gpu:
+        return _cuda.softmax_forward(x, log)
     if x.size == 0:
         return np.empty(x.shape, x.dtype)
     return _adlk.softmax_forward(_rows(x), log).reshape(x.shape)
@@ -250,8 +240,10 @@ def _softmax(fn: str, x, log: bool):
 
 def _softmax_grad(fn: str, grad_y, y, log: bool):
     a = Args(fn)
-    g, y = _pair(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
+    g, y, gpu = _pair_on(a, dict(grad_y=grad_y, y=y), "grad_y", "y")
     _last_axis(a, y, "y")
+    if gpu:
+        return _cuda.softmax_backward(g, y, log)
     if y.size == 0:
         return np.empty(y.shape, y.dtype)
     return _adlk.softmax_backward(_rows(g), _rows(y), log).reshape(y.shape)
@@ -302,7 +294,8 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
         raise a.type_error("targets", f"expected int64 class indices, got {targets.dtype}")
     targets = a.array(targets, "targets", f"({logits.shape[0]},)", ndim=1)
     a.shape(targets, "targets", (logits.shape[0],), f"({logits.shape[0]},)")
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        return _cuda.softmax_cross_entropy(logits, targets, red, int(ignore_index))
     loss, grad = _adlk.softmax_cross_entropy(logits, targets, red, int(ignore_index))
     return (loss if red is _NO_REDUCTION else np.asarray(loss, logits.dtype)), grad
 
@@ -310,7 +303,9 @@ def softmax_cross_entropy(logits, targets, reduction="mean", ignore_index=-100):
 def _loss(fn: str, kind, pred, target, reduction, delta=1.0):
     a = Args(fn)
     red = _reduction(a, reduction)
-    p, t = _pair(a, dict(pred=pred, target=target), "pred", "target")
+    p, t, gpu = _pair_on(a, dict(pred=pred, target=target), "pred", "target")
+    if gpu:
+        return _cuda.elementwise_loss(p, t, kind, red, float(delta))
     loss, grad = _adlk.elementwise_loss(p.reshape(-1), t.reshape(-1), kind, red, delta)
     return (loss.reshape(p.shape) if red is _NO_REDUCTION else np.asarray(loss, p.dtype)), grad.reshape(p.shape)
 

@@ -12,6 +12,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adlk/cuda/nn.h"
@@ -304,6 +305,79 @@ void test_pointwise(std::mt19937_64& rng) {
   }
 }
 
+// Softmax, cross-entropy and the elementwise losses: the GPU sums in its own fixed trees,
+// so results are compared to rounding (16 eps of the result's scale), except the
+// per-element losses and gradients of MSE and L1, which are the CPU's bits.
+template <typename T>
+void test_rows_and_losses(std::mt19937_64& rng) {
+  const std::string ty = sizeof(T) == 4 ? " float" : " double";
+  const std::vector<std::pair<index_t, index_t>> shapes = {{0, 3}, {1, 1}, {3, 5}, {7, 33}, {5, 100}, {40, 7}};
+  for (auto [rows, K] : shapes) {
+    const index_t n = rows * K;
+    auto x = special_values<T>(n, rng), dy = special_values<T>(n, rng);
+    if (n > 3) x[3] = T(1e4);  // a far-off maximum: exp flushes the rest to 0
+    const std::vector<T> ones(static_cast<std::size_t>(n), T(1));
+    const std::string sz = " " + std::to_string(rows) + "x" + std::to_string(K) + ty;
+    for (bool log : {false, true}) {
+      std::vector<T> yc(static_cast<std::size_t>(n)), yg(static_cast<std::size_t>(n), T(-5));
+      adlk::softmax_forward<T>(rows, K, x.data(), log, yc.data());
+      adlk::cuda::softmax_forward<T>(rows, K, x.data(), log, yg.data(), nullptr);
+      check(close(yc, yg, ones), std::string(log ? "log_softmax" : "softmax") + " forward" + sz);
+      std::vector<T> gc(static_cast<std::size_t>(n)), gg(static_cast<std::size_t>(n), T(-5));
+      adlk::softmax_backward<T>(rows, K, dy.data(), yc.data(), log, gc.data());
+      adlk::cuda::softmax_backward<T>(rows, K, dy.data(), yc.data(), log, gg.data(), nullptr);
+      std::vector<T> scale(static_cast<std::size_t>(n), T(0));
+      for (index_t r = 0; r < rows; ++r) {
+        T row = 0;  // the row's |dy| sum bounds the error of its sum
+        for (index_t j = 0; j < K; ++j) row += std::isfinite(dy[r * K + j]) ? std::fabs(dy[r * K + j]) : T(0);
+        for (index_t j = 0; j < K; ++j) scale[r * K + j] = row;
+      }
+      check(close(gc, gg, scale), std::string(log ? "log_softmax" : "softmax") + " backward" + sz);
+    }
+    // cross-entropy on finite logits, with ignored rows
+    std::uniform_real_distribution<double> d(-8, 8);
+    for (T& v : x) v = T(d(rng));
+    std::vector<std::int64_t> targets(static_cast<std::size_t>(rows));
+    for (index_t b = 0; b < rows; ++b) targets[b] = b % 3 == 1 ? -100 : (b * 7) % K;
+    std::vector<T> gc(static_cast<std::size_t>(n)), gg(static_cast<std::size_t>(n), T(-5)), lc(static_cast<std::size_t>(rows));
+    std::vector<double> lg(static_cast<std::size_t>(rows), -5);
+    adlk::softmax_cross_entropy<T>(rows, K, x.data(), targets.data(), adlk::Reduction::kNone, -100,
+                                   gc.data(), lc.data());
+    adlk::cuda::softmax_cross_entropy<T>(rows, K, x.data(), targets.data(), -100, 1.0, gg.data(),
+                                         lg.data(), nullptr);
+    std::vector<T> lgt(lg.begin(), lg.end());
+    check(close(gc, gg, ones) && close(lc, lgt, std::vector<T>(static_cast<std::size_t>(rows), T(8))),
+          "softmax_cross_entropy" + sz);
+    double total = -1;
+    adlk::cuda::sum_doubles(rows, lg.data(), 2.0, &total, nullptr);
+    double want = 0;
+    for (double v : lg) want += v;
+    check(std::fabs(total - want / 2) <= 1e-12 * (std::fabs(want) + 1), "sum_doubles" + sz);
+  }
+  using L = adlk::LossKind;
+  using R = adlk::Reduction;
+  for (index_t n : {index_t(0), index_t(1), index_t(1000), index_t(4099)}) {
+    const auto p = special_values<T>(n, rng), t = special_values<T>(n, rng);
+    std::vector<double> partials(static_cast<std::size_t>(adlk::cuda::loss_partials(n)));
+    for (L kind : {L::kMse, L::kL1, L::kHuber})
+      for (R red : {R::kMean, R::kSum, R::kNone}) {
+        const std::string name = "loss " + std::to_string(int(kind)) + " red " + std::to_string(int(red)) +
+                                 " n" + std::to_string(n) + ty;
+        std::vector<T> gc(static_cast<std::size_t>(n)), gg(static_cast<std::size_t>(n), T(-5)), lc(static_cast<std::size_t>(n)), lg(static_cast<std::size_t>(n), T(-5));
+        const double want = adlk::elementwise_loss<T>(n, p.data(), t.data(), kind, red, 0.7, gc.data(), lc.data());
+        double got = -1;
+        adlk::cuda::elementwise_loss<T>(n, p.data(), t.data(), kind, red, 0.7, gg.data(), lg.data(),
+                                        partials.data(), &got, nullptr);
+        const bool exact = kind != L::kHuber;
+        const std::vector<T> zeros(static_cast<std::size_t>(n));
+        check(exact ? same_bits(gc, gg) && same_bits(lc, lg) : close(gc, gg, zeros) && close(lc, lg, zeros),
+              name + " elements");
+        const bool both_nan = std::isnan(want) && std::isnan(got);
+        check(both_nan || got == want || std::fabs(got - want) <= 1e-12 * std::fabs(want), name + " total");
+      }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -311,6 +385,7 @@ void run_optim_nn(std::mt19937_64& rng) {
   test_optimizers<T>(rng);
   test_norms<T>(rng);
   test_pointwise<T>(rng);
+  test_rows_and_losses<T>(rng);
 }
 
 template void run_optim_nn<float>(std::mt19937_64&);

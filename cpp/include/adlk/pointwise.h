@@ -48,6 +48,48 @@ decltype(auto) with_activation(Activation act, F&& f) {
   return f(std::integral_constant<A, A::kRelu>{});
 }
 
+// ---- elementwise losses -----------------------------------------------------------------------
+
+// The loss of one element (pred p, target t) and its gradient, scaled by gscale (1/n for a
+// mean); NaN stays NaN in both.
+template <LossKind K, typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T loss_term(T p, T t, T delta, T gscale, T& grad) {
+  const T d = p - t;
+  if constexpr (K == LossKind::kMse) {
+    grad = T(2) * d * gscale;
+    return d * d;
+  }
+  const T ad = d < T(0) ? -d : d;
+  if constexpr (K == LossKind::kL1) {
+    const T sg = d > T(0) ? T(1) : (d < T(0) ? T(-1) : d * T(0));
+    grad = sg * gscale;
+    return ad;
+  }
+  if constexpr (K == LossKind::kHuber) {
+    const T sg = d > T(0) ? delta : (d < T(0) ? -delta : d * T(0));
+    grad = (ad <= delta ? d : sg) * gscale;
+    return ad <= delta ? T(0.5) * d * d : delta * (ad - T(0.5) * delta);
+  }
+}
+
+// f(std::integral_constant<LossKind, kind>{}).
+template <typename F>
+decltype(auto) with_loss(LossKind kind, F&& f) {
+  using L = LossKind;
+  switch (kind) {
+    case L::kL1: return f(std::integral_constant<L, L::kL1>{});
+    case L::kHuber: return f(std::integral_constant<L, L::kHuber>{});
+    case L::kMse: break;
+  }
+  return f(std::integral_constant<L, L::kMse>{});
+}
+
+// The gradient scale of a reduction over n elements: 1/n for a mean (1/1 for none).
+template <typename T>
+T loss_gscale(Reduction red, index_t n) {
+  return red == Reduction::kMean ? T(1.0 / double(n > 1 ? n : 1)) : T(1);
+}
+
 // ---- dropout: Philox-4x32-10 (Salmon et al., SC'11) ---------------------------------------------
 
 constexpr std::uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;

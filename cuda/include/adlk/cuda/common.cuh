@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #endif
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +46,61 @@ inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(s
 inline unsigned grid_for(index_t n, index_t max_blocks = kMaxBlocks) {
   const index_t blocks = n / kThreads + (n % kThreads != 0);
   return unsigned(blocks < max_blocks ? blocks : max_blocks);
+}
+
+// ---- fixed-order reductions (no atomics: the same bits on every run) ----------------------
+
+struct SumOf {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+
+// The maximum, NaN winning (as torch.max).
+struct MaxOf {
+  __device__ double operator()(double a, double b) const {
+    if (a != a) return a;
+    if (b != b) return b;
+    return a > b ? a : b;
+  }
+};
+
+// red[0] = the combination of red[0 .. blockDim.x) in a fixed tree (blockDim.x a power of
+// two, every thread's entry written before the call; all threads call it).
+template <typename Combine>
+__device__ __forceinline__ void block_tree(double* red, Combine combine) {
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) red[threadIdx.x] = combine(red[threadIdx.x], red[threadIdx.x + half]);
+    __syncthreads();
+  }
+}
+
+// Lanes per warp of the kernels that give a warp to each row; every lane returns the same
+// value from warp_tree (an xor butterfly of a commutative combine).
+constexpr int kWarp = kThreads < 32 ? kThreads : 32;
+constexpr unsigned kWarpMask = kWarp == 32 ? 0xffffffffu : ((1u << kWarp) - 1u);
+
+template <typename Combine>
+__device__ __forceinline__ double warp_tree(double v, Combine combine) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    v = combine(v, __shfl_xor_sync(kWarpMask, v, offset, kWarp));
+  return v;
+}
+
+// *total = combine over values[0 .. n) (thread-strided, then the block tree), divided by
+// divisor, its square root when `root`. One block of kThreads.
+template <typename Combine>
+__global__ void __launch_bounds__(kThreads) fixed_total_kernel(const double* values, index_t n,
+                                                               Combine combine, double divisor,
+                                                               bool root, double* total) {
+  __shared__ double red[kThreads];
+  double acc = 0;
+  for (index_t i = threadIdx.x; i < n; i += blockDim.x) acc = combine(acc, values[i]);
+  red[threadIdx.x] = acc;
+  block_tree(red, combine);
+  if (threadIdx.x == 0) {
+    const double v = red[0] / divisor;
+    *total = root ? std::sqrt(v) : v;
+  }
 }
 
 inline void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
