@@ -43,5 +43,6 @@ if [[ $what == all || $what == sanitize ]]; then
 fi
 if [[ $what == all || $what == bench ]]; then
   "$py" bench/gpu_conv_pool.py 2>&1 | tee "$out/bench-gpu.log" | tail -30
-  cp bench/RESULTS.md bench/results/gpu-conv-pool-*.json "$out/" 2>/dev/null || true
+  "$py" bench/gpu_nn.py 2>&1 | tee "$out/bench-gpu-nn.log" | tail -30
+  cp bench/RESULTS.md bench/results/gpu-conv-pool-*.json bench/results/gpu-nn-*.json "$out/" 2>/dev/null || true
 fi

@@ -86,6 +86,20 @@ def sgemm_tflops(repeats, n=8192):
     return 2 * n**3 / t / 1e12
 
 
+def write_results(name, section, device, data, intro, headers, table):
+    """bench/results/<name>-<date>-<device>.json (data, the date, device and versions) and
+    the RESULTS.md section "<section> (GPU, <device>)" (intro, then the table)."""
+    date = dt.date.today().isoformat()
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
+    out = RESULTS_DIR / f"{name}-{date}-{tag}.json"
+    versions = dict(adlkernels=ak.__version__, torch=torch.__version__, cupy=cp.__version__)
+    out.write_text(json.dumps(dict(device=device, date=date, **data, versions=versions), indent=2) + "\n")
+    body = (f"{date}, {device}; {intro} Raw data: `bench/results/{out.name}`.\n\n"
+            + markdown_table(headers, table))
+    update_markdown_section(f"{section} (GPU, {device})", body)
+    print(f"wrote {out} and bench/RESULTS.md")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-scale", type=int, default=8, help="multiply the CPU shapes' batch")
@@ -161,20 +175,11 @@ def main(argv=None):
     headers = ["case", "dir", "ak ms", "torch ms", "torch/ak", "rate", "% roofline"]
     print(text_table(headers, table))
     if not args.no_write:
-        date = dt.date.today().isoformat()
-        tag = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()
-        out = RESULTS_DIR / f"gpu-conv-pool-{date}-{tag}.json"
-        out.write_text(json.dumps(dict(device=device, date=date, copy_gbps=bw, sgemm_tflops=gemm,
-                                       batch_scale=args.batch_scale, rows=rows,
-                                       versions=dict(adlkernels=ak.__version__, torch=torch.__version__,
-                                                     cupy=cp.__version__)), indent=2) + "\n")
-        body = (f"{date}, {device}; copy {bw:.0f} GB/s (read+write), cuBLAS SGEMM "
-                f"{gemm:.1f} TFLOP/s; batch x{args.batch_scale} of the CPU shapes; float32, TF32 off; "
-                f"CUDA-event medians of {args.repeats}. Raw data: `bench/results/{out.name}`.\n\n"
-                + markdown_table(headers, table))
-        update_markdown_section(f"conv and pool (GPU, {device})", body)
-        print(f"wrote {out} and bench/RESULTS.md")
-
+        write_results("gpu-conv-pool", "conv and pool", device,
+                      dict(copy_gbps=bw, sgemm_tflops=gemm, batch_scale=args.batch_scale, rows=rows),
+                      f"copy {bw:.0f} GB/s (read+write), cuBLAS SGEMM {gemm:.1f} TFLOP/s; batch "
+                      f"x{args.batch_scale} of the CPU shapes; float32, TF32 off; CUDA-event medians of "
+                      f"{args.repeats}.", headers, table)
 
 if __name__ == "__main__":
     main()
