@@ -20,12 +20,6 @@ namespace adlk::cuda {
 
 namespace {
 
-// A grid-stride loop over n items must not overflow index_t at its last step.
-void check_items(index_t n, const char* what) {
-  check(n >= 0, what);
-  add_checked(n, index_t(kThreads) * kMaxBlocks, what);
-}
-
 template <typename T, Activation A>
 __global__ void __launch_bounds__(kThreads) activation_kernel(index_t n, const T* x, T slope, T* y) {
   ADLK_GRID_STRIDE(i, n) { y[i] = pointwise::activation<A>(x[i], slope); }
@@ -72,10 +66,6 @@ __device__ __forceinline__ double quiet_nan() {
   std::memcpy(&d, &bits, sizeof d);
   return d;
 }
-
-#define ADLK_ROWS_PER_WARP(r, rows)                                                           \
-  for (index_t r = index_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp; r < (rows); \
-       r += index_t(gridDim.x) * (blockDim.x / kWarp))
 
 // The row's maximum (NaN wins), the same in every lane.
 template <typename T>
@@ -159,22 +149,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-#undef ADLK_ROWS_PER_WARP
-
-// Blocks for `rows` rows, a warp each.
-unsigned row_blocks(index_t rows) {
-  const index_t per_block = kThreads / kWarp;
-  const index_t blocks = rows / per_block + (rows % per_block != 0);
-  return unsigned(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
-// Checks a rows x K launch of `op`; true when there is a row to do.
-bool check_rows(index_t rows, index_t K, const char* op) {
-  if (rows < 0 || K < 1) fail(std::string(op) + ": need rows >= 0 and K >= 1");
-  mul_checked(rows, K, op);
-  check_items(rows, op);
-  return rows > 0;
-}
 
 // ---- elementwise losses: tiles summed in fixed trees ----------------------------------------------
 

@@ -1,8 +1,9 @@
-"""Optimizer steps, clip_grad_norm, activations, dropout, softmax and the losses on cupy
-arrays (the CUDA kernels), against the CPU kernels: bit for bit where the kernels promise it (every
+"""Optimizer steps, clip_grad_norm, batch/layer norm, activations, dropout, softmax and
+the losses on cupy arrays (the CUDA kernels), against the CPU kernels: bit for bit where the kernels promise it (every
 optimizer step, relu, leaky relu, dropout's output and mask), to a few ulp for sigmoid and
 tanh (adlk/vecmath.h: the CPU's AVX2 code may contract multiply-adds, the GPU's does not)
-and to rounding for the total norm, softmax and the losses (other summation trees).
+and to rounding for the total norm, the normalization statistics, softmax and the losses
+(other summation trees).
 
 Skipped without cupy or without a visible CUDA device (CI has neither: there the same
 launchers run on CPU threads in tests/cuda_emu, and the Python side in
@@ -164,3 +165,76 @@ def test_losses_match_the_cpu(rng, name, reduction):
     dloss, dgrad = getattr(ak.nn, name)(cp.asarray(p), cp.asarray(t), reduction=reduction)
     np.testing.assert_allclose(cp.asnumpy(dloss), loss, rtol=1e-12)
     np.testing.assert_allclose(cp.asnumpy(dgrad), grad, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 5), (8, 3, 17), (4, 6, 9, 11), (2, 3, 40_000), (0, 3, 4)])
+def test_batchnorm_matches_the_cpu(rng, dtype, shape):
+    x = (rng.standard_normal(shape) * 2 + 100).astype(dtype)  # an offset: the shifted sums
+    c = shape[1]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    drm, drv = cp.asarray(rm), cp.asarray(rv)
+    want = ak.norm.batchnorm_forward(x, w, b, rm, rv, training=True)
+    got = ak.norm.batchnorm_forward(*(cp.asarray(a) for a in (x, w, b)), drm, drv, training=True)
+    for g, e in zip((*got, drm, drv), (*want, rm, rv)):
+        np.testing.assert_allclose(cp.asnumpy(g), e, **tol)
+    for training in (True, False):
+        want_b = ak.norm.batchnorm_backward(gy, x, w, want[1], want[2], training=training)
+        got_b = ak.norm.batchnorm_backward(*(cp.asarray(a) for a in (gy, x, w, want[1], want[2])),
+                                           training=training)
+        for g, e in zip(got_b, want_b):
+            np.testing.assert_allclose(cp.asnumpy(g), e, **tol)
+    # eval: no sums, the CPU's values to one rounding
+    want_e = ak.norm.batchnorm_forward(x, w, b, rm, rv, training=False)
+    got_e = ak.norm.batchnorm_forward(*(cp.asarray(a) for a in (x, w, b, rm, rv)), training=False)
+    for g, e in zip(got_e, want_e):
+        np.testing.assert_allclose(cp.asnumpy(g), e, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,ns", [((64, 5), 5), ((8, 3, 17), (3, 17)), ((300, 1024), 1024), ((0, 6), 6)])
+def test_layernorm_matches_the_cpu(rng, dtype, shape, ns):
+    x = (rng.standard_normal(shape) * 2 + 100).astype(dtype)
+    if x.size:
+        x.reshape(-1)[0] = 1e4  # a far first value: the recentering pass
+    nshape = (ns,) if isinstance(ns, int) else ns
+    w, b = rng.standard_normal(nshape).astype(dtype), rng.standard_normal(nshape).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for ww, bb in ((w, b), (None, None)):
+        want = ak.norm.layernorm_forward(x, ns, ww, bb)
+        dev = [None if a is None else cp.asarray(a) for a in (x, ww, bb)]
+        got = ak.norm.layernorm_forward(dev[0], ns, dev[1], dev[2])
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(cp.asnumpy(g), e, **tol)
+        want_b = ak.norm.layernorm_backward(gy, x, ns, want[1], want[2], ww)
+        got_b = ak.norm.layernorm_backward(cp.asarray(gy), dev[0], ns, cp.asarray(want[1]),
+                                           cp.asarray(want[2]), dev[1])
+        for g, e in zip(got_b, want_b):
+            np.testing.assert_allclose(cp.asnumpy(g), e, **tol)
+
+
+def test_norms_are_deterministic(rng):
+    x = cp.asarray(rng.standard_normal((64, 32, 15, 15)).astype(np.float32))
+    gy = cp.asarray(rng.standard_normal(x.shape).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        y, m, s = ak.norm.batchnorm_forward(x, None, None, None, None, training=True)
+        runs.append([cp.asnumpy(a) for a in (y, m, s, *ak.norm.batchnorm_backward(gy, x, None, m, s))])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,i,o", [(64, 300, 100), (0, 5, 3), (1000, 17, 1)])
+def test_linear_matches_the_cpu(rng, dtype, b, i, o):
+    x, w, bias, gy = (rng.standard_normal(s).astype(dtype) for s in ((b, i), (o, i), (o,), (b, o)))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(cp.asnumpy(ak.nn.linear_forward(*(cp.asarray(a) for a in (x, w, bias)))),
+                               ak.nn.linear_forward(x, w, bias), **tol)
+    got = ak.nn.linear_backward(*(cp.asarray(a) for a in (gy, x, w)))
+    for g, e in zip(got, ak.nn.linear_backward(gy, x, w)):
+        np.testing.assert_allclose(cp.asnumpy(g), e, **tol)

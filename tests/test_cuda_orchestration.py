@@ -19,6 +19,7 @@ import pytest
 import adlkernels as ak
 from adlkernels import _adlk, _cuda
 from adlkernels import nn as ak_nn
+from adlkernels import norm as ak_norm
 from adlkernels import optim as ak_optim
 from adlkernels._backend import cuda_module
 from reference import conv2d_backward_ref, conv2d_ref
@@ -156,6 +157,47 @@ class _Kernels:
         self.t[grad_x][...] = _adlk.dropout_backward(self.t[grad_y].reshape(-1), self.t[mask].reshape(-1),
                                                      p).reshape(self.t[grad_x].shape)
 
+    # batch and layer norm: the CPU module's functions, the results copied behind the pointers
+    def batchnorm_workspace(self, *args):
+        return self.real.batchnorm_workspace(*args)
+
+    def layernorm_workspace(self, *args):
+        return self.real.layernorm_workspace(*args)
+
+    def _out(self, ptrs, values):
+        for p, v in zip(ptrs, values):
+            self.t[p][...] = v.reshape(self.t[p].shape)
+
+    def batchnorm_forward(self, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
+                          workspace, N, C, S, training, momentum, eps, dtype, stream):
+        self.calls.append("batchnorm_forward")
+        assert self.t[workspace].size == self.real.batchnorm_workspace(N, C, S)
+        opt = lambda p: self.t[p] if p else None  # noqa: E731
+        self._out((y, save_mean, save_invstd),
+                  _adlk.batchnorm_forward(self.t[x].reshape(N, C, S), opt(weight), opt(bias), opt(running_mean),
+                                          opt(running_var), training, momentum, eps))
+
+    def batchnorm_backward(self, grad_y, x, weight, save_mean, save_invstd, grad_x, grad_weight, grad_bias,
+                           workspace, N, C, S, training, dtype, stream):
+        self.calls.append("batchnorm_backward")
+        assert self.t[workspace].size == self.real.batchnorm_workspace(N, C, S)
+        self._out((grad_x, grad_weight, grad_bias),
+                  _adlk.batchnorm_backward(self.t[grad_y].reshape(N, C, S), self.t[x].reshape(N, C, S),
+                                           self.t[weight] if weight else None, self.t[save_mean],
+                                           self.t[save_invstd], training))
+
+    def layernorm_forward(self, x, weight, bias, y, mean, rstd, rows, D, eps, dtype, stream):
+        self.calls.append("layernorm_forward")
+        opt = lambda p: self.t[p] if p else None  # noqa: E731
+        self._out((y, mean, rstd), _adlk.layernorm_forward(self.t[x], opt(weight), opt(bias), eps))
+
+    def layernorm_backward(self, grad_y, x, mean, rstd, weight, grad_x, grad_weight, grad_bias, workspace,
+                           rows, D, dtype, stream):
+        self.calls.append("layernorm_backward")
+        assert self.t[workspace].size == self.real.layernorm_workspace(rows, D)
+        self._out((grad_x, grad_weight, grad_bias),
+                  _adlk.layernorm_backward(self.t[grad_y], self.t[x], self.t[mean], self.t[rstd],
+                                           self.t[weight] if weight else None))
 
     def softmax_forward(self, x, y, rows, K, log, dtype, stream):
         self.calls.append("softmax_forward")
@@ -303,7 +345,7 @@ def test_maxpool_backward_window_gathers_when_indices_are_in_their_windows(host_
 
 @pytest.fixture
 def routed(host_gpu, monkeypatch):
-    for mod in (ak_optim, ak_nn):
+    for mod in (ak_optim, ak_nn, ak_norm):
         monkeypatch.setattr(mod, "backend_of", lambda fn, arrays: "cuda")
         monkeypatch.setattr(mod, "on_gpu", lambda fn, backend: True)
     return host_gpu
@@ -313,7 +355,7 @@ def routed(host_gpu, monkeypatch):
 def on_the_cpu(monkeypatch):
     """Inside: the same public calls take the CPU path, for the expected results."""
     with monkeypatch.context() as m:
-        for mod in (ak_optim, ak_nn):
+        for mod in (ak_optim, ak_nn, ak_norm):
             m.setattr(mod, "on_gpu", lambda fn, backend: False)
         yield
 
@@ -492,3 +534,86 @@ def test_losses_route_to_the_cuda_kernels(routed, rng, name, reduction, monkeypa
     assert loss.shape == want_loss.shape and loss.dtype == want_loss.dtype
     np.testing.assert_array_equal(loss, want_loss)
     np.testing.assert_array_equal(grad, want_grad)
+
+
+# ---- batch and layer norm ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 5), (0, 3, 4)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_routes_to_the_cuda_kernels(routed, rng, shape, affine, dtype, monkeypatch):
+    x = rng.standard_normal(shape).astype(dtype)
+    c = shape[1]
+    w, b = (rng.standard_normal(c).astype(dtype) for _ in range(2)) if affine else (None, None)
+    gy = rng.standard_normal(shape).astype(dtype)
+
+    def run():
+        rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+        out = ak_norm.batchnorm_forward(x, w, b, rm, rv, training=True, momentum=0.2)
+        back = [ak_norm.batchnorm_backward(gy, x, w, out[1], out[2], training=t) for t in (True, False)]
+        ev = ak_norm.batchnorm_forward(x, w, b, rm[::-1].copy()[::-1], rv, training=False)  # strided stats
+        return [*out, rm, rv, *back[0], *back[1], *ev]
+
+    got = run()
+    assert routed.calls == ["batchnorm_forward", "batchnorm_backward", "batchnorm_backward",
+                            "batchnorm_forward"]
+    with on_the_cpu(monkeypatch):
+        want = run()
+    for g, e in zip(got, want):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)
+
+
+@pytest.mark.parametrize("shape,ns", [((5, 7), 7), ((2, 3, 4), (3, 4)), ((0, 6), 6)])
+@pytest.mark.parametrize("affine", [(True, True), (True, False), (False, True), (False, False)])
+def test_layernorm_routes_to_the_cuda_kernels(routed, rng, shape, ns, affine, monkeypatch):
+    x, gy = rng.standard_normal(shape), rng.standard_normal(shape)
+    nshape = (ns,) if isinstance(ns, int) else ns
+    w = rng.standard_normal(nshape) if affine[0] else None
+    b = rng.standard_normal(nshape) if affine[1] else None
+
+    def run():
+        y, mean, rstd = ak_norm.layernorm_forward(x, ns, w, b)
+        return [y, mean, rstd, *ak_norm.layernorm_backward(gy, x, ns, mean, rstd, w)]
+
+    got = run()
+    assert routed.calls == ["layernorm_forward", "layernorm_backward"]
+    with on_the_cpu(monkeypatch):
+        want = run()
+    for g, e in zip(got, want):
+        assert g.shape == e.shape
+        np.testing.assert_array_equal(g, e)
+
+
+def test_cuda_batchnorm_binding_checks_the_running_statistics():
+    """The CPU module's aliasing rule for the in-place running statistics, checked by the
+    CUDA module before any launch (no GPU needed); eval reads them only."""
+    mod = cuda_module()
+    args = dict(x=1 << 20, weight=0, bias=0, running_mean=2 << 20, running_var=(2 << 20) + 4, y=3 << 20,
+                save_mean=4 << 20, save_invstd=5 << 20, workspace=6 << 20, N=4, C=3, S=2, momentum=0.1,
+                eps=1e-5, dtype=np.dtype(np.float32), stream=0)
+    with pytest.raises(ValueError, match=r"batchnorm_forward: running_var overlaps running_mean"):
+        mod.batchnorm_forward(**args, training=True)
+    with pytest.raises(ValueError, match=r"batchnorm_forward: running_mean overlaps x"):
+        mod.batchnorm_forward(**{**args, "running_mean": (1 << 20) + 8, "running_var": 7 << 20},
+                              training=True)
+    with pytest.raises(ValueError, match=r"batchnorm: need N >= 0, C >= 1"):
+        mod.batchnorm_forward(**{**args, "C": 0}, training=True)
+
+
+@pytest.mark.parametrize("b,i,o", [(7, 5, 3), (0, 4, 2), (3, 0, 2), (64, 33, 17)])
+def test_linear_routes_to_cublas_and_the_channel_sums(routed, rng, b, i, o, monkeypatch):
+    x, w, bias, gy = (rng.standard_normal(s) for s in ((b, i), (o, i), (o,), (b, o)))
+    y = ak_nn.linear_forward(x, w, bias)
+    grads = ak_nn.linear_backward(gy, x, w)
+    assert routed.calls == ["channel_sums"]  # the GEMMs are cupy.matmul's (cuBLAS)
+    masked = ak_nn.linear_backward(gy, x, w, (False, True, False))
+    assert masked[0] is None and masked[2] is None
+    with on_the_cpu(monkeypatch):
+        np.testing.assert_allclose(y, ak_nn.linear_forward(x, w, bias), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(ak_nn.linear_forward(x, w), y - bias, rtol=1e-12, atol=1e-12)
+        for got, want in zip(grads, ak_nn.linear_backward(gy, x, w)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(masked[1], grads[1], rtol=0, atol=0)

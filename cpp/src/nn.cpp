@@ -71,28 +71,20 @@ ADLK_MULTIVERSION void bn_block_grads(const BatchNormGeom& g, const T* dy, const
   *sdy = a, *sdx = b;
 }
 
-// The mean (double) as hi + lo in T: x - hi is exact for x near the mean (Sterbenz), so
-// ((x - hi) - lo) keeps the bits a float32 mean of 1e4 would round away (half an ulp of
-// 1e4 is 5e-4: that much error on every normalized value of a std-1 channel).
-template <typename T>
-struct SplitMean {
-  T hi, lo;
-  explicit SplitMean(double m) : hi(T(m)), lo(T(m - double(T(m)))) {}
-};
+using pointwise::SplitMean;
 
 template <typename T>
 ADLK_MULTIVERSION void bn_normalize_plane(index_t S, const T* x, SplitMean<T> mean, T scale,
                                           T shift, T* y) {
 #pragma omp simd
-  for (index_t s = 0; s < S; ++s) y[s] = ((x[s] - mean.hi) - mean.lo) * scale + shift;
+  for (index_t s = 0; s < S; ++s) y[s] = pointwise::batchnorm_out(x[s], mean, scale, shift);
 }
 
 template <typename T>
 ADLK_MULTIVERSION void bn_grad_plane(index_t S, const T* dy, const T* x, T mean, T a, T b,
                                      T k, T* dx) {
-  // dx = a * dy + b + k * (x - mean)
 #pragma omp simd
-  for (index_t s = 0; s < S; ++s) dx[s] = a * dy[s] + b + k * (x[s] - mean);
+  for (index_t s = 0; s < S; ++s) dx[s] = pointwise::batchnorm_grad(dy[s], x[s], mean, a, b, k);
 }
 
 }  // namespace
@@ -128,23 +120,21 @@ void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, cons
         a += s1[c * it.per_channel + blk];
         b += s2[c * it.per_channel + blk];
       }
-      const double pivot = M ? double(x[c * g.S]) : 0.0;
-      const double m = M ? pivot + a / double(M) : 0.0;
-      const double var = M ? std::max(0.0, (b - a * a / double(M)) / double(M)) : 0.0;
-      mean[c] = m;
-      invstd[c] = M ? 1.0 / std::sqrt(var + eps) : 0.0;
       if (M) {
-        if (running_mean) running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * m);
-        if (running_var)
-          running_var[c] = T((1.0 - momentum) * double(running_var[c]) +
-                             momentum * var * double(M) / double(M - 1));
+        const auto mv = pointwise::shifted_moments(double(x[c * g.S]), a, b, double(M));
+        mean[c] = mv.mean;
+        invstd[c] = pointwise::inv_std(mv.var, eps);
+        pointwise::update_running(running_mean ? running_mean + c : nullptr,
+                                  running_var ? running_var + c : nullptr, mv, momentum, M);
+      } else {
+        mean[c] = 0, invstd[c] = 0;
       }
     }
   } else {
     check(running_mean && running_var, "batchnorm_forward: eval needs running statistics");
     for (index_t c = 0; c < C; ++c) {
       mean[c] = double(running_mean[c]);
-      invstd[c] = 1.0 / std::sqrt(double(running_var[c]) + eps);
+      invstd[c] = pointwise::inv_std(double(running_var[c]), eps);
     }
   }
   for (index_t c = 0; c < C; ++c) {
@@ -177,8 +167,7 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
     const index_t n0 = blk * it.per_block, n1 = std::min(g.N, n0 + it.per_block);
     bn_block_grads<T>(g, grad_y, x, c, n0, n1, double(save_mean[c]), &sdy[i], &sdx[i]);
   }
-  // per channel: dx = a * dy + b + k * (x - mean)
-  std::vector<double> ca(C), cb(C), ck(C);
+  std::vector<pointwise::BatchNormGrad> coef(C);
   for (index_t c = 0; c < C; ++c) {
     double a = 0, b = 0;
     for (index_t blk = 0; items && blk < it.per_channel; ++blk) {
@@ -188,21 +177,15 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
     const double istd = double(save_invstd[c]), w = weight ? double(weight[c]) : 1.0;
     if (grad_bias) grad_bias[c] = T(a);
     if (grad_weight) grad_weight[c] = T(b * istd);
-    ca[c] = w * istd;
-    if (training && M > 0) {
-      cb[c] = -w * istd * a / double(M);
-      ck[c] = -w * istd * istd * istd * b / double(M);
-    } else {
-      cb[c] = 0, ck[c] = 0;
-    }
+    coef[c] = pointwise::batchnorm_grad_coefficients(a, b, istd, w, training, M);
   }
   if (M == 0) return;  // grad_x is empty: no loop over the N * C empty planes
   const index_t planes = g.N * C;
 #pragma omp parallel for schedule(static) num_threads(get_num_threads()) if (parallel(planes * g.S))
   for (index_t pl = 0; pl < planes; ++pl) {
     const index_t c = pl % C;
-    bn_grad_plane<T>(g.S, grad_y + pl * g.S, x + pl * g.S, save_mean[c], T(ca[c]), T(cb[c]),
-                     T(ck[c]), grad_x + pl * g.S);
+    bn_grad_plane<T>(g.S, grad_y + pl * g.S, x + pl * g.S, save_mean[c], T(coef[c].a),
+                     T(coef[c].b), T(coef[c].k), grad_x + pl * g.S);
   }
 }
 
@@ -210,9 +193,10 @@ void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, con
 
 namespace {
 
-// Sums of d = x[j] - pivot and of d^2 over a row, in double.
+// Sums of d = x[j] - pivot and of d^2 over a row, in double; inlined, so that its vector
+// lanes (the summation order) are those of the caller's ISA clone.
 template <typename T>
-inline void shifted_moments(index_t D, const T* x, double pivot, double* s1, double* s2) {
+ADLK_ALWAYS_INLINE void row_shifted_sums(index_t D, const T* x, double pivot, double* s1, double* s2) {
   double a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
   for (index_t j = 0; j < D; ++j) {
@@ -222,10 +206,6 @@ inline void shifted_moments(index_t D, const T* x, double pivot, double* s1, dou
   }
   *s1 = a, *s2 = b;
 }
-
-// A pass whose shifted sums lose more than this factor to cancellation (s2 versus
-// s2 - s1^2 / D) is repeated around its mean.
-constexpr double kMaxCancellation = 16;
 
 template <typename T>
 ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T* b, double eps,
@@ -237,30 +217,30 @@ ADLK_MULTIVERSION void layernorm_row(index_t D, const T* x, const T* w, const T*
   // algorithm). The variance of [1e19, -1e19, 0, 1, ...], whose float32 squares
   // overflow, is fine in double.
   double pivot = double(x[0]), s1, s2;
-  shifted_moments(D, x, pivot, &s1, &s2);
-  if (s2 > kMaxCancellation * (s2 - s1 * s1 / double(D))) {
+  row_shifted_sums(D, x, pivot, &s1, &s2);
+  if (pointwise::needs_recentering(s1, s2, double(D))) {
     pivot += s1 / double(D);
-    shifted_moments(D, x, pivot, &s1, &s2);
+    row_shifted_sums(D, x, pivot, &s1, &s2);
   }
-  const double mean = pivot + s1 / double(D);
-  const double var = std::max(0.0, (s2 - s1 * s1 / double(D)) / double(D));
-  const double rstd = 1.0 / std::sqrt(var + eps);
-  *mean_out = T(mean);
+  const auto mv = pointwise::shifted_moments(pivot, s1, s2, double(D));
+  const double rstd = pointwise::inv_std(mv.var, eps);
+  *mean_out = T(mv.mean);
   *rstd_out = T(rstd);
-  const SplitMean<T> m(mean);
+  const SplitMean<T> m(mv.mean);
   const T r = T(rstd);
+  using pointwise::layernorm_out;
   if (w && b) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r * w[j] + b[j];
+    for (index_t j = 0; j < D; ++j) y[j] = layernorm_out<true, true>(x[j], m, r, w[j], b[j]);
   } else if (w) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r * w[j];
+    for (index_t j = 0; j < D; ++j) y[j] = layernorm_out<true, false>(x[j], m, r, w[j], T(0));
   } else if (b) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r + b[j];
+    for (index_t j = 0; j < D; ++j) y[j] = layernorm_out<false, true>(x[j], m, r, T(1), b[j]);
   } else {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) y[j] = ((x[j] - m.hi) - m.lo) * r;
+    for (index_t j = 0; j < D; ++j) y[j] = layernorm_out<false, false>(x[j], m, r, T(1), T(0));
   }
 }
 
@@ -293,12 +273,13 @@ ADLK_MULTIVERSION void layernorm_row_backward(index_t D, const T* dy, const T* x
     }
   }
   const T k1 = T(c1 / double(D)), k2 = T(c2 / double(D));
+  using pointwise::layernorm_grad;
   if (w) {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) dx[j] = rstd * (dy[j] * w[j] - k2 - (x[j] - mean) * rstd * k1);
+    for (index_t j = 0; j < D; ++j) dx[j] = layernorm_grad<true>(dy[j], x[j], mean, rstd, w[j], k1, k2);
   } else {
 #pragma omp simd
-    for (index_t j = 0; j < D; ++j) dx[j] = rstd * (dy[j] - k2 - (x[j] - mean) * rstd * k1);
+    for (index_t j = 0; j < D; ++j) dx[j] = layernorm_grad<false>(dy[j], x[j], mean, rstd, T(1), k1, k2);
   }
 }
 

@@ -1,6 +1,7 @@
 """The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
 docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations,
-dropout, softmax and the losses (docs/api/nn.md).
+dropout, linear, softmax and the losses (docs/api/nn.md), batch and layer norm
+(docs/api/norm.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
@@ -20,6 +21,7 @@ arrays otherwise raise RuntimeError, as before); a GPU run of
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -365,6 +367,90 @@ def dropout_backward(grad_y, mask, p):
         mod.dropout_backward(_ptr(grad_y), _ptr(mask), _ptr(gx), grad_y.size, p, grad_y.dtype,
                              _stream())
         return gx
+
+
+# ---- linear ------------------------------------------------------------------------------------
+
+
+def linear_forward(x, weight, bias):
+    """y = x @ weight.T (cuBLAS through cupy.matmul), then + bias."""
+    cp = _cp()
+    with _OnDevice(x):
+        y = cp.matmul(x, weight.T)
+        if bias is not None:
+            y += bias
+        return y
+
+
+def linear_backward(grad_y, x, weight, mask):
+    """grad_x = grad_y @ weight and grad_weight = grad_y.T @ x by cuBLAS; grad_bias by the
+    deterministic channel_sums kernel (grad_y's columns summed in double)."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        gx = cp.matmul(grad_y, weight) if mask[0] else None
+        gw = cp.matmul(grad_y.T, x) if mask[1] else None
+        gb = None
+        if mask[2]:
+            b, o = grad_y.shape
+            gb = cp.empty(o, x.dtype)
+            mod.channel_sums(_ptr(grad_y), _ptr(gb), b, o, 1, x.dtype, _stream())
+        return gx, gw, gb
+
+
+# ---- batch norm, layer norm --------------------------------------------------------------------
+
+
+def _bn_ncs(x):
+    return x.shape[0], x.shape[1], math.prod(x.shape[2:])
+
+
+def batchnorm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """(y, save_mean, save_invstd) as the CPU's; running_mean/var (C-contiguous when
+    training) are updated in place."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        n, c, s = _bn_ncs(x)
+        y = cp.empty(x.shape, x.dtype)
+        save_mean, save_invstd = cp.empty(c, x.dtype), cp.empty(c, x.dtype)
+        ws = cp.empty(mod.batchnorm_workspace(n, c, s), np.float64)
+        mod.batchnorm_forward(_ptr(x), _ptr(weight), _ptr(bias), _ptr(running_mean), _ptr(running_var),
+                              _ptr(y), _ptr(save_mean), _ptr(save_invstd), _ptr(ws), n, c, s, training,
+                              momentum, eps, x.dtype, _stream())
+        return y, save_mean, save_invstd
+
+
+def batchnorm_backward(grad_y, x, weight, save_mean, save_invstd, training):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        n, c, s = _bn_ncs(x)
+        gx, gw, gb = cp.empty(x.shape, x.dtype), cp.empty(c, x.dtype), cp.empty(c, x.dtype)
+        ws = cp.empty(mod.batchnorm_workspace(n, c, s), np.float64)
+        mod.batchnorm_backward(_ptr(grad_y), _ptr(x), _ptr(weight), _ptr(save_mean), _ptr(save_invstd),
+                               _ptr(gx), _ptr(gw), _ptr(gb), _ptr(ws), n, c, s, training, x.dtype,
+                               _stream())
+        return gx, gw, gb
+
+
+def layernorm_forward(x, weight, bias, eps):
+    """(y, mean, rstd) of layer norm over the rows of x (rows, D), as _adlk's."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        rows, d = x.shape
+        y, mean, rstd = cp.empty(x.shape, x.dtype), cp.empty(rows, x.dtype), cp.empty(rows, x.dtype)
+        mod.layernorm_forward(_ptr(x), _ptr(weight), _ptr(bias), _ptr(y), _ptr(mean), _ptr(rstd), rows, d,
+                              eps, x.dtype, _stream())
+        return y, mean, rstd
+
+
+def layernorm_backward(grad_y, x, mean, rstd, weight):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        rows, d = x.shape
+        gx, gw, gb = cp.empty(x.shape, x.dtype), cp.empty(d, x.dtype), cp.empty(d, x.dtype)
+        ws = cp.empty(mod.layernorm_workspace(rows, d), np.float64)
+        mod.layernorm_backward(_ptr(grad_y), _ptr(x), _ptr(mean), _ptr(rstd), _ptr(weight), _ptr(gx),
+                               _ptr(gw), _ptr(gb), _ptr(ws), rows, d, x.dtype, _stream())
+        return gx, gw, gb
 
 
 # ---- softmax, losses -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numbers
 import numpy as np
 
 from . import _adlk, _cuda
-from ._backend import backend_of, on_gpu, require_cpu
+from ._backend import backend_of, on_gpu
 from ._validate import Args, fmt_shape
 
 __all__ = [
@@ -127,7 +127,8 @@ def linear_forward(x, weight, bias=None):
     if bias is not None:
         bias = a.array(bias, "bias", f"({weight.shape[0]},)", ndim=1)
         a.shape(bias, "bias", (weight.shape[0],), f"({weight.shape[0]},)")
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        return _cuda.linear_forward(x, weight, bias)
     return _adlk.linear_forward(x, weight, bias)
 
 
@@ -145,7 +146,8 @@ def linear_backward(grad_y, x, weight, output_mask=(True, True, True)):
     shape = (x.shape[0], weight.shape[0])
     grad_y = a.array(grad_y, "grad_y", fmt_shape(shape), ndim=2)
     a.shape(grad_y, "grad_y", shape)
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        return _cuda.linear_backward(grad_y, x, weight, mask)
     return _adlk.linear_backward(grad_y, x, weight, *mask)
 
 

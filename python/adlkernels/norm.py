@@ -22,8 +22,8 @@ import numbers
 
 import numpy as np
 
-from . import _adlk
-from ._backend import backend_of, require_cpu
+from . import _adlk, _cuda
+from ._backend import backend_of, on_gpu
 from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = ["batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward"]
@@ -72,18 +72,21 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, *, training, m
     for name, v in (("running_mean", running_mean), ("running_var", running_var)):
         if v is not None:
             a.shape(v, name, (c,), f"({c},)")
-            if training and not (v.flags.c_contiguous and v.flags.writeable):
+            # (cupy arrays have no writeable flag: they always are)
+            if training and not (v.flags.c_contiguous and getattr(v.flags, "writeable", True)):
                 raise a.value_error(name, "is updated in place and must be C-contiguous and writeable")
     if not training and (running_mean is None or running_var is None):
         raise a.value_error("running_mean", "running_mean and running_var are required when training=False")
     if training and x.size // c <= 1 and x.size > 0:
         raise a.value_error("x", f"expected more than 1 value per channel when training, got shape {fmt_shape(x.shape)}")
     if training:
-        check_no_overlap(a.fn, arrays, ("running_mean", "running_var"))
+        check_no_overlap(a.fn, arrays, ("running_mean", "running_var"))  # the CUDA module's own for cupy
     else:
-        running_mean = np.require(running_mean, requirements=("C", "A"))
-        running_var = np.require(running_var, requirements=("C", "A"))
-    require_cpu(a.fn, backend)
+        running_mean = a.array(running_mean, "running_mean", f"({c},)")
+        running_var = a.array(running_var, "running_var", f"({c},)")
+    if on_gpu(a.fn, backend):
+        return _cuda.batchnorm_forward(x, weight, bias, running_mean, running_var, training,
+                                       momentum, eps)
     return _adlk.batchnorm_forward(x, weight, bias, running_mean, running_var, training,
                                    momentum, eps)
 
@@ -106,7 +109,8 @@ def batchnorm_backward(grad_y, x, weight, save_mean, save_invstd, *, training=Tr
     if save_mean is None or save_invstd is None:
         raise a.type_error("save_mean", "save_mean and save_invstd from the forward are required")
     save_mean, save_invstd = _vec(a, save_mean, "save_mean", c), _vec(a, save_invstd, "save_invstd", c)
-    require_cpu(a.fn, backend)
+    if on_gpu(a.fn, backend):
+        return _cuda.batchnorm_backward(grad_y, x, weight, save_mean, save_invstd, training)
     return _adlk.batchnorm_backward(grad_y, x, weight, save_mean, save_invstd, training)
 
 
@@ -144,8 +148,8 @@ def layernorm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         if bias.shape != ns:
             raise a.shape_error("bias", fmt_shape(ns), bias.shape)
         bias = a.array(bias, "bias", "").reshape(d)
-    require_cpu(a.fn, backend)
-    y, mean, rstd = _adlk.layernorm_forward(x.reshape(-1, d), weight, bias, eps)
+    run = _cuda.layernorm_forward if on_gpu(a.fn, backend) else _adlk.layernorm_forward
+    y, mean, rstd = run(x.reshape(-1, d), weight, bias, eps)
     stat_shape = x.shape[: x.ndim - len(ns)] + (1,) * len(ns)
     return y.reshape(x.shape), mean.reshape(stat_shape), rstd.reshape(stat_shape)
 
@@ -173,6 +177,6 @@ def layernorm_backward(grad_y, x, normalized_shape, mean, rstd, weight=None):
         if weight.shape != ns:
             raise a.shape_error("weight", fmt_shape(ns), weight.shape)
         weight = a.array(weight, "weight", "").reshape(d)
-    require_cpu(a.fn, backend)
-    gx, gw, gb = _adlk.layernorm_backward(grad_y.reshape(-1, d), x.reshape(-1, d), mean, rstd, weight)
+    run = _cuda.layernorm_backward if on_gpu(a.fn, backend) else _adlk.layernorm_backward
+    gx, gw, gb = run(grad_y.reshape(-1, d), x.reshape(-1, d), mean, rstd, weight)
     return gx.reshape(x.shape), gw.reshape(ns), gb.reshape(ns)

@@ -1,5 +1,5 @@
-// pybind11 bindings of the CUDA activation, dropout, softmax and loss kernels (part of module
-// _adlk_cuda).
+// pybind11 bindings of the CUDA batch/layer norm, activation, dropout, softmax and loss
+// kernels (part of module _adlk_cuda).
 //
 // Internal API for adlkernels.nn, which checks the cupy arrays before calling: pointers
 // are device pointers of C-contiguous arrays of n elements (mask: bool), `dtype` (float32
@@ -7,9 +7,12 @@
 // around the CUDA calls.
 #include <cstdint>
 
+#include <vector>
+
 #include "adlk/cuda/nn.h"
 #include "cuda_common.h"
 #include "op.h"
+#include "overlap.h"
 
 namespace adlk_bind {
 
@@ -102,9 +105,95 @@ void elementwise_loss_t(Ptr pred, Ptr target, Ptr grad, Ptr loss_elems, Ptr part
                           dev_ptr<double>(total), as_stream(stream));
 }
 
+adlk::BatchNormGeom bn_geom(index_t N, index_t C, index_t S) {
+  adlk::BatchNormGeom g{N, C, S};
+  g.check();
+  return g;
+}
+
+template <typename T>
+Extent extent(Ptr p, index_t n, const char* name, bool written) {
+  return {p, p + Ptr(adlk::mul_checked(p ? n : 0, index_t(sizeof(T)), name)), name, -1, written};
+}
+
+template <typename T>
+void batchnorm_forward_t(Ptr x, Ptr weight, Ptr bias, Ptr running_mean, Ptr running_var, Ptr y,
+                         Ptr save_mean, Ptr save_invstd, Ptr workspace, index_t N, index_t C,
+                         index_t S, bool training, double momentum, double eps, const py::object&,
+                         Ptr stream) {
+  const auto g = bn_geom(N, C, S);
+  if (training)  // updated in place: the CPU module's aliasing rule
+    check_no_overlap("batchnorm_forward",
+                     {extent<T>(x, N * C * S, "x", false), extent<T>(weight, C, "weight", false),
+                      extent<T>(bias, C, "bias", false), extent<T>(running_mean, C, "running_mean", true),
+                      extent<T>(running_var, C, "running_var", true)});
+  py::gil_scoped_release nogil;
+  ac::batchnorm_forward<T>(g, dev_ptr<const T>(x), dev_ptr<const T>(weight), dev_ptr<const T>(bias),
+                           dev_ptr<T>(running_mean), dev_ptr<T>(running_var), training, momentum, eps,
+                           dev_ptr<T>(y), dev_ptr<T>(save_mean), dev_ptr<T>(save_invstd),
+                           dev_ptr<double>(workspace), as_stream(stream));
+}
+
+template <typename T>
+void batchnorm_backward_t(Ptr grad_y, Ptr x, Ptr weight, Ptr save_mean, Ptr save_invstd, Ptr grad_x,
+                          Ptr grad_weight, Ptr grad_bias, Ptr workspace, index_t N, index_t C,
+                          index_t S, bool training, const py::object&, Ptr stream) {
+  const auto g = bn_geom(N, C, S);
+  py::gil_scoped_release nogil;
+  ac::batchnorm_backward<T>(g, dev_ptr<const T>(grad_y), dev_ptr<const T>(x), dev_ptr<const T>(weight),
+                            dev_ptr<const T>(save_mean), dev_ptr<const T>(save_invstd), training,
+                            dev_ptr<T>(grad_x), dev_ptr<T>(grad_weight), dev_ptr<T>(grad_bias),
+                            dev_ptr<double>(workspace), as_stream(stream));
+}
+
+template <typename T>
+void layernorm_forward_t(Ptr x, Ptr weight, Ptr bias, Ptr y, Ptr mean, Ptr rstd, index_t rows,
+                         index_t D, double eps, const py::object&, Ptr stream) {
+  check_rows(rows, D);
+  py::gil_scoped_release nogil;
+  ac::layernorm_forward<T>(rows, D, dev_ptr<const T>(x), dev_ptr<const T>(weight), dev_ptr<const T>(bias),
+                           eps, dev_ptr<T>(y), dev_ptr<T>(mean), dev_ptr<T>(rstd), as_stream(stream));
+}
+
+template <typename T>
+void layernorm_backward_t(Ptr grad_y, Ptr x, Ptr mean, Ptr rstd, Ptr weight, Ptr grad_x,
+                          Ptr grad_weight, Ptr grad_bias, Ptr workspace, index_t rows, index_t D,
+                          const py::object&, Ptr stream) {
+  check_rows(rows, D);
+  py::gil_scoped_release nogil;
+  ac::layernorm_backward<T>(rows, D, dev_ptr<const T>(grad_y), dev_ptr<const T>(x), dev_ptr<const T>(mean),
+                            dev_ptr<const T>(rstd), dev_ptr<const T>(weight), dev_ptr<T>(grad_x),
+                            dev_ptr<T>(grad_weight), dev_ptr<T>(grad_bias), dev_ptr<double>(workspace),
+                            as_stream(stream));
+}
+
 }  // namespace
 
 void bind_cuda_nn(py::module_& m) {
+  def_op(m, "batchnorm_workspace", "Doubles of the workspace batch norm needs for (N, C, S).",
+         [](index_t N, index_t C, index_t S) { return ac::batchnorm_workspace(bn_geom(N, C, S)); },
+         py::arg("N"), py::arg("C"), py::arg("S"));
+  def_op(m, "batchnorm_forward",
+         "y, save_mean, save_invstd of batch norm over x (N, C, S); running stats updated in training.",
+         FLOAT_IMPL(batchnorm_forward_t, 15), py::arg("x"), py::arg("weight"), py::arg("bias"),
+         py::arg("running_mean"), py::arg("running_var"), py::arg("y"), py::arg("save_mean"),
+         py::arg("save_invstd"), py::arg("workspace"), py::arg("N"), py::arg("C"), py::arg("S"),
+         py::arg("training"), py::arg("momentum"), py::arg("eps"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "batchnorm_backward", "grad_x, grad_weight, grad_bias (0: not written) of batchnorm_forward.",
+         FLOAT_IMPL(batchnorm_backward_t, 13), py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+         py::arg("save_mean"), py::arg("save_invstd"), py::arg("grad_x"), py::arg("grad_weight"),
+         py::arg("grad_bias"), py::arg("workspace"), py::arg("N"), py::arg("C"), py::arg("S"),
+         py::arg("training"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "layernorm_workspace", "Doubles of the workspace layernorm_backward needs for (rows, D).",
+         &ac::layernorm_workspace, py::arg("rows"), py::arg("D"));
+  def_op(m, "layernorm_forward", "y, mean, rstd of layer norm over the rows of x (rows, D).",
+         FLOAT_IMPL(layernorm_forward_t, 9), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("y"),
+         py::arg("mean"), py::arg("rstd"), py::arg("rows"), py::arg("D"), py::arg("eps"), py::arg("dtype"),
+         py::arg("stream"));
+  def_op(m, "layernorm_backward", "grad_x, grad_weight, grad_bias of layernorm_forward.",
+         FLOAT_IMPL(layernorm_backward_t, 11), py::arg("grad_y"), py::arg("x"), py::arg("mean"),
+         py::arg("rstd"), py::arg("weight"), py::arg("grad_x"), py::arg("grad_weight"), py::arg("grad_bias"),
+         py::arg("workspace"), py::arg("rows"), py::arg("D"), py::arg("dtype"), py::arg("stream"));
   def_op(m, "softmax_forward", "y (rows, K) = softmax or log-softmax of each row of x.",
          FLOAT_IMPL(softmax_forward_t, 5), py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("K"),
          py::arg("log"), py::arg("dtype"), py::arg("stream"));

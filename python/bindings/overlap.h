@@ -20,7 +20,7 @@ namespace py = pybind11;
 using adlk::index_t;
 
 // The bytes [begin, end) of one array of a call, which argument it is (list name and
-// index) and whether the call writes it.
+// index, or index -1 for an argument that is not a list) and whether the call writes it.
 struct Extent {
   std::uintptr_t begin, end;
   const char* list;
@@ -29,7 +29,7 @@ struct Extent {
 };
 
 inline std::string extent_name(const Extent& e) {
-  return std::string(e.list) + "[" + std::to_string(e.index) + "]";
+  return e.index < 0 ? std::string(e.list) : std::string(e.list) + "[" + std::to_string(e.index) + "]";
 }
 
 [[noreturn]] inline void overlap_error(const char* fn, const Extent& a, const Extent& b) {

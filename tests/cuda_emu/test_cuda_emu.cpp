@@ -241,5 +241,7 @@ int main() {
   run_all<double>(rng);
   run_optim_nn<float>(rng);
   run_optim_nn<double>(rng);
+  run_norm<float>(rng);
+  run_norm<double>(rng);
   return cuda_emu_test::report();
 }

@@ -6,3 +6,7 @@
 // cuda/optim.cu and cuda/nn.cu (test_optim_nn.cpp).
 template <typename T>
 void run_optim_nn(std::mt19937_64& rng);
+
+// cuda/norm.cu (test_norm.cpp).
+template <typename T>
+void run_norm(std::mt19937_64& rng);

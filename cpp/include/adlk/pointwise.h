@@ -1,6 +1,6 @@
-// The per-element rules of the activations and of dropout, shared by the CPU loops
-// (cpp/src/nn.cpp) and the CUDA kernels (cuda/nn.cu): one definition of the arithmetic and
-// of the random stream. Both backends give the same dropout mask for the same seed and
+// The per-element rules of the activations, dropout, the losses and batch/layer norm,
+// shared by the CPU loops (cpp/src/nn.cpp) and the CUDA kernels (cuda/nn.cu, cuda/norm.cu):
+// one definition of the arithmetic and of the random stream. Both backends give the same dropout mask for the same seed and
 // the same bits for relu, leaky relu and dropout; sigmoid and tanh agree to a few ulp
 // (adlk/vecmath.h: the CPU's AVX2 code may contract multiply-adds, the GPU's does not).
 #pragma once
@@ -139,6 +139,93 @@ DropoutScalars<T> dropout_scalars(double p) {
 template <typename T>
 ADLK_HD ADLK_ALWAYS_INLINE bool dropout_keep(std::uint32_t word, const DropoutScalars<T>& s) {
   return !s.keep_none && word >= s.thr;
+}
+
+// ---- batch and layer normalization ----------------------------------------------------------------
+
+// Mean and biased variance of n values from s1 = sum(x - pivot) and s2 = sum((x - pivot)^2),
+// both in double (a pivot near the data keeps s2 - s1^2 / n from cancelling).
+struct Moments {
+  double mean, var;
+};
+ADLK_HD ADLK_ALWAYS_INLINE Moments shifted_moments(double pivot, double s1, double s2, double n) {
+  const double var = (s2 - s1 * s1 / n) / n;
+  return {pivot + s1 / n, 0.0 < var ? var : 0.0};
+}
+
+// Layer norm repeats a row's pass shifted by its mean when the shifted sums lose more
+// than this factor to cancellation (s2 versus s2 - s1^2 / n).
+constexpr double kMaxCancellation = 16;
+ADLK_HD ADLK_ALWAYS_INLINE bool needs_recentering(double s1, double s2, double n) {
+  return s2 > kMaxCancellation * (s2 - s1 * s1 / n);
+}
+
+ADLK_HD ADLK_ALWAYS_INLINE double inv_std(double var, double eps) { return 1.0 / std::sqrt(var + eps); }
+
+// Batch norm's running statistics after a training step over M > 0 values per channel
+// (either pointer may be null): momentum * the batch mean and the unbiased variance.
+template <typename T>
+ADLK_HD ADLK_ALWAYS_INLINE void update_running(T* running_mean, T* running_var, Moments m,
+                                               double momentum, index_t M) {
+  if (running_mean) *running_mean = T((1.0 - momentum) * double(*running_mean) + momentum * m.mean);
+  if (running_var)
+    *running_var = T((1.0 - momentum) * double(*running_var) +
+                     momentum * m.var * double(M) / double(M - 1));
+}
+
+// The mean (double) as hi + lo in T: x - hi is exact for x near the mean (Sterbenz), so
+// ((x - hi) - lo) keeps the bits a float32 mean of 1e4 would round away (half an ulp of
+// 1e4 is 5e-4: that much error on every normalized value of a std-1 channel).
+template <typename T>
+struct SplitMean {
+  T hi, lo;
+  ADLK_HD explicit SplitMean(double m) : hi(T(m)), lo(T(m - double(T(m)))) {}
+  ADLK_HD ADLK_ALWAYS_INLINE T center(T x) const { return (x - hi) - lo; }
+};
+
+// Batch norm: y = (x - mean) * scale + shift, scale = invstd * weight, shift = bias.
+template <typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T batchnorm_out(T x, SplitMean<T> mean, T scale, T shift) {
+  return mean.center(x) * scale + shift;
+}
+
+// Batch norm's backward per channel: dx = a * dy + b + k * (x - mean), from the channel's
+// sums sdy = sum(dy) and sdx = sum(dy * (x - mean)) over its M values; b = k = 0 when the
+// statistics were constants (eval).
+struct BatchNormGrad {
+  double a, b, k;
+};
+ADLK_HD ADLK_ALWAYS_INLINE BatchNormGrad batchnorm_grad_coefficients(double sdy, double sdx,
+                                                                     double istd, double w,
+                                                                     bool training, index_t M) {
+  BatchNormGrad c{w * istd, 0.0, 0.0};
+  if (training && M > 0) {
+    c.b = -w * istd * sdy / double(M);
+    c.k = -w * istd * istd * istd * sdx / double(M);
+  }
+  return c;
+}
+
+template <typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T batchnorm_grad(T dy, T x, T mean, T a, T b, T k) {
+  return a * dy + b + k * (x - mean);
+}
+
+// Layer norm: y = (x - mean) * rstd [* w] [+ b].
+template <bool kWeight, bool kBias, typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T layernorm_out(T x, SplitMean<T> mean, T rstd, T w, T b) {
+  T v = mean.center(x) * rstd;
+  if constexpr (kWeight) v = v * w;
+  if constexpr (kBias) v = v + b;
+  return v;
+}
+
+// Layer norm's backward: dx = rstd * (g - k2 - xhat * k1), g = dy [* w], xhat = (x - mean) *
+// rstd, k1 = mean of g * xhat, k2 = mean of g over the row.
+template <bool kWeight, typename T>
+ADLK_HD ADLK_ALWAYS_INLINE T layernorm_grad(T dy, T x, T mean, T rstd, T w, T k1, T k2) {
+  const T g = kWeight ? dy * w : dy;
+  return rstd * (g - k2 - (x - mean) * rstd * k1);
 }
 
 }  // namespace adlk::pointwise

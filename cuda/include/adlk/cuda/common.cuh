@@ -39,6 +39,17 @@ constexpr index_t kMaxBlocks = 65535;
 constexpr index_t kPoolMaxBlocks = 4 * kMaxBlocks;
 #endif
 
+// Values a block sums per batch-norm item (whole rows n of one channel, at least one row):
+// fixes the summation order of the channel statistics. The harness's small configuration
+// builds 64 (channels of several items in small tests).
+#ifndef ADLK_CUDA_NORM_ITEM
+#define ADLK_CUDA_NORM_ITEM 8192
+#endif
+constexpr index_t kNormItem = ADLK_CUDA_NORM_ITEM;
+// Rows per partial of layer norm's weight and bias gradients (a thread sums one column of
+// a chunk; the chunks are added in order).
+constexpr index_t kNormRowChunk = 32;
+
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
 // Blocks of kThreads for a grid-stride loop over n > 0 items: one item per thread up to
@@ -46,6 +57,12 @@ inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(s
 inline unsigned grid_for(index_t n, index_t max_blocks = kMaxBlocks) {
   const index_t blocks = n / kThreads + (n % kThreads != 0);
   return unsigned(blocks < max_blocks ? blocks : max_blocks);
+}
+
+// A grid-stride loop over n items must not overflow index_t at its last step.
+inline void check_items(index_t n, const char* what) {
+  check(n >= 0, what);
+  add_checked(n, index_t(kThreads) * kMaxBlocks, what);
 }
 
 // ---- fixed-order reductions (no atomics: the same bits on every run) ----------------------
@@ -84,6 +101,21 @@ __device__ __forceinline__ double warp_tree(double v, Combine combine) {
   for (int offset = kWarp / 2; offset > 0; offset /= 2)
     v = combine(v, __shfl_xor_sync(kWarpMask, v, offset, kWarp));
   return v;
+}
+
+// Blocks for `rows` rows, a warp each (ADLK_ROWS_PER_WARP).
+inline unsigned row_blocks(index_t rows) {
+  const index_t per_block = kThreads / kWarp;
+  const index_t blocks = rows / per_block + (rows % per_block != 0);
+  return unsigned(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+// Checks a rows x K launch of `op`; true when there is a row to do.
+inline bool check_rows(index_t rows, index_t K, const char* op) {
+  if (rows < 0 || K < 1) fail(std::string(op) + ": need rows >= 0 and K >= 1");
+  mul_checked(rows, K, op);
+  check_items(rows, op);
+  return rows > 0;
 }
 
 // *total = combine over values[0 .. n) (thread-strided, then the block tree), divided by
@@ -127,6 +159,12 @@ inline void check_cuda(cudaError_t err, const char* what, const char* file, int 
 #define ADLK_GRID_STRIDE(i, n)                                              \
   for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += index_t(blockDim.x) * gridDim.x)
+
+// for (r over [0, rows)) with a warp (kWarp lanes) per row, in 64-bit indices (row_blocks
+// blocks; a lane is threadIdx.x % kWarp).
+#define ADLK_ROWS_PER_WARP(r, rows)                                                           \
+  for (index_t r = index_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp; r < (rows); \
+       r += index_t(gridDim.x) * (blockDim.x / kWarp))
 
 #define ADLK_CUDA_CHECK(expr) ::adlk::cuda::check_cuda((expr), #expr, __FILE__, __LINE__)
 // After every launch: configuration errors surface here, not at a later call.

@@ -1,4 +1,5 @@
-// CUDA activations, dropout, softmax and losses: host launchers (plain C++ header).
+// CUDA batch/layer norm, activations, dropout, softmax and losses: host launchers (plain
+// C++ header).
 //
 // The CUDA counterparts of the functions of adlk/nn.h with the same names and semantics
 // (read it), on n-element device arrays, enqueued on `stream` (a cudaStream_t as void*).
@@ -16,6 +17,42 @@
 #include "adlk/nn.h"
 
 namespace adlk::cuda {
+
+// ---- batch norm and layer norm (cuda/norm.cu) --------------------------------------------------
+// The statistics are summed in double in fixed trees (per channel: items of whole rows n
+// of about kNormItem values, each a block's tree, added in item order; per row: a warp's
+// butterfly), deterministic and equal to the CPU's to rounding; the per-element
+// arithmetic is adlk/pointwise.h's. Batch norm's eval forward (no sums) and every
+// per-element formula given the same statistics are the CPU's.
+
+// The doubles of the `workspace` batchnorm_forward/backward need for g.
+index_t batchnorm_workspace(const BatchNormGeom& g);
+
+template <typename T>
+void batchnorm_forward(const BatchNormGeom& g, const T* x, const T* weight, const T* bias,
+                       T* running_mean, T* running_var, bool training, double momentum,
+                       double eps, T* y, T* save_mean, T* save_invstd, double* workspace,
+                       void* stream);
+
+template <typename T>
+void batchnorm_backward(const BatchNormGeom& g, const T* grad_y, const T* x, const T* weight,
+                        const T* save_mean, const T* save_invstd, bool training, T* grad_x,
+                        T* grad_weight, T* grad_bias, double* workspace, void* stream);
+
+// The doubles of the `workspace` layernorm_backward needs for rows x D.
+index_t layernorm_workspace(index_t rows, index_t D);
+
+template <typename T>
+void layernorm_forward(index_t rows, index_t D, const T* x, const T* weight, const T* bias,
+                       double eps, T* y, T* mean, T* rstd, void* stream);
+
+// grad_weight and grad_bias (D) are always written (weight null: weight 1).
+template <typename T>
+void layernorm_backward(index_t rows, index_t D, const T* grad_y, const T* x, const T* mean,
+                        const T* rstd, const T* weight, T* grad_x, T* grad_weight, T* grad_bias,
+                        double* workspace, void* stream);
+
+// ---- activations, dropout (cuda/nn.cu) ----------------------------------------------------------
 
 template <typename T>
 void activation_forward(index_t n, const T* x, Activation act, double slope, T* y, void* stream);
