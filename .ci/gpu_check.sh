@@ -37,7 +37,7 @@ fi
 if [[ $what == all || $what == sanitize ]]; then
   for tool in memcheck racecheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 1 --print-limit 20 \
-      "$py" -m pytest -q -p no:cacheprovider -x tests/test_cuda_conv_pool.py tests/test_cuda_optim_nn.py \
+      "$py" -m pytest -q -p no:cacheprovider -x tests/test_cuda_conv_pool.py tests/test_cuda_optim_nn.py tests/test_cuda_rnn.py \
       2>&1 | tee "$out/sanitizer-$tool.log" | tail -8
   done
 fi

@@ -31,6 +31,12 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture
+def cuda_kernels_on(monkeypatch):
+    """The CUDA kernels on for the test (they are off until verified on a GPU: _cuda.py)."""
+    monkeypatch.setenv("ADLK_CUDA_UNVERIFIED", "1")
+
+
 @pytest.fixture(params=DTYPES, ids=lambda d: d.name)
 def dtype(request):
     """float32 and float64; tolerances in reference.TOLERANCES / reference.tolerance()."""

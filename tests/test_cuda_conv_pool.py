@@ -17,14 +17,10 @@ from reference_pool import (avgpool2d_backward_ref, avgpool2d_ref, max_unpool2d_
 cp = pytest.importorskip("cupy")
 if not ak.has_cuda():
     pytest.skip("no CUDA device visible to adlkernels", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("cuda_kernels_on")
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
-
-
-@pytest.fixture(autouse=True)
-def cuda_kernels_on(monkeypatch):
-    monkeypatch.setenv("ADLK_CUDA_UNVERIFIED", "1")
 
 
 def _randn(rng, shape, dt):

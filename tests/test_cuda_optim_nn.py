@@ -20,13 +20,9 @@ import adlkernels as ak
 cp = pytest.importorskip("cupy")
 if not ak.has_cuda():
     pytest.skip("no CUDA device visible to adlkernels", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("cuda_kernels_on")
 
 DTYPES = [np.float32, np.float64]
-
-
-@pytest.fixture(autouse=True)
-def cuda_kernels_on(monkeypatch):
-    monkeypatch.setenv("ADLK_CUDA_UNVERIFIED", "1")
 
 
 def _same(got, cpu):

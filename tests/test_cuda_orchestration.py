@@ -20,6 +20,7 @@ import adlkernels as ak
 from adlkernels import _adlk, _cuda
 from adlkernels import nn as ak_nn
 from adlkernels import norm as ak_norm
+from adlkernels import rnn as ak_rnn
 from adlkernels import optim as ak_optim
 from adlkernels._backend import cuda_module
 from reference import conv2d_backward_ref, conv2d_ref
@@ -27,6 +28,10 @@ from reference import conv2d_backward_ref, conv2d_ref
 if cuda_module() is None:
     pytest.skip("the CUDA extension is not built (its host-side sizing functions are used)",
                 allow_module_level=True)
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
 
 
 class _Kernels:
@@ -199,6 +204,49 @@ class _Kernels:
                   _adlk.layernorm_backward(self.t[grad_y], self.t[x], self.t[mean], self.t[rstd],
                                            self.t[weight] if weight else None))
 
+    # recurrent steps: the cell equations written out in numpy (the kernels themselves are
+    # checked in tests/cuda_emu)
+    def lstm_step(self, gates, rec, c_prev, c_next, h_next, B, H, ldh, dtype, stream):
+        self.calls.append("lstm_step")
+        g = self.t[gates] + (self.t[rec] if rec else 0)
+        i, f, gg, o = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H]), np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
+        c = f * self.t[c_prev] + i * gg
+        self.t[gates][...] = np.concatenate([i, f, gg, o], axis=1)
+        self.t[c_next][...] = c
+        self.t[h_next][...] = o * np.tanh(c)
+
+    def lstm_step_backward(self, gates, c_prev, c_cur, grad_y, dh, dc, dG, B, H, ldgy, dtype, stream):
+        self.calls.append("lstm_step_backward")
+        g = self.t[gates]
+        i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+        tc = np.tanh(self.t[c_cur])
+        d_h = self.t[dh] + (self.t[grad_y] if grad_y else 0)
+        d_c = self.t[dc] + d_h * o * (1 - tc * tc)
+        self.t[dG][...] = np.concatenate([d_c * gg * i * (1 - i), d_c * self.t[c_prev] * f * (1 - f),
+                                          d_c * i * (1 - gg * gg), d_h * tc * o * (1 - o)], axis=1)
+        self.t[dc][...] = d_c * f
+
+    def gru_step(self, gi, gh, h, hn, h_next, B, H, dtype, stream):
+        self.calls.append("gru_step")
+        a, q = self.t[gi], self.t[gh]
+        r = _sigmoid(a[:, :H] + q[:, :H])
+        z = _sigmoid(a[:, H:2 * H] + q[:, H:2 * H])
+        n = np.tanh(a[:, 2 * H:] + r * q[:, 2 * H:])
+        self.t[hn][...] = q[:, 2 * H:]
+        self.t[h_next][...] = (1 - z) * n + z * self.t[h]
+        a[...] = np.concatenate([r, z, n], axis=1)
+
+    def gru_step_backward(self, gates, hn, h, grad_h_next, dgi, dgh, grad_h, B, H, dtype, stream):
+        self.calls.append("gru_step_backward")
+        g, d = self.t[gates], self.t[grad_h_next]
+        r, z, n = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+        dan = d * (1 - z) * (1 - n * n)
+        dar = dan * self.t[hn] * r * (1 - r)
+        daz = d * (self.t[h] - n) * z * (1 - z)
+        self.t[dgi][...] = np.concatenate([dar, daz, dan], axis=1)
+        self.t[dgh][...] = np.concatenate([dar, daz, dan * r], axis=1)
+        self.t[grad_h][...] = d * z
+
     def softmax_forward(self, x, y, rows, K, log, dtype, stream):
         self.calls.append("softmax_forward")
         self.t[y][...] = _adlk.softmax_forward(self.t[x].reshape(rows, K), log).reshape(self.t[y].shape)
@@ -345,7 +393,7 @@ def test_maxpool_backward_window_gathers_when_indices_are_in_their_windows(host_
 
 @pytest.fixture
 def routed(host_gpu, monkeypatch):
-    for mod in (ak_optim, ak_nn, ak_norm):
+    for mod in (ak_optim, ak_nn, ak_norm, ak_rnn):
         monkeypatch.setattr(mod, "backend_of", lambda fn, arrays: "cuda")
         monkeypatch.setattr(mod, "on_gpu", lambda fn, backend: True)
     return host_gpu
@@ -355,7 +403,7 @@ def routed(host_gpu, monkeypatch):
 def on_the_cpu(monkeypatch):
     """Inside: the same public calls take the CPU path, for the expected results."""
     with monkeypatch.context() as m:
-        for mod in (ak_optim, ak_nn, ak_norm):
+        for mod in (ak_optim, ak_nn, ak_norm, ak_rnn):
             m.setattr(mod, "on_gpu", lambda fn, backend: False)
         yield
 
@@ -617,3 +665,74 @@ def test_linear_routes_to_cublas_and_the_channel_sums(routed, rng, b, i, o, monk
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(masked[1], grads[1], rtol=0, atol=0)
+
+
+# ---- recurrent cells ---------------------------------------------------------------------------
+
+
+def _close(got, want):
+    for g, e in zip(got, want):
+        assert (g is None) == (e is None)
+        if g is not None:
+            assert g.shape == e.shape
+            np.testing.assert_allclose(g, e, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("steps,bsz", [(5, 3), (1, 4), (0, 2), (3, 0)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [(True, True), (True, False), (False, False)])
+def test_lstm_sequence_routes_to_the_step_kernels(routed, rng, steps, bsz, reverse, bias, monkeypatch):
+    n_in, hid = 4, 6
+    x = rng.standard_normal((steps, bsz, n_in))
+    h0, c0 = rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid))
+    w_ih, w_hh = rng.standard_normal((4 * hid, n_in)) * 0.4, rng.standard_normal((4 * hid, hid)) * 0.4
+    b_ih = rng.standard_normal(4 * hid) if bias[0] else None
+    b_hh = rng.standard_normal(4 * hid) if bias[1] else None
+    gy, ghn, gcn = rng.standard_normal((steps, bsz, hid)), rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid))
+
+    def run():
+        wide = np.zeros((steps, bsz, 2 * hid))  # y into half of a wider array (a bidirectional layer)
+        y, h_n, c_n, cache = ak_rnn.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=reverse,
+                                                 out=wide[:, :, hid:])
+        assert not wide[:, :, :hid].any()
+        return [y, h_n, c_n, cache.gates, cache.cells, *ak_rnn.lstm_backward(gy, ghn, gcn, cache),
+                *ak_rnn.lstm_backward(None, None, None, cache)]
+
+    got = run()
+    if steps and bsz:
+        assert routed.calls.count("lstm_step") == steps and routed.calls.count("lstm_step_backward") == 2 * steps
+    with on_the_cpu(monkeypatch):
+        want = run()
+    _close(got, want)
+
+
+def test_lstm_and_gru_and_rnn_cells_route_to_the_cuda_path(routed, rng, monkeypatch):
+    bsz, n_in, hid = 5, 3, 4
+    x, h, c = rng.standard_normal((bsz, n_in)), rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid))
+    dh, dc = rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid))
+
+    def weights(g, bias=(True, True)):
+        return (rng.standard_normal((g * hid, n_in)) * 0.4, rng.standard_normal((g * hid, hid)) * 0.4,
+                rng.standard_normal(g * hid) if bias[0] else None, rng.standard_normal(g * hid) if bias[1] else None)
+
+    lstm_w, gru_w, gru_w1, rnn_w = weights(4), weights(3), weights(3, (False, True)), weights(1, (True, False))
+
+    def run():
+        out = []
+        h1, c1, cache = ak_rnn.lstm_cell_forward(x, h, c, *lstm_w)
+        out += [h1, c1, *ak_rnn.lstm_cell_backward(dh, dc, cache), *ak_rnn.lstm_cell_backward(None, dc, cache)]
+        for w in (gru_w, gru_w1):
+            hg, cache = ak_rnn.gru_cell_forward(x, h, *w)
+            out += [hg, cache.gates, cache.hn, *ak_rnn.gru_cell_backward(dh, cache),
+                    *ak_rnn.gru_cell_backward(None, cache)]
+        for nl in ("tanh", "relu"):
+            hr, cache = ak_rnn.rnn_cell_forward(x, h, *rnn_w, nonlinearity=nl)
+            out += [hr, *ak_rnn.rnn_cell_backward(dh, cache)]
+        return out
+
+    got = run()
+    assert {"lstm_step", "lstm_step_backward", "gru_step", "gru_step_backward", "activation_forward",
+            "activation_backward", "channel_sums"} <= set(routed.calls)
+    with on_the_cpu(monkeypatch):
+        want = run()
+    _close(got, want)

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "adlk/blas.h"
+#include "adlk/rnn_cell.h"
 #include "adlk/parallel.h"
 #include "adlk/tuning.h"
 #include "adlk/scratch.h"
@@ -124,14 +125,7 @@ ADLK_MULTIVERSION void lstm_step_tile(index_t r0, index_t r1, index_t j0, index_
     T* __restrict cn = c_next + r * H;
     T* __restrict hn = h_next + r * ldh;
 #pragma omp simd
-    for (index_t j = j0; j < j1; ++j) {
-      const T i = vm::sigmoid(gi[j]), f = vm::sigmoid(gf[j]), g = vm::tanh(gg[j]),
-              o = vm::sigmoid(go[j]);
-      const T c = f * cp[j] + i * g;
-      gi[j] = i, gf[j] = f, gg[j] = g, go[j] = o;
-      cn[j] = c;
-      hn[j] = o * vm::tanh(c);
-    }
+    for (index_t j = j0; j < j1; ++j) cell::lstm_step(gi[j], gf[j], gg[j], go[j], cp[j], cn[j], hn[j]);
   }
 }
 
@@ -158,17 +152,9 @@ ADLK_MULTIVERSION void lstm_step_backward_tile(index_t r0, index_t r1, index_t j
     T* __restrict dg = di + 2 * H;
     T* __restrict d_o = di + 3 * H;
 #pragma omp simd
-    for (index_t j = j0; j < j1; ++j) {
-      const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
-      const T tc = vm::tanh(cc[j]);
-      const T dhv = HasGradY ? dhr[j] + gy[j] : dhr[j];
-      const T dcv = dcr[j] + dhv * o * (T(1) - tc * tc);
-      di[j] = dcv * g * i * (T(1) - i);
-      df[j] = dcv * cp[j] * f * (T(1) - f);
-      dg[j] = dcv * i * (T(1) - g * g);
-      d_o[j] = dhv * tc * o * (T(1) - o);
-      dcr[j] = dcv * f;
-    }
+    for (index_t j = j0; j < j1; ++j)
+      cell::lstm_step_grad(gi[j], gf[j], gg[j], go[j], cp[j], cc[j], HasGradY ? dhr[j] + gy[j] : dhr[j],
+                           dcr[j], di[j], df[j], dg[j], d_o[j]);
   }
 }
 
@@ -188,12 +174,8 @@ ADLK_MULTIVERSION void gru_step_tile(index_t r0, index_t r1, index_t j0, index_t
     T* __restrict out = h_next + r * H;
 #pragma omp simd
     for (index_t j = j0; j < j1; ++j) {
-      const T rv = vm::sigmoid(gr[j] + hr[j]);
-      const T zv = vm::sigmoid(gz[j] + hz[j]);
-      const T nv = vm::tanh(gn[j] + rv * hnn[j]);
-      gr[j] = rv, gz[j] = zv, gn[j] = nv;
       hno[j] = hnn[j];
-      out[j] = (T(1) - zv) * nv + zv * hp[j];
+      cell::gru_step(gr[j], gz[j], gn[j], hr[j], hz[j], hnn[j], hp[j], gr[j], gz[j], gn[j], out[j]);
     }
   }
 }
@@ -218,15 +200,9 @@ ADLK_MULTIVERSION void gru_backward_tile(index_t r0, index_t r1, index_t j0, ind
     T* __restrict dhn = dhr + 2 * H;
     T* __restrict gh = grad_h + r * H;
 #pragma omp simd
-    for (index_t j = j0; j < j1; ++j) {
-      const T rv = gr[j], zv = gz[j], nv = gn[j], d = dh[j];
-      const T dan = d * (T(1) - zv) * (T(1) - nv * nv);
-      const T dar = dan * hnr[j] * rv * (T(1) - rv);
-      const T daz = d * (hp[j] - nv) * zv * (T(1) - zv);
-      dir[j] = dar, diz[j] = daz, din[j] = dan;
-      dhr[j] = dar, dhz[j] = daz, dhn[j] = dan * rv;
-      gh[j] = d * zv;
-    }
+    for (index_t j = j0; j < j1; ++j)
+      cell::gru_step_grad(gr[j], gz[j], gn[j], hnr[j], hp[j], dh[j], dir[j], diz[j], din[j], dhr[j],
+                          dhz[j], dhn[j], gh[j]);
   }
 }
 

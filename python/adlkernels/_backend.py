@@ -84,8 +84,8 @@ def require_cpu(fn: str, backend: str) -> None:
 
 def on_gpu(fn: str, backend: str) -> bool:
     """True when this call runs CUDA kernels (the families that have them: convolution,
-    pooling, optimizers and clip_grad_norm, batch and layer norm, linear, activations,
-    dropout, softmax, losses); False for numpy arrays. Until those kernels have passed their tests
+    pooling, optimizers and clip_grad_norm, batch and layer norm, linear, the LSTM, GRU
+    and RNN cells and LSTM sequences, activations, dropout, softmax, losses); False for numpy arrays. Until those kernels have passed their tests
     on a GPU they run only with ADLK_CUDA_UNVERIFIED=1 (see _cuda.py); otherwise cupy arrays raise
     RuntimeError as for the families without CUDA kernels."""
     if backend == CPU:

@@ -1,7 +1,7 @@
 """The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
 docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations,
 dropout, linear, softmax and the losses (docs/api/nn.md), batch and layer norm
-(docs/api/norm.md).
+(docs/api/norm.md), the LSTM, GRU and RNN cells and LSTM sequences (docs/api/rnn.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
@@ -395,6 +395,142 @@ def linear_backward(grad_y, x, weight, mask):
             gb = cp.empty(o, x.dtype)
             mod.channel_sums(_ptr(grad_y), _ptr(gb), b, o, 1, x.dtype, _stream())
         return gx, gw, gb
+
+
+# ---- recurrent cells: cuBLAS GEMMs around the fused step kernels -----------------------------------
+
+
+def _bias_grad(mod, g, has_bias):
+    """Column sums of g (R, N) by the deterministic channel_sums kernel, or None."""
+    if not has_bias:
+        return None
+    rows, n = g.shape
+    out = _cp().empty(n, g.dtype)
+    mod.channel_sums(_ptr(g), _ptr(out), rows, n, 1, g.dtype, _stream())
+    return out
+
+
+def _projection(x2, w, *biases):
+    """x2 (R, K) @ w.T plus the biases that are not None (summed first, as the CPU)."""
+    out = _cp().matmul(x2, w.T)
+    present = [b for b in biases if b is not None]
+    if present:
+        out += present[0] + present[1] if len(present) == 2 else present[0]
+    return out
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y):
+    """(h_n, c_n, gates, cells) as _adlk.lstm_forward's; y (T, B, H) receives the outputs
+    (a C-contiguous array; any other is written by a copy at the end). The input projection
+    of every step is one GEMM; each step is a recurrent GEMM and the fused step kernel."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        gates = _projection(x.reshape(steps * bsz, n_in), w_ih, b_ih, b_hh).reshape(steps, bsz, 4 * hid)
+        cells = cp.empty((steps, bsz, hid), x.dtype)
+        out = y if y.flags.c_contiguous else cp.empty(y.shape, y.dtype)
+        rec = cp.empty((bsz, 4 * hid), x.dtype)
+        for s in range(steps):
+            t = steps - 1 - s if reverse else s
+            tp = t + 1 if reverse else t - 1
+            h_prev, c_prev = (h0, c0) if s == 0 else (out[tp], cells[tp])
+            cp.matmul(h_prev, w_hh.T, out=rec)
+            mod.lstm_step(_ptr(gates[t]), _ptr(rec), _ptr(c_prev), _ptr(cells[t]), _ptr(out[t]), bsz, hid,
+                          hid, x.dtype, _stream())
+        if out is not y:
+            y[...] = out
+        last = 0 if reverse else steps - 1
+        h_n = out[last].copy() if steps else h0.copy()
+        c_n = cells[last].copy() if steps else c0.copy()
+        return h_n, c_n, gates, cells
+
+
+def lstm_backward(grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, has_bias, gates, cells, y,
+                  reverse):
+    """(grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b) as _adlk.lstm_backward's: the
+    recurrence (a step kernel and one GEMM per step), then the weight gradients as GEMMs over
+    all steps and the bias gradient as deterministic column sums."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        g4 = 4 * hid
+        dG = cp.empty((steps, bsz, g4), x.dtype)
+        dh = cp.zeros((bsz, hid), x.dtype) if grad_h_n is None else grad_h_n.copy()
+        dc = cp.zeros((bsz, hid), x.dtype) if grad_c_n is None else grad_c_n.copy()
+        for s in range(steps):
+            t = s if reverse else steps - 1 - s  # the forward's order, reversed
+            c_prev = c0 if s == steps - 1 else cells[t + 1 if reverse else t - 1]
+            gy = None if grad_y is None else grad_y[t]
+            mod.lstm_step_backward(_ptr(gates[t]), _ptr(c_prev), _ptr(cells[t]), _ptr(gy), _ptr(dh), _ptr(dc),
+                                   _ptr(dG[t]), bsz, hid, hid, x.dtype, _stream())
+            cp.matmul(dG[t], w_hh, out=dh)
+        rows = dG.reshape(steps * bsz, g4)
+        gx = cp.matmul(rows, w_ih).reshape(steps, bsz, n_in)
+        gw_ih = cp.matmul(rows.T, x.reshape(steps * bsz, n_in))
+        if steps == 0:
+            gw_hh = cp.zeros((g4, hid), x.dtype)
+        else:
+            # the first step in running order saw h0; every other one its predecessor's y
+            first = steps - 1 if reverse else 0
+            gw_hh = cp.matmul(dG[first].T, h0)
+            if steps > 1:
+                d_rest = dG[: steps - 1] if reverse else dG[1:]
+                h_rest = y[1:] if reverse else y[: steps - 1]
+                gw_hh += cp.matmul(d_rest.reshape(-1, g4).T, h_rest.reshape(-1, hid))
+        return gx, dh, dc, gw_ih, gw_hh, _bias_grad(mod, rows, has_bias)
+
+
+def gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh):
+    """(h_next, gates, hn) as _adlk.gru_cell_forward's."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        bsz, hid = h.shape
+        gates, gh = _projection(x, w_ih, b_ih), _projection(h, w_hh, b_hh)
+        hn, h_next = cp.empty((bsz, hid), x.dtype), cp.empty((bsz, hid), x.dtype)
+        mod.gru_step(_ptr(gates), _ptr(gh), _ptr(h), _ptr(hn), _ptr(h_next), bsz, hid, x.dtype, _stream())
+        return h_next, gates, hn
+
+
+def gru_cell_backward(grad_h_next, x, h, w_ih, w_hh, gates, hn, has_b_ih, has_b_hh):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        bsz, hid = h.shape
+        dgi, dgh = cp.empty((bsz, 3 * hid), x.dtype), cp.empty((bsz, 3 * hid), x.dtype)
+        gh = cp.empty((bsz, hid), x.dtype)
+        mod.gru_step_backward(_ptr(gates), _ptr(hn), _ptr(h), _ptr(grad_h_next), _ptr(dgi), _ptr(dgh), _ptr(gh),
+                              bsz, hid, x.dtype, _stream())
+        gh += cp.matmul(dgh, w_hh)
+        return (cp.matmul(dgi, w_ih), gh, cp.matmul(dgi.T, x), cp.matmul(dgh.T, h),
+                _bias_grad(mod, dgi, has_b_ih), _bias_grad(mod, dgh, has_b_hh))
+
+
+def _cell_activation(relu):
+    return _adlk.Activation.relu if relu else _adlk.Activation.tanh
+
+
+def rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, relu):
+    """h_next = act(x W_ih^T + b_ih + b_hh + h W_hh^T) by two GEMMs and the activation kernel."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        pre = _projection(x, w_ih, b_ih, b_hh)
+        pre += cp.matmul(h, w_hh.T)
+        h_next = cp.empty(pre.shape, x.dtype)
+        mod.activation_forward(_ptr(pre), _ptr(h_next), pre.size, _cell_activation(relu), 0.0, x.dtype,
+                               _stream())
+        return h_next
+
+
+def rnn_cell_backward(grad_h_next, x, h, w_ih, w_hh, h_next, relu, has_bias):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        da = cp.empty(h_next.shape, x.dtype)
+        # relu's derivative from the output: h_next > 0 exactly where the input was
+        mod.activation_backward(_ptr(grad_h_next), _ptr(h_next), _ptr(da), da.size, _cell_activation(relu),
+                                0.0, x.dtype, _stream())
+        return (cp.matmul(da, w_ih), cp.matmul(da, w_hh), cp.matmul(da.T, x), cp.matmul(da.T, h),
+                _bias_grad(mod, da, has_bias))
 
 
 # ---- batch norm, layer norm --------------------------------------------------------------------

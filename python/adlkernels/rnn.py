@@ -30,8 +30,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _adlk
-from ._backend import backend_of, require_cpu
+from . import _adlk, _cuda
+from ._backend import backend_of, is_device_array, on_gpu, require_cpu
 from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = [
@@ -345,6 +345,8 @@ def _rows(a: Args, arr, name: str, shape: tuple, desc: str, writeable=False):
     if arr.ndim != 3:
         raise a.shape_error(name, desc, arr.shape)
     a.shape(arr, name, shape, desc)
+    if not isinstance(arr, np.ndarray):  # cupy: the CUDA path copies into an `out` view
+        return arr if writeable else a.array(arr, name, desc)
     if _row_strided(arr):
         return arr
     if writeable:
@@ -385,11 +387,14 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     x, h, bsz, n_in, hid = _cell_inputs(a, x, h)
     c = _matrix(a, c, "c", (bsz, hid), f"(B, H) = ({bsz}, {hid})")
     w_ih, w_hh, b_ih, b_hh = _weights(a, 4, hid, n_in, w_ih, w_hh, b_ih, b_hh)
-    require_cpu(a.fn, backend)
-    h_next = np.empty((bsz, hid), x.dtype)
-    _, _, gates, cells = _adlk.lstm_forward(
-        x[None], h, c, w_ih, w_hh, b_ih, b_hh, False, h_next[None], False
-    )
+    if on_gpu(a.fn, backend):
+        h_next = _cuda._cp().empty((bsz, hid), x.dtype)
+        _, _, gates, cells = _cuda.lstm_forward(x[None], h, c, w_ih, w_hh, b_ih, b_hh, False, h_next[None])
+    else:
+        h_next = np.empty((bsz, hid), x.dtype)
+        _, _, gates, cells = _adlk.lstm_forward(
+            x[None], h, c, w_ih, w_hh, b_ih, b_hh, False, h_next[None], False
+        )
     c_next = cells[0]
     return h_next, c_next, LSTMCellCache(x, h, c, w_ih, w_hh, b_ih, b_hh, gates[0], c_next)
 
@@ -408,8 +413,8 @@ def lstm_cell_backward(grad_h_next, grad_c_next, cache):
     dtype = np.dtype(cache.x.dtype)
     gh = _grad(a, grad_h_next, "grad_h_next", (bsz, hid), dtype)
     gc = _grad(a, grad_c_next, "grad_c_next", (bsz, hid), dtype)
-    require_cpu(a.fn, backend)
-    gx, gh0, gc0, gw_ih, gw_hh, gb = _adlk.lstm_backward(
+    run = _cuda.lstm_backward if on_gpu(a.fn, backend) else _adlk.lstm_backward
+    gx, gh0, gc0, gw_ih, gw_hh, gb = run(
         None if gh is None else gh[None], None, gc, cache.x[None], cache.h, cache.c,
         cache.w_ih, cache.w_hh, cache.b_ih is not None or cache.b_hh is not None,
         cache.gates[None], cache.c_next[None], None, False,
@@ -458,18 +463,21 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out
     hid = h0.shape[1]
     c0 = _matrix(a, c0, "c0", (bsz, hid), f"(B, H) = ({bsz}, {hid})")
     w_ih, w_hh, b_ih, b_hh = _weights(a, 4, hid, n_in, w_ih, w_hh, b_ih, b_hh)
+    gpu = on_gpu(a.fn, backend)
     if out is None:
-        y = np.empty((steps, bsz, hid), x.dtype)
+        y = (_cuda._cp() if gpu else np).empty((steps, bsz, hid), x.dtype)
     else:
-        if not isinstance(out, np.ndarray):
+        if not (isinstance(out, np.ndarray) or is_device_array(out)):
             raise a.type_error("out", f"expected a numpy array, got {type(out).__name__}")
-        if not out.flags.writeable:
+        if not getattr(out.flags, "writeable", True):
             raise a.value_error("out", "must be writeable")
         y = _rows(a, out, "out", (steps, bsz, hid), f"(T, B, H) = ({steps}, {bsz}, {hid})",
                   writeable=True)
         check_no_overlap(a.fn, arrays, ("out",))
-    require_cpu(a.fn, backend)
-    h_n, c_n, gates, cells = _adlk.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, True)
+    if gpu:
+        h_n, c_n, gates, cells = _cuda.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y)
+    else:
+        h_n, c_n, gates, cells = _adlk.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, True)
     return y, h_n, c_n, LSTMCache(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates, cells, y, reverse)
 
 
@@ -499,8 +507,8 @@ def lstm_backward(grad_y, grad_h_n, grad_c_n, cache):
         grad_y = _rows(a, grad_y, "grad_y", (steps, bsz, hid), desc)
     gh = _grad(a, grad_h_n, "grad_h_n", (bsz, hid), dtype)
     gc = _grad(a, grad_c_n, "grad_c_n", (bsz, hid), dtype)
-    require_cpu(a.fn, backend)
-    gx, gh0, gc0, gw_ih, gw_hh, gb = _adlk.lstm_backward(
+    run = _cuda.lstm_backward if on_gpu(a.fn, backend) else _adlk.lstm_backward
+    gx, gh0, gc0, gw_ih, gw_hh, gb = run(
         grad_y, gh, gc, cache.x, cache.h0, cache.c0, cache.w_ih, cache.w_hh,
         cache.b_ih is not None or cache.b_hh is not None, cache.gates, cache.cells, cache.y,
         bool(cache.reverse),
@@ -524,8 +532,8 @@ def gru_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     a.float_dtype(**arrays)
     x, h, _, n_in, hid = _cell_inputs(a, x, h)
     w_ih, w_hh, b_ih, b_hh = _weights(a, 3, hid, n_in, w_ih, w_hh, b_ih, b_hh)
-    require_cpu(a.fn, backend)
-    h_next, gates, hn = _adlk.gru_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh)
+    run = _cuda.gru_cell_forward if on_gpu(a.fn, backend) else _adlk.gru_cell_forward
+    h_next, gates, hn = run(x, h, w_ih, w_hh, b_ih, b_hh)
     return h_next, GRUCellCache(x, h, w_ih, w_hh, b_ih, b_hh, gates, hn)
 
 
@@ -536,10 +544,10 @@ def gru_cell_backward(grad_h_next, cache):
     cache = _cache(a, cache, GRUCellCache)
     backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, **_arrays_of(cache)))
     g = _grad(a, grad_h_next, "grad_h_next", cache.h.shape, np.dtype(cache.x.dtype))
-    require_cpu(a.fn, backend)
+    gpu = on_gpu(a.fn, backend)
     if g is None:
-        g = np.zeros(cache.h.shape, cache.x.dtype)
-    gx, gh, gw_ih, gw_hh, gb_ih, gb_hh = _adlk.gru_cell_backward(
+        g = (_cuda._cp() if gpu else np).zeros(cache.h.shape, cache.x.dtype)
+    gx, gh, gw_ih, gw_hh, gb_ih, gb_hh = (_cuda if gpu else _adlk).gru_cell_backward(
         g, cache.x, cache.h, cache.w_ih, cache.w_hh, cache.gates, cache.hn,
         cache.b_ih is not None, cache.b_hh is not None,
     )
@@ -562,8 +570,8 @@ def rnn_cell_forward(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"
     nonlinearity = _nonlinearity(a, nonlinearity)
     x, h, _, n_in, hid = _cell_inputs(a, x, h)
     w_ih, w_hh, b_ih, b_hh = _weights(a, 1, hid, n_in, w_ih, w_hh, b_ih, b_hh)
-    require_cpu(a.fn, backend)
-    h_next = _adlk.rnn_cell_forward(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu")
+    run = _cuda.rnn_cell_forward if on_gpu(a.fn, backend) else _adlk.rnn_cell_forward
+    h_next = run(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu")
     return h_next, RNNCellCache(x, h, w_ih, w_hh, b_ih, b_hh, h_next, nonlinearity)
 
 
@@ -575,10 +583,10 @@ def rnn_cell_backward(grad_h_next, cache):
     backend = backend_of(a.fn, dict(grad_h_next=grad_h_next, **_arrays_of(cache)))
     g = _grad(a, grad_h_next, "grad_h_next", cache.h.shape, np.dtype(cache.x.dtype))
     relu = _nonlinearity(a, cache.nonlinearity) == "relu"
-    require_cpu(a.fn, backend)
+    gpu = on_gpu(a.fn, backend)
     if g is None:
-        g = np.zeros(cache.h.shape, cache.x.dtype)
-    gx, gh, gw_ih, gw_hh, gb = _adlk.rnn_cell_backward(
+        g = (_cuda._cp() if gpu else np).zeros(cache.h.shape, cache.x.dtype)
+    gx, gh, gw_ih, gw_hh, gb = (_cuda if gpu else _adlk).rnn_cell_backward(
         g, cache.x, cache.h, cache.w_ih, cache.w_hh, cache.h_next, relu,
         cache.b_ih is not None or cache.b_hh is not None,
     )

@@ -23,4 +23,5 @@ PYBIND11_MODULE(_adlk_cuda, m) {
   bind_cuda_pool(m);
   bind_cuda_optim(m);
   bind_cuda_nn(m);
+  bind_cuda_rnn(m);
 }

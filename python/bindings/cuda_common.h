@@ -5,7 +5,15 @@
 
 #include <cstdint>
 
+#include "adlk/common.h"
+
+namespace adlk::cuda {}
+
 namespace adlk_bind {
+
+using adlk::index_t;
+using Ptr = std::uintptr_t;  // a device pointer or a stream, as Python passes it
+namespace ac = adlk::cuda;
 
 template <typename T>
 T* dev_ptr(std::uintptr_t p) {
@@ -18,5 +26,6 @@ void bind_cuda_conv(pybind11::module_& m);
 void bind_cuda_pool(pybind11::module_& m);
 void bind_cuda_optim(pybind11::module_& m);
 void bind_cuda_nn(pybind11::module_& m);
+void bind_cuda_rnn(pybind11::module_& m);
 
 }  // namespace adlk_bind

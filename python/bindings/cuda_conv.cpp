@@ -19,9 +19,6 @@ namespace adlk_bind {
 
 namespace {
 
-using adlk::index_t;
-using Ptr = std::uintptr_t;
-
 template <typename T>
 void im2col_t(Ptr x, Ptr cols, const adlk::Conv2dGeom& g, index_t n0, index_t nb,
               const py::object&, Ptr stream) {

@@ -18,10 +18,6 @@ namespace adlk_bind {
 
 namespace {
 
-using adlk::index_t;
-using Ptr = std::uintptr_t;
-namespace ac = adlk::cuda;
-
 void check_n(index_t n) {
   if (n < 0) throw py::value_error("n: must be >= 0");
 }

@@ -22,10 +22,6 @@ namespace adlk_bind {
 
 namespace {
 
-using adlk::index_t;
-using Ptr = std::uintptr_t;
-namespace ac = adlk::cuda;
-
 // The device pointers of one list argument (empty for None), recorded in `ext`.
 template <typename T>
 std::vector<T*> device_list(const py::object& obj, const char* name, bool written,

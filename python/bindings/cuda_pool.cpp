@@ -17,10 +17,7 @@ namespace adlk_bind {
 
 namespace {
 
-using adlk::index_t;
 using I64 = std::int64_t;
-using Ptr = std::uintptr_t;
-namespace ac = adlk::cuda;
 
 adlk::IndexScatterGeom scatter_geom(index_t planes, index_t count, index_t dst_size) {
   if (planes < 0 || count < 0 || dst_size < 0)

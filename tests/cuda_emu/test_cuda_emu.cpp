@@ -243,5 +243,7 @@ int main() {
   run_optim_nn<double>(rng);
   run_norm<float>(rng);
   run_norm<double>(rng);
+  run_rnn<float>(rng);
+  run_rnn<double>(rng);
   return cuda_emu_test::report();
 }

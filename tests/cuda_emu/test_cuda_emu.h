@@ -10,3 +10,7 @@ void run_optim_nn(std::mt19937_64& rng);
 // cuda/norm.cu (test_norm.cpp).
 template <typename T>
 void run_norm(std::mt19937_64& rng);
+
+// cuda/rnn.cu (test_rnn.cpp).
+template <typename T>
+void run_rnn(std::mt19937_64& rng);

@@ -1,0 +1,79 @@
+"""LSTM sequences and the LSTM, GRU and RNN cells on cupy arrays (cuBLAS GEMMs around the
+fused step kernels of cuda/rnn.cu), against the CPU kernels to rounding: the GEMMs and
+the activations' multiply-adds round differently.
+
+Skipped without cupy or without a visible CUDA device (CI has neither: there the step
+kernels run on CPU threads in tests/cuda_emu, and the Python side in
+test_cuda_orchestration.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import adlkernels as ak
+
+cp = pytest.importorskip("cupy")
+if not ak.has_cuda():
+    pytest.skip("no CUDA device visible to adlkernels", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("cuda_kernels_on")
+
+
+def _dev(*arrays):
+    return [None if a is None else cp.asarray(a) for a in arrays]
+
+
+def _close(got, want, dtype):
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    for g, e in zip(got, want):
+        assert (g is None) == (e is None)
+        if g is not None:
+            np.testing.assert_allclose(cp.asnumpy(g), e, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("steps,bsz,n_in,hid", [(7, 5, 10, 33), (1, 1, 1, 1), (50, 64, 128, 256)])
+def test_lstm_sequence_matches_the_cpu(rng, dtype, reverse, steps, bsz, n_in, hid):
+    x = rng.standard_normal((steps, bsz, n_in)).astype(dtype)
+    h0, c0 = (rng.standard_normal((bsz, hid)).astype(dtype) for _ in range(2))
+    w = [(rng.standard_normal(s) / np.sqrt(hid)).astype(dtype) for s in ((4 * hid, n_in), (4 * hid, hid), (4 * hid,), (4 * hid,))]
+    gy = rng.standard_normal((steps, bsz, hid)).astype(dtype)
+    y, h_n, c_n, cache = ak.lstm_forward(x, h0, c0, *w, reverse=reverse)
+    dy, dh_n, dc_n, dcache = ak.lstm_forward(*_dev(x, h0, c0, *w), reverse=reverse)
+    _close((dy, dh_n, dc_n, dcache.gates, dcache.cells), (y, h_n, c_n, cache.gates, cache.cells), dtype)
+    _close(ak.lstm_backward(cp.asarray(gy), None, None, dcache), ak.lstm_backward(gy, None, None, cache), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cells_match_the_cpu(rng, dtype):
+    bsz, n_in, hid = 17, 9, 40
+    x, h, c, dh = (rng.standard_normal(s).astype(dtype) for s in ((bsz, n_in), (bsz, hid), (bsz, hid), (bsz, hid)))
+
+    def weights(g):
+        return [(rng.standard_normal(s) * 0.3).astype(dtype) for s in ((g * hid, n_in), (g * hid, hid), (g * hid,), (g * hid,))]
+
+    for g, fwd, bwd in ((3, ak.gru_cell_forward, ak.gru_cell_backward), (1, ak.rnn_cell_forward, ak.rnn_cell_backward)):
+        w = weights(g)
+        h1, cache = fwd(x, h, *w)
+        dh1, dcache = fwd(*_dev(x, h, *w))
+        _close([dh1], [h1], dtype)
+        _close(bwd(cp.asarray(dh), dcache), bwd(dh, cache), dtype)
+    w = weights(4)
+    h1, c1, cache = ak.lstm_cell_forward(x, h, c, *w)
+    dh1, dc1, dcache = ak.lstm_cell_forward(*_dev(x, h, c, *w))
+    _close([dh1, dc1], [h1, c1], dtype)
+    _close(ak.lstm_cell_backward(cp.asarray(dh), None, dcache), ak.lstm_cell_backward(dh, None, cache), dtype)
+
+
+def test_lstm_is_deterministic(rng):
+    x = cp.asarray(rng.standard_normal((20, 32, 64)).astype(np.float32))
+    h0 = c0 = cp.zeros((32, 128), cp.float32)
+    w = _dev(*(rng.standard_normal(s).astype(np.float32) * 0.1 for s in ((512, 64), (512, 128), (512,), (512,))))
+    runs = []
+    for _ in range(2):
+        y, _, _, cache = ak.lstm_forward(x, h0, c0, *w)
+        runs.append([cp.asnumpy(a) for a in (y, *ak.lstm_backward(y, None, None, cache)) if a is not None])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
