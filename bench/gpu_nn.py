@@ -13,7 +13,8 @@ foreach SGD and clip_grad_norm_, cuDNN/ATen batch norm, layer norm, cross_entrop
 Writes bench/results/gpu-nn-<date>-<device>.json and the RESULTS.md section.
 
 Targets (the issue's): optimizers and memory-bound kernels >= 90% of copy bandwidth and
->= torch's fused/foreach; norms and softmax cross-entropy >= 1.0x torch.
+>= torch's fused/foreach; norms and softmax cross-entropy >= 1.0x torch; the LSTM
+sequence >= 1.0x cuDNN.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ BATCHNORM = [(256, 64, 56, 56), (256, 256, 14, 14), (4096, 1024)]
 LAYERNORM = [(8192, 768), (4096, 4096), (65536, 64)]
 CROSS_ENTROPY = [(8192, 1000), (512, 32000)]
 POINTWISE = 64 << 20  # values
+LSTM = [(50, 64, 256, 256), (100, 32, 512, 512)]  # T, B, I, H
 
 
 def _tensors(arrays):
@@ -133,6 +135,44 @@ def main(argv=None):
 
         record(f"cross_entropy ({b_}, {k})", "fwd+bwd", lambda: ak.nn.softmax_cross_entropy(logits, targets),
                torch_ce, 2 * logits.nbytes)
+
+    # ---- LSTM sequence (one layer): torch's cuDNN LSTM, TF32 off
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for steps, bsz, n_in, hid in LSTM:
+        x = cp.asarray(rng.standard_normal((steps, bsz, n_in), np.float32))
+        h0 = c0 = cp.zeros((bsz, hid), cp.float32)
+        w = [cp.asarray((rng.standard_normal(s) / np.sqrt(hid)).astype(np.float32))
+             for s in ((4 * hid, n_in), (4 * hid, hid), (4 * hid,), (4 * hid,))]
+        lstm = torch.nn.LSTM(n_in, hid).cuda()
+        with torch.no_grad():
+            for p_, w_ in zip((lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0), w):
+                p_.copy_(torch.as_tensor(w_, device="cuda"))
+        tx = torch.as_tensor(x, device="cuda").requires_grad_()
+        y, _, _, cache = ak.lstm_forward(x, h0, c0, *w)
+        gy = cp.asarray(rng.standard_normal(y.shape, np.float32))
+        tgy = torch.as_tensor(gy, device="cuda")
+
+        def ak_both():
+            ak.lstm_backward(gy, None, None, ak.lstm_forward(x, h0, c0, *w)[3])
+
+        def torch_both():
+            tx.grad = None
+            lstm.zero_grad(set_to_none=True)
+            lstm(tx)[0].backward(tgy)
+
+        flops = 2.0 * steps * bsz * 4 * hid * (n_in + hid)  # the forward's GEMMs
+        case = f"lstm T{steps} B{bsz} I{n_in} H{hid}"
+        for op, ours, theirs, work in (("fwd", lambda: ak.lstm_forward(x, h0, c0, *w),
+                                        lambda: lstm(tx), flops),
+                                       ("fwd+bwd", ak_both, torch_both, 3 * flops)):
+            t_ak, t_torch = time_cupy(ours, args.repeats), time_torch(theirs, args.repeats)
+            tflops = work / t_ak / 1e12
+            rows.append(dict(case=case, op=op, ak_ms=1e3 * t_ak, torch_ms=1e3 * t_torch,
+                             torch_over_ak=t_torch / t_ak, tflops=tflops))
+            table.append([case, op, f"{1e3 * t_ak:.3f}", f"{1e3 * t_torch:.3f}", f"{t_torch / t_ak:.2f}",
+                          f"{tflops:.2f} TF/s", "-"])
+            print("  ", *table[-1], flush=True)
 
     # ---- pointwise
     x = cp.asarray(rng.standard_normal(POINTWISE, np.float32))
