@@ -302,7 +302,7 @@ def host_gpu(monkeypatch):
     kernels = _Kernels(table)
     fake_cupy = types.SimpleNamespace(empty=np.empty, zeros=np.zeros, matmul=np.matmul, ones=np.ones,
                                       ascontiguousarray=np.ascontiguousarray, isfinite=np.isfinite,
-                                      argmax=np.argmax)
+                                      argmax=np.argmax, asarray=np.asarray)
     monkeypatch.setattr(_cuda, "_cp", lambda: fake_cupy)
     monkeypatch.setattr(_cuda, "cuda_module", lambda: kernels)
     monkeypatch.setattr(_cuda, "_ptr", ptr)
@@ -736,3 +736,47 @@ def test_lstm_and_gru_and_rnn_cells_route_to_the_cuda_path(routed, rng, monkeypa
     with on_the_cpu(monkeypatch):
         want = run()
     _close(got, want)
+
+
+# ---- layers and the demo on the device path --------------------------------------------------
+
+
+def test_layers_move_between_devices(host_gpu, rng):
+    """Module.to: every parameter, gradient and buffer converted by cupy.asarray (numpy's
+    here), the cache dropped; a bad device names itself."""
+    from adlkernels import layers
+
+    net = layers.Sequential(layers.Sequential(layers.Linear(3, 4, rng=rng), layers.BatchNorm1d(4)),
+                            layers.LSTM(4, 2, rng=rng))
+    net[0].forward(rng.standard_normal((5, 3)).astype(np.float32))
+    converted = []
+    host_gpu_asarray = _cuda._cp().asarray
+
+    def record(a):
+        converted.append(a)
+        return host_gpu_asarray(a)
+
+    _cuda._cp().asarray = record
+    try:
+        assert net.to("cuda") is net
+    finally:
+        _cuda._cp().asarray = host_gpu_asarray
+    n_params = len(net.params())
+    assert len(converted) == 2 * n_params + 2  # params, their gradients, BatchNorm's two buffers
+    assert net[0].cache is None and net[0][0].cache is None
+    assert net.cpu() is net
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        net.to("tpu")
+
+
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_demo_trains_through_the_device_path(host_gpu, model):
+    """train(device="gpu") moves the model and data (numpy standing in for cupy) and gives
+    the CPU run's results."""
+    pytest.importorskip("sklearn")
+    from adlkernels import _demo
+
+    kw = dict(epochs=1, batch_size=64, train_limit=128, progress=False, log=None)
+    gpu = _demo.train(model, device="gpu", **kw)
+    cpu = _demo.train(model, **kw)
+    assert gpu["test_accuracy"] == cpu["test_accuracy"] and gpu["test_loss"] == cpu["test_loss"]

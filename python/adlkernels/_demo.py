@@ -157,7 +157,7 @@ class RowLSTM(layers.Module):
 
     def forward(self, x):
         n, _, h, w = x.shape
-        seq = np.ascontiguousarray(x.reshape(n, h, w).transpose(1, 0, 2))  # (T=8, N, 8)
+        seq = layers._xp(x).ascontiguousarray(x.reshape(n, h, w).transpose(1, 0, 2))  # (T=8, N, 8)
         y = self.lstm.forward(seq)
         self.cache = y.shape
         return self.head.forward(y[-1])
@@ -165,7 +165,7 @@ class RowLSTM(layers.Module):
     def backward(self, grad_y):
         shape = self._need_cache()
         g_last = self.head.backward(grad_y)
-        g = np.zeros(shape, g_last.dtype)
+        g = layers._xp(g_last).zeros(shape, g_last.dtype)
         g[-1] = g_last
         gx = self.lstm.backward(g)  # (T, N, 8)
         return gx.transpose(1, 0, 2)[:, None]
@@ -210,7 +210,8 @@ def load_data(seed=0, test_size=0.2, val_size=0.1):
 
 def check_gpu(model_name):
     """Raises DeviceUnavailable unless cupy imports, a CUDA build of adlkernels sees a
-    device and every kernel family the model needs runs on cupy arrays."""
+    device and every kernel family the model needs runs on cupy arrays (the CUDA kernels
+    are on: ADLK_CUDA_UNVERIFIED=1 until verified on a GPU)."""
     import adlkernels as ak
     from ._backend import cuda_module
 
@@ -250,10 +251,6 @@ def check_gpu(model_name):
         except RuntimeError as e:
             raise DeviceUnavailable(f"--device gpu: the {name} kernel cannot run on cupy "
                                     f"arrays in this build ({e})" + hint) from None
-    # The kernels run; the stateful layers and optimizer wrappers of this release still
-    # hold numpy parameters (ak.optim.Adam accepts numpy arrays only).
-    raise DeviceUnavailable("--device gpu: the CUDA kernels are available, but this "
-                            "release's ak.layers / ak.optim wrappers hold numpy arrays only" + hint)
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -274,13 +271,13 @@ def evaluate(model, x, y, batch_size=512):
         logits = model.forward(x[i:i + batch_size])
         loss, _ = nn.softmax_cross_entropy(logits, y[i:i + batch_size], reduction="sum")
         total += float(loss)
-        correct += int(np.sum(np.argmax(logits, axis=1) == y[i:i + batch_size]))
+        correct += int((layers._xp(logits).argmax(logits, axis=1) == y[i:i + batch_size]).sum())
     model.train(was_training)
     return total / max(1, len(x)), correct / max(1, len(x))
 
 
 def train(model="cnn", *, epochs=40, batch_size=32, lr=None, gamma=None, patience=8, seed=0,
-          train_limit=None, progress=True, log=print, data=None):
+          train_limit=None, progress=True, log=print, data=None, device="cpu"):
     """Trains ``model`` ('cnn' or 'lstm') on the digits and returns a dict of results:
 
     model, epochs_run, best_epoch, stopped_early, history (lists train_loss, val_loss,
@@ -290,6 +287,7 @@ def train(model="cnn", *, epochs=40, batch_size=32, lr=None, gamma=None, patienc
 
     ``train_limit`` keeps only the first n training images (quick tests); ``progress``
     shows a tqdm bar per epoch; ``log`` receives one line per epoch (None: silent).
+    ``device="gpu"`` moves the model and the data to the GPU (cupy arrays) first.
     """
     defaults = _DEFAULTS[model]
     lr = defaults["lr"] if lr is None else lr
@@ -304,6 +302,13 @@ def train(model="cnn", *, epochs=40, batch_size=32, lr=None, gamma=None, patienc
     x_test, y_test = data["test"]
 
     net = build_model(model, seed)
+    if device == "gpu":  # the model and every split as cupy arrays, before the optimizer
+        net.to("cuda")
+        xp = layers._cuda._cp()
+        x_train, y_train, x_val, y_val, x_test, y_test = (
+            xp.asarray(a) for a in (x_train, y_train, x_val, y_val, x_test, y_test))
+    else:
+        xp = np
     timer = FamilyTimer()
     instrument(net, timer)
     opt = optim.Adam(net.params(), lr=lr)
@@ -324,6 +329,7 @@ def train(model="cnn", *, epochs=40, batch_size=32, lr=None, gamma=None, patienc
         loss_sum, seen = 0.0, 0
         t0 = time.perf_counter()
         for idx in _batches(len(x_train), batch_size, rng):
+            idx = xp.asarray(idx)
             xb, yb = x_train[idx], y_train[idx]
             logits = net.forward(xb)
             with timer("nn"):
@@ -467,7 +473,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     res = train(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 patience=args.patience, seed=args.seed, progress=not args.quiet,
-                log=None if args.quiet else print, data=data)
+                log=None if args.quiet else print, data=data, device=args.device)
     wall = time.perf_counter() - t0
 
     shares = res["time_shares"]

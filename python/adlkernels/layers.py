@@ -9,7 +9,8 @@ order: weight before bias) and ``grads()`` (same order). Initialization is PyTor
 Linear/Conv2d weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LSTM weights and
 biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
 
-``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
+``to("cuda")`` (or ``.cuda()``) moves a model's arrays to the GPU as cupy arrays, ``to("cpu")``
+back. ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
 (running statistics, dropout's seed and step counter) as copies, so training resumes
 bit-identically. A layer may be used more than once in a :class:`Sequential`, with
 PyTorch's semantics (gradients summed over the uses; see there). Every layer runs the
@@ -23,7 +24,8 @@ import math
 
 import numpy as np
 
-from . import conv, nn, norm, pool, rnn
+from . import _cuda, conv, nn, norm, pool, rnn
+from ._backend import is_device_array
 
 __all__ = [
     "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "ReLU", "Dropout", "BatchNorm1d",
@@ -33,6 +35,15 @@ __all__ = [
 
 def _uniform(rng, bound, shape, dtype):
     return rng.uniform(-bound, bound, shape).astype(dtype)
+
+
+def _xp(a):
+    """The array module of a: cupy for a device array, else numpy."""
+    return _cuda._cp() if is_device_array(a) else np
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, np.ndarray) or is_device_array(v)
 
 
 def _rng(rng):
@@ -109,7 +120,7 @@ class Module:
             yield from c._state_items(f"{prefix}{i}.")
 
     def state_dict(self) -> dict:
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state_items()}
+        return {k: (v.copy() if _is_array(v) else v) for k, v in self._state_items()}
 
     def load_state_dict(self, d: dict) -> None:
         items = dict(self._state_items())
@@ -117,7 +128,7 @@ class Module:
             raise ValueError(f"{type(self).__name__}.load_state_dict: keys differ: "
                              f"missing {sorted(set(items) - set(d))}, unexpected {sorted(set(d) - set(items))}")
         for k, v in items.items():
-            if isinstance(v, np.ndarray) and np.shape(d[k]) != v.shape:
+            if _is_array(v) and tuple(np.shape(d[k])) != v.shape:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: {k}: expected shape "
                                  f"{v.shape}, got {np.shape(d[k])}")
         self._load_items(d, "")
@@ -125,12 +136,42 @@ class Module:
     def _load_items(self, d, prefix):
         for n in self._param_names + self._buffer_names:
             v = getattr(self, n)
-            if isinstance(v, np.ndarray):
-                v[...] = d[prefix + n]
+            if _is_array(v):
+                v[...] = _xp(v).asarray(d[prefix + n])
             elif v is not None:
                 setattr(self, n, d[prefix + n])
         for i, c in enumerate(self.children()):
             c._load_items(d, f"{prefix}{i}.")
+
+    # -- devices --------------------------------------------------------------------------
+    def to(self, device):
+        """Moves every parameter, gradient and buffer of this module and its descendants to
+        ``device``, in place, and returns self (``torch.nn.Module.to``): "cuda" or "gpu"
+        (cupy arrays on CuPy's current device; the layers then run the CUDA kernels) or
+        "cpu" (numpy arrays). Build the optimizer after the move: it holds the arrays."""
+        if device in ("cuda", "gpu"):
+            cp = _cuda._cp()
+            move = cp.asarray
+        elif device == "cpu":
+            def move(a):
+                return a.get() if is_device_array(a) else a
+        else:
+            raise ValueError(f"{type(self).__name__}.to: device must be 'cpu' or 'cuda', got {device!r}")
+        for m in self.modules():
+            for n in m._param_names + m._buffer_names:
+                v = getattr(m, n)
+                if _is_array(v):
+                    setattr(m, n, move(v))
+            if hasattr(m, "_grads"):
+                m._grads = {n: (None if g is None else move(g)) for n, g in m._grads.items()}
+            m.cache = None
+        return self
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def cpu(self):
+        return self.to("cpu")
 
     def _need_cache(self):
         if self.cache is None:
@@ -461,15 +502,16 @@ class LSTM(Module):
         steps, bsz = x.shape[0], x.shape[1]
         hid, dirs = self.hidden_size, self.dirs
         dtype = self.weight_ih_l0.dtype
+        xp = _xp(x)
         if state is None:
-            h0 = np.zeros((self.num_layers * dirs, bsz, hid), dtype)
-            c0 = np.zeros_like(h0)
+            h0 = xp.zeros((self.num_layers * dirs, bsz, hid), dtype)
+            c0 = xp.zeros_like(h0)
         else:
             h0, c0 = state
         caches, h_n, c_n = [], [], []
         inp = x
         for layer in range(self.num_layers):
-            y = np.empty((steps, bsz, dirs * hid), dtype)
+            y = xp.empty((steps, bsz, dirs * hid), dtype)
             for d in range(dirs):
                 k = layer * dirs + d
                 w, _ = self._weights(layer, d)
@@ -479,7 +521,7 @@ class LSTM(Module):
                 h_n.append(hk)
                 c_n.append(ck)
             inp = y
-        self.state = (np.stack(h_n), np.stack(c_n))
+        self.state = (xp.stack(h_n), xp.stack(c_n))
         self.cache = caches
         return inp
 
@@ -506,5 +548,6 @@ class LSTM(Module):
                 gh0[k], gc0[k] = gk.h0, gk.c0
                 gx = gk.x if gx is None else gx + gk.x
             g = gx
-        self.grad_state = (np.stack(gh0), np.stack(gc0))
+        xp = _xp(grad_y)
+        self.grad_state = (xp.stack(gh0), xp.stack(gc0))
         return g
