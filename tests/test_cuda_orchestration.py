@@ -73,7 +73,7 @@ class _Kernels:
 
     def channel_sums(self, dy, db, n, c, length, dtype, stream):
         self.calls.append("channel_sums")
-        self.t[db][...] = self.t[dy].reshape(n, c, length).sum(axis=(0, 2))
+        self.t[db].reshape(-1)[...] = self.t[dy].reshape(n, c, length).sum(axis=(0, 2))
 
     # pooling: the window gather and the plane scatter, both as the CPU scatter (the gather
     # adds in the scatter's order: tests/cuda_emu checks the kernels themselves)
@@ -246,6 +246,34 @@ class _Kernels:
         self.t[dgi][...] = np.concatenate([dar, daz, dan], axis=1)
         self.t[dgh][...] = np.concatenate([dar, daz, dan * r], axis=1)
         self.t[grad_h][...] = d * z
+
+    # additive attention, from its definition
+    def attention_scores(self, e, qp, v, scores, B, T, A, dtype, stream):
+        self.calls.append("attention_scores")
+        ev = np.tanh(self.t[e].reshape(T, B, A) + self.t[qp][None])
+        self.t[e][...] = ev.reshape(self.t[e].shape)
+        self.t[scores][...] = (ev @ self.t[v]).T
+
+    def attention_softmax_context(self, weights, mask, keys, context, B, T, Dk, dtype, stream):
+        self.calls.append("attention_softmax_context")
+        s = self.t[weights]
+        keep = self.t[mask] if mask else np.ones(s.shape, bool)
+        ex = np.where(keep, np.exp(np.where(keep, s, -np.inf) - np.where(keep, s, -np.inf).max(axis=1, keepdims=True)), 0)
+        w = ex / ex.sum(axis=1, keepdims=True)
+        self.t[weights][...] = w
+        self.t[context][...] = np.einsum("bt,tbd->bd", w, self.t[keys])
+
+    def attention_backward_pointwise(self, grad_context, grad_weights, keys, weights, e, v, dscore, grad_keys,
+                                     da, B, T, Dk, A, dtype, stream):
+        self.calls.append("attention_backward_pointwise")
+        w, gc, k = self.t[weights], self.t[grad_context], self.t[keys]
+        dw = np.einsum("bd,tbd->bt", gc, k) + (self.t[grad_weights] if grad_weights else 0)
+        dw = np.where(w == 0, 0, dw)
+        ds = np.where(w == 0, 0, w * (dw - (w * dw).sum(axis=1, keepdims=True)))
+        self.t[dscore][...] = ds
+        self.t[grad_keys][...] = (w.T[:, :, None] * gc[None]).reshape(self.t[grad_keys].shape)
+        ev = self.t[e].reshape(T, B, A)
+        self.t[da][...] = (ds.T[:, :, None] * self.t[v] * (1 - ev * ev)).reshape(self.t[da].shape)
 
     def softmax_forward(self, x, y, rows, K, log, dtype, stream):
         self.calls.append("softmax_forward")
@@ -780,3 +808,29 @@ def test_demo_trains_through_the_device_path(host_gpu, model):
     gpu = _demo.train(model, device="gpu", **kw)
     cpu = _demo.train(model, **kw)
     assert gpu["test_accuracy"] == cpu["test_accuracy"] and gpu["test_loss"] == cpu["test_loss"]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("bsz", [3, 0])
+def test_attention_routes_to_the_cuda_path(routed, rng, masked, bsz, monkeypatch):
+    steps, dq, dk, att = 5, 4, 3, 6
+    q, k = rng.standard_normal((bsz, dq)), rng.standard_normal((steps, bsz, dk))
+    wq, wk, v = rng.standard_normal((att, dq)), rng.standard_normal((att, dk)), rng.standard_normal(att)
+    mask = None
+    if masked:
+        mask = rng.random((bsz, steps)) < 0.6
+        mask[:, 0] = True
+    gc, gw = rng.standard_normal((bsz, dk)), rng.standard_normal((bsz, steps))
+
+    def run():
+        ctx, w, cache = ak_rnn.additive_attention_forward(q, k, wq, wk, v, mask)
+        return [ctx, w, cache.tanh_act, *ak_rnn.additive_attention_backward(gc, gw, cache),
+                *ak_rnn.additive_attention_backward(gc, None, cache)]
+
+    got = run()
+    if bsz:
+        assert {"attention_scores", "attention_softmax_context", "attention_backward_pointwise",
+                "channel_sums"} <= set(routed.calls)
+    with on_the_cpu(monkeypatch):
+        want = run()
+    _close(got, want)

@@ -77,3 +77,20 @@ def test_lstm_is_deterministic(rng):
         runs.append([cp.asnumpy(a) for a in (y, *ak.lstm_backward(y, None, None, cache)) if a is not None])
     for a, b in zip(*runs):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_matches_the_cpu(rng, dtype, masked):
+    bsz, steps, dq, dk, att = 16, 37, 20, 24, 32
+    q, k = rng.standard_normal((bsz, dq)).astype(dtype), rng.standard_normal((steps, bsz, dk)).astype(dtype)
+    wq, wk, v = (rng.standard_normal(s).astype(dtype) * 0.3 for s in ((att, dq), (att, dk), (att,)))
+    mask = None
+    if masked:
+        mask = rng.random((bsz, steps)) < 0.5
+        mask[:, 0] = True
+    gc, gw = rng.standard_normal((bsz, dk)).astype(dtype), rng.standard_normal((bsz, steps)).astype(dtype)
+    ctx, w, cache = ak.additive_attention_forward(q, k, wq, wk, v, mask)
+    dctx, dw, dcache = ak.additive_attention_forward(*_dev(q, k, wq, wk, v, mask))
+    _close((dctx, dw, dcache.tanh_act), (ctx, w, cache.tanh_act), dtype)
+    _close(ak.additive_attention_backward(*_dev(gc, gw), dcache), ak.additive_attention_backward(gc, gw, cache), dtype)

@@ -73,21 +73,11 @@ def backend_of(fn: str, arrays: dict) -> str:
     return CUDA
 
 
-def require_cpu(fn: str, backend: str) -> None:
-    """Families whose CUDA kernels are not in this release say so clearly."""
-    if backend != CPU:
-        raise RuntimeError(
-            f"{fn}: this release has no CUDA kernel for this function; "
-            "pass numpy arrays (cupy.asnumpy) to run it on the CPU"
-        )
-
-
 def on_gpu(fn: str, backend: str) -> bool:
-    """True when this call runs CUDA kernels (the families that have them: convolution,
-    pooling, optimizers and clip_grad_norm, batch and layer norm, linear, the LSTM, GRU
-    and RNN cells and LSTM sequences, activations, dropout, softmax, losses); False for numpy arrays. Until those kernels have passed their tests
-    on a GPU they run only with ADLK_CUDA_UNVERIFIED=1 (see _cuda.py); otherwise cupy arrays raise
-    RuntimeError as for the families without CUDA kernels."""
+    """True when this call runs CUDA kernels (cupy arrays: every family has them); False
+    for numpy arrays. Until those kernels have passed their tests on a GPU they run only
+    with ADLK_CUDA_UNVERIFIED=1 (see _cuda.py); otherwise cupy arrays raise RuntimeError
+    saying so."""
     if backend == CPU:
         return False
     from . import _cuda

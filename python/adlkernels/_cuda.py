@@ -1,7 +1,8 @@
 """The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
 docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations,
 dropout, linear, softmax and the losses (docs/api/nn.md), batch and layer norm
-(docs/api/norm.md), the LSTM, GRU and RNN cells and LSTM sequences (docs/api/rnn.md).
+(docs/api/norm.md), the LSTM, GRU and RNN cells, LSTM sequences and additive attention
+(docs/api/rnn.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
 CUDA kernels of the extension module ``_adlk_cuda`` on checked cupy arrays: outputs are
@@ -531,6 +532,45 @@ def rnn_cell_backward(grad_h_next, x, h, w_ih, w_hh, h_next, relu, has_bias):
                                 0.0, x.dtype, _stream())
         return (cp.matmul(da, w_ih), cp.matmul(da, w_hh), cp.matmul(da.T, x), cp.matmul(da.T, h),
                 _bias_grad(mod, da, has_bias))
+
+
+def attention_forward(query, keys, w_query, w_key, v, mask):
+    """(context, weights, tanh_act) as _adlk.attention_forward's: the two projections by
+    cuBLAS, the tanh scores and the masked softmax and context by our kernels."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(query):
+        steps, bsz, dk = keys.shape
+        att = w_query.shape[0]
+        qp = cp.matmul(query, w_query.T)
+        e = cp.matmul(keys.reshape(steps * bsz, dk), w_key.T)
+        weights, context = cp.empty((bsz, steps), query.dtype), cp.empty((bsz, dk), query.dtype)
+        mod.attention_scores(_ptr(e), _ptr(qp), _ptr(v), _ptr(weights), bsz, steps, att, query.dtype, _stream())
+        mod.attention_softmax_context(_ptr(weights), _ptr(mask), _ptr(keys), _ptr(context), bsz, steps, dk,
+                                      query.dtype, _stream())
+        return context, weights, e.reshape(steps, bsz, att)
+
+
+def attention_backward(grad_context, grad_weights, query, keys, w_query, w_key, v, tanh_act, weights):
+    """(grad_query, grad_keys, grad_w_query, grad_w_key, grad_v): the pointwise part by our
+    kernels, the products by cuBLAS, the sum over t of the query side by channel_sums."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(query):
+        steps, bsz, dk = keys.shape
+        att = w_query.shape[0]
+        rows = steps * bsz
+        dscore = cp.empty((bsz, steps), query.dtype)
+        grad_keys = cp.empty((rows, dk), query.dtype)
+        da = cp.empty((rows, att), query.dtype)
+        mod.attention_backward_pointwise(_ptr(grad_context), _ptr(grad_weights), _ptr(keys), _ptr(weights),
+                                         _ptr(tanh_act), _ptr(v), _ptr(dscore), _ptr(grad_keys), _ptr(da), bsz,
+                                         steps, dk, att, query.dtype, _stream())
+        grad_keys += cp.matmul(da, w_key)
+        grad_w_key = cp.matmul(da.T, keys.reshape(rows, dk))
+        grad_v = cp.matmul(cp.ascontiguousarray(dscore.T).reshape(rows), tanh_act.reshape(rows, att))
+        dqp = cp.empty((bsz, att), query.dtype)  # sum over t of da[t, b]
+        mod.channel_sums(_ptr(da), _ptr(dqp), steps, bsz * att, 1, query.dtype, _stream())
+        return (cp.matmul(dqp, w_query), grad_keys.reshape(steps, bsz, dk), cp.matmul(dqp.T, query),
+                grad_w_key, grad_v)
 
 
 # ---- batch norm, layer norm --------------------------------------------------------------------

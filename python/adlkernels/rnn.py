@@ -31,7 +31,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _adlk, _cuda
-from ._backend import backend_of, is_device_array, on_gpu, require_cpu
+from ._backend import backend_of, is_device_array, on_gpu
 from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = [
@@ -632,10 +632,10 @@ def additive_attention_forward(query, keys, w_query, w_key, v, mask=None):
         if isinstance(mask, np.ndarray):
             mask = mask.view(np.bool_)  # the canonical bool dtype (not a byte-swapped alias)
         if bsz and not mask.any(axis=1).all():
-            row = int(np.flatnonzero(~mask.any(axis=1))[0])
+            row = int((~mask.any(axis=1)).argmax())  # the first such row (numpy or cupy)
             raise a.value_error("mask", f"row {row} has no True entry: nothing to attend to")
-    require_cpu(a.fn, backend)
-    context, weights, tanh_act = _adlk.attention_forward(query, keys, w_query, w_key, v, mask)
+    run = _cuda.attention_forward if on_gpu(a.fn, backend) else _adlk.attention_forward
+    context, weights, tanh_act = run(query, keys, w_query, w_key, v, mask)
     return context, weights, AttentionCache(query, keys, w_query, w_key, v, mask, tanh_act, weights)
 
 
@@ -653,8 +653,8 @@ def additive_attention_backward(grad_context, grad_weights, cache):
         raise a.type_error("grad_context", "expected an array, got None")
     gc = _grad(a, grad_context, "grad_context", (bsz, dk), dtype)
     gw = _grad(a, grad_weights, "grad_weights", (bsz, steps), dtype)
-    require_cpu(a.fn, backend)
-    grads = _adlk.attention_backward(
+    run = _cuda.attention_backward if on_gpu(a.fn, backend) else _adlk.attention_backward
+    grads = run(
         gc, gw, cache.query, cache.keys, cache.w_query, cache.w_key, cache.v, cache.tanh_act,
         cache.weights,
     )

@@ -4,6 +4,8 @@
 // runs the GEMMs with cupy.matmul: pointers are device pointers of C-contiguous arrays
 // (h_next and grad_y: rows of the given stride), `dtype` picks the kernel, `stream` is a
 // cudaStream_t as an int. The GIL is released around the CUDA calls.
+#include <cstdint>
+
 #include "adlk/cuda/rnn.h"
 #include "cuda_common.h"
 #include "op.h"
@@ -45,6 +47,33 @@ void gru_step_backward_t(Ptr gates, Ptr hn, Ptr h, Ptr grad_h_next, Ptr dgi, Ptr
                            as_stream(stream));
 }
 
+template <typename T>
+void attention_scores_t(Ptr e, Ptr qp, Ptr v, Ptr scores, index_t B, index_t Tn, index_t A, const py::object&,
+                        Ptr stream) {
+  py::gil_scoped_release nogil;
+  ac::attention_scores<T>(B, Tn, A, dev_ptr<T>(e), dev_ptr<const T>(qp), dev_ptr<const T>(v), dev_ptr<T>(scores),
+                          as_stream(stream));
+}
+
+template <typename T>
+void attention_softmax_context_t(Ptr weights, Ptr mask, Ptr keys, Ptr context, index_t B, index_t Tn, index_t Dk,
+                                 const py::object&, Ptr stream) {
+  py::gil_scoped_release nogil;
+  ac::attention_softmax_context<T>(B, Tn, Dk, dev_ptr<T>(weights), dev_ptr<const std::uint8_t>(mask),
+                                   dev_ptr<const T>(keys), dev_ptr<T>(context), as_stream(stream));
+}
+
+template <typename T>
+void attention_backward_pointwise_t(Ptr grad_context, Ptr grad_weights, Ptr keys, Ptr weights, Ptr e, Ptr v,
+                                    Ptr dscore, Ptr grad_keys, Ptr da, index_t B, index_t Tn, index_t Dk,
+                                    index_t A, const py::object&, Ptr stream) {
+  py::gil_scoped_release nogil;
+  ac::attention_backward_pointwise<T>(B, Tn, Dk, A, dev_ptr<const T>(grad_context), dev_ptr<const T>(grad_weights),
+                                      dev_ptr<const T>(keys), dev_ptr<const T>(weights), dev_ptr<const T>(e),
+                                      dev_ptr<const T>(v), dev_ptr<T>(dscore), dev_ptr<T>(grad_keys),
+                                      dev_ptr<T>(da), as_stream(stream));
+}
+
 }  // namespace
 
 void bind_cuda_rnn(py::module_& m) {
@@ -63,6 +92,19 @@ void bind_cuda_rnn(py::module_& m) {
          FLOAT_IMPL(gru_step_backward_t, 9), py::arg("gates"), py::arg("hn"), py::arg("h"),
          py::arg("grad_h_next"), py::arg("dgi"), py::arg("dgh"), py::arg("grad_h"), py::arg("B"), py::arg("H"),
          py::arg("dtype"), py::arg("stream"));
+  def_op(m, "attention_scores", "e (T*B, A) = tanh(e + qp[b]) in place; scores (B, T) = e . v.",
+         FLOAT_IMPL(attention_scores_t, 7), py::arg("e"), py::arg("qp"), py::arg("v"), py::arg("scores"),
+         py::arg("B"), py::arg("T"), py::arg("A"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "attention_softmax_context",
+         "weights (B, T): masked softmax of the scores in place; context (B, Dk) = sum_t weights * keys.",
+         FLOAT_IMPL(attention_softmax_context_t, 7), py::arg("weights"), py::arg("mask"), py::arg("keys"),
+         py::arg("context"), py::arg("B"), py::arg("T"), py::arg("Dk"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "attention_backward_pointwise",
+         "dscore (B, T), grad_keys = weights * grad_context (T*B, Dk) and da (T*B, A) of additive attention.",
+         FLOAT_IMPL(attention_backward_pointwise_t, 13), py::arg("grad_context"), py::arg("grad_weights"),
+         py::arg("keys"), py::arg("weights"), py::arg("e"), py::arg("v"), py::arg("dscore"), py::arg("grad_keys"),
+         py::arg("da"), py::arg("B"), py::arg("T"), py::arg("Dk"), py::arg("A"), py::arg("dtype"),
+         py::arg("stream"));
 }
 
 }  // namespace adlk_bind

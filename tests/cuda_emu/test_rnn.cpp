@@ -1,8 +1,9 @@
-// The CUDA LSTM and GRU step launchers (cuda/rnn.cu) on CPU threads, against the CPU
+// The CUDA LSTM and GRU step and additive attention launchers (cuda/rnn.cu) on CPU threads, against the CPU
 // library's cells (adlk/rnn.h): the projections the kernels take from cuBLAS are plain
 // loops here, so results agree to the rounding of those sums (a few eps of the inputs'
 // scale), not bitwise.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -142,6 +143,48 @@ void test_gru_step(index_t B, index_t I, index_t H, std::mt19937_64& rng) {
         name + " backward");
 }
 
+template <typename T>
+void test_attention(index_t B, index_t Tn, index_t Dq, index_t Dk, index_t A, bool masked, std::mt19937_64& rng) {
+  const std::string name = "attention B" + std::to_string(B) + " T" + std::to_string(Tn) + " Dk" +
+                           std::to_string(Dk) + " A" + std::to_string(A) + (masked ? " masked" : "") +
+                           (sizeof(T) == 4 ? " float" : " double");
+  const index_t R = Tn * B;
+  const auto q = randoms<T>(B * Dq, 1, rng), keys = randoms<T>(R * Dk, 1, rng);
+  const auto wq = randoms<T>(A * Dq, 0.5, rng), wk = randoms<T>(A * Dk, 0.5, rng), v = randoms<T>(A, 1, rng);
+  const auto gc = randoms<T>(B * Dk, 1, rng), gw = randoms<T>(B * Tn, 1, rng);
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(B * Tn), 1);
+  if (masked)
+    for (index_t i = 0; i < B * Tn; ++i) mask[i] = (i % Tn == 0) || (i * 7 % 5 < 3);
+  const std::uint8_t* pm = masked ? mask.data() : nullptr;
+  const adlk::AttentionGeom g{B, Tn, Dq, Dk, A};
+  Vec<T> ctx(static_cast<std::size_t>(B * Dk)), w(static_cast<std::size_t>(B * Tn)), e(static_cast<std::size_t>(R * A));
+  adlk::additive_attention_forward<T>(g, q.data(), keys.data(), wq.data(), wk.data(), v.data(), pm, ctx.data(),
+                                      w.data(), e.data());
+  // the kernels, the projections as loops
+  const auto qp = product(q, wq, B, Dq, A, true);
+  auto eg = product(keys, wk, R, Dk, A, true);
+  Vec<T> wg(w.size(), T(-5)), ctxg(ctx.size(), T(-5));
+  adlk::cuda::attention_scores<T>(B, Tn, A, eg.data(), qp.data(), v.data(), wg.data(), nullptr);
+  adlk::cuda::attention_softmax_context<T>(B, Tn, Dk, wg.data(), pm, keys.data(), ctxg.data(), nullptr);
+  check(near(e, eg, 1) && near(w, wg, 1) && near(ctx, ctxg, 1), name + " forward");
+  Vec<T> gq(q.size()), gk(keys.size()), gwq(wq.size()), gwk(wk.size()), gv(v.size());
+  adlk::additive_attention_backward<T>(g, gc.data(), gw.data(), q.data(), keys.data(), wq.data(), wk.data(),
+                                       v.data(), e.data(), w.data(), gq.data(), gk.data(), gwq.data(),
+                                       gwk.data(), gv.data());
+  Vec<T> ds(w.size(), T(-5)), gkg(keys.size(), T(-5)), da(e.size(), T(-5));
+  adlk::cuda::attention_backward_pointwise<T>(B, Tn, Dk, A, gc.data(), gw.data(), keys.data(), w.data(), e.data(),
+                                              v.data(), ds.data(), gkg.data(), da.data(), nullptr);
+  const auto dak = product(da, wk, R, A, Dk, false);
+  for (std::size_t i = 0; i < gkg.size(); ++i) gkg[i] += dak[i];
+  Vec<T> gvg(v.size());  // sum over r = (t, b) of dscore[b, t] * e[r]
+  for (index_t a = 0; a < A; ++a) {
+    double acc = 0;
+    for (index_t r = 0; r < R; ++r) acc += double(ds[(r % B) * Tn + r / B]) * double(e[r * A + a]);
+    gvg[a] = T(acc);
+  }
+  check(near(gk, gkg, 4) && near(gv, gvg, 4), name + " backward");
+}
+
 }  // namespace
 
 template <typename T>
@@ -153,6 +196,10 @@ void run_rnn(std::mt19937_64& rng) {
   test_gru_step<T>(3, 5, 7, rng);
   test_gru_step<T>(9, 4, 33, rng);
   test_gru_step<T>(0, 3, 4, rng);
+  // rows (B for the softmax, T*B for the scores) around the warps of a block; masks
+  test_attention<T>(3, 5, 4, 3, 6, false, rng);
+  test_attention<T>(9, 40, 3, 37, 5, true, rng);
+  test_attention<T>(0, 3, 2, 2, 2, true, rng);
 }
 
 template void run_rnn<float>(std::mt19937_64&);

@@ -7,6 +7,8 @@
 // stride is given; everything is enqueued on `stream` (a cudaStream_t as void*).
 #pragma once
 
+#include <cstdint>
+
 #include "adlk/common.h"
 
 namespace adlk::cuda {
@@ -36,5 +38,30 @@ void gru_step(index_t B, index_t H, T* gi, const T* gh, const T* h, T* hn, T* h_
 template <typename T>
 void gru_step_backward(index_t B, index_t H, const T* gates, const T* hn, const T* h,
                        const T* grad_h_next, T* dgi, T* dgh, T* grad_h, void* stream);
+
+// ---- additive attention (the GEMMs are the caller's too) -------------------------------------
+// R = T*B rows r = t*B + b.
+
+// e (R, A) = keys W_k^T becomes tanh(e + qp[b]) (qp = query W_q^T, (B, A)); scores (B, T)
+// = e . v, summed in double in a warp's fixed tree (a warp per row).
+template <typename T>
+void attention_scores(index_t B, index_t Tn, index_t A, T* e, const T* qp, const T* v, T* scores,
+                      void* stream);
+
+// In place, weights (B, T): the scores' softmax over t, positions with mask 0 weighted
+// exactly 0 (mask (B, T) bytes or null; every row must hold a 1, checked by the caller);
+// context (B, Dk) = sum over t in order of weights * keys[t, b] (a warp per row b).
+template <typename T>
+void attention_softmax_context(index_t B, index_t Tn, index_t Dk, T* weights,
+                               const std::uint8_t* mask, const T* keys, T* context, void* stream);
+
+// The backward's pointwise part, as the CPU's: dscore (B, T) from grad_context (B, Dk),
+// grad_weights (B, T; null: zero), keys and the weights; grad_keys (R, Dk) = weights *
+// grad_context (the caller adds da W_k); da (R, A) = dscore * v * (1 - e^2).
+template <typename T>
+void attention_backward_pointwise(index_t B, index_t Tn, index_t Dk, index_t A,
+                                  const T* grad_context, const T* grad_weights, const T* keys,
+                                  const T* weights, const T* e, const T* v, T* dscore,
+                                  T* grad_keys, T* da, void* stream);
 
 }  // namespace adlk::cuda
