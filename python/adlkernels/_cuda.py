@@ -373,34 +373,6 @@ def dropout_backward(grad_y, mask, p):
 # ---- linear ------------------------------------------------------------------------------------
 
 
-def linear_forward(x, weight, bias):
-    """y = x @ weight.T (cuBLAS through cupy.matmul), then + bias."""
-    cp = _cp()
-    with _OnDevice(x):
-        y = cp.matmul(x, weight.T)
-        if bias is not None:
-            y += bias
-        return y
-
-
-def linear_backward(grad_y, x, weight, mask):
-    """grad_x = grad_y @ weight and grad_weight = grad_y.T @ x by cuBLAS; grad_bias by the
-    deterministic channel_sums kernel (grad_y's columns summed in double)."""
-    cp, mod = _cp(), cuda_module()
-    with _OnDevice(x):
-        gx = cp.matmul(grad_y, weight) if mask[0] else None
-        gw = cp.matmul(grad_y.T, x) if mask[1] else None
-        gb = None
-        if mask[2]:
-            b, o = grad_y.shape
-            gb = cp.empty(o, x.dtype)
-            mod.channel_sums(_ptr(grad_y), _ptr(gb), b, o, 1, x.dtype, _stream())
-        return gx, gw, gb
-
-
-# ---- recurrent cells: cuBLAS GEMMs around the fused step kernels -----------------------------------
-
-
 def _bias_grad(mod, g, has_bias):
     """Column sums of g (R, N) by the deterministic channel_sums kernel, or None."""
     if not has_bias:
@@ -418,6 +390,25 @@ def _projection(x2, w, *biases):
     if present:
         out += present[0] + present[1] if len(present) == 2 else present[0]
     return out
+
+
+def linear_forward(x, weight, bias):
+    """y = x @ weight.T (cuBLAS through cupy.matmul) + bias."""
+    with _OnDevice(x):
+        return _projection(x, weight, bias)
+
+
+def linear_backward(grad_y, x, weight, mask):
+    """grad_x = grad_y @ weight and grad_weight = grad_y.T @ x by cuBLAS; grad_bias by the
+    deterministic channel_sums kernel (grad_y's columns summed in double)."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        gx = cp.matmul(grad_y, weight) if mask[0] else None
+        gw = cp.matmul(grad_y.T, x) if mask[1] else None
+        return gx, gw, _bias_grad(mod, grad_y, mask[2])
+
+
+# ---- recurrent cells: cuBLAS GEMMs around the fused step kernels -----------------------------------
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y):
