@@ -44,7 +44,7 @@ def test_lstm_layer_on_the_gpu(rng):
     x = rng.standard_normal((7, 4, 5)).astype(np.float32)
     cpu = layers.LSTM(5, 6, num_layers=2, bidirectional=True, rng=np.random.default_rng(1))
     gpu = layers.LSTM(5, 6, num_layers=2, bidirectional=True, rng=np.random.default_rng(1)).to("cuda")
-    y, dy = cpu.forward(x), gpu.forward(cp.asarray(x))
+    (y, _), (dy, _) = cpu.forward(x), gpu.forward(cp.asarray(x))
     np.testing.assert_allclose(cp.asnumpy(dy), y, rtol=1e-4, atol=1e-5)
     g = rng.standard_normal(y.shape).astype(np.float32)
     np.testing.assert_allclose(cp.asnumpy(gpu.backward(cp.asarray(g))), cpu.backward(g), rtol=1e-4, atol=1e-5)

@@ -375,7 +375,8 @@ def test_lstm_matches_functional(layers, bidirectional, with_state, dtype):
     y_ref, hn_ref, cn_ref, gx_ref, g_ref, gh0_ref, gc0_ref = _lstm_functional(
         lstm, x, h0, c0, gy, ghn, gcn)
 
-    y = lstm.forward(x, state) if with_state else lstm.forward(x)
+    y, st = lstm.forward(x, state) if with_state else lstm.forward(x)
+    assert st is lstm.state
     _eq(y, y_ref, "y")
     _eq(lstm.state[0], hn_ref, "h_n")
     _eq(lstm.state[1], cn_ref, "c_n")
@@ -394,17 +395,21 @@ def test_lstm_without_bias():
     assert [id(p) for p in lstm.params()] == [id(getattr(lstm, n)) for n in names]
     assert all(getattr(lstm, f"bias_ih_l{k}") is None for k in range(2))
     x = _randn(rng, 4, 2, 3)
-    y = lstm.forward(x)
+    y, _ = lstm.forward(x)
     gx = lstm.backward(np.ones_like(y))
     assert gx.shape == x.shape and len(lstm.grads()) == 8
     assert set(lstm.state_dict()) == set(names)
 
 
-def test_lstm_rejects_unsupported_options():
-    with pytest.raises(ValueError):
-        L.LSTM(3, 4, batch_first=True)
-    with pytest.raises(ValueError):
-        L.LSTM(3, 4, num_layers=2, dropout=0.5)
+def test_lstm_rejects_bad_options():
+    with pytest.raises(ValueError, match="dropout"):
+        L.LSTM(3, 4, num_layers=2, dropout=1.0)
+    with pytest.raises(ValueError, match="merge_mode"):
+        L.LSTM(3, 4, bidirectional=True, merge_mode="max")
+    with pytest.raises(ValueError, match="hidden_size"):
+        L.LSTM(3, 0)
+    with pytest.raises(ValueError, match="initial state"):
+        L.LSTM(3, 4).forward(np.zeros((2, 1, 3), np.float32), (np.zeros((1, 2, 4)),) * 2)
 
 
 # ---- Sequential ------------------------------------------------------------------------
@@ -475,20 +480,24 @@ def test_params_are_live_arrays():
     lstm = L.LSTM(3, 2, bidirectional=True, dtype=F64, rng=rng)
     x = _randn(rng, 2, 1, 5, 5)
     xs = _randn(rng, 4, 2, 3)
+    def out(m, inp):
+        y = m.forward(inp)
+        return y[0] if isinstance(y, tuple) else y
+
     for m, inp in ((model, x), (lstm, xs)):
-        y0 = m.forward(inp)
+        y0 = out(m, inp)
         m.backward(np.ones_like(y0))
         before = [p.copy() for p in m.params()]
         ak.optim.sgd_step(m.params(), m.grads(), step=1, lr=0.1)   # in place on the live arrays
         assert all(not np.array_equal(a, b) for a, b in zip(m.params(), before))
-        y1 = m.forward(inp)
+        y1 = out(m, inp)
         assert not np.array_equal(y0, y1)
         # the same arrays, updated in place, are what the layer computes with
         for a, b in zip(m.params(), before):
             a[...] = b
-        _eq(m.forward(inp), y0, "restored in place")
+        _eq(out(m, inp), y0, "restored in place")
     # grads() are refreshed by each backward, not accumulated
-    y = lstm.forward(xs)
+    y, _ = lstm.forward(xs)
     lstm.backward(np.ones_like(y))
     g1 = [g.copy() for g in lstm.grads()]
     lstm.forward(xs)
@@ -555,7 +564,7 @@ def test_lstm_matches_torch_2layer_bidirectional():
             tp.copy_(torch.from_numpy(p))
     x = _randn(rng, steps, bsz, n_in)
     h0, c0 = _randn(rng, 4, bsz, hid), _randn(rng, 4, bsz, hid)
-    y = ours.forward(x, (h0, c0))
+    y, _ = ours.forward(x, (h0, c0))
     tx, th, tc = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, h0, c0))
     ty, (thn, tcn) = ref(tx, (th, tc))
     tol = dict(rtol=1e-10, atol=1e-12)
@@ -682,8 +691,7 @@ def test_fd_gradcheck_lstm_2layer_bidirectional():
     rh, rc = _randn(rng, 4, bsz, hid), _randn(rng, 4, bsz, hid)
 
     def loss():
-        y = lstm.forward(x, (h0, c0))
-        h_n, c_n = lstm.state
+        y, (h_n, c_n) = lstm.forward(x, (h0, c0))
         return float(np.sum(y * ry) + np.sum(h_n * rh) + np.sum(c_n * rc))
 
     lstm.forward(x, (h0, c0))
@@ -848,7 +856,7 @@ def test_lstm_training_run_loss_decreases():
     opt = ak.optim.Adam(lstm.params() + head.params(), lr=2e-2)
     losses = []
     for _ in range(30):
-        out = lstm.forward(x)
+        out, _ = lstm.forward(x)
         logits = head.forward(out[-1])
         loss, g = ak.nn.softmax_cross_entropy(logits, y)
         gl = np.zeros_like(out)

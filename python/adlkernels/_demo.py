@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import layers, nn, optim
+from . import _cuda, layers, nn, optim
 
 FAMILIES = ("conv", "pool", "nn", "norm", "rnn", "optim")
 INSTALL_HINT = 'pip install "adlkernels[demo]"'
@@ -96,11 +96,12 @@ def _family(layer):
         return "conv"
     if isinstance(layer, (layers.MaxPool2d, layers.AvgPool2d)):
         return "pool"
-    if isinstance(layer, (layers.Linear, layers.ReLU, layers.Dropout)):
+    if isinstance(layer, (layers.Linear, layers.ReLU, layers.Tanh, layers.Sigmoid,
+                          layers.Dropout, layers.Embedding)):
         return "nn"
     if isinstance(layer, (layers._BatchNorm, layers.LayerNorm)):
         return "norm"
-    if isinstance(layer, layers.LSTM):
+    if isinstance(layer, (layers._Recurrent, layers.AdditiveAttention)):
         return "rnn"
     return None  # Flatten, containers: reshapes only
 
@@ -109,7 +110,7 @@ def instrument(model, timer):
     """Wraps forward/backward of every leaf layer of ``model`` (instance attributes, the
     classes are untouched) so that their time is charged to their kernel family."""
     children = model.children()
-    if not children or isinstance(model, layers.LSTM):
+    if not children:
         fam = _family(model)
         if fam is not None:
             model.forward = timer.wrap(model.forward, fam)
@@ -152,13 +153,10 @@ class RowLSTM(layers.Module):
         self.lstm = layers.LSTM(8, hidden, dtype=dtype, rng=rng)
         self.head = layers.Linear(hidden, 10, dtype=dtype, rng=rng)
 
-    def children(self):
-        return [self.lstm, self.head]
-
     def forward(self, x):
         n, _, h, w = x.shape
         seq = layers._xp(x).ascontiguousarray(x.reshape(n, h, w).transpose(1, 0, 2))  # (T=8, N, 8)
-        y = self.lstm.forward(seq)
+        y, _ = self.lstm.forward(seq)
         self.cache = y.shape
         return self.head.forward(y[-1])
 
@@ -304,7 +302,7 @@ def train(model="cnn", *, epochs=40, batch_size=32, lr=None, gamma=None, patienc
     net = build_model(model, seed)
     if device == "gpu":  # the model and every split as cupy arrays, before the optimizer
         net.to("cuda")
-        xp = layers._cuda._cp()
+        xp = _cuda._cp()
         x_train, y_train, x_val, y_val, x_test, y_test = (
             xp.asarray(a) for a in (x_train, y_train, x_val, y_val, x_test, y_test))
     else:

@@ -6,30 +6,37 @@ the initial weights), starts in training mode (``.train()``, ``.eval()``), and h
 ``forward(x)`` (caches what its backward needs), ``backward(grad_y)`` (returns grad_x and
 stores the parameter gradients), ``params()`` (the live parameter arrays, PyTorch's
 order: weight before bias) and ``grads()`` (same order). Initialization is PyTorch's:
-Linear/Conv2d weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LSTM weights and
-biases U(-1/sqrt(hidden), 1/sqrt(hidden)), norms weight 1 and bias 0.
+Linear/Conv weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), recurrent weights and
+biases U(-1/sqrt(hidden), 1/sqrt(hidden)), Embedding N(0, 1), norms weight 1 and bias 0.
 
-``to("cuda")`` (or ``.cuda()``) moves a model's arrays to the GPU as cupy arrays, ``to("cpu")``
-back. ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters and buffers
-(running statistics, dropout's seed and step counter) as copies, so training resumes
-bit-identically. A layer may be used more than once in a :class:`Sequential`, with
-PyTorch's semantics (gradients summed over the uses; see there). Every layer runs the
-functional kernels of adlkernels; cupy arrays work wherever those kernels have a CUDA
+A model is a :class:`Module` subclass whose sub-layers (and :class:`Parameter` arrays)
+are assigned as attributes: they register themselves, as in torch.nn. A layer may be
+used more than once per step (gradients are summed over the uses, see Module).
+``to("cuda")`` (or ``.cuda()``) moves a model's arrays to the GPU as cupy arrays,
+``to("cpu")`` back. ``state_dict()`` / ``load_state_dict(d)`` save and restore parameters
+and buffers (running statistics, dropout's seed and step counter) as copies, so training
+resumes bit-identically; :func:`save` and :func:`load` write and read a model with its
+optimizer and schedule as one ``.npz`` file (no pickle). Every layer runs the functional
+kernels of adlkernels; cupy arrays work wherever those kernels have a CUDA
 implementation.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 
-from . import _cuda, conv, nn, norm, pool, rnn
+from . import conv, nn, norm, pool, rnn
 from ._backend import is_device_array
+from ._module import Module, ModuleList, Parameter, _is_array, _xp
 
 __all__ = [
-    "Module", "Conv2d", "MaxPool2d", "AvgPool2d", "Linear", "ReLU", "Dropout", "BatchNorm1d",
-    "BatchNorm2d", "LayerNorm", "LSTM", "Flatten", "Sequential",
+    "Module", "Parameter", "ModuleList", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d",
+    "Linear", "ReLU", "Tanh", "Sigmoid", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "LayerNorm", "Embedding", "LSTM", "GRU", "RNN", "AdditiveAttention", "Flatten",
+    "Sequential", "save", "load",
 ]
 
 
@@ -37,146 +44,8 @@ def _uniform(rng, bound, shape, dtype):
     return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
-def _xp(a):
-    """The array module of a: cupy for a device array, else numpy."""
-    return _cuda._cp() if is_device_array(a) else np
-
-
-def _is_array(v) -> bool:
-    return isinstance(v, np.ndarray) or is_device_array(v)
-
-
 def _rng(rng):
     return np.random.default_rng() if rng is None else rng
-
-
-class Module:
-    """Base class: training flag, parameters with their gradients, buffers, state dicts."""
-
-    _param_names: tuple = ()
-    _buffer_names: tuple = ()
-
-    def __init__(self):
-        self.training = True
-        self.cache = None
-        self._accumulate = False  # set by Sequential.backward for a module it reuses
-
-    # -- modes ---------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self.training = bool(mode)
-        for child in self.children():
-            child.train(mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
-
-    def children(self):
-        return []
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-    def modules(self):
-        """This module and its descendants, each once (a module reused in a Sequential
-        too), in pre-order: ``torch.nn.Module.modules()``'s order."""
-        seen, out, stack = set(), [], [self]
-        while stack:
-            m = stack.pop()
-            if id(m) not in seen:
-                seen.add(id(m))
-                out.append(m)
-                stack.extend(reversed(m.children()))
-        return out
-
-    # -- parameters ------------------------------------------------------------------------
-    def params(self):
-        """The parameters of every module once, in PyTorch's order (``parameters()``)."""
-        return [getattr(m, n) for m in self.modules() for n in m._param_names
-                if getattr(m, n) is not None]
-
-    def grads(self):
-        return [m._grads[n] for m in self.modules() for n in m._param_names
-                if getattr(m, n) is not None]
-
-    def _init_grads(self):
-        self._grads = {n: (None if getattr(self, n) is None else np.zeros_like(getattr(self, n)))
-                       for n in self._param_names}
-
-    def _set_grad(self, name, value):
-        if value is not None and self._grads.get(name) is not None:
-            if self._accumulate:
-                self._grads[name] += value
-            else:
-                self._grads[name][...] = value
-
-    # -- state ------------------------------------------------------------------------------
-    def _state_items(self, prefix=""):
-        for n in self._param_names + self._buffer_names:
-            v = getattr(self, n)
-            if v is not None:
-                yield prefix + n, v
-        for i, c in enumerate(self.children()):
-            yield from c._state_items(f"{prefix}{i}.")
-
-    def state_dict(self) -> dict:
-        return {k: (v.copy() if _is_array(v) else v) for k, v in self._state_items()}
-
-    def load_state_dict(self, d: dict) -> None:
-        items = dict(self._state_items())
-        if set(items) != set(d):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: keys differ: "
-                             f"missing {sorted(set(items) - set(d))}, unexpected {sorted(set(d) - set(items))}")
-        for k, v in items.items():
-            if _is_array(v) and tuple(np.shape(d[k])) != v.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {k}: expected shape "
-                                 f"{v.shape}, got {np.shape(d[k])}")
-        self._load_items(d, "")
-
-    def _load_items(self, d, prefix):
-        for n in self._param_names + self._buffer_names:
-            v = getattr(self, n)
-            if _is_array(v):
-                v[...] = _xp(v).asarray(d[prefix + n])
-            elif v is not None:
-                setattr(self, n, d[prefix + n])
-        for i, c in enumerate(self.children()):
-            c._load_items(d, f"{prefix}{i}.")
-
-    # -- devices --------------------------------------------------------------------------
-    def to(self, device):
-        """Moves every parameter, gradient and buffer of this module and its descendants to
-        ``device``, in place, and returns self (``torch.nn.Module.to``): "cuda" or "gpu"
-        (cupy arrays on CuPy's current device; the layers then run the CUDA kernels) or
-        "cpu" (numpy arrays). Build the optimizer after the move: it holds the arrays."""
-        if device in ("cuda", "gpu"):
-            cp = _cuda._cp()
-            move = cp.asarray
-        elif device == "cpu":
-            def move(a):
-                return a.get() if is_device_array(a) else a
-        else:
-            raise ValueError(f"{type(self).__name__}.to: device must be 'cpu' or 'cuda', got {device!r}")
-        for m in self.modules():
-            for n in m._param_names + m._buffer_names:
-                v = getattr(m, n)
-                if _is_array(v):
-                    setattr(m, n, move(v))
-            if hasattr(m, "_grads"):
-                m._grads = {n: (None if g is None else move(g)) for n, g in m._grads.items()}
-            m.cache = None
-        return self
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def _need_cache(self):
-        if self.cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
-        return self.cache
 
 
 class Linear(Module):
@@ -192,6 +61,10 @@ class Linear(Module):
         self.bias = _uniform(rng, bound, (out_features,), dtype) if bias else None
         self._init_grads()
 
+    def extra_repr(self):
+        o, i = self.weight.shape
+        return f"in_features={i}, out_features={o}, bias={self.bias is not None}"
+
     def forward(self, x):
         self.cache = x
         return nn.linear_forward(x, self.weight, self.bias)
@@ -202,6 +75,70 @@ class Linear(Module):
         self._set_grad("weight", gw)
         self._set_grad("bias", gb)
         return gx
+
+
+def _conv_repr(c_in, c_out, k, stride, padding, dilation, groups, bias):
+    s = f"{c_in}, {c_out}, kernel_size={k}, stride={stride}"
+    if padding not in (0, (0,), (0, 0)):
+        s += f", padding={padding}"
+    if dilation not in (1, (1,), (1, 1)):
+        s += f", dilation={dilation}"
+    if groups != 1:
+        s += f", groups={groups}"
+    return s + ("" if bias else ", bias=False")
+
+
+def _one(v, name):
+    """An int, or a 1-tuple of one, for Conv1d's arguments."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 1:
+            raise ValueError(f"Conv1d: {name} must be an int or a 1-tuple, got {v!r}")
+        v = v[0]
+    return v
+
+
+class Conv1d(Module):
+    """1-d convolution (``torch.nn.Conv1d``); x (N, C_in, L). It runs the 2-d kernels on
+    (N, C_in, 1, L) views with a (1, k) window, so weight is (C_out, C_in/groups, k)."""
+
+    _param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        k = _one(kernel_size, "kernel_size")
+        self.stride, self.padding = _one(stride, "stride"), _one(padding, "padding")
+        self.dilation, self.groups = _one(dilation, "dilation"), groups
+        fan_in = in_channels // groups * k
+        bound = 1 / math.sqrt(fan_in) if fan_in else 0.0
+        self.weight = _uniform(rng, bound, (out_channels, in_channels // groups, k), dtype)
+        self.bias = _uniform(rng, bound, (out_channels,), dtype) if bias else None
+        self._init_grads()
+
+    def extra_repr(self):
+        o, c, k = self.weight.shape
+        return _conv_repr(c * self.groups, o, (k,), (self.stride,), (self.padding,),
+                          (self.dilation,), self.groups, self.bias is not None)
+
+    def _args(self):
+        return ((1, self.stride), (0, self.padding), (1, self.dilation), self.groups)
+
+    def forward(self, x):
+        if getattr(x, "ndim", None) != 3:
+            raise ValueError(f"Conv1d: expected x of shape (N, C_in, L), got {getattr(x, 'shape', type(x).__name__)}")
+        self.cache = x
+        y = conv.conv2d_forward(x[:, :, None, :], self.weight[:, :, None, :], self.bias, *self._args())
+        return y[:, :, 0, :]
+
+    def backward(self, grad_y):
+        x = self._need_cache()
+        gx, gw, gb = conv.conv2d_backward(grad_y[:, :, None, :], x[:, :, None, :],
+                                          self.weight[:, :, None, :], *self._args(),
+                                          (True, True, self.bias is not None))
+        self._set_grad("weight", gw[:, :, 0, :])
+        self._set_grad("bias", gb)
+        return gx[:, :, 0, :]
 
 
 class Conv2d(Module):
@@ -220,6 +157,11 @@ class Conv2d(Module):
         self.weight = _uniform(rng, bound, (out_channels, in_channels // groups) + k, dtype)
         self.bias = _uniform(rng, bound, (out_channels,), dtype) if bias else None
         self._init_grads()
+
+    def extra_repr(self):
+        o, c, *k = self.weight.shape
+        return _conv_repr(c * self.groups, o, tuple(k), self.stride, self.padding,
+                          self.dilation, self.groups, self.bias is not None)
 
     def forward(self, x):
         self.cache = x
@@ -243,6 +185,11 @@ class MaxPool2d(Module):
         super().__init__()
         self.args = (kernel_size, stride, padding, dilation, ceil_mode)
 
+    def extra_repr(self):
+        k, s, p, d, c = self.args
+        return (f"kernel_size={k}, stride={k if s is None else s}, padding={p}, "
+                f"dilation={d}, ceil_mode={c}")
+
     def forward(self, x):
         y, idx = pool.maxpool2d_forward(x, *self.args)
         self.cache = (idx, x.shape)
@@ -259,6 +206,10 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
         self.args = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+    def extra_repr(self):
+        k, s, p, c, inc = self.args
+        return f"kernel_size={k}, stride={k if s is None else s}, padding={p}"
 
     def forward(self, x):
         self.cache = x.shape
@@ -277,6 +228,30 @@ class ReLU(Module):
         return nn.relu_backward(grad_y, self._need_cache())
 
 
+class Tanh(Module):
+    """``torch.nn.Tanh``; the backward uses the output."""
+
+    def forward(self, x):
+        y = nn.tanh_forward(x)
+        self.cache = y
+        return y
+
+    def backward(self, grad_y):
+        return nn.tanh_backward(grad_y, self._need_cache())
+
+
+class Sigmoid(Module):
+    """``torch.nn.Sigmoid``; the backward uses the output."""
+
+    def forward(self, x):
+        y = nn.sigmoid_forward(x)
+        self.cache = y
+        return y
+
+    def backward(self, grad_y):
+        return nn.sigmoid_backward(grad_y, self._need_cache())
+
+
 class Dropout(Module):
     """Inverted dropout (``torch.nn.Dropout``). The mask of the k-th training forward is
     drawn with seed + k (Philox; see adlkernels.nn), so a run is reproducible from
@@ -290,6 +265,9 @@ class Dropout(Module):
         self.p = p
         self.seed = int(_rng(rng).integers(0, 2**62)) if seed is None else int(seed)
         self.steps = 0
+
+    def extra_repr(self):
+        return f"p={self.p}"
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -321,6 +299,12 @@ class _BatchNorm(Module):
         self.running_mean = np.zeros(num_features, dtype) if track_running_stats else None
         self.running_var = np.ones(num_features, dtype) if track_running_stats else None
         self._init_grads()
+        self.num_features = num_features
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.weight is not None}, "
+                f"track_running_stats={self.running_mean is not None}")
 
     def forward(self, x):
         if x.ndim not in self._ndims:
@@ -365,6 +349,10 @@ class LayerNorm(Module):
         self.bias = np.zeros(ns, dtype) if elementwise_affine else None
         self._init_grads()
 
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.weight is not None}")
+
     def forward(self, x):
         y, mean, rstd = norm.layernorm_forward(x, self.normalized_shape, self.weight, self.bias, self.eps)
         self.cache = (x, mean, rstd)
@@ -385,6 +373,9 @@ class Flatten(Module):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
     def forward(self, x):
         self.cache = x.shape
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
@@ -395,159 +386,467 @@ class Flatten(Module):
         return grad_y.reshape(self._need_cache())
 
 
+
+
 class Sequential(Module):
-    """Layers applied in order; backward runs them in reverse.
+    """Layers applied in order; backward runs them in reverse. Sub-layers are named "0",
+    "1", ... (state dict keys "0.weight", ...).
 
     A layer may appear more than once (``Sequential(lin, ReLU(), lin)``, also inside
     nested Sequentials), with PyTorch's semantics: each use computes with its own input
-    (forward keeps every use's cache and backward hands each use its own), and the
-    parameter gradients of a reused layer are the sum over its uses. ``params()`` and
-    ``grads()`` list a reused layer's arrays once. Two different layers sharing one
-    parameter array (tied weights) are not merged: that array is listed twice, and an
-    optimizer given it twice raises ValueError."""
+    and the parameter gradients of a reused layer are the sum over its uses (see
+    :class:`Module` on caches). ``params()`` and ``grads()`` list a reused layer's arrays
+    once. Two different layers sharing one parameter array (tied weights) are not merged:
+    that array is listed twice, and an optimizer given it twice raises ValueError."""
 
     def __init__(self, *layers):
         super().__init__()
-        self.layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
+            self._modules[str(i)] = layer
 
-    def children(self):
-        return self.layers
+    @property
+    def layers(self):
+        return list(self._modules.values())
 
     def __getitem__(self, i):
         return self.layers[i]
 
     def __len__(self):
-        return len(self.layers)
+        return len(self._modules)
 
     def forward(self, x):
-        caches = []
-        for layer in self.layers:
+        for layer in self._modules.values():
             x = layer.forward(x)
-            caches.append(layer.cache)  # a later use of the same layer replaces its cache
-        self.cache = caches
+        self.cache = True  # each layer keeps its own cache; this marks a use of the whole
         return x
 
     def backward(self, grad_y):
-        caches = self._need_cache()
-        # Layers reached more than once accumulate their gradients over their uses: zeroed
-        # here, summed by _set_grad. A nested Sequential leaves the layers that an outer one
-        # already took care of alone.
-        counts: dict = {}
-        _count_uses(self, counts)
-        reused = [m for m, n in counts.values() if n > 1 and not m._accumulate]
-        for m in reused:
-            for g in getattr(m, "_grads", {}).values():
-                if g is not None:
-                    g[...] = 0
-            m._accumulate = True
-        try:
-            for layer, cache in zip(reversed(self.layers), reversed(caches)):
-                layer.cache = cache
-                grad_y = layer.backward(grad_y)
-        finally:
-            for m in reused:
-                m._accumulate = False
+        self._need_cache()
+        for layer in reversed(self.layers):
+            grad_y = layer.backward(grad_y)
         return grad_y
 
 
-def _count_uses(module, counts: dict) -> None:
-    """counts[id(m)] = (m, how many times m is reached below module): a child reached
-    twice has its own children counted twice."""
-    for child in module.children():
-        counts[id(child)] = (child, counts.get(id(child), (child, 0))[1] + 1)
-        _count_uses(child, counts)
+class Embedding(Module):
+    """``torch.nn.Embedding``: indices (any shape, int64) -> rows of weight, shape
+    indices.shape + (embedding_dim,). weight ~ N(0, 1) with row padding_idx zero; that row
+    gets no gradient. backward(grad_y) stores the weight gradient and returns None (no
+    gradient for integer indices)."""
+
+    _param_names = ("weight",)
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, *, dtype=np.float32,
+                 rng=None):
+        super().__init__()
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"Embedding: padding_idx must be in [-{num_embeddings}, "
+                                 f"{num_embeddings}), got {padding_idx}")
+            padding_idx %= num_embeddings
+        self.padding_idx = padding_idx
+        self.weight = _rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        if padding_idx is not None:
+            self.weight[padding_idx] = 0
+        self._init_grads()
+
+    def extra_repr(self):
+        v, d = self.weight.shape
+        return f"{v}, {d}" + ("" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
+
+    def forward(self, indices):
+        y = nn.embedding_forward(indices, self.weight, self.padding_idx)
+        self.cache = indices
+        return y
+
+    def backward(self, grad_y):
+        indices = self._need_cache()
+        self._set_grad("weight", nn.embedding_backward(grad_y, indices, self.weight.shape[0],
+                                                       self.padding_idx))
+        return None
 
 
-class LSTM(Module):
-    """``torch.nn.LSTM`` (sequence-first: x (T, B, input_size)) with num_layers and
-    bidirectional; the output of a bidirectional layer is [forward, backward] concatenated
-    on the last axis. forward(x, state=None) -> y (T, B, D*H); state is (h0, c0), each
-    (num_layers * D, B, H), zeros if None; the final (h_n, c_n) are kept in ``.state``.
-    Parameters per layer and direction, in PyTorch's order: weight_ih, weight_hh, bias_ih,
-    bias_hh (names weight_ih_l{k}[_reverse], ...). Each direction writes straight into its
-    half of the layer's output (no concatenation copies)."""
+# ---- recurrent layers ------------------------------------------------------------------------
+
+_MERGE_MODES = ("concat", "sum", "ave", "mul")
+
+
+class _Recurrent(Module):
+    """Shared by LSTM, GRU and RNN: layers x directions of the one-layer sequence kernels
+    of ak.rnn, each direction writing straight into its half of the layer's output."""
+
+    _gates = 1
+    _has_cell = False
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, dtype=np.float32, rng=None):
+                 dropout=0.0, bidirectional=False, merge_mode="concat", *, dtype=np.float32,
+                 rng=None):
         super().__init__()
-        if batch_first or dropout:
-            raise ValueError("LSTM: batch_first and inter-layer dropout are not supported "
-                             "(use (T, B, I) inputs and a Dropout layer)")
+        name = type(self).__name__
+        for arg, v, lo in (("input_size", input_size, 1), ("hidden_size", hidden_size, 1),
+                           ("num_layers", num_layers, 1)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name}: {arg} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(f"{name}: merge_mode must be one of {_MERGE_MODES}, got {merge_mode!r}")
         rng = _rng(rng)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), float(dropout)
+        self.bidirectional, self.merge_mode = bool(bidirectional), merge_mode
         self.dirs = 2 if bidirectional else 1
         bound = 1 / math.sqrt(hidden_size)
+        gh = self._gates * hidden_size
         names = []
         for layer in range(num_layers):
-            n_in = input_size if layer == 0 else hidden_size * self.dirs
+            n_in = input_size if layer == 0 else self._merged_size()
             for d in range(self.dirs):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                for n, shape in (("weight_ih", (4 * hidden_size, n_in)),
-                                 ("weight_hh", (4 * hidden_size, hidden_size)),
-                                 ("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))):
-                    if n.startswith("bias") and not bias:
-                        setattr(self, n + sfx, None)
-                    else:
-                        setattr(self, n + sfx, _uniform(rng, bound, shape, dtype))
+                for n, shape in (("weight_ih", (gh, n_in)), ("weight_hh", (gh, hidden_size)),
+                                 ("bias_ih", (gh,)), ("bias_hh", (gh,))):
+                    value = None if n.startswith("bias") and not bias else _uniform(rng, bound, shape, dtype)
+                    object.__setattr__(self, n + sfx, value)
                     names.append(n + sfx)
         self._param_names = tuple(names)
         self._init_grads()
         self.state = None
+        # Inter-layer dropout masks come from seed + a counter, as the Dropout layer's.
+        self.seed = int(rng.integers(0, 2**62)) if dropout and num_layers > 1 else 0
+        self.steps = 0
+        if dropout and num_layers > 1:
+            self._buffer_names = ("seed", "steps")
+
+    def _merged_size(self):
+        return self.hidden_size * (2 if self.dirs == 2 and self.merge_mode == "concat" else 1)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+            if self.merge_mode != "concat":
+                s += f", merge_mode={self.merge_mode!r}"
+        return s + self._extra()
+
+    def _extra(self):
+        return ""
 
     def _weights(self, layer, d):
         sfx = f"_l{layer}" + ("_reverse" if d else "")
         return [getattr(self, n + sfx) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")], sfx
 
+    # The one-layer kernels: (y, finals, cache) and (grads, grad_initials).
+    def _run(self, inp, initials, w, reverse, out):
+        raise NotImplementedError
+
+    def _run_backward(self, g, grad_finals, cache):
+        raise NotImplementedError
+
+    def _initial_state(self, x, state, bsz):
+        """The initial state as a tuple of (L*D, B, H) arrays (h, or h and c)."""
+        shape = (self.num_layers * self.dirs, bsz, self.hidden_size)
+        xp = _xp(x)
+        parts = (2 if self._has_cell else 1)
+        if state is None:
+            return tuple(xp.zeros(shape, self.weight_ih_l0.dtype) for _ in range(parts))
+        states = tuple(state) if self._has_cell else (state,)
+        if len(states) != parts:
+            raise ValueError(f"{type(self).__name__}: state must be "
+                             f"{'(h0, c0)' if self._has_cell else 'h0'}")
+        for s in states:
+            if getattr(s, "shape", None) != shape:
+                raise ValueError(f"{type(self).__name__}: initial state must have shape {shape}, "
+                                 f"got {getattr(s, 'shape', type(s).__name__)}")
+        return states
+
     def forward(self, x, state=None):
+        """x (T, B, input_size), or (B, T, input_size) with batch_first -> (output, state):
+        output (T, B, D*H) for merge_mode "concat" (D = 2 if bidirectional), else
+        (T, B, H); state h_n (num_layers*D, B, H) ((h_n, c_n) for LSTM). ``state``: the
+        initial state in the same form, zeros if None."""
+        name = type(self).__name__
+        if getattr(x, "ndim", None) != 3:
+            raise ValueError(f"{name}: expected a 3-d input, got {getattr(x, 'shape', type(x).__name__)}")
+        xp = _xp(x)
+        if self.batch_first:
+            x = xp.ascontiguousarray(x.transpose(1, 0, 2))
         steps, bsz = x.shape[0], x.shape[1]
         hid, dirs = self.hidden_size, self.dirs
+        initials = self._initial_state(x, state, bsz)
         dtype = self.weight_ih_l0.dtype
-        xp = _xp(x)
-        if state is None:
-            h0 = xp.zeros((self.num_layers * dirs, bsz, hid), dtype)
-            c0 = xp.zeros_like(h0)
-        else:
-            h0, c0 = state
-        caches, h_n, c_n = [], [], []
+        caches, finals, masks, merged = [], [[] for _ in initials], [], []
         inp = x
         for layer in range(self.num_layers):
             y = xp.empty((steps, bsz, dirs * hid), dtype)
             for d in range(dirs):
                 k = layer * dirs + d
                 w, _ = self._weights(layer, d)
-                _, hk, ck, cache = rnn.lstm_forward(inp, h0[k], c0[k], *w, reverse=bool(d),
-                                                    out=y[:, :, d * hid:(d + 1) * hid])
+                fin, cache = self._run(inp, [s[k] for s in initials], w, bool(d),
+                                       y[:, :, d * hid:(d + 1) * hid])
                 caches.append(cache)
-                h_n.append(hk)
-                c_n.append(ck)
-            inp = y
-        self.state = (xp.stack(h_n), xp.stack(c_n))
-        self.cache = caches
-        return inp
+                for lst, f in zip(finals, fin):
+                    lst.append(f)
+            out = self._merge(y)
+            merged.append(y)
+            if layer + 1 < self.num_layers and self.training and self.dropout > 0:
+                out, mask = nn.dropout_forward(out, self.dropout, seed=(self.seed + self.steps) % 2**64)
+                self.steps += 1
+                masks.append(mask)
+            else:
+                masks.append(None)
+            inp = out
+        finals = tuple(xp.stack(lst) for lst in finals)
+        self.state = finals if self._has_cell else finals[0]
+        self.cache = (caches, masks, merged)
+        if self.batch_first:
+            inp = xp.ascontiguousarray(inp.transpose(1, 0, 2))
+        return inp, self.state
 
-    def backward(self, grad_y, grad_state=None):
-        """grad_y (T, B, D*H) -> grad_x; grad_state = (grad_h_n, grad_c_n) or None. The
-        gradients of h0 and c0 are kept in ``.grad_state``."""
-        caches = self._need_cache()
+    def _merge(self, y):
+        if self.dirs == 1 or self.merge_mode == "concat":
+            return y
+        hid = self.hidden_size
+        a, b = y[:, :, :hid], y[:, :, hid:]
+        if self.merge_mode == "sum":
+            return a + b
+        if self.merge_mode == "ave":
+            return (a + b) * y.dtype.type(0.5)
+        return a * b
+
+    def _unmerge(self, g, y):
+        """The gradient of the layer's (T, B, 2H) direction outputs from the merged one's."""
+        if self.dirs == 1 or self.merge_mode == "concat":
+            return g
+        xp = _xp(g)
+        hid = self.hidden_size
+        if self.merge_mode == "sum":
+            return xp.concatenate([g, g], axis=2)
+        if self.merge_mode == "ave":
+            half = g * g.dtype.type(0.5)
+            return xp.concatenate([half, half], axis=2)
+        return xp.concatenate([g * y[:, :, hid:], g * y[:, :, :hid]], axis=2)
+
+    def backward(self, grad_output, grad_state=None):
+        """grad_output (the output's shape) -> grad_x; grad_state: the gradient of the
+        final state (as the state returned by forward) or None. The gradient of the
+        initial state is kept in ``.grad_state`` (same form)."""
+        caches, masks, merged = self._need_cache()
+        xp = _xp(grad_output)
+        g = grad_output
+        if self.batch_first:
+            g = xp.ascontiguousarray(g.transpose(1, 0, 2))
+        if grad_state is not None and not self._has_cell:
+            grad_state = (grad_state,)
         hid, dirs = self.hidden_size, self.dirs
-        g = grad_y
-        gh0 = [None] * len(caches)
-        gc0 = [None] * len(caches)
+        parts = 2 if self._has_cell else 1
+        g_init = [[None] * len(caches) for _ in range(parts)]
         for layer in reversed(range(self.num_layers)):
+            if masks[layer] is not None:
+                g = nn.dropout_backward(g, masks[layer], self.dropout)
+            g = self._unmerge(g, merged[layer])
             gx = None
             for d in range(dirs):
                 k = layer * dirs + d
-                ghn = None if grad_state is None else grad_state[0][k]
-                gcn = None if grad_state is None else grad_state[1][k]
-                gk = rnn.lstm_backward(g[:, :, d * hid:(d + 1) * hid], ghn, gcn, caches[k])
+                gfin = None if grad_state is None else [s[k] for s in grad_state]
+                gk, ginit = self._run_backward(g[:, :, d * hid:(d + 1) * hid], gfin, caches[k])
                 _, sfx = self._weights(layer, d)
                 self._set_grad("weight_ih" + sfx, gk.w_ih)
                 self._set_grad("weight_hh" + sfx, gk.w_hh)
                 self._set_grad("bias_ih" + sfx, gk.b_ih)
                 self._set_grad("bias_hh" + sfx, gk.b_hh)
-                gh0[k], gc0[k] = gk.h0, gk.c0
+                for i in range(parts):
+                    g_init[i][k] = ginit[i]
                 gx = gk.x if gx is None else gx + gk.x
             g = gx
-        xp = _xp(grad_y)
-        self.grad_state = (xp.stack(gh0), xp.stack(gc0))
+        stacked = tuple(xp.stack(lst) for lst in g_init)
+        self.grad_state = stacked if self._has_cell else stacked[0]
+        if self.batch_first:
+            g = xp.ascontiguousarray(g.transpose(1, 0, 2))
         return g
+
+
+class LSTM(_Recurrent):
+    """``torch.nn.LSTM``: forward(x, (h0, c0)=None) -> (output, (h_n, c_n)); gates i, f,
+    g, o. Parameters per layer and direction, in PyTorch's order and names: weight_ih_l{k},
+    weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} (suffix _reverse for the backward
+    direction). ``dropout`` applies to the outputs of every layer but the last, in
+    training. Bidirectional outputs are [forward, backward] concatenated (PyTorch), or
+    merged by ``merge_mode`` "sum", "ave" or "mul"; a merged layer feeds the next layer
+    the merged (T, B, H) output."""
+
+    _gates = 4
+    _has_cell = True
+
+    def _run(self, inp, initials, w, reverse, out):
+        _, h, c, cache = rnn.lstm_forward(inp, initials[0], initials[1], *w, reverse=reverse, out=out)
+        return (h, c), cache
+
+    def _run_backward(self, g, grad_finals, cache):
+        ghn, gcn = (None, None) if grad_finals is None else grad_finals
+        gk = rnn.lstm_backward(g, ghn, gcn, cache)
+        return gk, (gk.h0, gk.c0)
+
+
+class GRU(_Recurrent):
+    """``torch.nn.GRU``: forward(x, h0=None) -> (output, h_n); gates r, z, n. Arguments,
+    parameter names, dropout and merge_mode as :class:`LSTM`."""
+
+    _gates = 3
+
+    def _run(self, inp, initials, w, reverse, out):
+        _, h, cache = rnn.gru_forward(inp, initials[0], *w, reverse=reverse, out=out)
+        return (h,), cache
+
+    def _run_backward(self, g, grad_finals, cache):
+        gk = rnn.gru_backward(g, None if grad_finals is None else grad_finals[0], cache)
+        return gk, (gk.h0,)
+
+
+class RNN(_Recurrent):
+    """``torch.nn.RNN`` (Elman): forward(x, h0=None) -> (output, h_n), h' = tanh or relu
+    of (W_ih x + b_ih + W_hh h + b_hh). Arguments as :class:`LSTM` plus
+    ``nonlinearity`` ("tanh" or "relu"), given after ``num_layers`` as in PyTorch."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, merge_mode="concat", *,
+                 dtype=np.float32, rng=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, merge_mode, dtype=dtype, rng=rng)
+        self.nonlinearity = nonlinearity
+
+    def _extra(self):
+        return "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}"
+
+    def _run(self, inp, initials, w, reverse, out):
+        _, h, cache = rnn.rnn_forward(inp, initials[0], *w, nonlinearity=self.nonlinearity,
+                                      reverse=reverse, out=out)
+        return (h,), cache
+
+    def _run_backward(self, g, grad_finals, cache):
+        gk = rnn.rnn_backward(g, None if grad_finals is None else grad_finals[0], cache)
+        return gk, (gk.h0,)
+
+
+class AdditiveAttention(Module):
+    """Additive (Bahdanau) attention (:func:`ak.rnn.additive_attention_forward`):
+    forward(query (B, query_size), keys (T, B, key_size), mask=None) -> (context
+    (B, key_size), weights (B, T)); backward(grad_context, grad_weights=None) ->
+    (grad_query, grad_keys). Parameters w_query (A, query_size), w_key (A, key_size),
+    v (A,), with A = attention_size, drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as Linear's."""
+
+    _param_names = ("w_query", "w_key", "v")
+
+    def __init__(self, query_size, key_size, attention_size, *, dtype=np.float32, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        self.w_query = _uniform(rng, 1 / math.sqrt(query_size), (attention_size, query_size), dtype)
+        self.w_key = _uniform(rng, 1 / math.sqrt(key_size), (attention_size, key_size), dtype)
+        self.v = _uniform(rng, 1 / math.sqrt(attention_size), (attention_size,), dtype)
+        self._init_grads()
+
+    def extra_repr(self):
+        a, q = self.w_query.shape
+        return f"query_size={q}, key_size={self.w_key.shape[1]}, attention_size={a}"
+
+    def forward(self, query, keys, mask=None):
+        context, weights, cache = rnn.additive_attention_forward(
+            query, keys, self.w_query, self.w_key, self.v, mask)
+        self.cache = cache
+        return context, weights
+
+    def backward(self, grad_context, grad_weights=None):
+        g = rnn.additive_attention_backward(grad_context, grad_weights, self._need_cache())
+        self._set_grad("w_query", g.w_query)
+        self._set_grad("w_key", g.w_key)
+        self._set_grad("v", g.v)
+        return g.query, g.keys
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+_FORMAT = "adlkernels-checkpoint-1"
+
+
+def save(path, model, optimizer=None, scheduler=None) -> None:
+    """Writes ``model``'s state dict, and the optimizer's and the schedule's state if
+    given, to ``path`` as one ``.npz`` file (arrays as arrays, everything else as JSON in
+    one string entry; no pickle). :func:`load` restores them so that training resumes
+    bit-identically. Device arrays are saved as numpy arrays."""
+    arrays, meta = {}, {"format": _FORMAT, "model": {}, "optimizer": None, "scheduler": None}
+
+    def host(a):
+        return a.get() if is_device_array(a) else np.asarray(a)
+
+    for k, v in model.state_dict().items():
+        if _is_array(v):
+            arrays[f"model/{k}"] = host(v)
+        else:
+            meta["model"][k] = v
+    if optimizer is not None:
+        d = optimizer.state_dict()
+        meta["optimizer"] = {"type": type(optimizer).__name__, "steps": d["steps"],
+                             "hyper": d["hyper"],
+                             "state": {n: len(lst) for n, lst in d["state"].items()}}
+        for n, lst in d["state"].items():
+            for i, a in enumerate(lst):
+                arrays[f"optimizer/{n}/{i}"] = host(a)
+    if scheduler is not None:
+        meta["scheduler"] = {"type": type(scheduler).__name__, **scheduler.state_dict()}
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load(path, model, optimizer=None, scheduler=None) -> None:
+    """Restores what :func:`save` wrote into ``model`` (and ``optimizer``, ``scheduler``
+    when given; each must have been saved). Keys and shapes are checked before anything
+    changes (ValueError naming what differs)."""
+    with np.load(path, allow_pickle=False) as f:
+        if "__meta__" not in f.files:
+            raise ValueError(f"load: {path} is not an adlkernels checkpoint (no __meta__)")
+        meta = json.loads(str(f["__meta__"]))
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"load: {path}: unknown format {meta.get('format')!r}")
+        state = {k[len("model/"):]: f[k] for k in f.files if k.startswith("model/")}
+        state.update(meta["model"])
+        opt_state = None
+        if optimizer is not None:
+            om = meta["optimizer"]
+            if om is None:
+                raise ValueError(f"load: {path} holds no optimizer state")
+            if om["type"] != type(optimizer).__name__:
+                raise ValueError(f"load: {path} holds a {om['type']} state, not a "
+                                 f"{type(optimizer).__name__}")
+            opt_state = {"steps": om["steps"], "hyper": om["hyper"],
+                         "state": {n: [f[f"optimizer/{n}/{i}"] for i in range(count)]
+                                   for n, count in om["state"].items()}}
+    sched_state = None
+    if scheduler is not None:
+        sm = meta["scheduler"]
+        if sm is None or sm["type"] != type(scheduler).__name__:
+            raise ValueError(f"load: {path} holds no {type(scheduler).__name__} state")
+        sched_state = {k: v for k, v in sm.items() if k != "type"}
+    # All or nothing: a part that does not fit puts back the parts already loaded.
+    saved = [(model, model.state_dict())]
+    try:
+        model.load_state_dict(state)
+        if opt_state is not None:
+            saved.append((optimizer, optimizer.state_dict()))
+            optimizer.load_state_dict(opt_state)
+        if sched_state is not None:
+            scheduler.load_state_dict(sched_state)
+    except Exception:
+        for obj, d in saved:
+            obj.load_state_dict(d)
+        raise

@@ -515,6 +515,19 @@ class _Schedule:
     def get_last_lr(self) -> float:
         return self.optimizer.lr
 
+    def state_dict(self) -> dict:
+        """The epoch count, the base rate and the schedule's hyper-parameters (the current
+        rate lives in the optimizer's state dict)."""
+        return {k: v for k, v in vars(self).items() if k != "optimizer"}
+
+    def load_state_dict(self, d: dict) -> None:
+        mine = self.state_dict()
+        if not isinstance(d, dict) or set(d) != set(mine):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: d: expected the keys "
+                             f"{sorted(mine)}, got {sorted(d) if isinstance(d, dict) else type(d).__name__}")
+        for k, v in d.items():
+            setattr(self, k, type(mine[k])(v))
+
     def step(self) -> None:
         self.last_epoch += 1
         self.optimizer.lr = self._next_lr(self.optimizer.lr)
