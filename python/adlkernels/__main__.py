@@ -217,10 +217,13 @@ def main(argv=None) -> int:
     )
     demo = sub.add_parser(
         "demo",
-        help="train a CNN (or --model lstm) on scikit-learn's 8x8 digits; needs adlkernels[demo]",
+        help="train a CNN (or --model lstm) on scikit-learn's 8x8 digits, or an encoder-decoder "
+        "with attention that reads dates (--model seq2seq); needs adlkernels[demo]",
         description="Train a LeNet-style CNN (or --model lstm) on scikit-learn's bundled 8x8 digits "
         "with ak.layers, Adam and a learning-rate schedule, with early stopping on a validation "
-        'split. Needs the optional extra: pip install "adlkernels[demo]".',
+        "split; or (--model seq2seq) an encoder-decoder with additive attention that learns to "
+        "write dates given in many human formats as ISO dates (generated data, greedy "
+        'decoding, --plot saves the attention weights). Needs the optional extra: pip install "adlkernels[demo]".',
     )
     _demo_arguments(demo)
     demo.set_defaults(func=_run_demo)

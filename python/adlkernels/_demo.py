@@ -419,8 +419,9 @@ def save_plot(result, path):
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", choices=("cnn", "lstm"), default="cnn",
-                        help="LeNet-style CNN (default) or a row-by-row LSTM")
+    parser.add_argument("--model", choices=("cnn", "lstm", "seq2seq"), default="cnn",
+                        help="LeNet-style CNN (default), a row-by-row LSTM, or an "
+                             "encoder-decoder with attention that reads dates (seq2seq)")
     parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
     parser.add_argument("--batch-size", type=int, default=32, help="default 32")
     parser.add_argument("--lr", type=float, default=None,
@@ -433,7 +434,10 @@ def add_arguments(parser):
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="gpu: cupy arrays and the CUDA kernels (exits 2 if unavailable)")
     parser.add_argument("--plot", metavar="PATH", default=None,
-                        help="save a loss/accuracy plot (PNG) there; needs matplotlib")
+                        help="save a loss/accuracy plot (seq2seq: attention heatmaps) as a PNG "
+                             "there; needs matplotlib")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="seq2seq: stop training after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -448,6 +452,10 @@ def run(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             return fail(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.model == "seq2seq":
+        from . import _seq2seq
+
+        return _seq2seq.run(args)
     try:
         _require("sklearn", "scikit-learn")
         if not args.quiet:

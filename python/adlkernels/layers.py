@@ -35,7 +35,8 @@ from ._module import Module, ModuleList, Parameter, _is_array, _xp
 __all__ = [
     "Module", "Parameter", "ModuleList", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d",
     "Linear", "ReLU", "Tanh", "Sigmoid", "Dropout", "BatchNorm1d", "BatchNorm2d",
-    "LayerNorm", "Embedding", "LSTM", "GRU", "RNN", "AdditiveAttention", "Flatten",
+    "LayerNorm", "Embedding", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
+    "AdditiveAttention", "Flatten",
     "Sequential", "save", "load",
 ]
 
@@ -736,6 +737,98 @@ class RNN(_Recurrent):
     def _run_backward(self, g, grad_finals, cache):
         gk = rnn.rnn_backward(g, None if grad_finals is None else grad_finals[0], cache)
         return gk, (gk.h0,)
+
+
+class _Cell(Module):
+    """Shared by LSTMCell, GRUCell and RNNCell: one step of the cell kernels of ak.rnn,
+    as torch.nn's cells. A cell is typically used once per time step: each use keeps its
+    cache, backward calls run in reverse step order and sum the parameter gradients."""
+
+    _gates = 1
+    _param_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+    def __init__(self, input_size, hidden_size, bias=True, *, dtype=np.float32, rng=None):
+        super().__init__()
+        rng = _rng(rng)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        bound = 1 / math.sqrt(hidden_size)
+        gh = self._gates * hidden_size
+        self.weight_ih = _uniform(rng, bound, (gh, input_size), dtype)
+        self.weight_hh = _uniform(rng, bound, (gh, hidden_size), dtype)
+        self.bias_ih = _uniform(rng, bound, (gh,), dtype) if bias else None
+        self.bias_hh = _uniform(rng, bound, (gh,), dtype) if bias else None
+        self._init_grads()
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias_ih is not None else ", bias=False")
+
+    def _w(self):
+        return self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+
+    def _zeros(self, x):
+        return _xp(x).zeros((x.shape[0], self.hidden_size), self.weight_ih.dtype)
+
+    def _store(self, g):
+        for n, v in zip(self._param_names, (g.w_ih, g.w_hh, g.b_ih, g.b_hh)):
+            self._set_grad(n, v)
+
+
+class LSTMCell(_Cell):
+    """``torch.nn.LSTMCell``: forward(x, (h, c)=None) -> (h', c');
+    backward(grad_h, grad_c=None) -> (grad_x, (grad_h_prev, grad_c_prev))."""
+
+    _gates = 4
+
+    def forward(self, x, state=None):
+        h, c = (self._zeros(x), self._zeros(x)) if state is None else state
+        h1, c1, cache = rnn.lstm_cell_forward(x, h, c, *self._w())
+        self.cache = cache
+        return h1, c1
+
+    def backward(self, grad_h, grad_c=None):
+        g = rnn.lstm_cell_backward(grad_h, grad_c, self._need_cache())
+        self._store(g)
+        return g.x, (g.h, g.c)
+
+
+class GRUCell(_Cell):
+    """``torch.nn.GRUCell``: forward(x, h=None) -> h'; backward(grad_h) -> (grad_x,
+    grad_h_prev)."""
+
+    _gates = 3
+
+    def forward(self, x, h=None):
+        h1, cache = rnn.gru_cell_forward(x, self._zeros(x) if h is None else h, *self._w())
+        self.cache = cache
+        return h1
+
+    def backward(self, grad_h):
+        g = rnn.gru_cell_backward(grad_h, self._need_cache())
+        self._store(g)
+        return g.x, g.h
+
+
+class RNNCell(_Cell):
+    """``torch.nn.RNNCell``: forward(x, h=None) -> h'; backward(grad_h) -> (grad_x,
+    grad_h_prev); nonlinearity "tanh" or "relu"."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", *,
+                 dtype=np.float32, rng=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, dtype=dtype, rng=rng)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x, h=None):
+        h1, cache = rnn.rnn_cell_forward(x, self._zeros(x) if h is None else h, *self._w(),
+                                         nonlinearity=self.nonlinearity)
+        self.cache = cache
+        return h1
+
+    def backward(self, grad_h):
+        g = rnn.rnn_cell_backward(grad_h, self._need_cache())
+        self._store(g)
+        return g.x, g.h
 
 
 class AdditiveAttention(Module):
