@@ -633,6 +633,7 @@ def rnn_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, y, relu, reverse, has_bias
         gw_ih = cp.matmul(rows.T, x.reshape(steps * bsz, n_in))
         return gx, dh, gw_ih, _recurrent_wgrad(da, h0, y_c, reverse), _bias_grad(mod, rows, has_bias)
 
+
 def attention_forward(query, keys, w_query, w_key, v, mask):
     """(context, weights, tanh_act) as _adlk.attention_forward's: the two projections by
     cuBLAS, the tanh scores and the masked softmax and context by our kernels."""

@@ -11,8 +11,10 @@
 // for the G gate column blocks of its tile and then the fused pointwise pass on that tile,
 // with one barrier per step. Backward passes run the recurrence, then the weight
 // gradients as GEMMs over all steps at once; bias gradients are column sums in row order
-// (bitwise identical for any thread count). GEMM results depend on the thread count only
-// through how the products are split.
+// (bitwise identical for any thread count). LSTM and cell GEMM results depend on the
+// thread count through how the products are split; the GRU and RNN sequences split them
+// into pieces fixed by the sizes (adlk/tuning.h, kSeq*), so all their results are bitwise
+// identical for any thread count.
 #pragma once
 
 #include <cstdint>

@@ -49,9 +49,9 @@ constexpr index_t kRnnMinTileCols = 32;
 // results are then the same bits for any thread count; OpenBLAS picks kernels by a call's
 // shape): time-loop tiles of about this many batch rows and hidden units, and at most
 // kSeqGemmParts pieces (of >= kSeqGemmMinRows rows) of the GEMMs over all steps; threads
-// take pieces in turn. bench_rnn.py, gru_seq: 64-wide tiles were as fast as the thread-
-// count tiles on 2 cores; the parts bound both the redundant operand packing and the
-// threads a GEMM can use. Part of the numerics: changing them changes the last bits.
+// take pieces in turn. The parts bound both the redundant operand packing and the
+// threads a GEMM can use; not yet tuned (bench_rnn.py, gru_seq). Part of the numerics:
+// changing them changes the last bits.
 constexpr index_t kSeqTileRows = 64;
 constexpr index_t kSeqTileCols = 64;
 constexpr int kSeqGemmParts = 8;
