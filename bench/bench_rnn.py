@@ -27,7 +27,7 @@ Gemm = tuple
 
 @dataclass(frozen=True)
 class RnnCase:
-    kind: str              # lstm_cell, lstm_seq, gru_cell, rnn_cell, attention
+    kind: str              # lstm_cell, lstm_seq, gru_cell, gru_seq, rnn_cell, attention
     dims: dict
     gemms_fwd: tuple
     gemms_bwd: tuple
@@ -55,11 +55,11 @@ def _cell_gemms(bsz, n_in, hid, gates):
     return fwd, bwd
 
 
-def _seq_gemms(steps, bsz, n_in, hid):
-    """What lstm_forward/backward do: the input projection of all T*B rows in one GEMM,
-    h W_hh^T once per step; backward: dG W_hh once per step, then dx, dW_ih, dW_hh as one
-    GEMM each over all T*B rows."""
-    g, rows = 4 * hid, steps * bsz
+def _seq_gemms(steps, bsz, n_in, hid, gates=4):
+    """What lstm_forward/backward (gru_*: gates=3) do: the input projection of all T*B
+    rows in one GEMM, h W_hh^T once per step; backward: dG W_hh once per step, then dx,
+    dW_ih, dW_hh as one GEMM each over all T*B rows."""
+    g, rows = gates * hid, steps * bsz
     fwd = ((rows, n_in, g, False, True, 1), (bsz, hid, g, False, True, steps))
     bwd = ((bsz, g, hid, False, False, steps), (rows, g, n_in, False, False, 1),
            (g, rows, n_in, True, False, 1), (g, rows, hid, True, False, 1))
@@ -85,6 +85,8 @@ CASES = [
     RnnCase("lstm_seq", dict(T=T, B=B, I=I, H=H), *_seq_gemms(T, B, I, H),
             {"fwd": (None, 5.0), "fwd+bwd": (1.2, 5.0)}),
     RnnCase("gru_cell", dict(B=B, I=I, H=H), *_cell_gemms(B, I, H, 3), CELL_TARGETS),
+    RnnCase("gru_seq", dict(T=T, B=B, I=I, H=H), *_seq_gemms(T, B, I, H, 3),
+            {"fwd": (1.2, 5.0), "fwd+bwd": (1.2, 5.0)}),
     # extras, no target in the issue
     RnnCase("rnn_cell", dict(B=B, I=I, H=H), *_cell_gemms(B, I, H, 1)),
     RnnCase("attention", dict(B=64, T=50, Dq=256, Dk=256, A=128),
@@ -104,7 +106,8 @@ fixed random upstream gradient, giving the gradients of every input, weight and 
 module's outputs with respect to inputs and parameters). Contenders: lstm_cell =
 `ak.lstm_cell_forward/backward` vs `torch.nn.LSTMCell`; lstm_seq = `ak.lstm_forward/
 backward` (gradients from y, h_n and c_n) vs `torch.nn.LSTM(num_layers=1)`; gru_cell vs
-`torch.nn.GRUCell`; rnn_cell (tanh) vs `torch.nn.RNNCell`; attention = `ak.additive_
+`torch.nn.GRUCell`; gru_seq = `ak.gru_forward/backward` (gradients from y and h_n) vs
+`torch.nn.GRU(num_layers=1)`; rnn_cell (tanh) vs `torch.nn.RNNCell`; attention = `ak.additive_
 attention_forward/backward` (no mask; gradients from context and weights) vs the
 formula written in torch ops with autograd. numpy = `bench/numpy_rnn.py`: the textbook
 equations in NumPy, a Python loop over time steps (sequence input projection and the
@@ -142,13 +145,13 @@ def _data(case: RnnCase, rng) -> dict:
                     w_key=u((att, dk), dk ** -0.5), v=u((att,), att ** -0.5),
                     g_context=n(bsz, dk), g_weights=n(bsz, steps))
     bsz, n_in, hid = d["B"], d["I"], d["H"]
-    gates = {"lstm_cell": 4, "lstm_seq": 4, "gru_cell": 3, "rnn_cell": 1}[case.kind]
+    gates = {"lstm_cell": 4, "lstm_seq": 4, "gru_cell": 3, "gru_seq": 3, "rnn_cell": 1}[case.kind]
     s = hid ** -0.5
     out = dict(h=u((bsz, hid), 1.0), c=u((bsz, hid), 1.0),
                w_ih=u((gates * hid, n_in), s), w_hh=u((gates * hid, hid), s),
                b_ih=u((gates * hid,), s), b_hh=u((gates * hid,), s),
                g_h=n(bsz, hid), g_c=n(bsz, hid))
-    if case.kind == "lstm_seq":
+    if case.kind in ("lstm_seq", "gru_seq"):
         out.update(x=n(d["T"], bsz, n_in), g_y=n(d["T"], bsz, hid))
     else:
         out["x"] = n(bsz, n_in)
@@ -168,6 +171,10 @@ def _ak(case, v):
         fwd = lambda: ak.lstm_forward(x, h, c, wi, wh, bi, bh)
         return {"fwd": lambda: fwd()[:3],
                 "fwd+bwd": lambda: ak.lstm_backward(v["g_y"], v["g_h"], v["g_c"], fwd()[3])}
+    if case.kind == "gru_seq":
+        fwd = lambda: ak.gru_forward(x, h, wi, wh, bi, bh)
+        return {"fwd": lambda: fwd()[:2],
+                "fwd+bwd": lambda: ak.gru_backward(v["g_y"], v["g_h"], fwd()[2])}
     if case.kind in ("gru_cell", "rnn_cell"):
         f, b = ((ak.gru_cell_forward, ak.gru_cell_backward) if case.kind == "gru_cell" else
                 (ak.rnn_cell_forward, ak.rnn_cell_backward))
@@ -192,6 +199,10 @@ def _numpy(case, v, dtype=np.float32):
         fwd = lambda: N.lstm_forward(x, h, c, wi, wh, bi, bh)
         return {"fwd": lambda: fwd()[:3],
                 "fwd+bwd": lambda: N.lstm_backward(v["g_y"], v["g_h"], v["g_c"], fwd()[3])}
+    if case.kind == "gru_seq":
+        fwd = lambda: N.gru_forward(x, h, wi, wh, bi, bh)
+        return {"fwd": lambda: fwd()[:2],
+                "fwd+bwd": lambda: N.gru_backward(v["g_y"], v["g_h"], fwd()[2])}
     if case.kind in ("gru_cell", "rnn_cell"):
         f, b = ((N.gru_cell_forward, N.gru_cell_backward) if case.kind == "gru_cell" else
                 (N.rnn_cell_forward, N.rnn_cell_backward))
@@ -230,7 +241,7 @@ def _torch(case, v):
     n_in, hid = case.dims["I"], case.dims["H"]
     nn = torch.nn
     mod = {"lstm_cell": lambda: nn.LSTMCell(n_in, hid), "lstm_seq": lambda: nn.LSTM(n_in, hid),
-           "gru_cell": lambda: nn.GRUCell(n_in, hid),
+           "gru_cell": lambda: nn.GRUCell(n_in, hid), "gru_seq": lambda: nn.GRU(n_in, hid),
            "rnn_cell": lambda: nn.RNNCell(n_in, hid, nonlinearity="tanh")}[case.kind]()
     params = list(mod.parameters())  # weight_ih, weight_hh, bias_ih, bias_hh
     with torch.no_grad():
@@ -242,6 +253,11 @@ def _torch(case, v):
         call = lambda: (lambda y, hc: (y, *hc))(*mod(x, (h, c)))
         leaves = [x, h, c]
         grads_out = (t["g_y"], t["g_h"][None], t["g_c"][None])
+    elif case.kind == "gru_seq":  # torch.nn.GRU wants a (num_layers, B, H) state
+        h = t["h"][None].clone().requires_grad_()
+        call = lambda: mod(x, h)
+        leaves = [x, h]
+        grads_out = (t["g_y"], t["g_h"][None])
     elif case.kind == "lstm_cell":
         h, c = (t[k].clone().requires_grad_() for k in ("h", "c"))
         call = lambda: mod(x, (h, c))
@@ -345,10 +361,12 @@ def _target_text(target, r_torch, r_numpy):
 def _missing() -> list:
     """The Python API and the compiled kernels it calls: what this build lacks."""
     api = [f for f in ("lstm_cell_forward", "lstm_cell_backward", "lstm_forward",
-                       "lstm_backward", "gru_cell_forward", "gru_cell_backward",
+                       "lstm_backward", "gru_cell_forward", "gru_cell_backward", "gru_forward",
+                       "gru_backward",
                        "rnn_cell_forward", "rnn_cell_backward", "additive_attention_forward",
                        "additive_attention_backward") if not hasattr(ak, f)]
-    core = [f"_adlk.{f}" for f in ("lstm_forward", "lstm_backward", "gru_cell_forward",
+    core = [f"_adlk.{f}" for f in ("lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+                                   "gru_cell_forward",
                                    "gru_cell_backward", "rnn_cell_forward", "rnn_cell_backward",
                                    "attention_forward", "attention_backward")
             if not hasattr(ak._adlk, f)]

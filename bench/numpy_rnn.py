@@ -138,6 +138,51 @@ def gru_cell_backward(grad_h_next, cache):
     return dx, dh, dgi.T @ x, dgh.T @ h, dgi.sum(axis=0), dgh.sum(axis=0)
 
 
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """One layer over a sequence, as torch.nn.GRU(num_layers=1): x (T, B, I) ->
+    (y (T, B, H), h_n, cache)."""
+    steps, bsz, n_in = x.shape
+    hid = h0.shape[1]
+    xproj = (x.reshape(steps * bsz, n_in) @ w_ih.T + b_ih).reshape(steps, bsz, 3 * hid)
+    y = np.empty((steps, bsz, hid), x.dtype)
+    saved = []
+    h = h0
+    for t in range(steps):
+        gi, gh = xproj[t], h @ w_hh.T + b_hh
+        r = _sigmoid(gi[:, :hid] + gh[:, :hid])
+        z = _sigmoid(gi[:, hid : 2 * hid] + gh[:, hid : 2 * hid])
+        hn = gh[:, 2 * hid :]
+        n = np.tanh(gi[:, 2 * hid :] + r * hn)
+        y[t] = h = (1 - z) * n + z * h
+        saved.append((r, z, n, hn))
+    return y, y[-1].copy(), (x, h0, w_ih, w_hh, saved, y)
+
+
+def gru_backward(grad_y, grad_h_n, cache):
+    """Backpropagation through time -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    x, h0, w_ih, w_hh, saved, y = cache
+    steps, bsz, n_in = x.shape
+    hid = h0.shape[1]
+    dgi = np.empty((steps, bsz, 3 * hid), x.dtype)
+    dgh = np.empty_like(dgi)
+    dh = grad_h_n
+    for t in range(steps - 1, -1, -1):
+        r, z, n, hn = saved[t]
+        h_prev = y[t - 1] if t > 0 else h0
+        g = grad_y[t] + dh
+        dn = g * (1 - z) * (1 - n * n)
+        dz = g * (h_prev - n) * z * (1 - z)
+        dr = dn * hn * r * (1 - r)
+        dgi[t] = np.concatenate([dr, dz, dn], axis=1)
+        dgh[t] = np.concatenate([dr, dz, dn * r], axis=1)
+        dh = dgh[t] @ w_hh + g * z
+    di = dgi.reshape(steps * bsz, 3 * hid)
+    dq = dgh.reshape(steps * bsz, 3 * hid)
+    h_prev = np.concatenate([h0[None], y[:-1]]).reshape(steps * bsz, hid)
+    dx = (di @ w_ih).reshape(steps, bsz, n_in)
+    return (dx, dh, di.T @ x.reshape(steps * bsz, n_in), dq.T @ h_prev, di.sum(axis=0),
+            dq.sum(axis=0))
+
 # ---- Elman RNN ---------------------------------------------------------------------
 
 

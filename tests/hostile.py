@@ -180,6 +180,28 @@ def _rnn_cell_bwd(dt):
     return dict(grad_h_next=_r(h.shape, dt, 7), cache=cache)
 
 
+def _gru(dt):
+    kw = _gru_cell(dt)
+    kw["x"], kw["h0"] = _r((T, B, I), dt), kw.pop("h")
+    return dict(kw, reverse=True, out=None)
+
+
+def _gru_bwd(dt):
+    y, h, cache = ak.gru_forward(**_gru(dt))
+    return dict(grad_y=_r(y.shape, dt, 7), grad_h_n=_r(h.shape, dt, 8), cache=cache)
+
+
+def _rnn(dt):
+    kw = _rnn_cell(dt)
+    kw["x"], kw["h0"] = _r((T, B, I), dt), kw.pop("h")
+    return dict(kw, reverse=False, out=None)
+
+
+def _rnn_bwd(dt):
+    y, h, cache = ak.rnn_forward(**_rnn(dt))
+    return dict(grad_y=_r(y.shape, dt, 7), grad_h_n=_r(h.shape, dt, 8), cache=cache)
+
+
 def _attention(dt):
     mask = np.ones((B, T), bool)
     mask[0, -1] = False
@@ -306,6 +328,8 @@ CALLS: list[Call] = [
     Call("lstm_forward", _lstm), Call("lstm_backward", _lstm_bwd),
     Call("gru_cell_forward", _gru_cell), Call("gru_cell_backward", _gru_cell_bwd),
     Call("rnn_cell_forward", _rnn_cell), Call("rnn_cell_backward", _rnn_cell_bwd),
+    Call("gru_forward", _gru), Call("gru_backward", _gru_bwd),
+    Call("rnn_forward", _rnn), Call("rnn_backward", _rnn_bwd),
     Call("additive_attention_forward", _attention),
     Call("additive_attention_backward", _attention_bwd),
     Call("sgd_step", _sgd, ("params", "momentum_buffers")),

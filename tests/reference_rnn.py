@@ -7,6 +7,8 @@ nothing fused and nothing shared with the implementation:
 - GRU (PyTorch's r, z, n): n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
   h' = (1 - z)*n + z*h.
 - Elman RNN cell: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh or relu.
+- GRU and RNN sequences: the cell applied at t = 0 .. T-1 (or T-1 .. 0 for reverse),
+  y[t] the hidden state after position t.
 - additive attention: score[b, t] = v . tanh(w_query @ query[b] + w_key @ keys[t, b]),
   masked softmax over t (masked weights exactly 0), context = sum_t w[b, t] keys[t, b].
 
@@ -195,6 +197,24 @@ def gru_cell_backward_ref(grad_h_next, x, h, w_ih, w_hh, b_ih=None, b_hh=None):
             None if b_hh is None else d_hid.sum(axis=0))
 
 
+def _run_sequence(step, x, h0, reverse):
+    """(y (T, B, H), h_n): h = step(x[t], h) for t in running order, y[t] = that h."""
+    x = f64(x)
+    steps = x.shape[0]
+    h = f64(h0).copy()
+    y = np.zeros((steps,) + h.shape)
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        h = step(x[t], h)
+        y[t] = h
+    return y, h
+
+
+def gru_ref(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
+    """A whole GRU sequence: (y (T, B, H), h_n), float64, one gru_cell_ref per step."""
+    return _run_sequence(lambda xt, h: gru_cell_ref(xt, h, w_ih, w_hh, b_ih, b_hh), x, h0, reverse)
+
+
 # ----------------------------------------------------------------------------------
 # Elman RNN cell
 # ----------------------------------------------------------------------------------
@@ -210,6 +230,12 @@ def rnn_cell_ref(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
         return np.tanh(pre)
     assert nonlinearity == "relu"
     return np.maximum(pre, 0.0)
+
+
+def rnn_ref(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False):
+    """A whole Elman RNN sequence: (y (T, B, H), h_n), float64, one rnn_cell_ref per step."""
+    return _run_sequence(lambda xt, h: rnn_cell_ref(xt, h, w_ih, w_hh, b_ih, b_hh, nonlinearity),
+                         x, h0, reverse)
 
 
 def rnn_cell_backward_ref(grad_h_next, x, h, w_ih, w_hh, b_ih=None, b_hh=None,

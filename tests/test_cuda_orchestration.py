@@ -734,6 +734,40 @@ def test_lstm_sequence_routes_to_the_step_kernels(routed, rng, steps, bsz, rever
     _close(got, want)
 
 
+
+@pytest.mark.parametrize("steps,bsz", [(5, 3), (1, 4), (0, 2), (3, 0)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
+def test_gru_and_rnn_sequences_route_to_the_step_kernels(routed, rng, kind, steps, bsz, reverse, bias,
+                                                         monkeypatch):
+    n_in, hid = 4, 6
+    g = 3 if kind == "gru" else 1
+    x, h0 = rng.standard_normal((steps, bsz, n_in)), rng.standard_normal((bsz, hid))
+    w_ih, w_hh = rng.standard_normal((g * hid, n_in)) * 0.4, rng.standard_normal((g * hid, hid)) * 0.4
+    b_ih = rng.standard_normal(g * hid) if bias[0] else None
+    b_hh = rng.standard_normal(g * hid) if bias[1] else None
+    gy, ghn = rng.standard_normal((steps, bsz, hid)), rng.standard_normal((bsz, hid))
+    fwd, bwd = ((ak_rnn.gru_forward, ak_rnn.gru_backward) if kind == "gru" else
+                (lambda *a, **k: ak_rnn.rnn_forward(*a, nonlinearity=kind, **k), ak_rnn.rnn_backward))
+
+    def run():
+        wide = np.zeros((steps, bsz, 2 * hid))  # y into half of a wider array (a bidirectional layer)
+        y, h_n, cache = fwd(x, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse, out=wide[:, :, hid:])
+        assert not wide[:, :, :hid].any()
+        extra = [cache.gates, cache.hn] if kind == "gru" else []
+        gy_view = np.concatenate([gy, gy], axis=2)[:, :, hid:]  # grad_y as half of a wider gradient
+        return [y, h_n, *extra, *bwd(gy, ghn, cache), *bwd(None, None, cache), *bwd(gy_view, None, cache)]
+
+    got = run()
+    if steps and bsz:
+        step, step_bwd = (("gru_step", "gru_step_backward") if kind == "gru" else
+                          ("activation_forward", "activation_backward"))
+        assert routed.calls.count(step) == steps and routed.calls.count(step_bwd) == 3 * steps
+    with on_the_cpu(monkeypatch):
+        want = run()
+    _close(got, want)
+
 def test_lstm_and_gru_and_rnn_cells_route_to_the_cuda_path(routed, rng, monkeypatch):
     bsz, n_in, hid = 5, 3, 4
     x, h, c = rng.standard_normal((bsz, n_in)), rng.standard_normal((bsz, hid)), rng.standard_normal((bsz, hid))

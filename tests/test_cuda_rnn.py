@@ -1,4 +1,4 @@
-"""LSTM sequences and the LSTM, GRU and RNN cells on cupy arrays (cuBLAS GEMMs around the
+"""LSTM, GRU and RNN sequences and cells on cupy arrays (cuBLAS GEMMs around the
 fused step kernels of cuda/rnn.cu), against the CPU kernels to rounding: the GEMMs and
 the activations' multiply-adds round differently.
 
@@ -45,6 +45,42 @@ def test_lstm_sequence_matches_the_cpu(rng, dtype, reverse, steps, bsz, n_in, hi
     _close((dy, dh_n, dc_n, dcache.gates, dcache.cells), (y, h_n, c_n, cache.gates, cache.cells), dtype)
     _close(ak.lstm_backward(cp.asarray(gy), None, None, dcache), ak.lstm_backward(gy, None, None, cache), dtype)
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("steps,bsz,n_in,hid", [(7, 5, 10, 33), (1, 1, 1, 1), (50, 64, 128, 256)])
+@pytest.mark.parametrize("kind", ["gru", "tanh", "relu"])
+def test_gru_and_rnn_sequences_match_the_cpu(rng, kind, dtype, reverse, steps, bsz, n_in, hid):
+    g = 3 if kind == "gru" else 1
+    x = rng.standard_normal((steps, bsz, n_in)).astype(dtype)
+    h0 = rng.standard_normal((bsz, hid)).astype(dtype)
+    w = [(rng.standard_normal(s) / np.sqrt(hid)).astype(dtype) for s in ((g * hid, n_in), (g * hid, hid), (g * hid,), (g * hid,))]
+    gy, gh = rng.standard_normal((steps, bsz, hid)).astype(dtype), rng.standard_normal((bsz, hid)).astype(dtype)
+    if kind == "gru":
+        fwd, bwd = ak.gru_forward, ak.gru_backward
+    else:
+        fwd = lambda *a, **k: ak.rnn_forward(*a, nonlinearity=kind, **k)  # noqa: E731
+        bwd = ak.rnn_backward
+    y, h_n, cache = fwd(x, h0, *w, reverse=reverse)
+    wide = cp.zeros((steps, bsz, 2 * hid), dtype)  # y into one half of a bidirectional buffer
+    dy, dh_n, dcache = fwd(*_dev(x, h0, *w), reverse=reverse, out=wide[:, :, :hid])
+    assert not cp.asnumpy(wide[:, :, hid:]).any()
+    extra = ((dcache.gates, dcache.hn), (cache.gates, cache.hn)) if kind == "gru" else ((), ())
+    _close((dy, dh_n, *extra[0]), (y, h_n, *extra[1]), dtype)
+    _close(bwd(cp.asarray(gy), cp.asarray(gh), dcache), bwd(gy, gh, cache), dtype)
+    _close(bwd(None, None, dcache), bwd(None, None, cache), dtype)
+
+
+def test_gru_is_deterministic(rng):
+    x = cp.asarray(rng.standard_normal((20, 32, 64)).astype(np.float32))
+    h0 = cp.zeros((32, 128), cp.float32)
+    w = _dev(*(rng.standard_normal(s).astype(np.float32) * 0.1 for s in ((384, 64), (384, 128), (384,), (384,))))
+    runs = []
+    for _ in range(2):
+        y, _, cache = ak.gru_forward(x, h0, *w)
+        runs.append([cp.asnumpy(a) for a in (y, *ak.gru_backward(y, None, cache))])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cells_match_the_cpu(rng, dtype):

@@ -158,20 +158,26 @@ ADLK_MULTIVERSION void lstm_step_backward_tile(index_t r0, index_t r1, index_t j
   }
 }
 
+// GRU step on a tile: the input projections in gi_all (row stride 3H) become r, z, n.
+// The recurrent projections of row r lie at gh + r * ldgh: unit j's r, z, n at [j],
+// [gs + j], [2 * gs + j] (gs = H for the plain layout; the sequence packs a tile's gate
+// columns together, see gru_forward). h (row stride ldh) is h_{t-1}; hn_out (row stride H)
+// keeps W_hn h + b_hn; h_next has row stride ldo.
 template <typename T>
 ADLK_MULTIVERSION void gru_step_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
-                                     T* gi_all, const T* gh_all, const T* h, T* hn_out,
-                                     T* h_next) {
+                                     T* gi_all, const T* gh, index_t ldgh, index_t gs,
+                                     const T* h, index_t ldh, T* hn_out, T* h_next,
+                                     index_t ldo) {
   for (index_t r = r0; r < r1; ++r) {
     T* __restrict gr = gi_all + r * 3 * H;
     T* __restrict gz = gr + H;
     T* __restrict gn = gr + 2 * H;
-    const T* __restrict hr = gh_all + r * 3 * H;
-    const T* __restrict hz = hr + H;
-    const T* __restrict hnn = hr + 2 * H;
-    const T* __restrict hp = h + r * H;
+    const T* __restrict hr = gh + r * ldgh;
+    const T* __restrict hz = hr + gs;
+    const T* __restrict hnn = hr + 2 * gs;
+    const T* __restrict hp = h + r * ldh;
     T* __restrict hno = hn_out + r * H;
-    T* __restrict out = h_next + r * H;
+    T* __restrict out = h_next + r * ldo;
 #pragma omp simd
     for (index_t j = j0; j < j1; ++j) {
       hno[j] = hnn[j];
@@ -206,17 +212,75 @@ ADLK_MULTIVERSION void gru_backward_tile(index_t r0, index_t r1, index_t j0, ind
   }
 }
 
+// BPTT step of a GRU sequence on a tile: d = dh (+ grad_y[t]) gives the input-side and
+// recurrent-side pre-activation gradients (row stride 3H); dh (row stride H) is replaced
+// by its direct part d * z (the caller adds the recurrent GEMM's part).
+template <typename T, bool HasGradY>
+ADLK_MULTIVERSION void gru_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
+                                             index_t H, const T* gates, const T* hn,
+                                             const T* h, index_t ldh, const T* grad_y,
+                                             index_t ldgy, T* dh, T* dgi_all, T* dgh_all) {
+  for (index_t r = r0; r < r1; ++r) {
+    const T* __restrict gr = gates + r * 3 * H;
+    const T* __restrict gz = gr + H;
+    const T* __restrict gn = gr + 2 * H;
+    const T* __restrict hnr = hn + r * H;
+    const T* __restrict hp = h + r * ldh;
+    const T* __restrict gy = HasGradY ? grad_y + r * ldgy : nullptr;
+    T* __restrict d = dh + r * H;
+    T* __restrict dir = dgi_all + r * 3 * H;
+    T* __restrict diz = dir + H;
+    T* __restrict din = dir + 2 * H;
+    T* __restrict dhr = dgh_all + r * 3 * H;
+    T* __restrict dhz = dhr + H;
+    T* __restrict dhn = dhr + 2 * H;
+#pragma omp simd
+    for (index_t j = j0; j < j1; ++j)
+      cell::gru_step_grad(gr[j], gz[j], gn[j], hnr[j], hp[j], HasGradY ? d[j] + gy[j] : d[j],
+                          dir[j], diz[j], din[j], dhr[j], dhz[j], dhn[j], d[j]);
+  }
+}
+
+// tanh or relu in place on a tile of a (row stride ld).
 template <typename T>
-ADLK_MULTIVERSION void rnn_act_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
+ADLK_MULTIVERSION void rnn_act_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t ld,
                                     bool relu, T* a) {
   for (index_t r = r0; r < r1; ++r) {
-    T* __restrict v = a + r * H;
+    T* __restrict v = a + r * ld;
     if (relu) {
 #pragma omp simd
       for (index_t j = j0; j < j1; ++j) v[j] = v[j] < T(0) ? T(0) : v[j];  // NaN stays NaN
     } else {
 #pragma omp simd
       for (index_t j = j0; j < j1; ++j) v[j] = vm::tanh(v[j]);
+    }
+  }
+}
+
+// da = (dh + grad_y[t]) * act'(y) on a tile, act' from the output y (row stride ldy); relu's
+// derivative is 0 at 0 (and for NaN), as PyTorch's threshold_backward.
+template <typename T, bool HasGradY>
+ADLK_MULTIVERSION void rnn_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
+                                             index_t H, bool relu, const T* y, index_t ldy,
+                                             const T* grad_y, index_t ldgy, const T* dh,
+                                             T* da) {
+  for (index_t r = r0; r < r1; ++r) {
+    const T* __restrict yr = y + r * ldy;
+    const T* __restrict gy = HasGradY ? grad_y + r * ldgy : nullptr;
+    const T* __restrict d = dh + r * H;
+    T* __restrict a = da + r * H;
+    if (relu) {
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) {
+        const T g = HasGradY ? d[j] + gy[j] : d[j];
+        a[j] = yr[j] > T(0) ? g : T(0);
+      }
+    } else {
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) {
+        const T g = HasGradY ? d[j] + gy[j] : d[j];
+        a[j] = g * (T(1) - yr[j] * yr[j]);
+      }
     }
   }
 }
@@ -272,13 +336,13 @@ struct WorkBuffer {
 
 // ---- geometry checks -----------------------------------------------------------------
 
-void LstmGeom::check() const {
-  adlk::check(T >= 0 && B >= 0 && I >= 1 && H >= 1, "lstm: need T, B >= 0 and I, H >= 1");
-  adlk::check(ldx >= I && ldy >= H, "lstm: row strides must be at least the row length");
+void SeqGeom::check() const {
+  adlk::check(T >= 0 && B >= 0 && I >= 1 && H >= 1, "sequence: need T, B >= 0 and I, H >= 1");
+  adlk::check(ldx >= I && ldy >= H, "sequence: row strides must be at least the row length");
   const index_t rows = mul_checked(T, B, "T*B");
   mul_checked(rows, std::max(ldx, mul_checked(4, H, "4H")), "T*B*row");
   mul_checked(rows, ldy, "T*B*ldy");
-  for (index_t v : {rows, 4 * H, I, H, ldx, ldy}) check_blas_dim(v, "lstm dimension");
+  for (index_t v : {rows, 4 * H, I, H, ldx, ldy}) check_blas_dim(v, "sequence dimension");
 }
 
 void CellGeom::check() const {
@@ -298,7 +362,7 @@ void AttentionGeom::check() const {
 // ---- LSTM ------------------------------------------------------------------------------
 
 template <typename T>
-void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
+void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n,
                   T* c_n, T* gates, T* cells) {
   g.check();
@@ -345,7 +409,7 @@ void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const
 }
 
 template <typename T>
-void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
                    const T* grad_c_n, const T* x, const T* h0, const T* c0, const T* w_ih,
                    const T* w_hh, const T* gates, const T* cells, const T* y, bool reverse,
                    T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b) {
@@ -420,6 +484,327 @@ void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* gr
   }
 }
 
+// ---- GRU and RNN sequences --------------------------------------------------------------
+
+namespace {
+
+// Fixed partitions. OpenBLAS picks its kernels (small-matrix paths, edge tiles) by the
+// shape of a call, so one product split in two places can differ in the last bits from
+// the same product split elsewhere. The GRU and RNN sequences therefore cut every GEMM
+// into pieces that depend on the sizes only (adlk/tuning.h, kSeq*); threads take the
+// pieces in turn, and every result is the same bits for any thread count.
+
+// Time-loop tiles: (batch rows, hidden units) blocks of about kSeqTileRows x kSeqTileCols.
+struct FixedTiles {
+  index_t B, H;
+  int nb, nh;
+  FixedTiles(index_t B_, index_t H_)
+      : B(B_),
+        H(H_),
+        nb(static_cast<int>(std::max<index_t>(1, (B_ + kSeqTileRows - 1) / kSeqTileRows))),
+        nh(static_cast<int>(std::max<index_t>(1, H_ / kSeqTileCols))) {}
+  int count() const { return nb * nh; }
+  Span cols(int c) const { return split(H, nh, c, 16); }
+  void tile(int i, Span& r, Span& c) const {
+    r = split(B, nb, i / nh);
+    c = cols(i % nh);
+  }
+};
+
+inline int gemm_parts(index_t n) {
+  return static_cast<int>(std::clamp<index_t>(n / kSeqGemmMinRows, 1, kSeqGemmParts));
+}
+
+// rows_gemm over fixed pieces of the R rows; bias_a/bias_b (either may be null) fill C's
+// rows first as the GEMM's initial value (N = their length).
+template <typename T>
+void rows_gemm_fixed(int p, int np, index_t R, index_t N, index_t K, bool trans_b, const T* A,
+                     index_t lda, const T* B, index_t ldb, const T* bias_a, const T* bias_b,
+                     T* C, index_t ldc) {
+  const int parts = gemm_parts(R);
+  for (int q = p; q < parts; q += np) {
+    const Span s = split(R, parts, q, 16);
+    if (s.size() == 0) continue;
+    const T beta = fill_gate_bias<T>(1, N, s, {0, N}, bias_a, bias_b, C, ldc);
+    gemm<T>(false, trans_b, s.size(), N, K, T(1), A + s.begin * lda, lda, B, ldb, beta,
+            C + s.begin * ldc, ldc);
+  }
+}
+
+// wgrad_gemm over fixed pieces of the M output rows.
+template <typename T>
+void wgrad_gemm_fixed(int p, int np, index_t M, index_t N, index_t K, const T* G, index_t ldg,
+                      const T* X, index_t ldx, T beta, T* C) {
+  const int parts = gemm_parts(M);
+  for (int q = p; q < parts; q += np) {
+    const Span s = split(M, parts, q, 16);
+    if (s.size() > 0)
+      gemm<T>(true, false, s.size(), N, K, T(1), G + s.begin, ldg, X, ldx, beta,
+              C + s.begin * N, N);
+  }
+}
+
+// h_n = h of the last step in running order (h0 when T == 0), rows split across the team.
+template <typename T>
+void copy_final(int p, int np, const SeqGeom& g, bool reverse, const T* h0, const T* y,
+                T* h_n) {
+  if (!h_n) return;
+  const Span br = split(g.B, np, p);
+  const index_t t_last = reverse ? 0 : g.T - 1;
+  for (index_t b = br.begin; b < br.end; ++b) {
+    const T* hs = g.T == 0 ? h0 + b * g.H : y + (t_last * g.B + b) * g.ldy;
+    std::copy(hs, hs + g.H, h_n + b * g.H);
+  }
+}
+
+// grad_w_hh = sum over steps of dG_t^T @ h_{t-1} (dG (T*B, G) by position t): the first
+// step in running order saw h0, every other one y of its predecessor.
+template <typename T>
+void recurrent_wgrad(int p, int np, const SeqGeom& g, index_t G, const T* dG, const T* h0,
+                     const T* y, bool reverse, T* grad_w_hh) {
+  const index_t Tn = g.T, B = g.B, H = g.H;
+  if (Tn == 0) {
+    wgrad_gemm_fixed<T>(p, np, G, H, 0, dG, G, h0, H, T(0), grad_w_hh);
+    return;
+  }
+  const index_t t_first = reverse ? Tn - 1 : 0;
+  wgrad_gemm_fixed<T>(p, np, G, H, B, dG + t_first * B * G, G, h0, H, T(0), grad_w_hh);
+  if (Tn > 1) {
+    const T* dG_rest = dG + (reverse ? 0 : B) * G;
+    const T* h_rest = y + (reverse ? B : 0) * g.ldy;
+    wgrad_gemm_fixed<T>(p, np, G, H, (Tn - 1) * B, dG_rest, G, h_rest, g.ldy, T(1), grad_w_hh);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
+                 const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n, T* gates, T* hn) {
+  g.check();
+  if (g.B == 0) return;  // every output is empty; skip the T steps (a barrier each)
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G3 = 3 * H, R = Tn * B;
+  const FixedTiles tiles(B, H);
+  // Each column block's rows of w_hh (and b_hh) for its three gates are packed together
+  // (r, z, n blocks of the block's width), so that a tile's recurrent projection is one
+  // GEMM per step instead of three narrow ones. One block: w_hh as it is.
+  const bool packed = tiles.nh > 1;
+  Buffer<T> wp_buf(packed ? G3 * H : 0), bp_buf(packed && b_hh ? G3 : 0);
+  Buffer<T> gh_buf(mul_checked(B, G3, "B*3H"));  // recurrent projections of a step, packed
+  T *wp = wp_buf.get(), *bp = bp_buf.get(), *gh = gh_buf.get();
+  const T* W = packed ? wp : w_hh;
+  const T* bh = packed ? bp : b_hh;
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    // Input projection of every step at once; b_ih folded in as GEMM's initial C (b_hh
+    // stays apart: r multiplies the n block's recurrent part with its bias).
+    rows_gemm_fixed<T>(p, np, R, G3, I, true, x, g.ldx, w_ih, I, b_ih, nullptr, gates, G3);
+    if (packed)
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        for (int k = 0; k < 3; ++k) {
+          std::copy(w_hh + (k * H + c.begin) * H, w_hh + (k * H + c.end) * H,
+                    wp + (3 * c.begin + k * c.size()) * H);
+          if (b_hh)
+            std::copy(b_hh + k * H + c.begin, b_hh + k * H + c.end,
+                      bp + 3 * c.begin + k * c.size());
+        }
+      }
+#pragma omp barrier
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? Tn - 1 - s : s;
+      const index_t tp = reverse ? t + 1 : t - 1;  // the step before, in running order
+      const T* hp = s == 0 ? h0 : y + tp * B * g.ldy;
+      const index_t ldh = s == 0 ? H : g.ldy;
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        const index_t c0 = tc.begin, n = tc.size();
+        // the tile's r, z, n columns: gh[row, 3*c0 .. 3*(c0 + n)), one GEMM
+        T beta = T(0);
+        if (bh) {
+          for (index_t r = tr.begin; r < tr.end; ++r)
+            std::copy(bh + 3 * c0, bh + 3 * (c0 + n), gh + r * G3 + 3 * c0);
+          beta = T(1);
+        }
+        gemm<T>(false, true, tr.size(), 3 * n, H, T(1), hp + tr.begin * ldh, ldh,
+                W + 3 * c0 * H, H, beta, gh + tr.begin * G3 + 3 * c0, G3);
+        gru_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates + t * B * G3, gh + 2 * c0,
+                         G3, n, hp, ldh, hn + t * B * H, y + t * B * g.ldy, g.ldy);
+      }
+#pragma omp barrier
+    }
+    copy_final(p, np, g, reverse, h0, y, h_n);
+  }
+}
+
+template <typename T>
+void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                  const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* gates,
+                  const T* hn, const T* y, bool reverse, T* grad_x, T* grad_h0, T* grad_w_ih,
+                  T* grad_w_hh, T* grad_b_ih, T* grad_b_hh) {
+  g.check();
+  check(!grad_y || ldgy >= g.H, "gru_backward: grad_y row stride must be >= H");
+  check(g.T <= 1 || y != nullptr, "gru_backward: y is needed when T > 1");
+  check_blas_dim(ldgy, "gru_backward: grad_y row stride");
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, G3 = 3 * H, R = Tn * B;
+  if (B == 0) {  // no batch rows: zero weight gradients, without the T-step loop
+    std::fill(grad_w_ih, grad_w_ih + G3 * I, T(0));
+    std::fill(grad_w_hh, grad_w_hh + G3 * H, T(0));
+    if (grad_b_ih) std::fill(grad_b_ih, grad_b_ih + G3, T(0));
+    if (grad_b_hh) std::fill(grad_b_hh, grad_b_hh + G3, T(0));
+    return;
+  }
+  // Pre-activation gradients of every step, input side then recurrent side (they differ
+  // in the n block: the recurrent one is scaled by r).
+  WorkBuffer<T> dG_buf(mul_checked(R, mul_checked(6, H, "6H"), "T*B*6H"));
+  T* dGi = dG_buf.get();
+  T* dGh = dGi + R * G3;
+  T* dh = grad_h0;  // the recurrent gradient lives in the output
+  const FixedTiles tiles(B, H);
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    // A thread keeps its tiles through the loop: it alone reads and writes their dh.
+    for (int i = p; i < tiles.count(); i += np) {
+      Span tr, tc;
+      tiles.tile(i, tr, tc);
+      for (index_t b = tr.begin; b < tr.end; ++b)
+        for (index_t j = tc.begin; j < tc.end; ++j)
+          dh[b * H + j] = grad_h_n ? grad_h_n[b * H + j] : T(0);
+    }
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? s : Tn - 1 - s;  // forward order, reversed
+      const bool first = s == Tn - 1;               // the step that read h0
+      const T* hp = first ? h0 : y + (reverse ? t + 1 : t - 1) * B * g.ldy;
+      const index_t ldh = first ? H : g.ldy;
+      T* dgi_t = dGi + t * B * G3;
+      T* dgh_t = dGh + t * B * G3;
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        if (grad_y)
+          gru_seq_backward_tile<T, true>(tr.begin, tr.end, tc.begin, tc.end, H, gates + t * B * G3,
+                                         hn + t * B * H, hp, ldh, grad_y + t * B * ldgy, ldgy,
+                                         dh, dgi_t, dgh_t);
+        else
+          gru_seq_backward_tile<T, false>(tr.begin, tr.end, tc.begin, tc.end, H,
+                                          gates + t * B * G3, hn + t * B * H, hp, ldh, nullptr,
+                                          0, dh, dgi_t, dgh_t);
+      }
+#pragma omp barrier
+      // dh[tile] += dGh_t[tile rows, :] @ w_hh[:, tile cols] (onto the direct part d * z)
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        gemm<T>(false, false, tr.size(), tc.size(), G3, T(1), dgh_t + tr.begin * G3, G3,
+                w_hh + tc.begin, H, T(1), dh + tr.begin * H + tc.begin, H);
+      }
+    }
+#pragma omp barrier
+    // Weight gradients over all steps at once.
+    rows_gemm_fixed<T>(p, np, R, I, G3, false, dGi, G3, w_ih, I, nullptr, nullptr, grad_x, I);
+    wgrad_gemm_fixed<T>(p, np, G3, I, R, dGi, G3, x, g.ldx, T(0), grad_w_ih);
+    recurrent_wgrad<T>(p, np, g, G3, dGh, h0, y, reverse, grad_w_hh);
+    if (grad_b_ih) column_sums<T>(p, np, R, G3, dGi, G3, grad_b_ih);
+    if (grad_b_hh) column_sums<T>(p, np, R, G3, dGh, G3, grad_b_hh);
+  }
+}
+
+template <typename T>
+void rnn_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
+                 const T* b_ih, const T* b_hh, bool relu, bool reverse, T* y, T* h_n) {
+  g.check();
+  if (g.B == 0) return;
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, R = Tn * B;
+  const FixedTiles tiles(B, H);
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    // Input projection of every step at once, straight into y; both biases folded in.
+    rows_gemm_fixed<T>(p, np, R, H, I, true, x, g.ldx, w_ih, I, b_ih, b_hh, y, g.ldy);
+#pragma omp barrier
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? Tn - 1 - s : s;
+      const index_t tp = reverse ? t + 1 : t - 1;
+      const T* hp = s == 0 ? h0 : y + tp * B * g.ldy;
+      T* yt = y + t * B * g.ldy;
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        gate_gemm<T>(1, H, tr, tc, H, hp, s == 0 ? H : g.ldy, w_hh, T(1), yt, g.ldy);
+        rnn_act_tile<T>(tr.begin, tr.end, tc.begin, tc.end, g.ldy, relu, yt);
+      }
+#pragma omp barrier
+    }
+    copy_final(p, np, g, reverse, h0, y, h_n);
+  }
+}
+
+template <typename T>
+void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                  const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* y, bool relu,
+                  bool reverse, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh, T* grad_b) {
+  g.check();
+  check(!grad_y || ldgy >= g.H, "rnn_backward: grad_y row stride must be >= H");
+  check(g.T == 0 || y != nullptr, "rnn_backward: y is needed when T > 0");
+  check_blas_dim(ldgy, "rnn_backward: grad_y row stride");
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, R = Tn * B;
+  if (B == 0) {
+    std::fill(grad_w_ih, grad_w_ih + H * I, T(0));
+    std::fill(grad_w_hh, grad_w_hh + H * H, T(0));
+    if (grad_b) std::fill(grad_b, grad_b + H, T(0));
+    return;
+  }
+  WorkBuffer<T> da_buf(mul_checked(R, H, "T*B*H"));  // pre-activation gradients
+  T* dA = da_buf.get();
+  T* dh = grad_h0;
+  const FixedTiles tiles(B, H);
+  const int nt = get_num_threads();
+#pragma omp parallel num_threads(nt)
+  {
+    const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    for (int i = p; i < tiles.count(); i += np) {
+      Span tr, tc;
+      tiles.tile(i, tr, tc);
+      for (index_t b = tr.begin; b < tr.end; ++b)
+        for (index_t j = tc.begin; j < tc.end; ++j)
+          dh[b * H + j] = grad_h_n ? grad_h_n[b * H + j] : T(0);
+    }
+    for (index_t s = 0; s < Tn; ++s) {
+      const index_t t = reverse ? s : Tn - 1 - s;
+      T* da_t = dA + t * B * H;
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        if (grad_y)
+          rnn_seq_backward_tile<T, true>(tr.begin, tr.end, tc.begin, tc.end, H, relu,
+                                         y + t * B * g.ldy, g.ldy, grad_y + t * B * ldgy, ldgy,
+                                         dh, da_t);
+        else
+          rnn_seq_backward_tile<T, false>(tr.begin, tr.end, tc.begin, tc.end, H, relu,
+                                          y + t * B * g.ldy, g.ldy, nullptr, 0, dh, da_t);
+      }
+#pragma omp barrier
+      for (int i = p; i < tiles.count(); i += np) {
+        Span tr, tc;
+        tiles.tile(i, tr, tc);
+        gemm<T>(false, false, tr.size(), tc.size(), H, T(1), da_t + tr.begin * H, H,
+                w_hh + tc.begin, H, T(0), dh + tr.begin * H + tc.begin, H);
+      }
+    }
+#pragma omp barrier
+    rows_gemm_fixed<T>(p, np, R, I, H, false, dA, H, w_ih, I, nullptr, nullptr, grad_x, I);
+    wgrad_gemm_fixed<T>(p, np, H, I, R, dA, H, x, g.ldx, T(0), grad_w_ih);
+    recurrent_wgrad<T>(p, np, g, H, dA, h0, y, reverse, grad_w_hh);
+    if (grad_b) column_sums<T>(p, np, R, H, dA, H, grad_b);
+  }
+}
+
 // ---- GRU and RNN cells -----------------------------------------------------------------
 
 template <typename T>
@@ -440,7 +825,8 @@ void gru_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, 
       gate_gemm<T>(3, H, tr, tc, I, x, I, w_ih, beta_i, gates, G3);
       const T beta_h = fill_gate_bias<T>(3, H, tr, tc, b_hh, nullptr, gh, G3);
       gate_gemm<T>(3, H, tr, tc, H, h, H, w_hh, beta_h, gh, G3);
-      gru_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates, gh, h, hn, h_next);
+      gru_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates, gh, G3, H, h, H, hn,
+                       h_next, H);
     }
   }
 }
@@ -667,6 +1053,10 @@ void additive_attention_backward(const AttentionGeom& g, const T* grad_context,
 #define ADLK_INSTANTIATE_RNN(T)                     \
   ADLK_INSTANTIATE(lstm_forward, T)                 \
   ADLK_INSTANTIATE(lstm_backward, T)                \
+  ADLK_INSTANTIATE(gru_forward, T)                  \
+  ADLK_INSTANTIATE(gru_backward, T)                 \
+  ADLK_INSTANTIATE(rnn_forward, T)                  \
+  ADLK_INSTANTIATE(rnn_backward, T)                 \
   ADLK_INSTANTIATE(gru_cell_forward, T)             \
   ADLK_INSTANTIATE(gru_cell_backward, T)            \
   ADLK_INSTANTIATE(rnn_cell_forward, T)             \

@@ -62,14 +62,18 @@ from .optim import adagrad_step, adam_step, clip_grad_norm, rmsprop_step, sgd_st
 from .rnn import (
     additive_attention_backward,
     additive_attention_forward,
+    gru_backward,
     gru_cell_backward,
     gru_cell_forward,
+    gru_forward,
     lstm_backward,
     lstm_cell_backward,
     lstm_cell_forward,
     lstm_forward,
+    rnn_backward,
     rnn_cell_backward,
     rnn_cell_forward,
+    rnn_forward,
 )
 
 __version__ = _adlk.__version__

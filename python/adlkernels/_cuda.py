@@ -1,7 +1,7 @@
 """The cupy paths of the families with CUDA kernels: convolution, pooling (docs/api/conv.md,
 docs/api/pool.md), the optimizer steps and clip_grad_norm (docs/api/optim.md), activations,
 dropout, linear, softmax and the losses (docs/api/nn.md), batch and layer norm
-(docs/api/norm.md), the LSTM, GRU and RNN cells, LSTM sequences and additive attention
+(docs/api/norm.md), the LSTM, GRU and RNN cells and sequences and additive attention
 (docs/api/rnn.md).
 
 The argument checks are the CPU path's own (conv.py, pool.py); this module only runs the
@@ -523,6 +523,115 @@ def rnn_cell_backward(grad_h_next, x, h, w_ih, w_hh, h_next, relu, has_bias):
                                 0.0, x.dtype, _stream())
         return (cp.matmul(da, w_ih), cp.matmul(da, w_hh), cp.matmul(da.T, x), cp.matmul(da.T, h),
                 _bias_grad(mod, da, has_bias))
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, y):
+    """(h_n, gates, hn) as _adlk.gru_forward's; y as lstm_forward's. The input projection
+    of every step is one GEMM; each step is a recurrent GEMM (with b_hh) and gru_step."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        gates = _projection(x.reshape(steps * bsz, n_in), w_ih, b_ih).reshape(steps, bsz, 3 * hid)
+        hn = cp.empty((steps, bsz, hid), x.dtype)
+        out = y if y.flags.c_contiguous else cp.empty(y.shape, y.dtype)
+        gh = cp.empty((bsz, 3 * hid), x.dtype)
+        for s in range(steps):
+            t = steps - 1 - s if reverse else s
+            h_prev = h0 if s == 0 else out[t + 1 if reverse else t - 1]
+            cp.matmul(h_prev, w_hh.T, out=gh)
+            if b_hh is not None:
+                gh += b_hh
+            mod.gru_step(_ptr(gates[t]), _ptr(gh), _ptr(h_prev), _ptr(hn[t]), _ptr(out[t]), bsz, hid, x.dtype,
+                         _stream())
+        if out is not y:
+            y[...] = out
+        h_n = out[0 if reverse else steps - 1].copy() if steps else h0.copy()
+        return h_n, gates, hn
+
+
+def gru_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, gates, hn, y, reverse, need_b_ih, need_b_hh):
+    """(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) as _adlk.gru_backward's:
+    per step gru_step_backward and one GEMM, then the weight gradients over all steps."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        g3 = 3 * hid
+        dgi, dgh = cp.empty((steps, bsz, g3), x.dtype), cp.empty((steps, bsz, g3), x.dtype)
+        dh = cp.zeros((bsz, hid), x.dtype) if grad_h_n is None else grad_h_n.copy()
+        direct = cp.empty((bsz, hid), x.dtype)
+        y = cp.ascontiguousarray(y)  # the step kernel reads h_{t-1} as contiguous (B, H) rows
+        for s in range(steps):
+            t = s if reverse else steps - 1 - s  # the forward's order, reversed
+            h_prev = h0 if s == steps - 1 else y[t + 1 if reverse else t - 1]
+            d = dh if grad_y is None else dh + grad_y[t]
+            mod.gru_step_backward(_ptr(gates[t]), _ptr(hn[t]), _ptr(h_prev), _ptr(d), _ptr(dgi[t]), _ptr(dgh[t]),
+                                  _ptr(direct), bsz, hid, x.dtype, _stream())
+            cp.matmul(dgh[t], w_hh, out=dh)
+            dh += direct
+        rows_i, rows_h = dgi.reshape(steps * bsz, g3), dgh.reshape(steps * bsz, g3)
+        gx = cp.matmul(rows_i, w_ih).reshape(steps, bsz, n_in)
+        gw_ih = cp.matmul(rows_i.T, x.reshape(steps * bsz, n_in))
+        return (gx, dh, gw_ih, _recurrent_wgrad(dgh, h0, y, reverse), _bias_grad(mod, rows_i, need_b_ih),
+                _bias_grad(mod, rows_h, need_b_hh))
+
+
+def _recurrent_wgrad(dG, h0, y, reverse):
+    """sum over steps of dG[t].T @ h_{t-1}: the first step in running order saw h0, every
+    other one its predecessor's y."""
+    steps, _, g = dG.shape
+    hid = h0.shape[1]
+    if steps == 0:
+        return _cp().zeros((g, hid), h0.dtype)
+    gw = _cp().matmul(dG[steps - 1 if reverse else 0].T, h0)
+    if steps > 1:
+        d_rest = dG[: steps - 1] if reverse else dG[1:]
+        h_rest = y[1:] if reverse else y[: steps - 1]
+        gw += _cp().matmul(d_rest.reshape(-1, g).T, h_rest.reshape(-1, hid))
+    return gw
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse, y):
+    """h_n as _adlk.rnn_forward's, y as lstm_forward's: the input projection (both biases)
+    of every step in one GEMM, then per step a GEMM and the activation kernel."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        pre = _projection(x.reshape(steps * bsz, n_in), w_ih, b_ih, b_hh).reshape(steps, bsz, hid)
+        out = y if y.flags.c_contiguous else cp.empty(y.shape, y.dtype)
+        act = _cell_activation(relu)
+        for s in range(steps):
+            t = steps - 1 - s if reverse else s
+            h_prev = h0 if s == 0 else out[t + 1 if reverse else t - 1]
+            pre[t] += cp.matmul(h_prev, w_hh.T)
+            mod.activation_forward(_ptr(pre[t]), _ptr(out[t]), bsz * hid, act, 0.0, x.dtype, _stream())
+        if out is not y:
+            y[...] = out
+        return out[0 if reverse else steps - 1].copy() if steps else h0.copy()
+
+
+def rnn_backward(grad_y, grad_h_n, x, h0, w_ih, w_hh, y, relu, reverse, has_bias):
+    """(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b) as _adlk.rnn_backward's."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(x):
+        steps, bsz, n_in = x.shape
+        hid = h0.shape[1]
+        da = cp.empty((steps, bsz, hid), x.dtype)
+        dh = cp.zeros((bsz, hid), x.dtype) if grad_h_n is None else grad_h_n.copy()
+        act = _cell_activation(relu)
+        y_c = cp.ascontiguousarray(y)  # the kernel reads (B, H) rows contiguously
+        for s in range(steps):
+            t = s if reverse else steps - 1 - s
+            d = dh if grad_y is None else dh + grad_y[t]
+            # relu's derivative from the output: y > 0 exactly where the input was
+            mod.activation_backward(_ptr(d), _ptr(y_c[t]), _ptr(da[t]), bsz * hid, act, 0.0, x.dtype, _stream())
+            cp.matmul(da[t], w_hh, out=dh)
+        rows = da.reshape(steps * bsz, hid)
+        gx = cp.matmul(rows, w_ih).reshape(steps, bsz, n_in)
+        gw_ih = cp.matmul(rows.T, x.reshape(steps * bsz, n_in))
+        return gx, dh, gw_ih, _recurrent_wgrad(da, h0, y_c, reverse), _bias_grad(mod, rows, has_bias)
 
 
 def attention_forward(query, keys, w_query, w_key, v, mask):

@@ -1,5 +1,6 @@
 """Recurrent kernels (docs/api/rnn.md): LSTM, GRU and plain RNN cells, whole-sequence
-LSTM forward and backpropagation through time, and additive (Bahdanau) attention.
+LSTM, GRU and RNN forward and backpropagation through time, and additive (Bahdanau)
+attention.
 
 Weights use PyTorch's layout: ``w_ih`` (G*H, I), ``w_hh`` (G*H, H), ``b_ih`` and ``b_hh``
 (G*H,) or None, with G = 4 for LSTM (gate order i, f, g, o), 3 for GRU (r, z, n) and 1
@@ -18,10 +19,10 @@ forward call (inputs and outputs, no copies) plus what the kernel computed for t
 backward; modifying those arrays in place before the backward gives wrong gradients.
 Bias gradients are None exactly when the bias was None.
 
-Inputs of :func:`lstm_forward` and ``grad_y`` of :func:`lstm_backward` may be row-strided
-views, e.g. one direction's half of a bidirectional (T, B, 2H) output, and
-``lstm_forward(..., out=...)`` writes y into such a view: stacked and bidirectional
-layers need no copies.
+Inputs of the sequence forwards (:func:`lstm_forward`, :func:`gru_forward`,
+:func:`rnn_forward`) and ``grad_y`` of their backwards may be row-strided views, e.g.
+one direction's half of a bidirectional (T, B, 2H) output, and ``out=`` writes y into
+such a view: stacked and bidirectional layers need no copies.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ __all__ = [
     "gru_cell_backward",
     "rnn_cell_forward",
     "rnn_cell_backward",
+    "gru_forward",
+    "gru_backward",
+    "rnn_forward",
+    "rnn_backward",
     "additive_attention_forward",
     "additive_attention_backward",
 ]
@@ -151,6 +156,57 @@ class RNNCellGrads(NamedTuple):
     b_hh: Optional[Array]
 
 
+class GRUCache(NamedTuple):
+    """What :func:`gru_backward` needs: references to x, h0, the weights and y, plus
+    ``gates`` (T, B, 3H) activated r, z, n and ``hn`` (T, B, H) W_hn h_{t-1} + b_hn (the
+    term r multiplies) of every step, indexed by t. Its own memory is T*B*4H elements."""
+
+    x: Array
+    h0: Array
+    w_ih: Array
+    w_hh: Array
+    b_ih: Optional[Array]
+    b_hh: Optional[Array]
+    gates: Array
+    hn: Array
+    y: Array
+    reverse: bool
+
+
+class GRUGrads(NamedTuple):
+    x: Array
+    h0: Array
+    w_ih: Array
+    w_hh: Array
+    b_ih: Optional[Array]
+    b_hh: Optional[Array]
+
+
+class RNNCache(NamedTuple):
+    """What :func:`rnn_backward` needs: references to x, h0, the weights and y (the
+    outputs give the nonlinearity's derivative), the nonlinearity and the direction. No
+    memory of its own."""
+
+    x: Array
+    h0: Array
+    w_ih: Array
+    w_hh: Array
+    b_ih: Optional[Array]
+    b_hh: Optional[Array]
+    y: Array
+    nonlinearity: str
+    reverse: bool
+
+
+class RNNGrads(NamedTuple):
+    x: Array
+    h0: Array
+    w_ih: Array
+    w_hh: Array
+    b_ih: Optional[Array]
+    b_hh: Optional[Array]
+
+
 class AttentionCache(NamedTuple):
     """``tanh_act`` (T, B, A): tanh(w_query @ query[b] + w_key @ keys[t, b]) for every (t, b),
     computed once in the forward; ``weights`` (B, T) is the returned weights array."""
@@ -228,7 +284,7 @@ def _cache(a: Args, cache, cls):
     dtype = a.float_dtype(**{f"cache.{first}": getattr(cache, first)})
     if dtype is None:
         raise a.type_error(f"cache.{first}", "expected an array, got None")
-    if cls is LSTMCache:
+    if cls in _SEQ_CACHES:
         a.boolean(cache.reverse, "cache.reverse")
     fields = {}
     for name, (shape, desc) in _CACHE_SHAPES[cls](a, cache).items():
@@ -245,7 +301,7 @@ def _cache(a: Args, cache, cls):
         if not hasattr(value, "dtype") or np.dtype(value.dtype) != want:
             got = getattr(value, "dtype", type(value).__name__)
             raise a.type_error(label, f"expected {want} (the forward's), got {got}")
-        if cls is LSTMCache and name in ("x", "y"):  # lstm_forward takes row-strided views
+        if cls in _SEQ_CACHES and name in ("x", "y"):  # the forwards take row-strided views
             fields[name] = _rows(a, value, label, shape, desc)
         else:
             fields[name] = _matrix(a, value, label, shape, desc)
@@ -300,6 +356,21 @@ def _lstm_shapes(a, cache):
     return s
 
 
+def _seq_shapes(gates):
+    def shapes(a, cache):
+        (steps, bsz, n_in), (_, hid) = _dims(a, cache, x=3, h0=2)
+        s = _gate_shapes(gates, bsz, n_in, hid)
+        s["h0"] = s.pop("h")
+        s["x"] = ((steps, bsz, n_in), f"(T, B, I) = ({steps}, {bsz}, {n_in})")
+        s["y"] = ((steps, bsz, hid), f"(T, B, H) = ({steps}, {bsz}, {hid})")
+        if gates == 3:
+            s["gates"] = ((steps, bsz, 3 * hid), f"(T, B, 3H) = ({steps}, {bsz}, {3 * hid})")
+            s["hn"] = s["y"]
+        return s
+
+    return shapes
+
+
 def _gru_cell_shapes(a, cache):
     (bsz, n_in), (_, hid) = _dims(a, cache, x=2, h=2)
     s = _gate_shapes(3, bsz, n_in, hid)
@@ -335,7 +406,10 @@ _CACHE_SHAPES = {
     GRUCellCache: _gru_cell_shapes,
     RNNCellCache: _rnn_cell_shapes,
     AttentionCache: _attention_shapes,
+    GRUCache: _seq_shapes(3),
+    RNNCache: _seq_shapes(1),
 }
+_SEQ_CACHES = (LSTMCache, GRUCache, RNNCache)
 _OPTIONAL_FIELDS = ("b_ih", "b_hh", "mask")
 
 
@@ -368,6 +442,48 @@ def _row_strided(arr) -> bool:
     if b > 1 and t > 1 and s0 != b * s1:
         return False
     return ld > 0 and ld % item == 0 and ld >= n * item
+
+
+def _seq_inputs(a: Args, x, h0):
+    """x (T, B, I) (a row-strided view is kept as is) and h0 (B, H) of a sequence forward
+    -> checked x, h0, T, B, I, H."""
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        x = a.array(x, "x", "(T, B, I)", ndim=3)
+    steps, bsz, n_in = x.shape
+    if n_in == 0:
+        raise a.shape_error("x", "(T, B, I) with I >= 1", x.shape)
+    x = _rows(a, x, "x", x.shape, "(T, B, I)")
+    h0 = a.array(h0, "h0", "(B, H)", ndim=2)
+    if h0.shape[0] != bsz or h0.shape[1] == 0:
+        raise a.shape_error("h0", f"(B, H) = ({bsz}, H) with H >= 1", h0.shape)
+    return x, h0, steps, bsz, n_in, h0.shape[1]
+
+
+def _seq_out(a: Args, out, arrays: dict, shape: tuple, dtype, gpu: bool):
+    """The array that receives a sequence forward's y: ``out`` checked (a writeable
+    row-strided view sharing memory with no other argument), or a new array."""
+    if out is None:
+        return (_cuda._cp() if gpu else np).empty(shape, dtype)
+    if not (isinstance(out, np.ndarray) or is_device_array(out)):
+        raise a.type_error("out", f"expected a numpy array, got {type(out).__name__}")
+    if not getattr(out.flags, "writeable", True):
+        raise a.value_error("out", "must be writeable")
+    y = _rows(a, out, "out", shape, "(T, B, H) = ({}, {}, {})".format(*shape), writeable=True)
+    check_no_overlap(a.fn, arrays, ("out",))
+    return y
+
+
+def _seq_grad_y(a: Args, grad_y, shape: tuple, dtype):
+    """A sequence backward's grad_y (T, B, H) or None; a row-strided view is kept."""
+    if grad_y is None:
+        return None
+    a.float_dtype(grad_y=grad_y)
+    if np.dtype(grad_y.dtype) != dtype:
+        raise a.type_error("grad_y", f"dtype {np.dtype(grad_y.dtype)} differs from the forward's {dtype}")
+    desc = "(T, B, H) = ({}, {}, {})".format(*shape)
+    if not isinstance(grad_y, np.ndarray):
+        grad_y = a.array(grad_y, "grad_y", desc, ndim=3)
+    return _rows(a, grad_y, "grad_y", shape, desc)
 
 
 # ---- LSTM ----------------------------------------------------------------------------
@@ -451,29 +567,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out
     backend = backend_of(a.fn, arrays)
     a.float_dtype(**arrays)
     reverse = a.boolean(reverse, "reverse")
-    if not isinstance(x, np.ndarray) or x.ndim != 3:
-        x = a.array(x, "x", "(T, B, I)", ndim=3)
-    steps, bsz, n_in = x.shape
-    if n_in == 0:
-        raise a.shape_error("x", "(T, B, I) with I >= 1", x.shape)
-    x = _rows(a, x, "x", x.shape, "(T, B, I)")
-    h0 = a.array(h0, "h0", "(B, H)", ndim=2)
-    if h0.shape[0] != bsz or h0.shape[1] == 0:
-        raise a.shape_error("h0", f"(B, H) = ({bsz}, H) with H >= 1", h0.shape)
-    hid = h0.shape[1]
+    x, h0, steps, bsz, n_in, hid = _seq_inputs(a, x, h0)
     c0 = _matrix(a, c0, "c0", (bsz, hid), f"(B, H) = ({bsz}, {hid})")
     w_ih, w_hh, b_ih, b_hh = _weights(a, 4, hid, n_in, w_ih, w_hh, b_ih, b_hh)
     gpu = on_gpu(a.fn, backend)
-    if out is None:
-        y = (_cuda._cp() if gpu else np).empty((steps, bsz, hid), x.dtype)
-    else:
-        if not (isinstance(out, np.ndarray) or is_device_array(out)):
-            raise a.type_error("out", f"expected a numpy array, got {type(out).__name__}")
-        if not getattr(out.flags, "writeable", True):
-            raise a.value_error("out", "must be writeable")
-        y = _rows(a, out, "out", (steps, bsz, hid), f"(T, B, H) = ({steps}, {bsz}, {hid})",
-                  writeable=True)
-        check_no_overlap(a.fn, arrays, ("out",))
+    y = _seq_out(a, out, arrays, (steps, bsz, hid), x.dtype, gpu)
     if gpu:
         h_n, c_n, gates, cells = _cuda.lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y)
     else:
@@ -497,14 +595,7 @@ def lstm_backward(grad_y, grad_h_n, grad_c_n, cache):
     steps, bsz, _ = cache.x.shape
     hid = cache.h0.shape[1]
     dtype = np.dtype(cache.x.dtype)
-    if grad_y is not None:
-        a.float_dtype(grad_y=grad_y)
-        if np.dtype(grad_y.dtype) != dtype:
-            raise a.type_error("grad_y", f"dtype {np.dtype(grad_y.dtype)} differs from the forward's {dtype}")
-        desc = f"(T, B, H) = ({steps}, {bsz}, {hid})"
-        if not isinstance(grad_y, np.ndarray):
-            grad_y = a.array(grad_y, "grad_y", desc, ndim=3)
-        grad_y = _rows(a, grad_y, "grad_y", (steps, bsz, hid), desc)
+    grad_y = _seq_grad_y(a, grad_y, (steps, bsz, hid), dtype)
     gh = _grad(a, grad_h_n, "grad_h_n", (bsz, hid), dtype)
     gc = _grad(a, grad_c_n, "grad_c_n", (bsz, hid), dtype)
     run = _cuda.lstm_backward if on_gpu(a.fn, backend) else _adlk.lstm_backward
@@ -592,6 +683,100 @@ def rnn_cell_backward(grad_h_next, cache):
     )
     gb_ih, gb_hh = _bias_grads(gb, cache.b_ih, cache.b_hh)
     return RNNCellGrads(gx, gh, gw_ih, gw_hh, gb_ih, gb_hh)
+
+# ---- GRU and RNN sequences ---------------------------------------------------------
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out=None):
+    """One GRU layer over a whole sequence, as ``torch.nn.GRU`` with num_layers=1.
+
+    x (T, B, I), h0 (B, H) -> (y (T, B, H), h_n (B, H), cache). Each step is
+    :func:`gru_cell_forward`'s: r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h. reverse=True
+    runs from t = T-1 down to 0 (y[t] is still the output at position t). The input
+    projection of all T steps is one GEMM; only the recurrent GEMM runs inside the time
+    loop. ``out`` and row-strided x as :func:`lstm_forward`'s.
+    """
+    a = Args("gru_forward")
+    arrays = dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, out=out)
+    backend = backend_of(a.fn, arrays)
+    a.float_dtype(**arrays)
+    reverse = a.boolean(reverse, "reverse")
+    x, h0, steps, bsz, n_in, hid = _seq_inputs(a, x, h0)
+    w_ih, w_hh, b_ih, b_hh = _weights(a, 3, hid, n_in, w_ih, w_hh, b_ih, b_hh)
+    gpu = on_gpu(a.fn, backend)
+    y = _seq_out(a, out, arrays, (steps, bsz, hid), x.dtype, gpu)
+    run = _cuda.gru_forward if gpu else _adlk.gru_forward
+    h_n, gates, hn = run(x, h0, w_ih, w_hh, b_ih, b_hh, reverse, y)
+    return y, h_n, GRUCache(x, h0, w_ih, w_hh, b_ih, b_hh, gates, hn, y, reverse)
+
+
+def gru_backward(grad_y, grad_h_n, cache):
+    """Backpropagation through time for :func:`gru_forward`:
+    GRUGrads(x, h0, w_ih, w_hh, b_ih, b_hh).
+
+    grad_y (T, B, H) (a row-strided view is fine) and grad_h_n (B, H); either may be None
+    (zero). The two bias gradients differ (in the n block, b_hn's is scaled by r).
+    """
+    a = Args("gru_backward")
+    cache = _cache(a, cache, GRUCache)
+    backend = backend_of(a.fn, dict(grad_y=grad_y, grad_h_n=grad_h_n, **_arrays_of(cache)))
+    steps, bsz, _ = cache.x.shape
+    hid = cache.h0.shape[1]
+    dtype = np.dtype(cache.x.dtype)
+    grad_y = _seq_grad_y(a, grad_y, (steps, bsz, hid), dtype)
+    gh = _grad(a, grad_h_n, "grad_h_n", (bsz, hid), dtype)
+    run = _cuda.gru_backward if on_gpu(a.fn, backend) else _adlk.gru_backward
+    grads = run(grad_y, gh, cache.x, cache.h0, cache.w_ih, cache.w_hh, cache.gates, cache.hn,
+                cache.y, bool(cache.reverse), cache.b_ih is not None, cache.b_hh is not None)
+    return GRUGrads(*grads)
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", reverse=False,
+                out=None):
+    """One Elman RNN layer over a whole sequence, as ``torch.nn.RNN`` with num_layers=1.
+
+    x (T, B, I), h0 (B, H) -> (y (T, B, H), h_n (B, H), cache), y_t = act(x_t W_ih^T + b_ih
+    + h_{t-1} W_hh^T + b_hh) with act "tanh" or "relu". reverse, ``out`` and row-strided x
+    as :func:`lstm_forward`'s.
+    """
+    a = Args("rnn_forward")
+    arrays = dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, out=out)
+    backend = backend_of(a.fn, arrays)
+    a.float_dtype(**arrays)
+    nonlinearity = _nonlinearity(a, nonlinearity)
+    reverse = a.boolean(reverse, "reverse")
+    x, h0, steps, bsz, n_in, hid = _seq_inputs(a, x, h0)
+    w_ih, w_hh, b_ih, b_hh = _weights(a, 1, hid, n_in, w_ih, w_hh, b_ih, b_hh)
+    gpu = on_gpu(a.fn, backend)
+    y = _seq_out(a, out, arrays, (steps, bsz, hid), x.dtype, gpu)
+    run = _cuda.rnn_forward if gpu else _adlk.rnn_forward
+    h_n = run(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu", reverse, y)
+    return y, h_n, RNNCache(x, h0, w_ih, w_hh, b_ih, b_hh, y, nonlinearity, reverse)
+
+
+def rnn_backward(grad_y, grad_h_n, cache):
+    """Backpropagation through time for :func:`rnn_forward`:
+    RNNGrads(x, h0, w_ih, w_hh, b_ih, b_hh).
+
+    grad_y (T, B, H) (a row-strided view is fine) and grad_h_n (B, H); either may be None
+    (zero). For relu the derivative at 0 is 0, as PyTorch.
+    """
+    a = Args("rnn_backward")
+    cache = _cache(a, cache, RNNCache)
+    backend = backend_of(a.fn, dict(grad_y=grad_y, grad_h_n=grad_h_n, **_arrays_of(cache)))
+    relu = _nonlinearity(a, cache.nonlinearity) == "relu"
+    steps, bsz, _ = cache.x.shape
+    hid = cache.h0.shape[1]
+    dtype = np.dtype(cache.x.dtype)
+    grad_y = _seq_grad_y(a, grad_y, (steps, bsz, hid), dtype)
+    gh = _grad(a, grad_h_n, "grad_h_n", (bsz, hid), dtype)
+    run = _cuda.rnn_backward if on_gpu(a.fn, backend) else _adlk.rnn_backward
+    gx, gh0, gw_ih, gw_hh, gb = run(grad_y, gh, cache.x, cache.h0, cache.w_ih, cache.w_hh, cache.y,
+                                    relu, bool(cache.reverse),
+                                    cache.b_ih is not None or cache.b_hh is not None)
+    gb_ih, gb_hh = _bias_grads(gb, cache.b_ih, cache.b_hh)
+    return RNNGrads(gx, gh0, gw_ih, gw_hh, gb_ih, gb_hh)
 
 
 # ---- additive attention ------------------------------------------------------------

@@ -52,7 +52,7 @@ py::tuple lstm_forward_t(const py::array& x, const py::array& h0, const py::arra
                          const py::array& w_ih, const py::array& w_hh, const py::object& b_ih,
                          const py::object& b_hh, bool reverse, const py::array& y, bool want_final) {
   if (x.ndim() != 3 || h0.ndim() != 2) throw py::value_error("x: expected (T, B, I), h0 (B, H)");
-  adlk::LstmGeom g;
+  adlk::SeqGeom g;
   g.T = x.shape(0), g.B = x.shape(1), g.I = x.shape(2), g.H = h0.shape(1);
   auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
   auto [py_, ldy] = rows_arg<T>(y, "out", g.T, g.B, g.H, true);
@@ -88,7 +88,7 @@ py::tuple lstm_backward_t(const py::object& grad_y, const py::object& grad_h_n,
                           bool has_bias, const py::array& gates, const py::array& cells,
                           const py::object& y, bool reverse) {
   if (x.ndim() != 3 || h0.ndim() != 2) throw py::value_error("x: expected (T, B, I), h0 (B, H)");
-  adlk::LstmGeom g;
+  adlk::SeqGeom g;
   g.T = x.shape(0), g.B = x.shape(1), g.I = x.shape(2), g.H = h0.shape(1);
   auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
   const T* py_ = nullptr;
@@ -127,6 +127,151 @@ py::tuple lstm_backward_t(const py::object& grad_y, const py::object& grad_h_n,
                            reverse, pgx, pgh0, pgc0, pgwi, pgwh, pgb);
   }
   return py::make_tuple(gx, gh0, gc0, gwi, gwh, gb);
+}
+
+// x (T, B, I) and out (T, B, H) of a sequence forward, as row-strided views; h0 gives H.
+template <typename T>
+adlk::SeqGeom seq_geom(const py::array& x, const py::array& h0, const char* x_name) {
+  if (x.ndim() != 3 || h0.ndim() != 2)
+    throw py::value_error(std::string(x_name) + ": expected (T, B, I), h0 (B, H)");
+  adlk::SeqGeom g;
+  g.T = x.shape(0), g.B = x.shape(1), g.I = x.shape(2), g.H = h0.shape(1);
+  return g;
+}
+
+template <typename T>
+py::tuple gru_forward_t(const py::array& x, const py::array& h0, const py::array& w_ih,
+                        const py::array& w_hh, const py::object& b_ih, const py::object& b_hh,
+                        bool reverse, const py::array& y) {
+  auto g = seq_geom<T>(x, h0, "x");
+  auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
+  auto [py_, ldy] = rows_arg<T>(y, "out", g.T, g.B, g.H, true);
+  g.ldx = ldx, g.ldy = ldy;
+  g.check();
+  const T* ph0 = in_ptr<T>(h0, "h0", {g.B, g.H});
+  const T* pwi = in_ptr<T>(w_ih, "w_ih", {3 * g.H, g.I});
+  const T* pwh = in_ptr<T>(w_hh, "w_hh", {3 * g.H, g.H});
+  const T* pbi = opt_ptr<T>(b_ih, "b_ih", {3 * g.H});
+  const T* pbh = opt_ptr<T>(b_hh, "b_hh", {3 * g.H});
+  auto gates = new_array<T>({g.T, g.B, 3 * g.H});
+  auto hn = new_array<T>({g.T, g.B, g.H});
+  auto h_n = new_array<T>({g.B, g.H});
+  T *pg = gates.mutable_data(), *phn = hn.mutable_data(), *pout = h_n.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::gru_forward<T>(g, px, ph0, pwi, pwh, pbi, pbh, reverse, py_, pout, pg, phn);
+  }
+  return py::make_tuple(h_n, gates, hn);
+}
+
+// grad_y (T, B, H) row-strided or None; y (T, B, H) row-strided, or None when T <= 1.
+template <typename T>
+std::tuple<const T*, index_t, const T*, index_t> seq_grad_y(const adlk::SeqGeom& g,
+                                                            const py::object& grad_y,
+                                                            const py::object& y,
+                                                            index_t y_needed_above) {
+  const T *py_ = nullptr, *pgy = nullptr;
+  index_t ldy = g.H, ldgy = g.H;
+  if (!y.is_none()) std::tie(py_, ldy) = rows_arg<T>(y.cast<py::array>(), "y", g.T, g.B, g.H, false);
+  else if (g.T > y_needed_above) throw py::value_error("y: needed for this sequence length");
+  if (!grad_y.is_none())
+    std::tie(pgy, ldgy) = rows_arg<T>(grad_y.cast<py::array>(), "grad_y", g.T, g.B, g.H, false);
+  return {py_, ldy, pgy, ldgy};
+}
+
+template <typename T>
+py::tuple gru_backward_t(const py::object& grad_y, const py::object& grad_h_n, const py::array& x,
+                         const py::array& h0, const py::array& w_ih, const py::array& w_hh,
+                         const py::array& gates, const py::array& hn, const py::object& y,
+                         bool reverse, bool need_b_ih, bool need_b_hh) {
+  auto g = seq_geom<T>(x, h0, "x");
+  auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
+  auto [py_, ldy, pgy, ldgy] = seq_grad_y<T>(g, grad_y, y, 1);
+  g.ldx = ldx, g.ldy = ldy;
+  g.check();
+  const T* pghn = opt_ptr<T>(grad_h_n, "grad_h_n", {g.B, g.H});
+  const T* ph0 = in_ptr<T>(h0, "h0", {g.B, g.H});
+  const T* pwi = in_ptr<T>(w_ih, "w_ih", {3 * g.H, g.I});
+  const T* pwh = in_ptr<T>(w_hh, "w_hh", {3 * g.H, g.H});
+  const T* pg = in_ptr<T>(gates, "gates", {g.T, g.B, 3 * g.H});
+  const T* phn = in_ptr<T>(hn, "hn", {g.T, g.B, g.H});
+  auto gx = new_array<T>({g.T, g.B, g.I}), gh0 = new_array<T>({g.B, g.H});
+  auto gwi = new_array<T>({3 * g.H, g.I}), gwh = new_array<T>({3 * g.H, g.H});
+  py::object gbi = py::none(), gbh = py::none();
+  T *pgbi = nullptr, *pgbh = nullptr;
+  if (need_b_ih) {
+    auto a = new_array<T>({3 * g.H});
+    pgbi = a.mutable_data();
+    gbi = a;
+  }
+  if (need_b_hh) {
+    auto a = new_array<T>({3 * g.H});
+    pgbh = a.mutable_data();
+    gbh = a;
+  }
+  T *pgx = gx.mutable_data(), *pgh0 = gh0.mutable_data(), *pgwi = gwi.mutable_data(),
+    *pgwh = gwh.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::gru_backward<T>(g, pgy, ldgy, pghn, px, ph0, pwi, pwh, pg, phn, py_, reverse, pgx, pgh0,
+                          pgwi, pgwh, pgbi, pgbh);
+  }
+  return py::make_tuple(gx, gh0, gwi, gwh, gbi, gbh);
+}
+
+template <typename T>
+py::array_t<T> rnn_forward_t(const py::array& x, const py::array& h0, const py::array& w_ih,
+                             const py::array& w_hh, const py::object& b_ih, const py::object& b_hh,
+                             bool relu, bool reverse, const py::array& y) {
+  auto g = seq_geom<T>(x, h0, "x");
+  auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
+  auto [py_, ldy] = rows_arg<T>(y, "out", g.T, g.B, g.H, true);
+  g.ldx = ldx, g.ldy = ldy;
+  g.check();
+  const T* ph0 = in_ptr<T>(h0, "h0", {g.B, g.H});
+  const T* pwi = in_ptr<T>(w_ih, "w_ih", {g.H, g.I});
+  const T* pwh = in_ptr<T>(w_hh, "w_hh", {g.H, g.H});
+  const T* pbi = opt_ptr<T>(b_ih, "b_ih", {g.H});
+  const T* pbh = opt_ptr<T>(b_hh, "b_hh", {g.H});
+  auto h_n = new_array<T>({g.B, g.H});
+  T* pout = h_n.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::rnn_forward<T>(g, px, ph0, pwi, pwh, pbi, pbh, relu, reverse, py_, pout);
+  }
+  return h_n;
+}
+
+template <typename T>
+py::tuple rnn_backward_t(const py::object& grad_y, const py::object& grad_h_n, const py::array& x,
+                         const py::array& h0, const py::array& w_ih, const py::array& w_hh,
+                         const py::object& y, bool relu, bool reverse, bool has_bias) {
+  auto g = seq_geom<T>(x, h0, "x");
+  auto [px, ldx] = rows_arg<T>(x, "x", g.T, g.B, g.I, false);
+  auto [py_, ldy, pgy, ldgy] = seq_grad_y<T>(g, grad_y, y, 0);
+  g.ldx = ldx, g.ldy = ldy;
+  g.check();
+  const T* pghn = opt_ptr<T>(grad_h_n, "grad_h_n", {g.B, g.H});
+  const T* ph0 = in_ptr<T>(h0, "h0", {g.B, g.H});
+  const T* pwi = in_ptr<T>(w_ih, "w_ih", {g.H, g.I});
+  const T* pwh = in_ptr<T>(w_hh, "w_hh", {g.H, g.H});
+  auto gx = new_array<T>({g.T, g.B, g.I}), gh0 = new_array<T>({g.B, g.H});
+  auto gwi = new_array<T>({g.H, g.I}), gwh = new_array<T>({g.H, g.H});
+  py::object gb = py::none();
+  T* pgb = nullptr;
+  if (has_bias) {
+    auto a = new_array<T>({g.H});
+    pgb = a.mutable_data();
+    gb = a;
+  }
+  T *pgx = gx.mutable_data(), *pgh0 = gh0.mutable_data(), *pgwi = gwi.mutable_data(),
+    *pgwh = gwh.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    adlk::rnn_backward<T>(g, pgy, ldgy, pghn, px, ph0, pwi, pwh, py_, relu, reverse, pgx, pgh0,
+                          pgwi, pgwh, pgb);
+  }
+  return py::make_tuple(gx, gh0, gwi, gwh, gb);
 }
 
 adlk::CellGeom cell_geom(const py::array& x, const py::array& h) {
@@ -317,6 +462,23 @@ void bind_rnn(py::module_& m) {
          FLOAT_IMPL(lstm_backward_t, 3), py::arg("grad_y"), py::arg("grad_h_n"), py::arg("grad_c_n"),
          py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("w_ih"), py::arg("w_hh"),
          py::arg("has_bias"), py::arg("gates"), py::arg("cells"), py::arg("y"), py::arg("reverse"));
+  def_op(m, "gru_forward",
+         "(h_n, gates, hn) of a GRU over x (T, B, I), writing y into out (T, B, H).",
+         FLOAT_IMPL(gru_forward_t, 0), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
+         py::arg("b_ih"), py::arg("b_hh"), py::arg("reverse"), py::arg("out"));
+  def_op(m, "gru_backward",
+         "(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of gru_forward (BPTT).",
+         FLOAT_IMPL(gru_backward_t, 2), py::arg("grad_y"), py::arg("grad_h_n"), py::arg("x"),
+         py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("gates"), py::arg("hn"), py::arg("y"),
+         py::arg("reverse"), py::arg("need_b_ih"), py::arg("need_b_hh"));
+  def_op(m, "rnn_forward",
+         "h_n of an Elman RNN over x (T, B, I) (tanh, or relu when relu is True), writing y into out.",
+         FLOAT_IMPL(rnn_forward_t, 0), py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"),
+         py::arg("b_ih"), py::arg("b_hh"), py::arg("relu"), py::arg("reverse"), py::arg("out"));
+  def_op(m, "rnn_backward", "(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b) of rnn_forward (BPTT).",
+         FLOAT_IMPL(rnn_backward_t, 2), py::arg("grad_y"), py::arg("grad_h_n"), py::arg("x"),
+         py::arg("h0"), py::arg("w_ih"), py::arg("w_hh"), py::arg("y"), py::arg("relu"),
+         py::arg("reverse"), py::arg("has_bias"));
   def_op(m, "gru_cell_forward", "(h_next, gates, hn) of one GRU step.", FLOAT_IMPL(gru_cell_forward_t, 0),
          py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"));
   def_op(m, "gru_cell_backward", "(grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) of a GRU step.",

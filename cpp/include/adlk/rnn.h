@@ -1,4 +1,4 @@
-// Recurrent kernels: LSTM (cell and whole sequence), GRU and Elman RNN cells, additive
+// Recurrent kernels: LSTM, GRU and Elman RNN (cells and whole sequences), additive
 // attention. Forward and backward, float and double.
 //
 // Weights use PyTorch's layout: w_ih (G*H, I), w_hh (G*H, H), biases (G*H,) or null,
@@ -11,8 +11,10 @@
 // for the G gate column blocks of its tile and then the fused pointwise pass on that tile,
 // with one barrier per step. Backward passes run the recurrence, then the weight
 // gradients as GEMMs over all steps at once; bias gradients are column sums in row order
-// (bitwise identical for any thread count). GEMM results depend on the thread count only
-// through how the products are split.
+// (bitwise identical for any thread count). LSTM and cell GEMM results depend on the
+// thread count through how the products are split; the GRU and RNN sequences split them
+// into pieces fixed by the sizes (adlk/tuning.h, kSeq*), so all their results are bitwise
+// identical for any thread count.
 #pragma once
 
 #include <cstdint>
@@ -21,18 +23,20 @@
 
 namespace adlk {
 
-struct LstmGeom {
+// Geometry of one recurrent layer over a sequence (LSTM, GRU, RNN).
+struct SeqGeom {
   index_t T = 0, B = 0, I = 0, H = 0;
   index_t ldx = 0;  // row stride of x viewed as (T*B, I), >= I
   index_t ldy = 0;  // row stride of y viewed as (T*B, H), >= H
   void check() const;
 };
+using LstmGeom = SeqGeom;  // its name before the GRU and RNN sequences shared it
 
 // x (T*B rows, ldx) -> y (T*B rows, ldy), h_n, c_n (B, H) (either may be null),
 // gates (T, B, 4H): activated i, f, g, o of every step; cells (T, B, H): c_t.
 // reverse: steps run t = T-1 .. 0 (y[t] is still position t's output).
 template <typename T>
-void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
+void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const T* w_ih,
                   const T* w_hh, const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n,
                   T* c_n, T* gates, T* cells);
 
@@ -41,10 +45,39 @@ void lstm_forward(const LstmGeom& g, const T* x, const T* h0, const T* c0, const
 // T*B*4H gate gradients use the calling thread's scratch slot 0 (kept between calls) up
 // to 64 MiB, a buffer of the call beyond.
 template <typename T>
-void lstm_backward(const LstmGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
                    const T* grad_c_n, const T* x, const T* h0, const T* c0, const T* w_ih,
                    const T* w_hh, const T* gates, const T* cells, const T* y, bool reverse,
                    T* grad_x, T* grad_h0, T* grad_c0, T* grad_w_ih, T* grad_w_hh, T* grad_b);
+
+// GRU over a sequence (PyTorch's r, z, n): x (T*B rows, ldx) -> y (T*B rows, ldy), h_n
+// (B, H) or null; gates (T, B, 3H): activated r, z, n of every step; hn (T, B, H):
+// W_hn h_{t-1} + b_hn (the term r multiplies). reverse as lstm_forward.
+template <typename T>
+void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
+                 const T* b_ih, const T* b_hh, bool reverse, T* y, T* h_n, T* gates, T* hn);
+
+// Full BPTT of gru_forward. grad_y (T*B rows, ldgy) and grad_h_n may be null (zero); y may
+// be null when T <= 1. grad_b_ih / grad_b_hh (3H) may be null (not computed): they differ
+// in the n block. Scratch: T*B*6H elements (as lstm_backward's).
+template <typename T>
+void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                  const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* gates,
+                  const T* hn, const T* y, bool reverse, T* grad_x, T* grad_h0, T* grad_w_ih,
+                  T* grad_w_hh, T* grad_b_ih, T* grad_b_hh);
+
+// Elman RNN over a sequence: y_t = tanh or relu of (x_t W_ih^T + b_ih + h_{t-1} W_hh^T +
+// b_hh); h_n (B, H) or null. y is all the backward needs.
+template <typename T>
+void rnn_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
+                 const T* b_ih, const T* b_hh, bool relu, bool reverse, T* y, T* h_n);
+
+// Full BPTT of rnn_forward. grad_y, grad_h_n may be null (zero); y is needed when T >= 1.
+// grad_b (H) is the gradient of either bias (null: not computed). Scratch: T*B*H.
+template <typename T>
+void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad_h_n,
+                  const T* x, const T* h0, const T* w_ih, const T* w_hh, const T* y, bool relu,
+                  bool reverse, T* grad_x, T* grad_h0, T* grad_w_ih, T* grad_w_hh, T* grad_b);
 
 struct CellGeom {
   index_t B = 0, I = 0, H = 0;

@@ -45,6 +45,17 @@ constexpr index_t kConvMinGemmColumns = 128;
 // Recurrent tiles have at least this many hidden units (GEMMs on narrower column blocks
 // lose efficiency); the remaining threads split the batch. bench_rnn.py.
 constexpr index_t kRnnMinTileCols = 32;
+// GRU and RNN sequences cut their GEMMs into pieces fixed by the sizes alone (their
+// results are then the same bits for any thread count; OpenBLAS picks kernels by a call's
+// shape): time-loop tiles of about this many batch rows and hidden units, and at most
+// kSeqGemmParts pieces (of >= kSeqGemmMinRows rows) of the GEMMs over all steps; threads
+// take pieces in turn. The parts bound both the redundant operand packing and the
+// threads a GEMM can use; not yet tuned (bench_rnn.py, gru_seq). Part of the numerics:
+// changing them changes the last bits.
+constexpr index_t kSeqTileRows = 64;
+constexpr index_t kSeqTileCols = 64;
+constexpr int kSeqGemmParts = 8;
+constexpr index_t kSeqGemmMinRows = 64;
 // Backward work buffers up to this size stay in the thread's scratch between calls (a
 // T=50, B=64, H=256 LSTM spent a third of forward+backward faulting fresh pages);
 // larger ones are freed after the call. bench_rnn.py.
