@@ -2,7 +2,7 @@
 //
 // Forward: a grid-stride gather over the n * D outputs (consecutive threads read
 // consecutive columns of a weight row: coalesced). Backward: the group offsets of the
-// sorted positions (each offset written by exactly one thread), then one thread per
+// sorted positions (a binary search per index), then one thread per
 // element of grad_weight summing its column over the group, in position order, in T as
 // the CPU does (no FMA: additions only). No atomics.
 #include <cstdint>
@@ -25,28 +25,32 @@ __global__ void __launch_bounds__(kThreads) embedding_kernel(index_t total, inde
   }
 }
 
-// The index of sorted position k (V for k == n), clamped into [0, V - 1] for k < n (a
-// broken precondition must not write outside offsets).
+// The index of sorted position k, clamped into [0, V - 1] (a broken precondition must not
+// read outside the arrays).
 template <typename I>
 __device__ __forceinline__ index_t sorted_key(index_t k, index_t n, index_t V, const I* indices,
                                               const std::int64_t* order) {
-  if (k >= n) return V;
   const index_t p = order[k];
   if (p < 0 || p >= n) return V - 1;
   const index_t v = index_t(indices[p]);
   return v < 0 ? 0 : (v >= V ? V - 1 : v);
 }
 
-// offsets[v] = the first sorted position whose index is >= v (offsets[V] = n): thread k
-// writes the offsets of the indices in (key(k - 1), key(k)].
+// offsets[v] = the first sorted position whose index is >= v (offsets[V] = n), by a binary
+// search of thread v: each offset has one writer whatever the input (an order that is not
+// sorted gives wrong groups, never a race or a read out of bounds).
 template <typename I>
 __global__ void __launch_bounds__(kThreads) segment_kernel(index_t n, index_t V, const I* indices,
                                                            const std::int64_t* order,
                                                            std::int64_t* offsets) {
-  ADLK_GRID_STRIDE(k, n + 1) {
-    const index_t lo = k == 0 ? -1 : sorted_key(k - 1, n, V, indices, order);
-    const index_t hi = sorted_key(k, n, V, indices, order);
-    for (index_t v = lo + 1; v <= hi; ++v) offsets[v] = k;
+  ADLK_GRID_STRIDE(v, V + 1) {
+    index_t lo = 0, hi = n;
+    while (lo < hi) {
+      const index_t mid = lo + (hi - lo) / 2;
+      if (sorted_key(mid, n, V, indices, order) < v) lo = mid + 1;
+      else hi = mid;
+    }
+    offsets[v] = lo;
   }
 }
 
@@ -73,7 +77,7 @@ void check_sizes(index_t n, index_t V, index_t D, const char* op) {
   if (n < 0 || V < 0 || D < 0) fail(std::string(op) + ": need n, V, D >= 0");
   check_items(mul_checked(n, D, op), op);
   check_items(mul_checked(V, D, op), op);
-  check_items(add_checked(n, 1, op), op);
+  check_items(add_checked(V, 1, op), op);
 }
 
 }  // namespace
@@ -97,7 +101,7 @@ void embedding_backward(index_t n, index_t V, index_t D, const T* grad_y, const 
   check(padding_idx < V, "embedding_backward: padding_idx must be < V");
   const index_t total = V * D;
   if (total == 0) return;
-  ADLK_LAUNCH(grid_for(n + 1), kThreads, 0, as_stream(stream), segment_kernel<I>)(
+  ADLK_LAUNCH(grid_for(V + 1), kThreads, 0, as_stream(stream), segment_kernel<I>)(
       n, V, indices, order, offsets);
   ADLK_CUDA_LAUNCH_CHECK();
   ADLK_LAUNCH(grid_for(total), kThreads, 0, as_stream(stream), embedding_grad_kernel<T>)(

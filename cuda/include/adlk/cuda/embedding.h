@@ -8,10 +8,10 @@
 //
 // The backward is deterministic without atomics: `order` is a stable argsort of the
 // indices (positions grouped by index, ascending within a group; the Python layer takes
-// cupy's argsort, which is stable); one kernel turns it into the offsets of each index's
-// group, another gives each element (v, j) of grad_weight one thread that adds
-// grad_y[p, j] over the group of v in position order, starting from 0: the plain loop of
-// the CPU kernel, so the result equals the CPU's bit for bit.
+// cupy's argsort, which is stable); one kernel finds the offsets of each index's group
+// (a binary search per index), another gives each element (v, j) of grad_weight one
+// thread that adds grad_y[p, j] over the group of v in position order, starting from 0:
+// the plain loop of the CPU kernel, so the result equals the CPU's bit for bit.
 #pragma once
 
 #include <cstdint>
