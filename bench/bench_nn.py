@@ -4,7 +4,8 @@
 The issue's cases: batch norm training forward+backward on (64, 64, 32, 32), layer norm
 forward+backward on (8192, 512), softmax cross-entropy forward+backward on (1024, 1000),
 dropout on 10M elements, linear (256, 1024) x (1024, 1024)^T forward and
-forward+backward. All but linear do a few flops per element and are memory-bound: they
+forward+backward; and embedding forward and backward on a 30000 x 512 table with a
+(64, 50) token batch. All but linear do a few flops per element and are memory-bound: they
 report the minimal traffic of the operation (defined per case below) per second, and
 that as a share of the machine's measured copy bandwidth (np.copyto, counted the same
 way: bytes read + written). Linear is GEMM-bound and reports GFLOP/s against the sgemm
@@ -329,6 +330,49 @@ def _linear(backward: bool):
     return setup
 
 
+def _embedding_data():
+    """A vocabulary of 30000 x 512 looked up by a (64, 50) batch of tokens (Zipf-like, so
+    some rows repeat and most are unused, as in text)."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((_EMB_V, _EMB_D), dtype=np.float32)
+    idx = np.minimum(rng.zipf(1.2, _EMB_TOKENS) - 1, _EMB_V - 1).astype(np.int64).reshape(64, 50)
+    g = rng.standard_normal((64, 50, _EMB_D), dtype=np.float32)
+    return idx, w, g
+
+
+def _embedding(backward: bool):
+    def setup(has_torch: bool) -> Setup:
+        """Forward: y = weight[indices] (torch: F.embedding under no_grad). Backward alone:
+        grad_weight from grad_y (torch: aten.embedding_dense_backward, the dense weight
+        gradient F.embedding's autograd runs, without a forward)."""
+        idx, w, g = _embedding_data()
+        if backward:
+            fns = {"ak": lambda: ak.embedding_backward(g, idx, _EMB_V),
+                   "numpy": lambda: numpy_nn.embedding_backward(g, idx, _EMB_V)}
+        else:
+            fns = {"ak": lambda: ak.embedding_forward(idx, w),
+                   "numpy": lambda: numpy_nn.embedding_forward(idx, w)}
+        if has_torch:
+            F = torch.nn.functional
+            it, wt, gt = map(torch.from_numpy, (idx, w, g))
+            if backward:
+                def torch_fn():
+                    return torch.ops.aten.embedding_dense_backward(gt, it, _EMB_V, -1, False)
+            else:
+                def torch_fn():
+                    with torch.no_grad():
+                        return F.embedding(it, wt)
+            fns["torch"] = torch_fn
+        outputs = {n: (lambda f=f: _np(f())) for n, f in fns.items()}
+        if backward:
+            ref = (numpy_nn.embedding_backward(g.astype(np.float64), idx, _EMB_V),)
+        else:
+            ref = (numpy_nn.embedding_forward(idx, w.astype(np.float64)),)
+        return Setup(fns, outputs, ref, [idx, w, g])
+    return setup
+
+
+_EMB_V, _EMB_D, _EMB_TOKENS = 30000, 512, 64 * 50
 _BN = 64 * 64 * 32 * 32 * 4
 _LN = 8192 * 512 * 4
 _LIN_FLOPS = 2 * 256 * 1024 * 1024
@@ -350,6 +394,12 @@ CASES = [
     Case("linear", "256x1024 -> 1024", "fwd+bwd", "flops", 3 * _LIN_FLOPS,
          "fwd + grad_x + grad_weight GEMMs, 3 x 2*B*I*O (bias sums not counted)", 1.0,
          _linear(True), ("linear_forward", "linear_backward")),
+    Case("embedding", "30000x512 [64x50]", "fwd", "bytes", 2 * _EMB_TOKENS * _EMB_D * 4 + _EMB_TOKENS * 8,
+         "rows read, y written, int64 indices read", 1.0, _embedding(False), ("embedding_forward",)),
+    Case("embedding", "30000x512 [64x50]", "bwd", "bytes",
+         _EMB_TOKENS * _EMB_D * 4 + _EMB_V * _EMB_D * 4 + _EMB_TOKENS * 8,
+         "grad_y read, grad_weight written, int64 indices read", 1.0, _embedding(True),
+         ("embedding_backward",)),
 ]
 
 HEADERS = ["case", "dir", "work", "ak ms", "rate", "% ref", "torch ms", "torch/ak",
@@ -364,7 +414,8 @@ dropout: `ak.dropout_forward(p=0.5, seed=...)` (y and a bool mask); linear:
 `ak.linear_forward` with bias, fwd+bwd adds `ak.linear_backward` (grad_x, grad_weight,
 grad_bias). fwd+bwd uses a fixed random upstream gradient g. torch (same thread count):
 `F.batch_norm(training=True)`, `F.layer_norm`, `F.cross_entropy`, `F.dropout(training=True)`,
-`F.linear`; the gradients through `torch.autograd.grad(y, (x, weight, bias),
+`F.linear`, `F.embedding` (its backward: `aten.embedding_dense_backward`, the dense weight
+gradient alone; ak: `ak.embedding_backward`); the gradients through `torch.autograd.grad(y, (x, weight, bias),
 grad_outputs=g)` (the gradient of (y*g).sum() without timing the extra product and
 sum; cross-entropy: of the loss w.r.t. the logits); forward-only cases under `no_grad`.
 numpy = `bench/numpy_nn.py`, the formulas as whole-array NumPy expressions (dropout:
@@ -373,7 +424,8 @@ Memory-bound cases report MB, the minimal traffic (each large input read once, e
 output written once; (C,)/(rows,)-sized vectors ignored): batchnorm and layernorm
 fwd+bwd: fwd x read + y written, bwd x + grad_y read + grad_x written (5 x 16.8 MB);
 cross_entropy: logits read + grad_logits written + targets; dropout: x read + y written
-+ 1-byte mask written (9 B per element); GB/s: that over ak's time; % ref: of the
++ 1-byte mask written (9 B per element); embedding fwd: rows read + y written + indices,
+bwd: grad_y read + the whole grad_weight written + indices; GB/s: that over ak's time; % ref: of the
 np.copyto bandwidth above (one thread, 256 MiB, counted alike; L3-sized cases and a
 multi-threaded kernel can pass 100%). linear: GFLOP (2*B*I*O per GEMM: fwd 1, fwd+bwd 3)
 over ak's time, % ref of the sgemm peak. Correctness first: every contender's outputs

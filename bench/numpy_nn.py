@@ -18,6 +18,8 @@ products through ``@`` (NumPy's BLAS). Semantics as adlkernels / PyTorch:
   exactly (Philox-4x32-10 keyed by the seed, counter (i // 4, 0, 0, 0), word i % 4,
   kept when u >= round(p * 2^32)) and is what the benchmark checks ak's mask against.
 - linear: y = x @ W^T + b.
+- embedding: ``weight[indices]`` (a fancy-index gather) and its weight gradient by
+  ``np.add.at`` (an unbuffered scatter-add over the positions).
 
 Every function works in the dtype of its inputs (float32 in the benchmark, float64 for
 the correctness reference).
@@ -180,3 +182,18 @@ def linear_forward(x, weight, bias):
 def linear_backward(grad_y, x, weight):
     """(grad_x, grad_weight, grad_bias) of :func:`linear_forward`."""
     return grad_y @ weight, grad_y.T @ x, grad_y.sum(axis=0)
+
+
+# ---- embedding -------------------------------------------------------------------------
+
+
+def embedding_forward(indices, weight):
+    """weight (V, D)[indices] -> indices.shape + (D,)."""
+    return weight[indices]
+
+
+def embedding_backward(grad_y, indices, num_embeddings):
+    """grad_weight (V, D): grad_y's rows added at their indices."""
+    out = np.zeros((num_embeddings, grad_y.shape[-1]), grad_y.dtype)
+    np.add.at(out, indices.reshape(-1), grad_y.reshape(-1, grad_y.shape[-1]))
+    return out

@@ -313,6 +313,15 @@ def _loss(dt):
     return dict(pred=_r((3, 4), dt), target=_r((3, 4), dt, 1), reduction="mean")
 
 
+def _emb(dt):
+    return dict(indices=np.array([[0, 4, 2], [4, 1, 0]]), weight=_r((5, 3), dt), padding_idx=1)
+
+
+def _emb_bwd(dt):
+    return dict(grad_y=_r((2, 3, 3), dt), indices=np.array([[0, 4, 2], [4, 1, 0]]), num_embeddings=5,
+                padding_idx=-1)
+
+
 def _init(dt):
     return dict(shape=(5, 3, 2, 2), rng=np.random.default_rng(0))
 
@@ -352,6 +361,7 @@ CALLS: list[Call] = [
     Call("softmax_cross_entropy", _ce),
     Call("mse_loss", _loss), Call("l1_loss", _loss),
     Call("huber_loss", lambda dt: dict(_loss(dt), delta=0.7)),
+    Call("embedding_forward", _emb), Call("embedding_backward", _emb_bwd),
     Call("xavier_uniform", lambda dt: dict(_init(dt), gain=1.5), dtypes=(np.float32,)),
     Call("xavier_normal", lambda dt: dict(_init(dt), gain=1.5), dtypes=(np.float32,)),
     Call("he_uniform", _init, dtypes=(np.float32,)),

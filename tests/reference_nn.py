@@ -298,3 +298,46 @@ def numerical_grad(f, x, eps=1e-6):
         flat[i] = v
         gflat[i] = (fp - fm) / (2 * eps)
     return g
+
+
+# ----------------------------------------------------------------------------------
+# Embedding (torch.nn.functional.embedding)
+# ----------------------------------------------------------------------------------
+
+
+def embedding_ref(indices, weight):
+    """y[..., :] = weight[indices[...]], from the definition (one row at a time)."""
+    idx = np.asarray(indices).reshape(-1)
+    w = np.asarray(weight, np.float64)
+    y = np.empty((idx.size, w.shape[1]))
+    for p, v in enumerate(idx):
+        y[p] = w[int(v)]
+    return y.reshape(np.shape(indices) + (w.shape[1],))
+
+
+def embedding_backward_ref(grad_y, indices, num_embeddings, padding_idx=None):
+    """grad_weight[v] = the sum of grad_y's rows at the positions p with indices[p] == v, in
+    float64; row padding_idx (normalized: negative counts from the end) is zero."""
+    idx = np.asarray(indices).reshape(-1)
+    g = np.asarray(grad_y, np.float64)
+    g = g.reshape(idx.size, g.shape[-1])
+    out = np.zeros((num_embeddings, g.shape[1]))
+    pad = None if padding_idx is None else padding_idx % num_embeddings
+    for v in range(num_embeddings):
+        if v != pad:
+            out[v] = g[idx == v].sum(axis=0)
+    return out
+
+
+def embedding_backward_sequential(grad_y, indices, num_embeddings, padding_idx=None):
+    """The plain loop `for p: grad_weight[indices[p]] += grad_y[p]` on zeros, in grad_y's own
+    dtype, one row at a time in position order: the float order the kernels promise."""
+    idx = np.asarray(indices).reshape(-1)
+    g = np.asarray(grad_y)
+    g = g.reshape(idx.size, g.shape[-1])
+    out = np.zeros((num_embeddings, g.shape[1]), g.dtype)
+    pad = None if padding_idx is None else padding_idx % num_embeddings
+    for p, v in enumerate(idx):
+        if int(v) != pad:
+            out[int(v)] += g[p]
+    return out

@@ -234,3 +234,28 @@ def test_linear_matches_the_cpu(rng, dtype, b, i, o):
     got = ak.nn.linear_backward(*(cp.asarray(a) for a in (gy, x, w)))
     for g, e in zip(got, ak.nn.linear_backward(gy, x, w)):
         np.testing.assert_allclose(cp.asnumpy(g), e, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("shape,V,D,pad", [((64, 50), 3000, 96, None), ((7,), 5, 300, 2), ((0,), 4, 8, -1),
+                                           ((3, 4, 5), 1, 33, None), ((2, 3), 10, 0, None)])
+def test_embedding_equals_the_cpu_bitwise(rng, dtype, idx_dtype, shape, V, D, pad):
+    """The same rows, and the gradient summed in the CPU's order (cupy's stable argsort,
+    then the position-order sums): bit for bit."""
+    idx = np.minimum(rng.zipf(1.3, shape) - 1, V - 1).astype(idx_dtype)
+    w = rng.standard_normal((V, D)).astype(dtype)
+    gy = rng.standard_normal(shape + (D,)).astype(dtype)
+    _same(ak.nn.embedding_forward(cp.asarray(idx), cp.asarray(w), padding_idx=pad),
+          ak.nn.embedding_forward(idx, w))
+    for _ in range(2):  # deterministic run to run
+        _same(ak.nn.embedding_backward(cp.asarray(gy), cp.asarray(idx), V, padding_idx=pad),
+              ak.nn.embedding_backward(gy, idx, V, padding_idx=pad))
+
+
+def test_embedding_bad_index_raises_before_any_kernel():
+    w = cp.zeros((5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"embedding_forward: indices: value 5 at \[2\] is outside \[0, 5\)"):
+        ak.nn.embedding_forward(cp.asarray(np.array([0, 1, 5])), w)
+    with pytest.raises(ValueError, match=r"embedding_backward: indices: value -1 at \[0\]"):
+        ak.nn.embedding_backward(cp.zeros((2, 3), np.float32), cp.asarray(np.array([-1, 1])), 5)

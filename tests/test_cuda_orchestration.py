@@ -868,3 +868,59 @@ def test_attention_routes_to_the_cuda_path(routed, rng, masked, bsz, monkeypatch
     with on_the_cpu(monkeypatch):
         want = run()
     _close(got, want)
+
+
+def _embedding_kernels(kernels):
+    """The CUDA module's embedding entry points on numpy arrays: the forward gather, and the
+    backward from the order it is given (group offsets, then each group summed in that
+    order), so that the Python side's sort is what is checked."""
+    t = kernels.t
+
+    def forward(indices, weight, y, n, V, D, int32, dtype, stream):
+        kernels.calls.append("embedding_forward")
+        assert t[indices].dtype == (np.int32 if int32 else np.int64) and t[y].dtype == dtype
+        t[y].reshape(n, D)[...] = t[weight][t[indices].reshape(-1)]
+
+    def backward(grad_y, indices, order, offsets, grad_weight, n, V, D, padding_idx, int32, dtype, stream):
+        kernels.calls.append("embedding_backward")
+        idx, o, gy = t[indices].reshape(-1), t[order], t[grad_y].reshape(n, D)
+        assert o.dtype == np.int64 and t[offsets].shape == (V + 1,)
+        gw = t[grad_weight]
+        gw[...] = 0
+        for p in o:
+            if idx[p] != padding_idx:
+                gw[idx[p]] += gy[p]
+
+    kernels.embedding_forward, kernels.embedding_backward = forward, backward
+
+
+@pytest.mark.parametrize("idx_dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("pad", [None, 2, -1])
+def test_embedding_routes_to_the_cuda_kernels(routed, rng, monkeypatch, idx_dtype, pad):
+    _embedding_kernels(routed)
+    monkeypatch.setattr(_cuda._cp(), "argsort", np.argsort, raising=False)
+    idx = rng.integers(0, 6, (4, 9)).astype(idx_dtype)
+    idx[0, :4] = 2  # repeated
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    gy = (rng.standard_normal((4, 9, 5)) * np.logspace(-5, 5, 9)[:, None]).astype(np.float32)
+    y = ak_nn.embedding_forward(idx, w, padding_idx=pad)
+    gw = ak_nn.embedding_backward(gy, idx, 6, padding_idx=pad)
+    assert routed.calls == ["embedding_forward", "embedding_backward"]
+    with on_the_cpu(monkeypatch):
+        assert np.array_equal(y, ak_nn.embedding_forward(idx, w))
+        want = ak_nn.embedding_backward(gy, idx, 6, padding_idx=pad)
+    # bit for bit: the order handed to the kernel is the stable one
+    assert gw.dtype == want.dtype and gw.tobytes() == want.tobytes()
+    routed.calls.clear()
+    assert ak_nn.embedding_forward(np.zeros((0, 3), np.int64), w).shape == (0, 3, 5)
+    assert ak_nn.embedding_backward(np.zeros((4, 2, 0), np.float32), idx[:, :2], 6).shape == (6, 0)
+    assert routed.calls == []  # nothing to launch
+
+
+def test_embedding_bad_index_raises_before_any_kernel_on_the_cuda_path(routed):
+    _embedding_kernels(routed)
+    with pytest.raises(ValueError, match=r"embedding_forward: indices: value 6 at \[4\] is outside \[0, 6\)"):
+        ak_nn.embedding_forward(np.array([[0, 1], [2, 3], [6, 0]]), np.zeros((6, 2)))
+    with pytest.raises(ValueError, match=r"embedding_backward: indices: value -2 at \[1\]"):
+        ak_nn.embedding_backward(np.zeros((2, 2)), np.array([0, -2]), 6)
+    assert routed.calls == []

@@ -38,6 +38,8 @@ from .init import he_normal, he_uniform, xavier_normal, xavier_uniform
 from .nn import (
     dropout_backward,
     dropout_forward,
+    embedding_backward,
+    embedding_forward,
     huber_loss,
     l1_loss,
     leaky_relu_backward,

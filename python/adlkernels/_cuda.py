@@ -795,3 +795,50 @@ def elementwise_loss(pred, target, kind, reduction, delta):
         mod.elementwise_loss(_ptr(pred), _ptr(target), _ptr(grad), _ptr(loss), _ptr(partials),
                              _ptr(total), n, kind, reduction, delta, pred.dtype, _stream())
         return (loss if per_element else total.astype(pred.dtype)), grad
+
+
+# ---- embedding -------------------------------------------------------------------------------
+
+
+def _check_embedding_indices(flat, num_embeddings, fn):
+    """ValueError for the first index outside [0, num_embeddings), as the CPU's (one round
+    trip to the host, before any kernel)."""
+    cp = _cp()
+    if flat.size == 0:
+        return
+    bad = (flat < 0) | (flat >= num_embeddings)
+    if bool(bad.any()):
+        i = int(cp.argmax(bad))
+        raise ValueError(f"{fn}: indices: value {int(flat[i])} at [{i}] is outside [0, {num_embeddings})")
+
+
+def embedding_forward(indices, weight):
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(weight):
+        v, d = weight.shape
+        flat = indices.reshape(-1)
+        _check_embedding_indices(flat, v, "embedding_forward")
+        y = cp.empty(tuple(indices.shape) + (d,), weight.dtype)
+        if y.size:
+            mod.embedding_forward(_ptr(flat), _ptr(weight), _ptr(y), flat.size, v, d,
+                                  flat.dtype == np.int32, weight.dtype, _stream())
+        return y
+
+
+def embedding_backward(grad_y, indices, num_embeddings, padding_idx):
+    """The positions sorted by index with cupy's argsort (stable: ascending positions within
+    an index), then the kernels' group offsets and per-element sums in that order."""
+    cp, mod = _cp(), cuda_module()
+    with _OnDevice(grad_y):
+        flat = indices.reshape(-1)
+        _check_embedding_indices(flat, num_embeddings, "embedding_backward")
+        d = grad_y.shape[-1]
+        gw = cp.empty((num_embeddings, d), grad_y.dtype)
+        if gw.size:
+            order = cp.argsort(flat, kind="stable").astype(np.int64, copy=False)
+            offsets = cp.empty(num_embeddings + 1, np.int64)
+            mod.embedding_backward(_ptr(grad_y), _ptr(flat), _ptr(order), _ptr(offsets), _ptr(gw),
+                                   flat.size, num_embeddings, d,
+                                   -1 if padding_idx is None else padding_idx, flat.dtype == np.int32,
+                                   grad_y.dtype, _stream())
+        return gw

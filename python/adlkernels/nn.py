@@ -13,6 +13,11 @@ integer (halves away from zero); t = 2^32 (p = 1) keeps nothing. P(keep) = 1 - p
 within 2^-33. The mask is a pure
 function of (seed, i): the same for any thread count and on any device.
 
+Embedding: the forward copies rows; the backward groups the positions by index with a
+stable counting sort (on the GPU: cupy's argsort, which is stable) and sums each group
+in position order, rows split across threads: no atomics, and bitwise the plain loop
+``for p: grad_weight[indices[p]] += grad_y[p]`` for any thread count and on both devices.
+
 Losses return (loss, grad_pred): the loss is a 0-d array of the input's type (or the
 per-element array with reduction="none"), grad_pred the gradient of the returned loss
 (for "none": of its sum).
@@ -34,6 +39,7 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
     "softmax_cross_entropy", "mse_loss", "l1_loss", "huber_loss",
+    "embedding_forward", "embedding_backward",
 ]
 
 _REDUCTION_OF = dict(_adlk.Reduction.__members__)  # "mean", "sum", "none" -> enum value
@@ -330,3 +336,69 @@ def huber_loss(pred, target, delta=1.0, reduction="mean"):
     if not delta > 0:
         raise a.value_error("delta", f"must be > 0, got {delta}")
     return _loss("huber_loss", _adlk.LossKind.huber, pred, target, reduction, delta)
+
+
+# ---- embedding -----------------------------------------------------------------------------
+
+def _embedding_indices(a: Args, indices):
+    """The index array, C-contiguous, int64 or int32 in native byte order."""
+    a._require_array(indices, "indices")
+    dt = np.dtype(indices.dtype)
+    if dt.kind != "i" or dt.itemsize not in (4, 8):
+        raise a.type_error("indices", f"expected int64 (or int32) indices, got {dt}")
+    if isinstance(indices, np.ndarray) and not dt.isnative:
+        indices = indices.astype(dt.newbyteorder("="))
+    return a.array(indices, "indices", "any shape")
+
+
+def _padding_idx(a: Args, padding_idx, num_embeddings: int):
+    """padding_idx normalized to [0, V) as torch does (negative counts from the end), or None."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, (bool, np.bool_)) or not isinstance(padding_idx, numbers.Integral):
+        raise a.type_error("padding_idx", f"expected an int or None, got {type(padding_idx).__name__}")
+    v = int(padding_idx)
+    if not -num_embeddings <= v < num_embeddings:
+        raise a.value_error("padding_idx", f"must be in [-{num_embeddings}, {num_embeddings}), got {v}")
+    return v + num_embeddings if v < 0 else v
+
+
+def embedding_forward(indices, weight, padding_idx=None):
+    """y = weight[indices], as ``torch.nn.functional.embedding``: indices an int64 (or
+    int32) array of any shape, weight (V, D) -> y of shape indices.shape + (D,). An index
+    outside [0, V) (negative ones included, as in torch) raises ValueError before anything
+    is written. padding_idx (an int in [-V, V) or None) is checked but does not change the
+    forward."""
+    a = Args("embedding_forward")
+    backend = backend_of(a.fn, dict(indices=indices, weight=weight))
+    a.float_dtype(weight=weight)
+    indices = _embedding_indices(a, indices)
+    weight = a.array(weight, "weight", "(V, D)", ndim=2)
+    _padding_idx(a, padding_idx, weight.shape[0])
+    if on_gpu(a.fn, backend):
+        return _cuda.embedding_forward(indices, weight)
+    return a.run(_adlk.embedding_forward, indices, weight)
+
+
+def embedding_backward(grad_y, indices, num_embeddings, padding_idx=None):
+    """grad_weight (num_embeddings, D) of :func:`embedding_forward`: the rows of grad_y
+    (indices.shape + (D,)) summed per index in position order (module docstring), row
+    padding_idx zero. As the weight gradient of ``torch.nn.functional.embedding``. An index
+    outside [0, num_embeddings) raises ValueError."""
+    a = Args("embedding_backward")
+    backend = backend_of(a.fn, dict(grad_y=grad_y, indices=indices))
+    a.float_dtype(grad_y=grad_y)
+    indices = _embedding_indices(a, indices)
+    if isinstance(num_embeddings, (bool, np.bool_)) or not isinstance(num_embeddings, numbers.Integral):
+        raise a.type_error("num_embeddings", f"expected an int, got {type(num_embeddings).__name__}")
+    num_embeddings = int(num_embeddings)
+    if not 0 <= num_embeddings < 2**63:
+        raise a.value_error("num_embeddings", f"must be >= 0, got {num_embeddings}")
+    pad = _padding_idx(a, padding_idx, num_embeddings)
+    desc = fmt_shape((*indices.shape, "D"))
+    grad_y = a.array(grad_y, "grad_y", desc, ndim=indices.ndim + 1)
+    a.shape(grad_y, "grad_y", tuple(indices.shape) + (None,), desc)
+    a.size_fits("num_embeddings", (num_embeddings, grad_y.shape[-1]), "grad_weight")
+    if on_gpu(a.fn, backend):
+        return _cuda.embedding_backward(grad_y, indices, num_embeddings, pad)
+    return a.run(_adlk.embedding_backward, grad_y, indices, num_embeddings, pad)

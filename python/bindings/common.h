@@ -106,5 +106,6 @@ void bind_geometry(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_nn(py::module_& m);
+void bind_embedding(py::module_& m);
 
 }  // namespace adlk_bind

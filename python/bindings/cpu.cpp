@@ -296,4 +296,5 @@ PYBIND11_MODULE(_adlk, m) {
   bind_rnn(m);
   bind_optim(m);
   bind_nn(m);
+  bind_embedding(m);
 }

@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "adlk/cuda/embedding.h"
 #include "adlk/cuda/nn.h"
 #include "cuda_common.h"
 #include "op.h"
@@ -163,6 +164,40 @@ void layernorm_backward_t(Ptr grad_y, Ptr x, Ptr mean, Ptr rstd, Ptr weight, Ptr
                             as_stream(stream));
 }
 
+void check_embedding(index_t n, index_t V, index_t D) {
+  if (n < 0 || V < 0 || D < 0) throw py::value_error("n, V, D: must be >= 0");
+}
+
+// The indices are int64, or int32 where `int32`.
+template <typename T>
+void embedding_forward_t(Ptr indices, Ptr weight, Ptr y, index_t n, index_t V, index_t D, bool int32,
+                         const py::object&, Ptr stream) {
+  check_embedding(n, V, D);
+  py::gil_scoped_release nogil;
+  if (int32)
+    ac::embedding_forward<T>(n, V, D, dev_ptr<const std::int32_t>(indices), dev_ptr<const T>(weight),
+                             dev_ptr<T>(y), as_stream(stream));
+  else
+    ac::embedding_forward<T>(n, V, D, dev_ptr<const std::int64_t>(indices), dev_ptr<const T>(weight),
+                             dev_ptr<T>(y), as_stream(stream));
+}
+
+template <typename T>
+void embedding_backward_t(Ptr grad_y, Ptr indices, Ptr order, Ptr offsets, Ptr grad_weight, index_t n,
+                          index_t V, index_t D, index_t padding_idx, bool int32, const py::object&,
+                          Ptr stream) {
+  check_embedding(n, V, D);
+  if (padding_idx >= V) throw py::value_error("padding_idx: must be < V (negative: none)");
+  py::gil_scoped_release nogil;
+  auto run = [&](auto pi) {
+    ac::embedding_backward<T>(n, V, D, dev_ptr<const T>(grad_y), pi, dev_ptr<const std::int64_t>(order),
+                              padding_idx, dev_ptr<std::int64_t>(offsets), dev_ptr<T>(grad_weight),
+                              as_stream(stream));
+  };
+  if (int32) run(dev_ptr<const std::int32_t>(indices));
+  else run(dev_ptr<const std::int64_t>(indices));
+}
+
 }  // namespace
 
 void bind_cuda_nn(py::module_& m) {
@@ -228,6 +263,14 @@ void bind_cuda_nn(py::module_& m) {
   def_op(m, "dropout_backward", "grad_x = grad_y * mask / (1 - p) (0 where p = 1).",
          FLOAT_IMPL(dropout_backward_t, 5), py::arg("grad_y"), py::arg("mask"), py::arg("grad_x"),
          py::arg("n"), py::arg("p"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "embedding_forward", "y (n, D) = the rows of weight (V, D) at indices (n,) (checked by the caller).",
+         FLOAT_IMPL(embedding_forward_t, 7), py::arg("indices"), py::arg("weight"), py::arg("y"), py::arg("n"),
+         py::arg("V"), py::arg("D"), py::arg("int32"), py::arg("dtype"), py::arg("stream"));
+  def_op(m, "embedding_backward",
+         "grad_weight (V, D) from grad_y (n, D), order a stable argsort of indices, offsets V + 1 int64.",
+         FLOAT_IMPL(embedding_backward_t, 10), py::arg("grad_y"), py::arg("indices"), py::arg("order"),
+         py::arg("offsets"), py::arg("grad_weight"), py::arg("n"), py::arg("V"), py::arg("D"),
+         py::arg("padding_idx"), py::arg("int32"), py::arg("dtype"), py::arg("stream"));
 }
 
 }  // namespace adlk_bind

@@ -245,5 +245,7 @@ int main() {
   run_norm<double>(rng);
   run_rnn<float>(rng);
   run_rnn<double>(rng);
+  run_embedding<float>(rng);
+  run_embedding<double>(rng);
   return cuda_emu_test::report();
 }

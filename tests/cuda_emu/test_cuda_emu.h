@@ -14,3 +14,7 @@ void run_norm(std::mt19937_64& rng);
 // cuda/rnn.cu (test_rnn.cpp).
 template <typename T>
 void run_rnn(std::mt19937_64& rng);
+
+// cuda/embedding.cu (test_embedding.cpp).
+template <typename T>
+void run_embedding(std::mt19937_64& rng);

@@ -62,6 +62,10 @@ constexpr index_t kSeqGemmMinRows = 64;
 constexpr std::size_t kRnnKeepBytes = std::size_t(64) << 20;
 // Rows of a layer-norm backward handled per work item. bench_nn.py, layer norm.
 constexpr index_t kLayerNormRowChunk = 64;
+// Columns of one work item of embedding_backward (a row of grad_weight is split into
+// blocks of this many, so that a few heavy rows still spread over the threads; results do
+// not depend on it). bench_nn.py, embedding.
+constexpr index_t kEmbeddingColumns = 256;
 // Persistent scratch buffers per thread (adlk/scratch.h).
 constexpr int kScratchSlots = 4;
 
