@@ -1,4 +1,7 @@
-"""The main-job demo: ``python -m adlkernels demo [--model cnn|lstm]``.
+"""The main-job demo: ``python -m adlkernels demo [--model cnn|lstm|seq2seq]``.
+
+``seq2seq`` (an encoder-decoder with attention reading dates) lives in _seq2seq.py; the
+rest of this module is the digits demo.
 
 Trains a small network on scikit-learn's bundled 8x8 digits (1797 images, no download)
 with adlkernels' layers (ak.layers), fused loss (ak.nn.softmax_cross_entropy), Adam and a
