@@ -832,7 +832,7 @@ class RNNCell(_Cell):
 
 
 class AdditiveAttention(Module):
-    """Additive (Bahdanau) attention (:func:`ak.rnn.additive_attention_forward`):
+    """Additive (Bahdanau) attention (:func:`adlkernels.rnn.additive_attention_forward`):
     forward(query (B, query_size), keys (T, B, key_size), mask=None) -> (context
     (B, key_size), weights (B, T)); backward(grad_context, grad_weights=None) ->
     (grad_query, grad_keys). Parameters w_query (A, query_size), w_key (A, key_size),
