@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "adlk/blas.h"
+#include "adlk/packed_gemm.h"
 #include "adlk/rnn_cell.h"
 #include "adlk/parallel.h"
 #include "adlk/tuning.h"
@@ -320,10 +321,10 @@ template <typename T>
 struct WorkBuffer {
   std::unique_ptr<T[]> owned;
   T* ptr = nullptr;
-  explicit WorkBuffer(index_t n) {
+  explicit WorkBuffer(index_t n, int slot = 0) {
     const std::size_t count = static_cast<std::size_t>(std::max<index_t>(n, 1));
     if (count * sizeof(T) <= kKeepBytes) {
-      ptr = thread_scratch_as<T>(0, count);
+      ptr = thread_scratch_as<T>(slot, count);
     } else {
       owned.reset(new T[count]);
       ptr = owned.get();
@@ -594,6 +595,13 @@ void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
   T *wp = wp_buf.get(), *bp = bp_buf.get(), *gh = gh_buf.get();
   const T* W = packed ? wp : w_hh;
   const T* bh = packed ? bp : b_hh;
+  // float: each column block's 3n rows of W also packed into GEMM panels once for the
+  // whole sequence (adlk/packed_gemm.h); double keeps the BLAS.
+  constexpr bool use_packed_gemm = std::is_same_v<T, float>;
+  std::vector<index_t> panel_off(static_cast<std::size_t>(tiles.nh) + 1, 0);
+  for (int cb = 0; cb < tiles.nh; ++cb)
+    panel_off[cb + 1] = panel_off[cb] + packed_weight_size(3 * tiles.cols(cb).size(), H);
+  WorkBuffer<float> panels(use_packed_gemm ? panel_off.back() : 0, 1);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
@@ -612,6 +620,11 @@ void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
                       bp + 3 * c.begin + k * c.size());
         }
       }
+    if constexpr (use_packed_gemm)
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        pack_weight(3 * c.size(), H, W + 3 * c.begin * H, H, panels.get() + panel_off[cb]);
+      }
 #pragma omp barrier
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = reverse ? Tn - 1 - s : s;
@@ -629,8 +642,13 @@ void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
             std::copy(bh + 3 * c0, bh + 3 * (c0 + n), gh + r * G3 + 3 * c0);
           beta = T(1);
         }
-        gemm<T>(false, true, tr.size(), 3 * n, H, T(1), hp + tr.begin * ldh, ldh,
-                W + 3 * c0 * H, H, beta, gh + tr.begin * G3 + 3 * c0, G3);
+        if constexpr (use_packed_gemm)
+          gemm_packed(tr.size(), 3 * n, H, hp + tr.begin * ldh, ldh,
+                      panels.get() + panel_off[i % tiles.nh], beta != T(0),
+                      gh + tr.begin * G3 + 3 * c0, G3);
+        else
+          gemm<T>(false, true, tr.size(), 3 * n, H, T(1), hp + tr.begin * ldh, ldh,
+                  W + 3 * c0 * H, H, beta, gh + tr.begin * G3 + 3 * c0, G3);
         gru_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, gates + t * B * G3, gh + 2 * c0,
                          G3, n, hp, ldh, hn + t * B * H, y + t * B * g.ldy, g.ldy);
       }
@@ -721,12 +739,23 @@ void rnn_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
   if (g.B == 0) return;
   const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, R = Tn * B;
   const FixedTiles tiles(B, H);
+  // float: each column block's rows of w_hh packed once for the sequence (as gru_forward)
+  constexpr bool use_packed_gemm = std::is_same_v<T, float>;
+  std::vector<index_t> panel_off(static_cast<std::size_t>(tiles.nh) + 1, 0);
+  for (int cb = 0; cb < tiles.nh; ++cb)
+    panel_off[cb + 1] = panel_off[cb] + packed_weight_size(tiles.cols(cb).size(), H);
+  WorkBuffer<float> panels(use_packed_gemm ? panel_off.back() : 0, 1);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
     // Input projection of every step at once, straight into y; both biases folded in.
     rows_gemm_fixed<T>(p, np, R, H, I, true, x, g.ldx, w_ih, I, b_ih, b_hh, y, g.ldy);
+    if constexpr (use_packed_gemm)
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        pack_weight(c.size(), H, w_hh + c.begin * H, H, panels.get() + panel_off[cb]);
+      }
 #pragma omp barrier
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = reverse ? Tn - 1 - s : s;
@@ -736,7 +765,13 @@ void rnn_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
       for (int i = p; i < tiles.count(); i += np) {
         Span tr, tc;
         tiles.tile(i, tr, tc);
-        gate_gemm<T>(1, H, tr, tc, H, hp, s == 0 ? H : g.ldy, w_hh, T(1), yt, g.ldy);
+        const index_t ldh = s == 0 ? H : g.ldy;
+        if constexpr (use_packed_gemm)
+          gemm_packed(tr.size(), tc.size(), H, hp + tr.begin * ldh, ldh,
+                      panels.get() + panel_off[i % tiles.nh], true,
+                      yt + tr.begin * g.ldy + tc.begin, g.ldy);
+        else
+          gate_gemm<T>(1, H, tr, tc, H, hp, ldh, w_hh, T(1), yt, g.ldy);
         rnn_act_tile<T>(tr.begin, tr.end, tc.begin, tc.end, g.ldy, relu, yt);
       }
 #pragma omp barrier

@@ -121,7 +121,8 @@ def get_num_threads() -> int:
 
 
 def build_info() -> dict:
-    """How this build was made: version, compiler, OpenMP, BLAS, CUDA, sanitizers."""
+    """How this build was made: version, compiler, OpenMP, BLAS, CUDA, sanitizers, and the
+    packed-weight GEMM's micro-kernel in use (``gemm_isa``: avx512, avx2 or portable)."""
     from ._cudainfo import cuda_status
 
     info = {"version": __version__}

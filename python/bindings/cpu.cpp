@@ -4,6 +4,7 @@
 // and made inputs C-contiguous; these bindings re-check what memory safety depends on
 // (dtype, contiguity, exact shapes) so that a direct call cannot reach a kernel with
 // bad buffers, then release the GIL around every kernel.
+#include <algorithm>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -13,6 +14,7 @@
 
 #include "adlk/blas.h"
 #include "adlk/conv.h"
+#include "adlk/packed_gemm.h"
 #include "adlk/parallel.h"
 #include "adlk/pool.h"
 #include "adlk/tuning.h"
@@ -217,6 +219,26 @@ py::array_t<T> avgpool2d_backward_t(const py::array& dy, const std::vector<index
   return dx;
 }
 
+// The packed-weight GEMM alone, for its tests: a (M, K) @ w (N, K)^T, plus c when given.
+py::array_t<float> gemm_packed_t(const py::array& a, const py::array& w, const py::object& c) {
+  if (a.ndim() != 2) throw py::value_error("a: expected a 2-D array");
+  if (w.ndim() != 2) throw py::value_error("w: expected a 2-D array");
+  const index_t M = a.shape(0), K = a.shape(1), N = w.shape(0);
+  const float* pa = in_ptr<float>(a, "a", {M, K});
+  const float* pw = in_ptr<float>(w, "w", {N, K});
+  const float* pc = opt_ptr<float>(c, "c", {M, N});
+  auto out = new_array<float>({M, N});
+  float* po = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::vector<float> packed(static_cast<std::size_t>(adlk::packed_weight_size(N, K)));
+    adlk::pack_weight(N, K, pw, K, packed.data());
+    if (pc) std::copy(pc, pc + M * N, po);
+    adlk::gemm_packed(M, N, K, pa, K, packed.data(), pc != nullptr, po, N);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_adlk, m) {
@@ -251,6 +273,8 @@ PYBIND11_MODULE(_adlk, m) {
     // 1 by design: each OpenMP thread runs its own single-threaded GEMMs.
     d["blas_threads"] = adlk::blas_get_num_threads();
     d["sanitizers"] = adlk::sanitized_build();
+    // The packed-weight GEMM's micro-kernel (recurrent sequences): avx512, avx2, portable.
+    d["gemm_isa"] = adlk::gemm_packed_isa();
     // The committed stubs (_adlk.pyi) are this pybind11's rendering of the bindings.
     d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
                     std::to_string(PYBIND11_VERSION_MINOR) + "." +
@@ -259,6 +283,9 @@ PYBIND11_MODULE(_adlk, m) {
   });
 
   bind_geometry(m);
+
+  def_op(m, "_gemm_packed", "Test hook: a @ w.T (+ c) through the packed-weight GEMM (float32).",
+         &gemm_packed_t, py::arg("a"), py::arg("w"), py::arg("c") = py::none());
 
   def_op(m, "im2col", "x (N, C, H, W) -> cols (N, C*kH*kW, H_out*W_out) (unfold).",
          FLOAT_IMPL(im2col_t, 0), py::arg("x"), py::arg("kernel_size"), py::arg("stride"),

@@ -14,7 +14,8 @@
 // (bitwise identical for any thread count). LSTM and cell GEMM results depend on the
 // thread count through how the products are split; the GRU and RNN sequences split them
 // into pieces fixed by the sizes (adlk/tuning.h, kSeq*), so all their results are bitwise
-// identical for any thread count.
+// identical for any thread count. In float32 their recurrent GEMM packs W_hh once per
+// sequence and runs the packed-weight micro-kernel (adlk/packed_gemm.h).
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,245 @@
+#include "adlk/packed_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ADLK_PACKED_X86 1
+#endif
+
+namespace adlk {
+
+namespace {
+
+constexpr index_t NR = kPackedPanel;
+
+// How many columns of a panel starting at column n0 exist.
+inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(NR, N - n0)); }
+
+// ---- portable kernel -------------------------------------------------------------------
+
+inline float fma_chain(float a, float w, float c) {
+#ifdef FP_FAST_FMAF
+  return std::fma(a, w, c);
+#else
+  return a * w + c;  // no fast fma on this target: plain multiply-add (own rounding)
+#endif
+}
+
+void gemm_portable(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
+                   bool accumulate, float* C, index_t ldc) {
+  float acc[NR];
+  for (index_t n0 = 0; n0 < N; n0 += NR) {
+    const float* P = Wp + n0 * K;
+    const int nc = panel_cols(N, n0);
+    for (index_t i = 0; i < M; ++i) {
+      const float* a = A + i * lda;
+      float* c = C + i * ldc + n0;
+      for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : 0.0f;
+      for (index_t k = 0; k < K; ++k)
+        for (int j = 0; j < NR; ++j) acc[j] = fma_chain(a[k], P[k * NR + j], acc[j]);
+      std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
+    }
+  }
+}
+
+#ifdef ADLK_PACKED_X86
+
+// ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
+
+template <int MR>
+__attribute__((target("avx512f"))) inline void tile_avx512(index_t K, const float* A,
+                                                           index_t lda, const float* P,
+                                                           bool accumulate, float* C,
+                                                           index_t ldc, int nc) {
+  const __mmask16 m0 = nc >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nc) - 1);
+  const __mmask16 m1 =
+      nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
+  __m512 c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) {
+    c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : _mm512_setzero_ps();
+    c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (index_t k = 0; k < K; ++k) {
+    const __m512 w0 = _mm512_loadu_ps(P + k * NR);
+    const __m512 w1 = _mm512_loadu_ps(P + k * NR + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+      c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
+    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
+  }
+}
+
+constexpr int kMrAvx512 = 12;  // 24 accumulators + 2 panel rows + 1 broadcast of 32 zmm
+
+template <int MR>
+__attribute__((target("avx512f"))) void rows_avx512(index_t M, index_t K, const float* A,
+                                                    index_t lda, const float* P, bool accumulate,
+                                                    float* C, index_t ldc, int nc) {
+  if constexpr (MR > 0) {
+    if (M >= MR) {
+      index_t i = 0;
+      for (; i + MR <= M; i += MR)
+        tile_avx512<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
+      if (i < M) rows_avx512<MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
+    } else {
+      rows_avx512<MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void gemm_avx512(index_t M, index_t N, index_t K,
+                                                    const float* A, index_t lda,
+                                                    const float* Wp, bool accumulate, float* C,
+                                                    index_t ldc) {
+  // A panel (K x 32 floats: 32 KiB at K = 256) stays in L1 while all of A's rows pass.
+  for (index_t n0 = 0; n0 < N; n0 += NR)
+    rows_avx512<kMrAvx512>(M, K, A, lda, Wp + n0 * K, accumulate, C + n0, ldc, panel_cols(N, n0));
+}
+
+// ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
+
+template <int MR>
+__attribute__((target("avx2,fma"))) inline void tile_avx2(index_t K, const float* A, index_t lda,
+                                                         const float* P, bool accumulate,
+                                                         float* C, index_t ldc, int nc) {
+  // nc: columns of this half panel that exist (1..16); partial halves go through a
+  // buffer so that no load or store leaves the row.
+  alignas(32) float buf[MR][16];
+  const bool full = nc == 16;
+  __m256 c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) {
+    if (!accumulate) {
+      c0[i] = _mm256_setzero_ps();
+      c1[i] = _mm256_setzero_ps();
+    } else if (full) {
+      c0[i] = _mm256_loadu_ps(C + i * ldc);
+      c1[i] = _mm256_loadu_ps(C + i * ldc + 8);
+    } else {
+      for (int j = 0; j < 16; ++j) buf[i][j] = j < nc ? C[i * ldc + j] : 0.0f;
+      c0[i] = _mm256_load_ps(buf[i]);
+      c1[i] = _mm256_load_ps(buf[i] + 8);
+    }
+  }
+  for (index_t k = 0; k < K; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(P + k * NR);
+    const __m256 w1 = _mm256_loadu_ps(P + k * NR + 8);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
+      c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    if (full) {
+      _mm256_storeu_ps(C + i * ldc, c0[i]);
+      _mm256_storeu_ps(C + i * ldc + 8, c1[i]);
+    } else {
+      _mm256_store_ps(buf[i], c0[i]);
+      _mm256_store_ps(buf[i] + 8, c1[i]);
+      std::memcpy(C + i * ldc, buf[i], sizeof(float) * static_cast<std::size_t>(nc));
+    }
+  }
+}
+
+constexpr int kMrAvx2 = 6;  // 12 accumulators + 2 panel rows + 1 broadcast of 16 ymm
+
+template <int MR>
+__attribute__((target("avx2,fma"))) void rows_avx2(index_t M, index_t K, const float* A,
+                                                  index_t lda, const float* P, bool accumulate,
+                                                  float* C, index_t ldc, int nc) {
+  if constexpr (MR > 0) {
+    if (M >= MR) {
+      index_t i = 0;
+      for (; i + MR <= M; i += MR)
+        tile_avx2<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
+      if (i < M) rows_avx2<MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
+    } else {
+      rows_avx2<MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void gemm_avx2(index_t M, index_t N, index_t K,
+                                                  const float* A, index_t lda, const float* Wp,
+                                                  bool accumulate, float* C, index_t ldc) {
+  for (index_t n0 = 0; n0 < N; n0 += NR) {
+    const int nc = panel_cols(N, n0);
+    for (int half = 0; half < 2 && 16 * half < nc; ++half)
+      rows_avx2<kMrAvx2>(M, K, A, lda, Wp + n0 * K + 16 * half, accumulate, C + n0 + 16 * half,
+                         ldc, std::min(16, nc - 16 * half));
+  }
+}
+
+#endif  // ADLK_PACKED_X86
+
+using GemmFn = void (*)(index_t, index_t, index_t, const float*, index_t, const float*, bool,
+                        float*, index_t);
+
+struct Kernel {
+  GemmFn fn;
+  const char* isa;
+};
+
+// The widest kernel this CPU runs; ADLK_GEMM_ISA=avx2 or =portable asks for a narrower one
+// (avx2 gives the same bits as avx512; a request the CPU cannot honour is ignored).
+Kernel pick_kernel() {
+  const char* want = std::getenv("ADLK_GEMM_ISA");
+  const auto allowed = [&](const char* isa) {
+    if (!want || !*want) return true;
+    if (std::strcmp(want, "portable") == 0) return false;
+    if (std::strcmp(want, "avx2") == 0) return std::strcmp(isa, "avx2") == 0;
+    return true;
+  };
+#ifdef ADLK_PACKED_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && allowed("avx512")) return {gemm_avx512, "avx512"};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && allowed("avx2"))
+    return {gemm_avx2, "avx2"};
+#else
+  (void)allowed;
+#endif
+  return {gemm_portable, "portable"};
+}
+
+const Kernel& kernel() {
+  static const Kernel k = pick_kernel();
+  return k;
+}
+
+}  // namespace
+
+index_t packed_weight_size(index_t N, index_t K) {
+  const index_t panels = (N + NR - 1) / NR;
+  return mul_checked(mul_checked(panels, NR, "packed columns"), K, "packed weight size");
+}
+
+void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {
+  for (index_t n0 = 0; n0 < N; n0 += NR) {
+    float* P = dst + n0 * K;
+    const int nc = panel_cols(N, n0);
+    for (index_t k = 0; k < K; ++k) {
+      float* row = P + k * NR;
+      for (int j = 0; j < nc; ++j) row[j] = W[(n0 + j) * ldw + k];
+      for (int j = nc; j < NR; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
+                 bool accumulate, float* C, index_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, K, A, lda, Wp, accumulate, C, ldc);
+}
+
+const char* gemm_packed_isa() { return kernel().isa; }
+
+}  // namespace adlk

@@ -1,0 +1,130 @@
+"""The packed-weight GEMM (adlk/packed_gemm.h) that the recurrent sequences use in float32.
+
+Against a float64 product, on the shapes where a register-tiled kernel goes wrong: rows
+not a multiple of the micro-tile, columns not a multiple of the 32-wide panel, K of 0 and
+1, accumulation onto C. Its numerics promise (one fused multiply-add chain per element in
+k order) is checked bitwise: the AVX2 kernel forced on an AVX-512 machine gives the same
+bits, and so does an element computed on its own.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from adlkernels import _adlk
+
+gemm = _adlk._gemm_packed
+
+
+def _ref(a, w, c=None):
+    out = a.astype(np.float64) @ w.astype(np.float64).T
+    return out if c is None else out + c
+
+
+@pytest.mark.parametrize("M", [1, 2, 5, 6, 7, 11, 12, 13, 25, 64])
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 31, 32, 33, 48, 64, 97, 192])
+def test_matches_float64_product(M, N):
+    rng = np.random.default_rng(M * 1000 + N)
+    K = 37
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    np.testing.assert_allclose(gemm(a, w), _ref(a, w), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gemm(a, w, c), _ref(a, w, c), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("K", [0, 1, 2, 255, 256, 257])
+def test_inner_dimension_edges(K):
+    rng = np.random.default_rng(K)
+    a = rng.standard_normal((9, K)).astype(np.float32)
+    w = rng.standard_normal((40, K)).astype(np.float32)
+    c = rng.standard_normal((9, 40)).astype(np.float32)
+    np.testing.assert_allclose(gemm(a, w), _ref(a, w), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(gemm(a, w, c), _ref(a, w, c), rtol=1e-5, atol=1e-4)
+    if K == 0:  # an empty product: exactly 0, or exactly c
+        assert not gemm(a, w).any()
+        np.testing.assert_array_equal(gemm(a, w, c), c)
+
+
+def test_empty_outputs():
+    assert gemm(np.zeros((0, 3), np.float32), np.zeros((4, 3), np.float32)).shape == (0, 4)
+    assert gemm(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32)).shape == (2, 0)
+
+
+def test_writes_only_its_columns():
+    """A partial last panel: its padding columns are neither stored (a store past column
+    N would leave the (M, N) output, which the sanitizer build catches) nor mixed into
+    the real ones."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((13, 8)).astype(np.float32)
+    w = rng.standard_normal((35, 8)).astype(np.float32)
+    c = np.full((13, 35), 7.0, np.float32)
+    out = gemm(a, w, c)
+    np.testing.assert_allclose(out, _ref(a, w, c), rtol=1e-5, atol=1e-4)
+
+
+def test_each_element_is_one_fma_chain_in_k_order():
+    """An element's bits do not depend on its row or column position in the tiles: the
+    (i, j) element of a big product equals the 1x1 product of row i and column j."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((29, 70)).astype(np.float32)
+    w = rng.standard_normal((67, 70)).astype(np.float32)
+    c = rng.standard_normal((29, 67)).astype(np.float32)
+    full, acc = gemm(a, w), gemm(a, w, c)
+    for i, j in [(0, 0), (11, 31), (12, 32), (28, 66), (17, 40)]:
+        assert gemm(a[i:i + 1], w[j:j + 1])[0, 0] == full[i, j]
+        assert gemm(a[i:i + 1], w[j:j + 1], c[i:i + 1, j:j + 1])[0, 0] == acc[i, j]
+
+
+def test_bad_arguments():
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(TypeError, match="^a: expected dtype float32"):
+        gemm(a.astype(np.float64), a)
+    with pytest.raises(ValueError, match="^w: expected shape"):
+        gemm(a, np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="^c: expected shape"):
+        gemm(a, a, np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="^a: expected a 2-D array"):
+        gemm(np.zeros(3, np.float32), a)
+
+
+_CHILD = """
+import json, sys, numpy as np, adlkernels as ak
+from adlkernels import _adlk
+rng = np.random.default_rng(3)
+a = rng.standard_normal((37, 300)).astype(np.float32)
+w = rng.standard_normal((101, 300)).astype(np.float32)
+c = rng.standard_normal((37, 101)).astype(np.float32)
+x = rng.standard_normal((6, 5, 20)).astype(np.float32)
+H = 70
+s = 1 / np.sqrt(H)
+u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)
+y, h_n, _ = ak.gru_forward(x, u(5, H), u(3 * H, 20), u(3 * H, H), u(3 * H), u(3 * H))
+yr, _, _ = ak.rnn_forward(x, u(5, H), u(H, 20), u(H, H), u(H), u(H))
+out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
+                      y.ravel(), yr.ravel()])
+print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()}))
+"""
+
+
+def _child(isa):
+    env = dict(os.environ, ADLK_GEMM_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True,
+                         check=True, timeout=300)
+    return json.loads(out.stdout)
+
+
+def test_isa_request_and_bitwise_identity_across_vector_widths():
+    """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
+    (GEMM, a GRU and an RNN sequence) are the same bits as the widest kernel's."""
+    widest = _child("")
+    if widest["isa"] == "portable":
+        pytest.skip("no AVX2 on this CPU: only the portable kernel")
+    avx2 = _child("avx2")
+    assert avx2["isa"] == "avx2"
+    assert avx2["hex"] == widest["hex"]
+    assert _child("portable")["isa"] == "portable"
