@@ -48,10 +48,29 @@ void gemm_portable(index_t M, index_t N, index_t K, const float* A, index_t lda,
 
 #ifdef ADLK_PACKED_X86
 
+// Rows of C in tiles of MR, the remainder in one tile of fewer rows. Tile::run<MR> is an
+// ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call).
+template <typename Tile, int MR>
+void rows_of_tiles(index_t M, index_t K, const float* A, index_t lda, const float* P,
+                   bool accumulate, float* C, index_t ldc, int nc) {
+  if constexpr (MR > 0) {
+    if (M >= MR) {
+      index_t i = 0;
+      for (; i + MR <= M; i += MR)
+        Tile::template run<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
+      if (i < M)
+        rows_of_tiles<Tile, MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc,
+                                    ldc, nc);
+    } else {
+      rows_of_tiles<Tile, MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
+    }
+  }
+}
+
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
 template <int MR>
-__attribute__((target("avx512f"))) inline void tile_avx512(index_t K, const float* A,
+__attribute__((target("avx512f"))) void tile_avx512(index_t K, const float* A,
                                                            index_t lda, const float* P,
                                                            bool accumulate, float* C,
                                                            index_t ldc, int nc) {
@@ -80,21 +99,13 @@ __attribute__((target("avx512f"))) inline void tile_avx512(index_t K, const floa
 
 constexpr int kMrAvx512 = 12;  // 24 accumulators + 2 panel rows + 1 broadcast of 32 zmm
 
-template <int MR>
-__attribute__((target("avx512f"))) void rows_avx512(index_t M, index_t K, const float* A,
-                                                    index_t lda, const float* P, bool accumulate,
-                                                    float* C, index_t ldc, int nc) {
-  if constexpr (MR > 0) {
-    if (M >= MR) {
-      index_t i = 0;
-      for (; i + MR <= M; i += MR)
-        tile_avx512<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
-      if (i < M) rows_avx512<MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
-    } else {
-      rows_avx512<MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
-    }
+struct Avx512Tile {
+  template <int MR>
+  static void run(index_t K, const float* A, index_t lda, const float* P, bool accumulate,
+                  float* C, index_t ldc, int nc) {
+    tile_avx512<MR>(K, A, lda, P, accumulate, C, ldc, nc);
   }
-}
+};
 
 __attribute__((target("avx512f"))) void gemm_avx512(index_t M, index_t N, index_t K,
                                                     const float* A, index_t lda,
@@ -102,13 +113,14 @@ __attribute__((target("avx512f"))) void gemm_avx512(index_t M, index_t N, index_
                                                     index_t ldc) {
   // A panel (K x 32 floats: 32 KiB at K = 256) stays in L1 while all of A's rows pass.
   for (index_t n0 = 0; n0 < N; n0 += NR)
-    rows_avx512<kMrAvx512>(M, K, A, lda, Wp + n0 * K, accumulate, C + n0, ldc, panel_cols(N, n0));
+    rows_of_tiles<Avx512Tile, kMrAvx512>(M, K, A, lda, Wp + n0 * K, accumulate, C + n0, ldc,
+                                         panel_cols(N, n0));
 }
 
 // ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
 
 template <int MR>
-__attribute__((target("avx2,fma"))) inline void tile_avx2(index_t K, const float* A, index_t lda,
+__attribute__((target("avx2,fma"))) void tile_avx2(index_t K, const float* A, index_t lda,
                                                          const float* P, bool accumulate,
                                                          float* C, index_t ldc, int nc) {
   // nc: columns of this half panel that exist (1..16); partial halves go through a
@@ -152,21 +164,13 @@ __attribute__((target("avx2,fma"))) inline void tile_avx2(index_t K, const float
 
 constexpr int kMrAvx2 = 6;  // 12 accumulators + 2 panel rows + 1 broadcast of 16 ymm
 
-template <int MR>
-__attribute__((target("avx2,fma"))) void rows_avx2(index_t M, index_t K, const float* A,
-                                                  index_t lda, const float* P, bool accumulate,
-                                                  float* C, index_t ldc, int nc) {
-  if constexpr (MR > 0) {
-    if (M >= MR) {
-      index_t i = 0;
-      for (; i + MR <= M; i += MR)
-        tile_avx2<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
-      if (i < M) rows_avx2<MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
-    } else {
-      rows_avx2<MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
-    }
+struct Avx2Tile {
+  template <int MR>
+  static void run(index_t K, const float* A, index_t lda, const float* P, bool accumulate,
+                  float* C, index_t ldc, int nc) {
+    tile_avx2<MR>(K, A, lda, P, accumulate, C, ldc, nc);
   }
-}
+};
 
 __attribute__((target("avx2,fma"))) void gemm_avx2(index_t M, index_t N, index_t K,
                                                   const float* A, index_t lda, const float* Wp,
@@ -174,8 +178,8 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(index_t M, index_t N, index_t
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
-      rows_avx2<kMrAvx2>(M, K, A, lda, Wp + n0 * K + 16 * half, accumulate, C + n0 + 16 * half,
-                         ldc, std::min(16, nc - 16 * half));
+      rows_of_tiles<Avx2Tile, kMrAvx2>(M, K, A, lda, Wp + n0 * K + 16 * half, accumulate,
+                                       C + n0 + 16 * half, ldc, std::min(16, nc - 16 * half));
   }
 }
 
