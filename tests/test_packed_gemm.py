@@ -20,6 +20,10 @@ from adlkernels import _adlk
 gemm = _adlk._gemm_packed
 
 
+def _rand(rng, *shape):
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
 def _ref(a, w, c=None):
     out = a.astype(np.float64) @ w.astype(np.float64).T
     return out if c is None else out + c
@@ -80,6 +84,30 @@ def test_each_element_is_one_fma_chain_in_k_order():
         assert gemm(a[i:i + 1], w[j:j + 1], c[i:i + 1, j:j + 1])[0, 0] == acc[i, j]
 
 
+@pytest.mark.parametrize("K1, K2", [(0, 5), (5, 0), (1, 1), (37, 70), (128, 256)])
+@pytest.mark.parametrize("M, N", [(1, 1), (13, 33), (64, 128)])
+def test_two_products_match_float64(M, N, K1, K2):
+    """gemm_packed2 (a recurrent step's x_t @ W_ih^T + h @ W_hh^T in one pass)."""
+    rng = np.random.default_rng(M + N + K1 + K2)
+    a, w = _rand(rng, M, K1), _rand(rng, N, K1)
+    a2, w2 = _rand(rng, M, K2), _rand(rng, N, K2)
+    c = _rand(rng, M, N)
+    ref = _ref(a, w) + _ref(a2, w2)
+    np.testing.assert_allclose(gemm(a, w, a2=a2, w2=w2), ref, rtol=1e-5, atol=2e-4)
+    np.testing.assert_allclose(gemm(a, w, c, a2, w2), ref + c, rtol=1e-5, atol=2e-4)
+
+
+def test_two_products_are_one_chain():
+    """The second product continues each element's chain: the same bits as the first
+    product stored and then accumulated onto (what a stored input projection gave)."""
+    rng = np.random.default_rng(11)
+    a, w = _rand(rng, 29, 40), _rand(rng, 67, 40)
+    a2, w2 = _rand(rng, 29, 90), _rand(rng, 67, 90)
+    c = _rand(rng, 29, 67)
+    np.testing.assert_array_equal(gemm(a, w, a2=a2, w2=w2), gemm(a2, w2, gemm(a, w)))
+    np.testing.assert_array_equal(gemm(a, w, c, a2, w2), gemm(a2, w2, gemm(a, w, c)))
+
+
 def test_bad_arguments():
     a = np.zeros((2, 3), np.float32)
     with pytest.raises(TypeError, match="^a: expected dtype float32"):
@@ -90,6 +118,14 @@ def test_bad_arguments():
         gemm(a, a, np.zeros((3, 3), np.float32))
     with pytest.raises(ValueError, match="^a: expected a 2-D array"):
         gemm(np.zeros(3, np.float32), a)
+    with pytest.raises(ValueError, match="^a2, w2: give both"):
+        gemm(a, a, a2=a)
+    with pytest.raises(ValueError, match="^w2: expected shape"):
+        gemm(a, a, a2=np.zeros((2, 5), np.float32), w2=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="^a2: expected shape"):
+        gemm(a, a, a2=np.zeros((3, 5), np.float32), w2=np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="^a2: expected dtype float32"):
+        gemm(a, a, a2=np.zeros((2, 5)), w2=np.zeros((2, 5), np.float32))
 
 
 _CHILD = """
@@ -105,8 +141,12 @@ s = 1 / np.sqrt(H)
 u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)
 y, h_n, _ = ak.gru_forward(x, u(5, H), u(3 * H, 20), u(3 * H, H), u(3 * H), u(3 * H))
 yr, _, _ = ak.rnn_forward(x, u(5, H), u(H, 20), u(H, H), u(H), u(H))
+yl = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * H, H), u(4 * H), u(4 * H))[0]
+a2 = rng.standard_normal((37, 50)).astype(np.float32)
+w2 = rng.standard_normal((101, 50)).astype(np.float32)
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
-                      y.ravel(), yr.ravel()])
+                      _adlk._gemm_packed(a, w, c, a2, w2).ravel(), y.ravel(), yr.ravel(),
+                      yl.ravel()])
 print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()}))
 """
 
@@ -120,7 +160,7 @@ def _child(isa):
 
 def test_isa_request_and_bitwise_identity_across_vector_widths():
     """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
-    (GEMM, a GRU and an RNN sequence) are the same bits as the widest kernel's."""
+    (GEMM, a GRU, an RNN and an LSTM sequence) are the same bits as the widest kernel's."""
     widest = _child("")
     if widest["isa"] == "portable":
         pytest.skip("no AVX2 on this CPU: only the portable kernel")

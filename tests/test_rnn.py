@@ -930,6 +930,23 @@ def test_saturated_inputs(dtype, rng):
                     ATTENTION_FIELDS, "additive_attention_backward")
 
 
+def test_float32_forward_bitwise_identical_for_any_thread_count(restore_threads, rng):
+    """The float32 LSTM forward runs the packed-weight GEMM (one FMA chain per element)
+    and an elementwise pass: its outputs are the same bits whatever tiles the threads
+    take (H = 70: column blocks on panel boundaries, batch rows split from 3 threads)."""
+    data = []
+    for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True)]:
+        data.append((lstm_inputs(rng, steps, bsz, n_in, hid, np.float32), reverse))
+    results = {}
+    for threads in (1, 2, 3, 4, 5):
+        ak.set_num_threads(threads)
+        results[threads] = [a for args, reverse in data
+                            for a in ak.lstm_forward(*args, reverse=reverse)[:3]]
+    for threads, out in results.items():
+        for i, (a, b) in enumerate(zip(results[1], out)):
+            assert np.array_equal(a, b), f"output {i} on {threads} threads differs from 1 thread"
+
+
 @pytest.mark.parametrize("threads", [1, 3, 5])
 def test_thread_counts(threads, restore_threads, rng):
     """Odd thread counts (tiles of batch rows x hidden units that do not divide evenly)

@@ -19,6 +19,20 @@ constexpr index_t NR = kPackedPanel;
 // How many columns of a panel starting at column n0 exist.
 inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(NR, N - n0)); }
 
+// ---- operands -----------------------------------------------------------------------------
+
+// One product of a sum C = A1 @ W1^T (+ A2 @ W2^T): A (rows, row stride lda), W's packed
+// panels, depth K (0: no such product). The kernels run an element's chain over the first
+// product's k, then the second's.
+struct Src {
+  index_t K = 0;
+  const float* A = nullptr;
+  index_t lda = 0;
+  const float* Wp = nullptr;
+  // The same operand from row i on, at the panel of column n0.
+  Src at(index_t i, index_t n0) const { return {K, A + i * lda, lda, Wp + n0 * K}; }
+};
+
 // ---- portable kernel -------------------------------------------------------------------
 
 inline float fma_chain(float a, float w, float c) {
@@ -29,18 +43,17 @@ inline float fma_chain(float a, float w, float c) {
 #endif
 }
 
-void gemm_portable(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
-                   bool accumulate, float* C, index_t ldc) {
+void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
+                   float* C, index_t ldc) {
   float acc[NR];
   for (index_t n0 = 0; n0 < N; n0 += NR) {
-    const float* P = Wp + n0 * K;
     const int nc = panel_cols(N, n0);
     for (index_t i = 0; i < M; ++i) {
-      const float* a = A + i * lda;
       float* c = C + i * ldc + n0;
       for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : 0.0f;
-      for (index_t k = 0; k < K; ++k)
-        for (int j = 0; j < NR; ++j) acc[j] = fma_chain(a[k], P[k * NR + j], acc[j]);
+      for (const Src& src : {s1.at(i, n0), s2.at(i, n0)})
+        for (index_t k = 0; k < src.K; ++k)
+          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.A[k], src.Wp[k * NR + j], acc[j]);
       std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
     }
   }
@@ -49,31 +62,41 @@ void gemm_portable(index_t M, index_t N, index_t K, const float* A, index_t lda,
 #ifdef ADLK_PACKED_X86
 
 // Rows of C in tiles of MR, the remainder in one tile of fewer rows. Tile::run<MR> is an
-// ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call).
+// ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call). s1, s2
+// point at the panel in use (column offset `half` floats inside it for the AVX2 halves).
 template <typename Tile, int MR>
-void rows_of_tiles(index_t M, index_t K, const float* A, index_t lda, const float* P,
-                   bool accumulate, float* C, index_t ldc, int nc) {
+void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate, float* C,
+                   index_t ldc, int nc) {
   if constexpr (MR > 0) {
-    if (M >= MR) {
-      index_t i = 0;
-      for (; i + MR <= M; i += MR)
-        Tile::template run<MR>(K, A + i * lda, lda, P, accumulate, C + i * ldc, ldc, nc);
-      if (i < M)
-        rows_of_tiles<Tile, MR - 1>(M - i, K, A + i * lda, lda, P, accumulate, C + i * ldc,
-                                    ldc, nc);
-    } else {
-      rows_of_tiles<Tile, MR - 1>(M, K, A, lda, P, accumulate, C, ldc, nc);
-    }
+    index_t i = 0;
+    for (; i + MR <= M; i += MR)
+      Tile::template run<MR>(s1.at(i, 0), s2.at(i, 0), accumulate, C + i * ldc, ldc, nc);
+    if (i < M)
+      rows_of_tiles<Tile, MR - 1>(M - i, s1.at(i, 0), s2.at(i, 0), accumulate, C + i * ldc,
+                                  ldc, nc);
   }
 }
 
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
 template <int MR>
-__attribute__((target("avx512f"))) void tile_avx512(index_t K, const float* A,
-                                                           index_t lda, const float* P,
-                                                           bool accumulate, float* C,
-                                                           index_t ldc, int nc) {
+__attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m512* c0,
+                                                               __m512* c1) {
+  for (index_t k = 0; k < s.K; ++k) {
+    const __m512 w0 = _mm512_loadu_ps(s.Wp + k * NR);
+    const __m512 w1 = _mm512_loadu_ps(s.Wp + k * NR + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(s.A[i * s.lda + k]);
+      c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
+    }
+  }
+}
+
+template <int MR>
+__attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2,
+                                                    bool accumulate, float* C, index_t ldc,
+                                                    int nc) {
   const __mmask16 m0 = nc >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nc) - 1);
   const __mmask16 m1 =
       nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
@@ -82,15 +105,8 @@ __attribute__((target("avx512f"))) void tile_avx512(index_t K, const float* A,
     c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : _mm512_setzero_ps();
     c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : _mm512_setzero_ps();
   }
-  for (index_t k = 0; k < K; ++k) {
-    const __m512 w0 = _mm512_loadu_ps(P + k * NR);
-    const __m512 w1 = _mm512_loadu_ps(P + k * NR + 16);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
-      c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
-      c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
-    }
-  }
+  fma_rows_avx512<MR>(s1, c0, c1);
+  fma_rows_avx512<MR>(s2, c0, c1);
   for (int i = 0; i < MR; ++i) {
     _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
     _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
@@ -101,28 +117,40 @@ constexpr int kMrAvx512 = 12;  // 24 accumulators + 2 panel rows + 1 broadcast o
 
 struct Avx512Tile {
   template <int MR>
-  static void run(index_t K, const float* A, index_t lda, const float* P, bool accumulate,
-                  float* C, index_t ldc, int nc) {
-    tile_avx512<MR>(K, A, lda, P, accumulate, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, float* C, index_t ldc,
+                  int nc) {
+    tile_avx512<MR>(s1, s2, accumulate, C, ldc, nc);
   }
 };
 
-__attribute__((target("avx512f"))) void gemm_avx512(index_t M, index_t N, index_t K,
-                                                    const float* A, index_t lda,
-                                                    const float* Wp, bool accumulate, float* C,
-                                                    index_t ldc) {
+void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate, float* C,
+                 index_t ldc) {
   // A panel (K x 32 floats: 32 KiB at K = 256) stays in L1 while all of A's rows pass.
   for (index_t n0 = 0; n0 < N; n0 += NR)
-    rows_of_tiles<Avx512Tile, kMrAvx512>(M, K, A, lda, Wp + n0 * K, accumulate, C + n0, ldc,
-                                         panel_cols(N, n0));
+    rows_of_tiles<Avx512Tile, kMrAvx512>(M, s1.at(0, n0), s2.at(0, n0), accumulate, C + n0,
+                                         ldc, panel_cols(N, n0));
 }
 
 // ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
 
 template <int MR>
-__attribute__((target("avx2,fma"))) void tile_avx2(index_t K, const float* A, index_t lda,
-                                                         const float* P, bool accumulate,
-                                                         float* C, index_t ldc, int nc) {
+__attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m256* c0,
+                                                              __m256* c1) {
+  for (index_t k = 0; k < s.K; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(s.Wp + k * NR);
+    const __m256 w1 = _mm256_loadu_ps(s.Wp + k * NR + 8);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(s.A + i * s.lda + k);
+      c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
+    }
+  }
+}
+
+template <int MR>
+__attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
+                                                  bool accumulate, float* C, index_t ldc,
+                                                  int nc) {
   // nc: columns of this half panel that exist (1..16); partial halves go through a
   // buffer so that no load or store leaves the row.
   alignas(32) float buf[MR][16];
@@ -141,15 +169,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(index_t K, const float* A, in
       c1[i] = _mm256_load_ps(buf[i] + 8);
     }
   }
-  for (index_t k = 0; k < K; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(P + k * NR);
-    const __m256 w1 = _mm256_loadu_ps(P + k * NR + 8);
-    for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
-      c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
-    }
-  }
+  fma_rows_avx2<MR>(s1, c0, c1);
+  fma_rows_avx2<MR>(s2, c0, c1);
   for (int i = 0; i < MR; ++i) {
     if (full) {
       _mm256_storeu_ps(C + i * ldc, c0[i]);
@@ -166,27 +187,30 @@ constexpr int kMrAvx2 = 6;  // 12 accumulators + 2 panel rows + 1 broadcast of 1
 
 struct Avx2Tile {
   template <int MR>
-  static void run(index_t K, const float* A, index_t lda, const float* P, bool accumulate,
-                  float* C, index_t ldc, int nc) {
-    tile_avx2<MR>(K, A, lda, P, accumulate, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, float* C, index_t ldc,
+                  int nc) {
+    tile_avx2<MR>(s1, s2, accumulate, C, ldc, nc);
   }
 };
 
-__attribute__((target("avx2,fma"))) void gemm_avx2(index_t M, index_t N, index_t K,
-                                                  const float* A, index_t lda, const float* Wp,
-                                                  bool accumulate, float* C, index_t ldc) {
+// The half panel at column offset `half` inside each panel (Wp stays the panel's start
+// plus the offset; the panel row stride is still NR).
+Src half_panel(const Src& s, int half) { return {s.K, s.A, s.lda, s.Wp + half}; }
+
+void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate, float* C,
+               index_t ldc) {
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
-      rows_of_tiles<Avx2Tile, kMrAvx2>(M, K, A, lda, Wp + n0 * K + 16 * half, accumulate,
+      rows_of_tiles<Avx2Tile, kMrAvx2>(M, half_panel(s1.at(0, n0), 16 * half),
+                                       half_panel(s2.at(0, n0), 16 * half), accumulate,
                                        C + n0 + 16 * half, ldc, std::min(16, nc - 16 * half));
   }
 }
 
 #endif  // ADLK_PACKED_X86
 
-using GemmFn = void (*)(index_t, index_t, index_t, const float*, index_t, const float*, bool,
-                        float*, index_t);
+using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, float*, index_t);
 
 struct Kernel {
   GemmFn fn;
@@ -238,10 +262,41 @@ void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) 
   }
 }
 
+void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst) {
+  for (index_t n0 = 0; n0 < N; n0 += NR) {
+    float* P = dst + n0 * K;
+    const int nc = panel_cols(N, n0);
+    for (index_t k = 0; k < K; ++k) {
+      float* row = P + k * NR;
+      std::memcpy(row, Wt + k * ldw + n0, sizeof(float) * static_cast<std::size_t>(nc));
+      for (int j = nc; j < NR; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index_t ldw,
+                      bool transposed, float* dst) {
+  const index_t panels = (N + NR - 1) / NR;
+  for (index_t q = p; q < panels; q += np) {
+    const index_t n0 = q * NR, n = std::min(NR, N - n0);
+    if (transposed)
+      pack_weight_transposed(n, K, W + n0, ldw, dst + n0 * K);
+    else
+      pack_weight(n, K, W + n0 * ldw, ldw, dst + n0 * K);
+  }
+}
+
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, K, A, lda, Wp, accumulate, C, ldc);
+  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, C, ldc);
+}
+
+void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,
+                  const float* Wp1, index_t K2, const float* A2, index_t lda2, const float* Wp2,
+                  bool accumulate, float* C, index_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, C, ldc);
 }
 
 const char* gemm_packed_isa() { return kernel().isa; }

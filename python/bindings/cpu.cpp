@@ -220,21 +220,41 @@ py::array_t<T> avgpool2d_backward_t(const py::array& dy, const std::vector<index
 }
 
 // The packed-weight GEMM alone, for its tests: a (M, K) @ w (N, K)^T, plus c when given.
-py::array_t<float> gemm_packed_t(const py::array& a, const py::array& w, const py::object& c) {
+py::array_t<float> gemm_packed_t(const py::array& a, const py::array& w, const py::object& c,
+                                 const py::object& a2, const py::object& w2) {
   if (a.ndim() != 2) throw py::value_error("a: expected a 2-D array");
   if (w.ndim() != 2) throw py::value_error("w: expected a 2-D array");
+  if (a2.is_none() != w2.is_none())
+    throw py::value_error("a2, w2: give both (a second product) or neither");
   const index_t M = a.shape(0), K = a.shape(1), N = w.shape(0);
   const float* pa = in_ptr<float>(a, "a", {M, K});
   const float* pw = in_ptr<float>(w, "w", {N, K});
   const float* pc = opt_ptr<float>(c, "c", {M, N});
+  index_t K2 = 0;
+  const float *pa2 = nullptr, *pw2 = nullptr;
+  py::array a2_arr, w2_arr;  // hold any converted array while its pointer is in use
+  if (!a2.is_none()) {
+    a2_arr = py::cast<py::array>(a2);
+    w2_arr = py::cast<py::array>(w2);
+    if (a2_arr.ndim() != 2) throw py::value_error("a2: expected a 2-D array");
+    K2 = a2_arr.shape(1);
+    pa2 = in_ptr<float>(a2_arr, "a2", {M, K2});
+    pw2 = in_ptr<float>(w2_arr, "w2", {N, K2});
+  }
   auto out = new_array<float>({M, N});
   float* po = out.mutable_data();
   {
     py::gil_scoped_release nogil;
     std::vector<float> packed(static_cast<std::size_t>(adlk::packed_weight_size(N, K)));
+    std::vector<float> packed2(static_cast<std::size_t>(adlk::packed_weight_size(N, K2)));
     adlk::pack_weight(N, K, pw, K, packed.data());
+    if (pw2) adlk::pack_weight(N, K2, pw2, K2, packed2.data());
     if (pc) std::copy(pc, pc + M * N, po);
-    adlk::gemm_packed(M, N, K, pa, K, packed.data(), pc != nullptr, po, N);
+    if (pa2)
+      adlk::gemm_packed2(M, N, K, pa, K, packed.data(), K2, pa2, K2, packed2.data(),
+                         pc != nullptr, po, N);
+    else
+      adlk::gemm_packed(M, N, K, pa, K, packed.data(), pc != nullptr, po, N);
   }
   return out;
 }
@@ -284,8 +304,10 @@ PYBIND11_MODULE(_adlk, m) {
 
   bind_geometry(m);
 
-  def_op(m, "_gemm_packed", "Test hook: a @ w.T (+ c) through the packed-weight GEMM (float32).",
-         &gemm_packed_t, py::arg("a"), py::arg("w"), py::arg("c") = py::none());
+  def_op(m, "_gemm_packed",
+         "Test hook: a @ w.T (+ a2 @ w2.T) (+ c) through the packed-weight GEMM (float32).",
+         &gemm_packed_t, py::arg("a"), py::arg("w"), py::arg("c") = py::none(),
+         py::arg("a2") = py::none(), py::arg("w2") = py::none());
 
   def_op(m, "im2col", "x (N, C, H, W) -> cols (N, C*kH*kW, H_out*W_out) (unfold).",
          FLOAT_IMPL(im2col_t, 0), py::arg("x"), py::arg("kernel_size"), py::arg("stride"),

@@ -20,9 +20,15 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__SANITIZE_THREAD__)
 #define ADLK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define ADLK_MULTIVERSION_WIDE \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define ADLK_MULTIVERSION
+#define ADLK_MULTIVERSION_WIDE
 #endif
+// ADLK_MULTIVERSION_WIDE adds an AVX-512 (x86-64-v4) clone: twice the lanes for the
+// transcendental-heavy recurrent gate loops. Only for loops that are elementwise (no sum
+// across lanes), where the v4 and v3 clones compute every element the same way.
 // ADLK_KEEP_LOOPS: keep short copy loops as loops (GCC would turn them into memcpy calls,
 // whose call overhead exceeds the work for short rows).
 #if defined(__GNUC__) && !defined(__clang__)

@@ -26,10 +26,26 @@ index_t packed_weight_size(index_t N, index_t K);
 // 64-byte aligned); the last panel's missing columns are zero.
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst);
 
+// The same packing for W given transposed: Wt (K, N), row stride ldw (W = Wt^T), as the
+// product dG @ W_hh of a recurrent backward step needs.
+void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst);
+
+// One thread's share of a packing done by a team: thread p of np packs panels p, p + np,
+// ... of dst (layout as pack_weight, or pack_weight_transposed when transposed).
+void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index_t ldw,
+                      bool transposed, float* dst);
+
 // C[M, N] (row stride ldc) = A[M, K] (row stride lda) @ W^T, plus C's previous value when
 // accumulate. Wp is pack_weight's result for W (N, K). K >= 0 (K == 0: C = 0 or kept).
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc);
+
+// C = A1 @ W1^T + A2 @ W2^T (+ C when accumulate) in one pass: each element's chain runs
+// over A1's K1 terms, then A2's K2 (Wp1, Wp2: packings of the (N, K1) and (N, K2) W1, W2).
+// A recurrent step's gates from x_t and h_{t-1} without a stored partial sum.
+void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,
+                  const float* Wp1, index_t K2, const float* A2, index_t lda2, const float* Wp2,
+                  bool accumulate, float* C, index_t ldc);
 
 // The micro-kernel in use: "avx512", "avx2" or "portable".
 const char* gemm_packed_isa();

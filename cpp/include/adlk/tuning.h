@@ -56,6 +56,10 @@ constexpr index_t kSeqTileRows = 64;
 constexpr index_t kSeqTileCols = 64;
 constexpr int kSeqGemmParts = 8;
 constexpr index_t kSeqGemmMinRows = 64;
+// Rows of the input projection per packed-GEMM call (float sequences): a block of x
+// (256 rows x I) stays in L2 while w_ih's packed panels pass through L1. Any value gives
+// the same bits (one FMA chain per element). bench_rnn.py, lstm_seq and gru_seq.
+constexpr index_t kSeqProjectionRows = 256;
 // Backward work buffers up to this size stay in the thread's scratch between calls (a
 // T=50, B=64, H=256 LSTM spent a third of forward+backward faulting fresh pages);
 // larger ones are freed after the call. bench_rnn.py.
