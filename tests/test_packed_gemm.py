@@ -29,7 +29,7 @@ def _ref(a, w, c=None):
     return out if c is None else out + c
 
 
-@pytest.mark.parametrize("M", [1, 2, 5, 6, 7, 11, 12, 13, 25, 64])
+@pytest.mark.parametrize("M", [1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 17, 25, 64])
 @pytest.mark.parametrize("N", [1, 15, 16, 17, 31, 32, 33, 48, 64, 97, 192])
 def test_matches_float64_product(M, N):
     rng = np.random.default_rng(M * 1000 + N)
