@@ -269,6 +269,11 @@ void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, 
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     float* P = dst + n0 * K;
     const int nc = panel_cols(N, n0);
+    if (nc == NR) {  // whole panels: fixed-size copies the compiler inlines
+      for (index_t k = 0; k < K; ++k)
+        std::memcpy(P + k * NR, Wt + k * ldw + n0, sizeof(float) * NR);
+      continue;
+    }
     for (index_t k = 0; k < K; ++k) {
       float* row = P + k * NR;
       std::memcpy(row, Wt + k * ldw + n0, sizeof(float) * static_cast<std::size_t>(nc));
