@@ -41,7 +41,7 @@ def test_matches_float64_product(M, N):
     np.testing.assert_allclose(gemm(a, w, c), _ref(a, w, c), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("K", [0, 1, 2, 255, 256, 257])
+@pytest.mark.parametrize("K", [0, 1, 2, 255, 256, 257, 512, 513, 1100])
 def test_inner_dimension_edges(K):
     rng = np.random.default_rng(K)
     a = rng.standard_normal((9, K)).astype(np.float32)
@@ -75,8 +75,8 @@ def test_each_element_is_one_fma_chain_in_k_order():
     """An element's bits do not depend on its row or column position in the tiles: the
     (i, j) element of a big product equals the 1x1 product of row i and column j."""
     rng = np.random.default_rng(7)
-    a = rng.standard_normal((29, 70)).astype(np.float32)
-    w = rng.standard_normal((67, 70)).astype(np.float32)
+    a = rng.standard_normal((29, 700)).astype(np.float32)  # deeper than one depth chunk
+    w = rng.standard_normal((67, 700)).astype(np.float32)
     c = rng.standard_normal((29, 67)).astype(np.float32)
     full, acc = gemm(a, w), gemm(a, w, c)
     for i, j in [(0, 0), (11, 31), (12, 32), (28, 66), (17, 40)]:
@@ -84,7 +84,8 @@ def test_each_element_is_one_fma_chain_in_k_order():
         assert gemm(a[i:i + 1], w[j:j + 1], c[i:i + 1, j:j + 1])[0, 0] == acc[i, j]
 
 
-@pytest.mark.parametrize("K1, K2", [(0, 5), (5, 0), (1, 1), (37, 70), (128, 256)])
+@pytest.mark.parametrize("K1, K2", [(0, 5), (5, 0), (1, 1), (37, 70), (128, 256), (300, 400),
+                                    (0, 700), (600, 0)])
 @pytest.mark.parametrize("M, N", [(1, 1), (13, 33), (64, 128)])
 def test_two_products_match_float64(M, N, K1, K2):
     """gemm_packed2 (a recurrent step's x_t @ W_ih^T + h @ W_hh^T in one pass)."""
@@ -97,12 +98,14 @@ def test_two_products_match_float64(M, N, K1, K2):
     np.testing.assert_allclose(gemm(a, w, c, a2, w2), ref + c, rtol=1e-5, atol=2e-4)
 
 
-def test_two_products_are_one_chain():
+@pytest.mark.parametrize("K1, K2", [(40, 90), (300, 400), (700, 5)])
+def test_two_products_are_one_chain(K1, K2):
     """The second product continues each element's chain: the same bits as the first
-    product stored and then accumulated onto (what a stored input projection gave)."""
+    product stored and then accumulated onto (what a stored input projection gave), also
+    where a deep product is run in chunks of the depth."""
     rng = np.random.default_rng(11)
-    a, w = _rand(rng, 29, 40), _rand(rng, 67, 40)
-    a2, w2 = _rand(rng, 29, 90), _rand(rng, 67, 90)
+    a, w = _rand(rng, 29, K1), _rand(rng, 67, K1)
+    a2, w2 = _rand(rng, 29, K2), _rand(rng, 67, K2)
     c = _rand(rng, 29, 67)
     np.testing.assert_array_equal(gemm(a, w, a2=a2, w2=w2), gemm(a2, w2, gemm(a, w)))
     np.testing.assert_array_equal(gemm(a, w, c, a2, w2), gemm(a2, w2, gemm(a, w, c)))
