@@ -142,14 +142,19 @@ x = rng.standard_normal((6, 5, 20)).astype(np.float32)
 H = 70
 s = 1 / np.sqrt(H)
 u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)
-y, h_n, _ = ak.gru_forward(x, u(5, H), u(3 * H, 20), u(3 * H, H), u(3 * H), u(3 * H))
+y, h_n, gru_cache = ak.gru_forward(x, u(5, H), u(3 * H, 20), u(3 * H, H), u(3 * H), u(3 * H))
 yr, _, _ = ak.rnn_forward(x, u(5, H), u(H, 20), u(H, H), u(H), u(H))
-yl = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * H, H), u(4 * H), u(4 * H))[0]
+yl, _, _, lstm_cache = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * H, H), u(4 * H),
+                                       u(4 * H))
+gy = rng.standard_normal(y.shape).astype(np.float32)
+grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.lstm_backward(gy, None, None,
+                                                                            lstm_cache)
+         if g is not None]
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
                       _adlk._gemm_packed(a, w, c, a2, w2).ravel(), y.ravel(), yr.ravel(),
-                      yl.ravel()])
+                      yl.ravel()] + [g.ravel() for g in grads])
 print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()}))
 """
 
@@ -163,7 +168,8 @@ def _child(isa):
 
 def test_isa_request_and_bitwise_identity_across_vector_widths():
     """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
-    (GEMM, a GRU, an RNN and an LSTM sequence) are the same bits as the widest kernel's."""
+    (GEMM, GRU, RNN and LSTM sequences, the GRU and LSTM gradients) are the same bits as
+    the widest kernel's."""
     widest = _child("")
     if widest["isa"] == "portable":
         pytest.skip("no AVX2 on this CPU: only the portable kernel")

@@ -769,10 +769,22 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
   T* dGh = dGi + R * G3;
   T* dh = grad_h0;  // the recurrent gradient lives in the output
   const FixedTiles tiles(B, H);
+  // float: each column block of w_hh (3H, n) packed once as the (n, 3H) operand of
+  // dh += dGh_t @ w_hh for the packed-weight GEMM; double keeps the BLAS.
+  constexpr bool use_packed_gemm = std::is_same_v<T, float>;
+  std::vector<index_t> panel_off(static_cast<std::size_t>(tiles.nh) + 1, 0);
+  for (int cb = 0; cb < tiles.nh; ++cb)
+    panel_off[cb + 1] = panel_off[cb] + packed_weight_size(tiles.cols(cb).size(), G3);
+  WorkBuffer<float> panels(use_packed_gemm ? panel_off.back() : 0, 1);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    if constexpr (use_packed_gemm)  // first read after the first step's barrier
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        pack_weight_transposed(c.size(), G3, w_hh + c.begin, H, panels.get() + panel_off[cb]);
+      }
     // A thread keeps its tiles through the loop: it alone reads and writes their dh.
     for (int i = p; i < tiles.count(); i += np) {
       Span tr, tc;
@@ -805,8 +817,13 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
       for (int i = p; i < tiles.count(); i += np) {
         Span tr, tc;
         tiles.tile(i, tr, tc);
-        gemm<T>(false, false, tr.size(), tc.size(), G3, T(1), dgh_t + tr.begin * G3, G3,
-                w_hh + tc.begin, H, T(1), dh + tr.begin * H + tc.begin, H);
+        if constexpr (use_packed_gemm)
+          gemm_packed(tr.size(), tc.size(), G3, dgh_t + tr.begin * G3, G3,
+                      panels.get() + panel_off[i % tiles.nh], true, dh + tr.begin * H + tc.begin,
+                      H);
+        else
+          gemm<T>(false, false, tr.size(), tc.size(), G3, T(1), dgh_t + tr.begin * G3, G3,
+                  w_hh + tc.begin, H, T(1), dh + tr.begin * H + tc.begin, H);
       }
     }
 #pragma omp barrier
