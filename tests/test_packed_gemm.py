@@ -143,13 +143,12 @@ H = 70
 s = 1 / np.sqrt(H)
 u = lambda *shape: rng.uniform(-s, s, shape).astype(np.float32)
 y, h_n, gru_cache = ak.gru_forward(x, u(5, H), u(3 * H, 20), u(3 * H, H), u(3 * H), u(3 * H))
-yr, _, _ = ak.rnn_forward(x, u(5, H), u(H, 20), u(H, H), u(H), u(H))
+yr, _, rnn_cache = ak.rnn_forward(x, u(5, H), u(H, 20), u(H, H), u(H), u(H))
 yl, _, _, lstm_cache = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * H, H), u(4 * H),
                                        u(4 * H))
 gy = rng.standard_normal(y.shape).astype(np.float32)
-grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.lstm_backward(gy, None, None,
-                                                                            lstm_cache)
-         if g is not None]
+grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, None, rnn_cache)
+         + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
@@ -168,8 +167,8 @@ def _child(isa):
 
 def test_isa_request_and_bitwise_identity_across_vector_widths():
     """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
-    (GEMM, GRU, RNN and LSTM sequences, the GRU and LSTM gradients) are the same bits as
-    the widest kernel's."""
+    (GEMM, GRU, RNN and LSTM sequences and their gradients) are the same bits as the
+    widest kernel's."""
     widest = _child("")
     if widest["isa"] == "portable":
         pytest.skip("no AVX2 on this CPU: only the portable kernel")

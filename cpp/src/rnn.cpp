@@ -644,6 +644,47 @@ void copy_final(int p, int np, const SeqGeom& g, bool reverse, const T* h0, cons
   }
 }
 
+// dh[tile] (+)= dG_t[tile rows, :] @ w_hh[:, tile cols] of a GRU or RNN backward step
+// (w_hh (GH, H), GH = G*H). float: each column block of w_hh packed once per sequence as
+// the (n, GH) operand of the packed-weight GEMM (adlk/packed_gemm.h); double: the BLAS.
+template <typename T>
+struct RecurrentGrad {
+  static constexpr bool kPacked = std::is_same_v<T, float>;
+  const FixedTiles& tiles;
+  const T* w_hh;
+  index_t GH;
+  std::vector<index_t> off;
+  WorkBuffer<float> panels;
+  RecurrentGrad(const FixedTiles& t, const T* w, index_t gh)
+      : tiles(t), w_hh(w), GH(gh), off(static_cast<std::size_t>(t.nh) + 1, 0),
+        panels(kPacked ? block_offsets(t, gh, off) : 0, 1) {}
+  static index_t block_offsets(const FixedTiles& t, index_t gh, std::vector<index_t>& off) {
+    for (int cb = 0; cb < t.nh; ++cb)
+      off[cb + 1] = off[cb] + packed_weight_size(t.cols(cb).size(), gh);
+    return off.back();
+  }
+  // This thread's share of the packing (read after the next barrier).
+  void pack(int p, int np) {
+    if constexpr (kPacked)
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        pack_weight_transposed(c.size(), GH, w_hh + c.begin, tiles.H, panels.get() + off[cb]);
+      }
+  }
+  void apply(int tile, const T* dG_t, bool accumulate, T* dh) const {
+    Span tr, tc;
+    tiles.tile(tile, tr, tc);
+    const index_t H = tiles.H;
+    if constexpr (kPacked)
+      gemm_packed(tr.size(), tc.size(), GH, dG_t + tr.begin * GH, GH,
+                  panels.get() + off[tile % tiles.nh], accumulate, dh + tr.begin * H + tc.begin,
+                  H);
+    else
+      gemm<T>(false, false, tr.size(), tc.size(), GH, T(1), dG_t + tr.begin * GH, GH,
+              w_hh + tc.begin, H, accumulate ? T(1) : T(0), dh + tr.begin * H + tc.begin, H);
+  }
+};
+
 // grad_w_hh = sum over steps of dG_t^T @ h_{t-1} (dG (T*B, G) by position t): the first
 // step in running order saw h0, every other one y of its predecessor.
 template <typename T>
@@ -769,22 +810,12 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
   T* dGh = dGi + R * G3;
   T* dh = grad_h0;  // the recurrent gradient lives in the output
   const FixedTiles tiles(B, H);
-  // float: each column block of w_hh (3H, n) packed once as the (n, 3H) operand of
-  // dh += dGh_t @ w_hh for the packed-weight GEMM; double keeps the BLAS.
-  constexpr bool use_packed_gemm = std::is_same_v<T, float>;
-  std::vector<index_t> panel_off(static_cast<std::size_t>(tiles.nh) + 1, 0);
-  for (int cb = 0; cb < tiles.nh; ++cb)
-    panel_off[cb + 1] = panel_off[cb] + packed_weight_size(tiles.cols(cb).size(), G3);
-  WorkBuffer<float> panels(use_packed_gemm ? panel_off.back() : 0, 1);
+  RecurrentGrad<T> rgrad(tiles, w_hh, G3);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
-    if constexpr (use_packed_gemm)  // first read after the first step's barrier
-      for (int cb = p; cb < tiles.nh; cb += np) {
-        const Span c = tiles.cols(cb);
-        pack_weight_transposed(c.size(), G3, w_hh + c.begin, H, panels.get() + panel_off[cb]);
-      }
+    rgrad.pack(p, np);  // first read after the first step's barrier
     // A thread keeps its tiles through the loop: it alone reads and writes their dh.
     for (int i = p; i < tiles.count(); i += np) {
       Span tr, tc;
@@ -814,17 +845,7 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
       }
 #pragma omp barrier
       // dh[tile] += dGh_t[tile rows, :] @ w_hh[:, tile cols] (onto the direct part d * z)
-      for (int i = p; i < tiles.count(); i += np) {
-        Span tr, tc;
-        tiles.tile(i, tr, tc);
-        if constexpr (use_packed_gemm)
-          gemm_packed(tr.size(), tc.size(), G3, dgh_t + tr.begin * G3, G3,
-                      panels.get() + panel_off[i % tiles.nh], true, dh + tr.begin * H + tc.begin,
-                      H);
-        else
-          gemm<T>(false, false, tr.size(), tc.size(), G3, T(1), dgh_t + tr.begin * G3, G3,
-                  w_hh + tc.begin, H, T(1), dh + tr.begin * H + tc.begin, H);
-      }
+      for (int i = p; i < tiles.count(); i += np) rgrad.apply(i, dgh_t, true, dh);
     }
 #pragma omp barrier
     // Weight gradients over all steps at once.
@@ -911,10 +932,12 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
   T* dA = da_buf.get();
   T* dh = grad_h0;
   const FixedTiles tiles(B, H);
+  RecurrentGrad<T> rgrad(tiles, w_hh, H);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    rgrad.pack(p, np);  // first read after the first step's barrier
     for (int i = p; i < tiles.count(); i += np) {
       Span tr, tc;
       tiles.tile(i, tr, tc);
@@ -937,12 +960,7 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
                                           y + t * B * g.ldy, g.ldy, nullptr, 0, dh, da_t);
       }
 #pragma omp barrier
-      for (int i = p; i < tiles.count(); i += np) {
-        Span tr, tc;
-        tiles.tile(i, tr, tc);
-        gemm<T>(false, false, tr.size(), tc.size(), H, T(1), da_t + tr.begin * H, H,
-                w_hh + tc.begin, H, T(0), dh + tr.begin * H + tc.begin, H);
-      }
+      for (int i = p; i < tiles.count(); i += np) rgrad.apply(i, da_t, false, dh);
     }
 #pragma omp barrier
     rows_gemm_fixed<T>(p, np, R, I, H, false, dA, H, w_ih, I, nullptr, nullptr, grad_x, I);

@@ -15,7 +15,7 @@
 // pack their weights once per sequence and run the packed-weight micro-kernel
 // (adlk/packed_gemm.h), one FMA chain per element: the LSTM computes a step's gates from
 // x_t and h_{t-1} in one pass per tile, the GRU and RNN project all steps' inputs first;
-// the LSTM and GRU backwards run dh = dG_t @ W_hh on W_hh^T packed once.
+// the LSTM, GRU and RNN backwards run dh = dG_t @ W_hh on W_hh^T packed once.
 // The GRU and RNN sequences split their BLAS GEMMs (double; float backward) into pieces
 // fixed by the sizes (adlk/tuning.h, kSeq*), so all their results are bitwise identical
 // for any thread count, as is the float32 LSTM forward; the LSTM backward, the double LSTM
