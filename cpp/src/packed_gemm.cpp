@@ -168,7 +168,9 @@ __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m2
     const __m256 w0 = _mm256_loadu_ps(s.Wp + k * NR);
     const __m256 w1 = _mm256_loadu_ps(s.Wp + k * NR + 8);
     for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(s.A + i * s.lda + k);
+      // set1 of a plain load, not _mm256_broadcast_ss(pointer): GCC treats that builtin as
+      // a read of unknown memory and kept the accumulators in memory, at half the speed
+      const __m256 a = _mm256_set1_ps(s.A[i * s.lda + k]);
       c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
       c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
     }
