@@ -148,10 +148,10 @@ ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t r0, index_t r1, index_t j0, i
 // grad_y[t] if given) and dc (in: from step t+1; out: to c_{t-1}); dG (row stride 4H)
 // receives the pre-activation gradients.
 template <typename T, bool HasGradY>
-ADLK_MULTIVERSION_WIDE void lstm_step_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                                    index_t H, const T* gates, const T* c_prev,
-                                                    const T* c_cur, const T* grad_y, index_t ldgy,
-                                                    const T* dh, T* dc, T* dG) {
+ADLK_MULTIVERSION_WIDE void
+lstm_step_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H, const T* gates,
+                        const T* c_prev, const T* c_cur, const T* grad_y, index_t ldgy, const T* dh,
+                        T* dc, T* dG) {
   for (index_t r = r0; r < r1; ++r) {
     const T* __restrict gi = gates + r * 4 * H;
     const T* __restrict gf = gi + H;
@@ -217,10 +217,10 @@ ADLK_MULTIVERSION_WIDE void gru_step_tile(index_t r0, index_t r1, index_t j0, in
 }
 
 template <typename T>
-ADLK_MULTIVERSION_WIDE void gru_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                              index_t H, const T* gates, const T* hn, const T* h,
-                                              const T* grad_h_next, T* dgi_all, T* dgh_all,
-                                              T* grad_h) {
+ADLK_MULTIVERSION_WIDE void
+gru_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H, const T* gates,
+                  const T* hn, const T* h, const T* grad_h_next, T* dgi_all, T* dgh_all,
+                  T* grad_h) {
   for (index_t r = r0; r < r1; ++r) {
     const T* __restrict gr = gates + r * 3 * H;
     const T* __restrict gz = gr + H;
@@ -246,10 +246,10 @@ ADLK_MULTIVERSION_WIDE void gru_backward_tile(index_t r0, index_t r1, index_t j0
 // recurrent-side pre-activation gradients (row stride 3H); dh (row stride H) is replaced
 // by its direct part d * z (the caller adds the recurrent GEMM's part).
 template <typename T, bool HasGradY>
-ADLK_MULTIVERSION_WIDE void gru_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                                  index_t H, const T* gates, const T* hn,
-                                                  const T* h, index_t ldh, const T* grad_y,
-                                                  index_t ldgy, T* dh, T* dgi_all, T* dgh_all) {
+ADLK_MULTIVERSION_WIDE void
+gru_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H, const T* gates,
+                      const T* hn, const T* h, index_t ldh, const T* grad_y, index_t ldgy, T* dh,
+                      T* dgi_all, T* dgh_all) {
   for (index_t r = r0; r < r1; ++r) {
     const T* __restrict gr = gates + r * 3 * H;
     const T* __restrict gz = gr + H;
@@ -295,10 +295,9 @@ ADLK_MULTIVERSION_WIDE void rnn_act_tile(index_t r0, index_t r1, index_t j0, ind
 // da = (dh + grad_y[t]) * act'(y) on a tile, act' from the output y (row stride ldy); relu's
 // derivative is 0 at 0 (and for NaN), as PyTorch's threshold_backward.
 template <typename T, bool HasGradY>
-ADLK_MULTIVERSION_WIDE void rnn_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                                  index_t H, bool relu, const T* y, index_t ldy,
-                                                  const T* grad_y, index_t ldgy, const T* dh,
-                                                  T* da) {
+ADLK_MULTIVERSION_WIDE void
+rnn_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H, bool relu,
+                      const T* y, index_t ldy, const T* grad_y, index_t ldgy, const T* dh, T* da) {
   for (index_t r = r0; r < r1; ++r) {
     const T* __restrict yr = y + r * ldy;
     const T* __restrict gy = HasGradY ? grad_y + r * ldgy : nullptr;
@@ -367,6 +366,15 @@ struct WorkBuffer {
   T* get() const { return ptr; }
 };
 
+// b_ih + b_hh (n each; either may be null) into buf, for the pointwise passes that add the
+// biases; null when there is neither.
+template <typename T>
+const T* summed_bias(const T* b_ih, const T* b_hh, index_t n, Buffer<T>& buf) {
+  if (!b_ih && !b_hh) return nullptr;
+  fill_gate_bias<T>(1, n, {0, 1}, {0, n}, b_ih, b_hh, buf.get(), n);
+  return buf.get();
+}
+
 // C (R, N) = A (R, K) @ W^T for float sequences' input projections, through the packed
 // GEMM: the team packs W (N, K) into Wp (packed_weight_size(N, K)), then each thread takes
 // an equal share of the rows in blocks of kSeqProjectionRows. Every element is one FMA
@@ -432,9 +440,8 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
   float* p_ih = p_hh + 4 * hh_gate;
   // b_ih + b_hh, added in the step's pointwise pass (a bias written into every step's
   // gates before the input GEMM would cost a pass over all T*B*4H of them).
-  Buffer<T> bias_buf(b_ih || b_hh ? G4 : 0);
-  const T* bias = b_ih || b_hh ? bias_buf.get() : nullptr;
-  if (bias) fill_gate_bias<T>(1, G4, {0, 1}, {0, G4}, b_ih, b_hh, bias_buf.get(), G4);
+  Buffer<T> bias_buf(G4);
+  const T* bias = summed_bias(b_ih, b_hh, G4, bias_buf);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
@@ -872,9 +879,8 @@ void rnn_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
   const index_t ih_off = panel_off.back();
   WorkBuffer<float> panels(use_packed_gemm ? ih_off + packed_weight_size(H, I) : 0, 1);
   // b_ih + b_hh, added in the step's pointwise pass.
-  Buffer<T> bias_buf(b_ih || b_hh ? H : 0);
-  const T* bias = b_ih || b_hh ? bias_buf.get() : nullptr;
-  if (bias) fill_gate_bias<T>(1, H, {0, 1}, {0, H}, b_ih, b_hh, bias_buf.get(), H);
+  Buffer<T> bias_buf(H);
+  const T* bias = summed_bias(b_ih, b_hh, H, bias_buf);
   const int nt = get_num_threads();
 #pragma omp parallel num_threads(nt)
   {
