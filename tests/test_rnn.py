@@ -933,18 +933,24 @@ def test_saturated_inputs(dtype, rng):
 def test_float32_forward_bitwise_identical_for_any_thread_count(restore_threads, rng):
     """The float32 LSTM forward runs the packed-weight GEMM (one FMA chain per element)
     and an elementwise pass: its outputs are the same bits whatever tiles the threads
-    take (H = 70: column blocks on panel boundaries, batch rows split from 3 threads)."""
+    take (H = 70: column blocks on panel boundaries, batch rows split from 3 threads).
+    The tiles' chunks go to whichever thread claims them first, so each thread count runs
+    several times: every run must give the 1-thread bits (T*B*H = 64*64*256 in the last
+    case: 8 chunks per step for 2 threads to race over)."""
     data = []
-    for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True)]:
+    for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True),
+                                           (64, 64, 16, 256, False)]:
         data.append((lstm_inputs(rng, steps, bsz, n_in, hid, np.float32), reverse))
     results = {}
     for threads in (1, 2, 3, 4, 5):
         ak.set_num_threads(threads)
-        results[threads] = [a for args, reverse in data
-                            for a in ak.lstm_forward(*args, reverse=reverse)[:3]]
-    for threads, out in results.items():
-        for i, (a, b) in enumerate(zip(results[1], out)):
-            assert np.array_equal(a, b), f"output {i} on {threads} threads differs from 1 thread"
+        results[threads] = [[a for args, reverse in data
+                             for a in ak.lstm_forward(*args, reverse=reverse)[:3]]
+                            for _ in range(1 if threads == 1 else 4)]
+    for threads, runs in results.items():
+        for run in runs:
+            for i, (a, b) in enumerate(zip(results[1][0], run)):
+                assert np.array_equal(a, b), f"output {i} on {threads} threads differs from 1 thread"
 
 
 @pytest.mark.parametrize("threads", [1, 3, 5])

@@ -5,6 +5,9 @@
 
 namespace adlk {
 
+// a >= 0, b > 0.
+inline index_t ceil_div(index_t a, index_t b) { return a / b + (a % b != 0); }
+
 // A half-open range [begin, end) of indices.
 struct Span {
   index_t begin = 0, end = 0;

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -40,6 +41,60 @@ struct TileGrid {
     cols = split(H, nh, p % nh, align);
     return rows.size() > 0 && cols.size() > 0;
   }
+};
+
+// One time step's tiles cut into chunks and shared out at run time. Each thread first runs
+// the chunks of its own tile (TileGrid's), whose weight panels stay in its cache from step
+// to step, then claims the unclaimed chunks of the others' tiles. On a machine whose cores
+// run at unequal speed (a busy hyperthread sibling, a noisy neighbour, hybrid cores) a
+// fixed split waits at every step's barrier for the slowest core: on the 2-core VM, with
+// one core at ~60% speed, the T=50 LSTM forward took 1.45x its quiet time, waiting ~8 ms
+// of ~22 at the barriers. A chunk's results do not depend on which thread runs it, so the
+// bits stay those of any thread count.
+class StepChunks {
+ public:
+  // Chunks: columns in pieces of chunk_cols (a multiple of the tiles' alignment), rows in
+  // pieces of whole kRowAlign-row groups where a tile has too few column pieces.
+  StepChunks(const TileGrid& grid, int np, index_t chunk_cols)
+      : grid_(grid), np_(np), chunk_cols_(chunk_cols), next_(2 * static_cast<size_t>(np)){}
+
+  // Runs fn(rows, cols) on chunks of step s until none is left. Every thread p of the
+  // team (np threads, at most the grid's) calls it once per step, and a barrier separates
+  // the steps.
+  template <typename Fn>
+  void run(int p, int np, index_t s, Fn&& fn) {
+    // Step s + 1's counters were last used in step s - 1, whose claims all ended at the
+    // barrier before this step; nobody touches them before the next barrier.
+    for (int home = p; home < np_; home += np)
+      next_[slot(s + 1, home)].v.store(0, std::memory_order_relaxed);
+    for (int q = 0; q < np_; ++q) {
+      const int home = (p + q) % np_;
+      Span rows, cols;
+      if (!grid_.tile(home, rows, cols)) continue;
+      const index_t ncol = ceil_div(cols.size(), chunk_cols_);
+      const index_t nrow = std::max<index_t>(
+          1, std::min(ceil_div(kMinChunks, ncol), rows.size() / kRowAlign));
+      std::atomic<index_t>& next = next_[slot(s, home)].v;
+      for (index_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < ncol * nrow;) {
+        const Span r = split(rows.size(), static_cast<int>(nrow), static_cast<int>(i / ncol),
+                             kRowAlign);
+        const index_t c0 = cols.begin + (i % ncol) * chunk_cols_;
+        fn(Span{rows.begin + r.begin, rows.begin + r.end},
+           Span{c0, std::min(cols.end, c0 + chunk_cols_)});
+      }
+    }
+  }
+
+ private:
+  static constexpr index_t kMinChunks = 4, kRowAlign = 8;
+  struct alignas(64) Counter {
+    std::atomic<index_t> v{0};
+  };
+  size_t slot(index_t s, int home) const { return static_cast<size_t>((s & 1) * np_ + home); }
+  TileGrid grid_;
+  int np_;
+  index_t chunk_cols_;
+  std::vector<Counter> next_;
 };
 
 // C[rows, k*H + cols] = A[rows, :] @ W[k*H + cols, :]^T + beta * C for each gate k < G:
@@ -443,6 +498,8 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
   Buffer<T> bias_buf(G4);
   const T* bias = summed_bias(b_ih, b_hh, G4, bias_buf);
   const int nt = get_num_threads();
+  const index_t align = use_packed_gemm ? kPackedPanel : 16;
+  StepChunks chunks(TileGrid(B, H, nt, align), nt, align);
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
@@ -458,9 +515,6 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
                 T(0), gates + rows.begin * G4, G4);
     }
 #pragma omp barrier
-    const TileGrid grid(B, H, np, use_packed_gemm ? kPackedPanel : 16);
-    Span tr, tc;
-    const bool has_tile = grid.tile(p, tr, tc);
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = reverse ? Tn - 1 - s : s;
       const index_t tp = reverse ? t + 1 : t - 1;  // the step before, in running order
@@ -468,7 +522,7 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
       const index_t ldh = s == 0 ? H : g.ldy;
       const T* cp = s == 0 ? c0 : cells + tp * B * H;
       T* gt = gates + t * B * G4;
-      if (has_tile) {
+      chunks.run(p, np, s, [&](Span tr, Span tc) {
         if constexpr (use_packed_gemm) {
           for (int k = 0; k < 4; ++k)
             gemm_packed2(tr.size(), tc.size(), I, x + (t * B + tr.begin) * g.ldx, g.ldx,
@@ -479,7 +533,7 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
           gate_gemm<T>(4, H, tr, tc, H, hp, ldh, w_hh, T(1), gt, G4);
         lstm_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, bias, gt, cp,
                           cells + t * B * H, y + t * B * g.ldy, g.ldy);
-      }
+      });
 #pragma omp barrier
     }
     const Span br = split(B, np, p);

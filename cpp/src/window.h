@@ -11,11 +11,9 @@
 
 #include "adlk/common.h"
 #include "adlk/tuning.h"
+#include "partition.h"
 
 namespace adlk {
-
-// a >= 0, b > 0.
-inline index_t ceil_div(index_t a, index_t b) { return a / b + (a % b != 0); }
 
 // Output positions [lo, hi) (within [0, n_out)) whose cell o*s + off is in [0, n).
 inline void outputs_in_range(index_t off, index_t s, index_t n, index_t n_out, index_t& lo,
