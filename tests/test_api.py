@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -769,3 +772,24 @@ def test_blas_runs_single_threaded():
     # The kernels give each OpenMP thread its own GEMMs; a multithreaded BLAS inside
     # them would oversubscribe the cores.
     assert ak.build_info()["blas_threads"] == 1
+
+
+@pytest.mark.parametrize("setting", [None, "3"])
+def test_import_starts_no_blas_worker_threads(setting):
+    """Importing adlkernels loads its BLAS with OPENBLAS_NUM_THREADS=1, so that no idle
+    worker pool polls beside the kernels' OpenMP threads, and leaves the variable as it
+    found it (numpy's BLAS, loaded before, keeps the user's setting)."""
+    code = (
+        "import os, numpy\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "import adlkernels\n"
+        "print(len(os.listdir('/proc/self/task')) - before, os.environ.get('OPENBLAS_NUM_THREADS'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("no /proc/self/task to count threads in")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["0", str(setting)]

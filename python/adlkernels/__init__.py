@@ -5,18 +5,34 @@ kernels on CuPy's current device and stream. The API reference is in docs/, the
 conventions every function follows in docs/conventions.md.
 """
 
-# The extension modules find libscipy_openblas (the scipy-openblas32 package installed
-# beside this one) by their RUNPATH: nothing needs to be imported before them.
-try:
-    from . import _adlk
-except ImportError as _exc:
-    # Only where scipy-openblas32 lies in another directory than adlkernels (pip
-    # --target, PYTHONPATH): importing it loads the library globally, by its soname.
-    if "libscipy_openblas" not in str(_exc):
-        raise
-    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+import os as _os
 
-    from . import _adlk
+import numpy as _np  # noqa: F401  (loaded first: its own BLAS must not see the setting below)
+
+# The extension modules find libscipy_openblas (the scipy-openblas32 package installed
+# beside this one) by their RUNPATH: nothing needs to be imported before them. The kernels
+# call that BLAS single-threaded from their own OpenMP threads, so it is loaded with
+# OPENBLAS_NUM_THREADS=1: otherwise it starts a worker pool at load that nothing uses and
+# whose idle polling took ~3% of a 2-core machine from the kernels. The variable is
+# restored at once; libraries loaded before or after keep the user's setting.
+_saved_blas_threads = _os.environ.get("OPENBLAS_NUM_THREADS")
+_os.environ["OPENBLAS_NUM_THREADS"] = "1"
+try:
+    try:
+        from . import _adlk
+    except ImportError as _exc:
+        # Only where scipy-openblas32 lies in another directory than adlkernels (pip
+        # --target, PYTHONPATH): importing it loads the library globally, by its soname.
+        if "libscipy_openblas" not in str(_exc):
+            raise
+        import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+
+        from . import _adlk
+finally:
+    if _saved_blas_threads is None:
+        del _os.environ["OPENBLAS_NUM_THREADS"]
+    else:
+        _os.environ["OPENBLAS_NUM_THREADS"] = _saved_blas_threads
 from ._backend import has_cuda
 from . import conv, init, layers, nn, norm, optim, pool, rnn
 from .conv import (
