@@ -930,27 +930,37 @@ def test_saturated_inputs(dtype, rng):
                     ATTENTION_FIELDS, "additive_attention_backward")
 
 
-def test_float32_forward_bitwise_identical_for_any_thread_count(restore_threads, rng):
-    """The float32 LSTM forward runs the packed-weight GEMM (one FMA chain per element)
-    and an elementwise pass: its outputs are the same bits whatever tiles the threads
-    take (H = 70: column blocks on panel boundaries, batch rows split from 3 threads).
-    The tiles' chunks go to whichever thread claims them first, so each thread count runs
-    several times: every run must give the 1-thread bits (T*B*H = 64*64*256 in the last
-    case: 8 chunks per step for 2 threads to race over)."""
+def test_float32_lstm_bitwise_identical_for_any_thread_count(restore_threads, rng):
+    """The float32 LSTM runs its recurrent products on the packed-weight GEMM (one FMA
+    chain per element), its pointwise passes elementwise and its GEMMs over all steps in
+    pieces fixed by the sizes: its outputs and gradients are the same bits whatever tiles
+    the threads take (H = 70: column blocks on panel boundaries, batch rows split from 3
+    threads). The chunks of a step and the pieces go to whichever thread claims them
+    first, so each thread count runs several times: every run must give the 1-thread bits
+    (T*B*H = 64*64*256 in the last case: 8 chunks per step for 2 threads to race over)."""
     data = []
     for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True),
                                            (64, 64, 16, 256, False)]:
-        data.append((lstm_inputs(rng, steps, bsz, n_in, hid, np.float32), reverse))
+        args = lstm_inputs(rng, steps, bsz, n_in, hid, np.float32)
+        grads_in = (randn(rng, (steps, bsz, hid), np.float32),
+                    randn(rng, (bsz, hid), np.float32), randn(rng, (bsz, hid), np.float32))
+        data.append((args, reverse, grads_in))
+
+    def run():
+        out = []
+        for args, reverse, grads_in in data:
+            y, h_n, c_n, cache = ak.lstm_forward(*args, reverse=reverse)
+            out += [y, h_n, c_n, *ak.lstm_backward(*grads_in, cache)]
+        return out
+
     results = {}
     for threads in (1, 2, 3, 4, 5):
         ak.set_num_threads(threads)
-        results[threads] = [[a for args, reverse in data
-                             for a in ak.lstm_forward(*args, reverse=reverse)[:3]]
-                            for _ in range(1 if threads == 1 else 4)]
+        results[threads] = [run() for _ in range(1 if threads == 1 else 3)]
     for threads, runs in results.items():
-        for run in runs:
-            for i, (a, b) in enumerate(zip(results[1][0], run)):
-                assert np.array_equal(a, b), f"output {i} on {threads} threads differs from 1 thread"
+        for out in runs:
+            for i, (a, b) in enumerate(zip(results[1][0], out)):
+                assert np.array_equal(a, b), f"array {i} on {threads} threads differs from 1 thread"
 
 
 @pytest.mark.parametrize("threads", [1, 3, 5])

@@ -472,6 +472,149 @@ void AttentionGeom::check() const {
   for (index_t v : {rows, Dq, Dk, A}) check_blas_dim(v, "attention dimension");
 }
 
+namespace {
+
+// Fixed partitions. OpenBLAS picks its kernels (small-matrix paths, edge tiles) by the
+// shape of a call, so one product split in two places can differ in the last bits from
+// the same product split elsewhere. The GRU and RNN sequences, and the GEMMs over all
+// steps of the LSTM backward, therefore cut every GEMM into pieces that depend on the
+// sizes only (adlk/tuning.h, kSeq*); threads take the pieces (in turn, or claimed at run
+// time), and every result is the same bits for any thread count.
+
+// Time-loop tiles: (batch rows, hidden units) blocks of about kSeqTileRows x kSeqTileCols.
+struct FixedTiles {
+  index_t B, H;
+  int nb, nh;
+  FixedTiles(index_t B_, index_t H_)
+      : B(B_),
+        H(H_),
+        nb(static_cast<int>(std::max<index_t>(1, (B_ + kSeqTileRows - 1) / kSeqTileRows))),
+        nh(static_cast<int>(std::max<index_t>(1, H_ / kSeqTileCols))) {}
+  int count() const { return nb * nh; }
+  Span cols(int c) const { return split(H, nh, c, 16); }
+  void tile(int i, Span& r, Span& c) const {
+    r = split(B, nb, i / nh);
+    c = cols(i % nh);
+  }
+};
+
+inline int gemm_parts(index_t n) {
+  return static_cast<int>(std::clamp<index_t>(n / kSeqGemmMinRows, 1, kSeqGemmParts));
+}
+
+// rows_gemm over fixed pieces of the R rows; bias_a/bias_b (either may be null) fill C's
+// rows first as the GEMM's initial value (N = their length).
+template <typename T>
+void rows_gemm_fixed(int p, int np, index_t R, index_t N, index_t K, bool trans_b, const T* A,
+                     index_t lda, const T* B, index_t ldb, const T* bias_a, const T* bias_b,
+                     T* C, index_t ldc) {
+  const int parts = gemm_parts(R);
+  for (int q = p; q < parts; q += np) {
+    const Span s = split(R, parts, q, 16);
+    if (s.size() == 0) continue;
+    const T beta = fill_gate_bias<T>(1, N, s, {0, N}, bias_a, bias_b, C, ldc);
+    gemm<T>(false, trans_b, s.size(), N, K, T(1), A + s.begin * lda, lda, B, ldb, beta,
+            C + s.begin * ldc, ldc);
+  }
+}
+
+// h_n = h of the last step in running order (h0 when T == 0), rows split across the team.
+template <typename T>
+void copy_final(int p, int np, const SeqGeom& g, bool reverse, const T* h0, const T* y,
+                T* h_n) {
+  if (!h_n) return;
+  const Span br = split(g.B, np, p);
+  const index_t t_last = reverse ? 0 : g.T - 1;
+  for (index_t b = br.begin; b < br.end; ++b) {
+    const T* hs = g.T == 0 ? h0 + b * g.H : y + (t_last * g.B + b) * g.ldy;
+    std::copy(hs, hs + g.H, h_n + b * g.H);
+  }
+}
+
+// dh[tile] (+)= dG_t[tile rows, :] @ w_hh[:, tile cols] of a GRU or RNN backward step
+// (w_hh (GH, H), GH = G*H). float: each column block of w_hh packed once per sequence as
+// the (n, GH) operand of the packed-weight GEMM (adlk/packed_gemm.h); double: the BLAS.
+template <typename T>
+struct RecurrentGrad {
+  static constexpr bool kPacked = std::is_same_v<T, float>;
+  const FixedTiles& tiles;
+  const T* w_hh;
+  index_t GH;
+  std::vector<index_t> off;
+  WorkBuffer<float> panels;
+  RecurrentGrad(const FixedTiles& t, const T* w, index_t gh)
+      : tiles(t), w_hh(w), GH(gh), off(static_cast<std::size_t>(t.nh) + 1, 0),
+        panels(kPacked ? block_offsets(t, gh, off) : 0, 1) {}
+  static index_t block_offsets(const FixedTiles& t, index_t gh, std::vector<index_t>& off) {
+    for (int cb = 0; cb < t.nh; ++cb)
+      off[cb + 1] = off[cb] + packed_weight_size(t.cols(cb).size(), gh);
+    return off.back();
+  }
+  // This thread's share of the packing (read after the next barrier).
+  void pack(int p, int np) {
+    if constexpr (kPacked)
+      for (int cb = p; cb < tiles.nh; cb += np) {
+        const Span c = tiles.cols(cb);
+        pack_weight_transposed(c.size(), GH, w_hh + c.begin, tiles.H, panels.get() + off[cb]);
+      }
+  }
+  void apply(int tile, const T* dG_t, bool accumulate, T* dh) const {
+    Span tr, tc;
+    tiles.tile(tile, tr, tc);
+    const index_t H = tiles.H;
+    if constexpr (kPacked)
+      gemm_packed(tr.size(), tc.size(), GH, dG_t + tr.begin * GH, GH,
+                  panels.get() + off[tile % tiles.nh], accumulate, dh + tr.begin * H + tc.begin,
+                  H);
+    else
+      gemm<T>(false, false, tr.size(), tc.size(), GH, T(1), dG_t + tr.begin * GH, GH,
+              w_hh + tc.begin, H, accumulate ? T(1) : T(0), dh + tr.begin * H + tc.begin, H);
+  }
+};
+
+// The GEMMs over all steps that end a sequence's backward: grad_x = dGi @ w_ih,
+// grad_w_ih = dGi^T @ x and grad_w_hh = sum over steps of dGh_t^T @ h_{t-1} (the first step
+// in running order saw h0, every other one y of its predecessor); dGi, dGh (T*B, G) by
+// position t, one array for the LSTM and RNN. Each is cut into the fixed pieces of
+// rows_gemm_fixed / wgrad_gemm_fixed, and the team claims the pieces of all three from one
+// list at run time (an OpenMP dynamic loop, no barrier after): a piece's bits do not depend
+// on the thread that runs it, and a core running slower holds up no one.
+template <typename T>
+void sequence_weight_grads(const SeqGeom& g, index_t G, const T* dGi, const T* dGh,
+                           const T* x, const T* w_ih, const T* h0, const T* y, bool reverse,
+                           T* grad_x, T* grad_w_ih, T* grad_w_hh) {
+  const index_t Tn = g.T, B = g.B, I = g.I, H = g.H, R = Tn * B;
+  const int n_hh = gemm_parts(G), n_ih = gemm_parts(G), n_x = gemm_parts(R);
+  const index_t t_first = reverse ? Tn - 1 : 0;
+#pragma omp for schedule(dynamic, 1) nowait
+  for (int q = 0; q < n_hh + n_ih + n_x; ++q) {
+    if (q < n_hh) {  // grad_w_hh rows of this piece: h0's step, then the rest added
+      const Span s = split(G, n_hh, q, 16);
+      if (s.size() == 0) continue;
+      T* out = grad_w_hh + s.begin * H;
+      const index_t k0 = Tn == 0 ? 0 : B;  // K = 0 zeroes the piece
+      gemm<T>(true, false, s.size(), H, k0, T(1), dGh + t_first * B * G + s.begin, G, h0, H,
+              T(0), out, H);
+      if (Tn > 1)
+        gemm<T>(true, false, s.size(), H, (Tn - 1) * B, T(1),
+                dGh + (reverse ? 0 : B) * G + s.begin, G, y + (reverse ? B : 0) * g.ldy, g.ldy,
+                T(1), out, H);
+    } else if (q < n_hh + n_ih) {
+      const Span s = split(G, n_ih, q - n_hh, 16);
+      if (s.size() > 0)
+        gemm<T>(true, false, s.size(), I, R, T(1), dGi + s.begin, G, x, g.ldx, T(0),
+                grad_w_ih + s.begin * I, I);
+    } else {
+      const Span s = split(R, n_x, q - n_hh - n_ih, 16);
+      if (s.size() > 0)
+        gemm<T>(false, false, s.size(), I, G, T(1), dGi + s.begin * G, G, w_ih, I, T(0),
+                grad_x + s.begin * I, I);
+    }
+  }
+}
+
+}  // namespace
+
 // ---- LSTM ------------------------------------------------------------------------------
 
 template <typename T>
@@ -571,26 +714,32 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
   constexpr bool use_packed_gemm = std::is_same_v<T, float>;
   WorkBuffer<float> panels(use_packed_gemm ? packed_weight_size(H, G4) : 0, 1);
   const int nt = get_num_threads();
+  const index_t align = use_packed_gemm ? kPackedPanel : 16;
+  const TileGrid grid(B, H, nt, align);
+  // Each step in two phases, chunks claimed at run time in each (StepChunks, counted as
+  // steps 2s and 2s + 1): the pointwise pass, then dh = dG_t @ W_hh, a barrier after each.
+  StepChunks chunks(grid, nt, align);
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
     if constexpr (use_packed_gemm) pack_weight_part(p, np, H, G4, w_hh, H, true, panels.get());
-    const TileGrid grid(B, H, np, use_packed_gemm ? kPackedPanel : 16);
-    Span tr, tc;
-    const bool has_tile = grid.tile(p, tr, tc);
-    if (has_tile)
+    for (int q = p; q < nt; q += np) {
+      Span tr, tc;
+      if (!grid.tile(q, tr, tc)) continue;
       for (index_t b = tr.begin; b < tr.end; ++b)
         for (index_t j = tc.begin; j < tc.end; ++j) {
           dh[b * H + j] = grad_h_n ? grad_h_n[b * H + j] : T(0);
           dc[b * H + j] = grad_c_n ? grad_c_n[b * H + j] : T(0);
         }
+    }
+#pragma omp barrier
     for (index_t s = 0; s < Tn; ++s) {
       const index_t t = reverse ? s : Tn - 1 - s;  // forward order, reversed
       const bool first = s == Tn - 1;               // the step that read h0, c0
       const index_t tp = reverse ? t + 1 : t - 1;
       const T* cp = first ? c0 : cells + tp * B * H;
       T* dGt = dG + t * B * G4;
-      if (has_tile) {
+      chunks.run(p, np, 2 * s, [&](Span tr, Span tc) {
         if (grad_y)
           lstm_step_backward_tile<T, true>(tr.begin, tr.end, tc.begin, tc.end, H,
                                            gates + t * B * G4, cp, cells + t * B * H,
@@ -599,173 +748,28 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
           lstm_step_backward_tile<T, false>(tr.begin, tr.end, tc.begin, tc.end, H,
                                             gates + t * B * G4, cp, cells + t * B * H, nullptr,
                                             0, dh, dc, dGt);
-      }
+      });
 #pragma omp barrier
-      // dh[tile] = dG_t[tile rows, :] @ w_hh[:, tile cols]; each thread reads back only
-      // its own tile in the next step, so no second barrier.
-      if (has_tile) {
+      // dh[chunk] = dG_t[chunk rows, :] @ w_hh[:, chunk cols]
+      chunks.run(p, np, 2 * s + 1, [&](Span tr, Span tc) {
         if constexpr (use_packed_gemm)
           gemm_packed(tr.size(), tc.size(), G4, dGt + tr.begin * G4, G4,
                       panels.get() + tc.begin * G4, false, dh + tr.begin * H + tc.begin, H);
         else
           gemm<T>(false, false, tr.size(), tc.size(), G4, T(1), dGt + tr.begin * G4, G4,
                   w_hh + tc.begin, H, T(0), dh + tr.begin * H + tc.begin, H);
-      }
-    }
+      });
 #pragma omp barrier
-    // Weight gradients over all steps at once.
-    rows_gemm<T>(p, np, R, I, G4, dG, G4, w_ih, I, T(0), grad_x, I);
-    wgrad_gemm<T>(p, np, G4, I, R, dG, G4, x, g.ldx, T(0), grad_w_ih);
-    if (Tn == 0) {
-      wgrad_gemm<T>(p, np, G4, H, 0, dG, G4, h0, H, T(0), grad_w_hh);
-    } else {
-      // The first step in running order saw h0; every other step saw y of its predecessor.
-      const index_t t_first = reverse ? Tn - 1 : 0;
-      wgrad_gemm<T>(p, np, G4, H, B, dG + t_first * B * G4, G4, h0, H, T(0), grad_w_hh);
-      if (Tn > 1) {
-        const T* dG_rest = dG + (reverse ? 0 : B) * G4;
-        const T* h_rest = y + (reverse ? B : 0) * g.ldy;
-        wgrad_gemm<T>(p, np, G4, H, (Tn - 1) * B, dG_rest, G4, h_rest, g.ldy, T(1), grad_w_hh);
-      }
     }
+    // Weight gradients over all steps at once.
+    sequence_weight_grads<T>(g, G4, dG, dG, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                             grad_w_hh);
     if (grad_b) column_sums<T>(p, np, R, G4, dG, G4, grad_b);
   }
 }
 
 // ---- GRU and RNN sequences --------------------------------------------------------------
 
-namespace {
-
-// Fixed partitions. OpenBLAS picks its kernels (small-matrix paths, edge tiles) by the
-// shape of a call, so one product split in two places can differ in the last bits from
-// the same product split elsewhere. The GRU and RNN sequences therefore cut every GEMM
-// into pieces that depend on the sizes only (adlk/tuning.h, kSeq*); threads take the
-// pieces in turn, and every result is the same bits for any thread count.
-
-// Time-loop tiles: (batch rows, hidden units) blocks of about kSeqTileRows x kSeqTileCols.
-struct FixedTiles {
-  index_t B, H;
-  int nb, nh;
-  FixedTiles(index_t B_, index_t H_)
-      : B(B_),
-        H(H_),
-        nb(static_cast<int>(std::max<index_t>(1, (B_ + kSeqTileRows - 1) / kSeqTileRows))),
-        nh(static_cast<int>(std::max<index_t>(1, H_ / kSeqTileCols))) {}
-  int count() const { return nb * nh; }
-  Span cols(int c) const { return split(H, nh, c, 16); }
-  void tile(int i, Span& r, Span& c) const {
-    r = split(B, nb, i / nh);
-    c = cols(i % nh);
-  }
-};
-
-inline int gemm_parts(index_t n) {
-  return static_cast<int>(std::clamp<index_t>(n / kSeqGemmMinRows, 1, kSeqGemmParts));
-}
-
-// rows_gemm over fixed pieces of the R rows; bias_a/bias_b (either may be null) fill C's
-// rows first as the GEMM's initial value (N = their length).
-template <typename T>
-void rows_gemm_fixed(int p, int np, index_t R, index_t N, index_t K, bool trans_b, const T* A,
-                     index_t lda, const T* B, index_t ldb, const T* bias_a, const T* bias_b,
-                     T* C, index_t ldc) {
-  const int parts = gemm_parts(R);
-  for (int q = p; q < parts; q += np) {
-    const Span s = split(R, parts, q, 16);
-    if (s.size() == 0) continue;
-    const T beta = fill_gate_bias<T>(1, N, s, {0, N}, bias_a, bias_b, C, ldc);
-    gemm<T>(false, trans_b, s.size(), N, K, T(1), A + s.begin * lda, lda, B, ldb, beta,
-            C + s.begin * ldc, ldc);
-  }
-}
-
-// wgrad_gemm over fixed pieces of the M output rows.
-template <typename T>
-void wgrad_gemm_fixed(int p, int np, index_t M, index_t N, index_t K, const T* G, index_t ldg,
-                      const T* X, index_t ldx, T beta, T* C) {
-  const int parts = gemm_parts(M);
-  for (int q = p; q < parts; q += np) {
-    const Span s = split(M, parts, q, 16);
-    if (s.size() > 0)
-      gemm<T>(true, false, s.size(), N, K, T(1), G + s.begin, ldg, X, ldx, beta,
-              C + s.begin * N, N);
-  }
-}
-
-// h_n = h of the last step in running order (h0 when T == 0), rows split across the team.
-template <typename T>
-void copy_final(int p, int np, const SeqGeom& g, bool reverse, const T* h0, const T* y,
-                T* h_n) {
-  if (!h_n) return;
-  const Span br = split(g.B, np, p);
-  const index_t t_last = reverse ? 0 : g.T - 1;
-  for (index_t b = br.begin; b < br.end; ++b) {
-    const T* hs = g.T == 0 ? h0 + b * g.H : y + (t_last * g.B + b) * g.ldy;
-    std::copy(hs, hs + g.H, h_n + b * g.H);
-  }
-}
-
-// dh[tile] (+)= dG_t[tile rows, :] @ w_hh[:, tile cols] of a GRU or RNN backward step
-// (w_hh (GH, H), GH = G*H). float: each column block of w_hh packed once per sequence as
-// the (n, GH) operand of the packed-weight GEMM (adlk/packed_gemm.h); double: the BLAS.
-template <typename T>
-struct RecurrentGrad {
-  static constexpr bool kPacked = std::is_same_v<T, float>;
-  const FixedTiles& tiles;
-  const T* w_hh;
-  index_t GH;
-  std::vector<index_t> off;
-  WorkBuffer<float> panels;
-  RecurrentGrad(const FixedTiles& t, const T* w, index_t gh)
-      : tiles(t), w_hh(w), GH(gh), off(static_cast<std::size_t>(t.nh) + 1, 0),
-        panels(kPacked ? block_offsets(t, gh, off) : 0, 1) {}
-  static index_t block_offsets(const FixedTiles& t, index_t gh, std::vector<index_t>& off) {
-    for (int cb = 0; cb < t.nh; ++cb)
-      off[cb + 1] = off[cb] + packed_weight_size(t.cols(cb).size(), gh);
-    return off.back();
-  }
-  // This thread's share of the packing (read after the next barrier).
-  void pack(int p, int np) {
-    if constexpr (kPacked)
-      for (int cb = p; cb < tiles.nh; cb += np) {
-        const Span c = tiles.cols(cb);
-        pack_weight_transposed(c.size(), GH, w_hh + c.begin, tiles.H, panels.get() + off[cb]);
-      }
-  }
-  void apply(int tile, const T* dG_t, bool accumulate, T* dh) const {
-    Span tr, tc;
-    tiles.tile(tile, tr, tc);
-    const index_t H = tiles.H;
-    if constexpr (kPacked)
-      gemm_packed(tr.size(), tc.size(), GH, dG_t + tr.begin * GH, GH,
-                  panels.get() + off[tile % tiles.nh], accumulate, dh + tr.begin * H + tc.begin,
-                  H);
-    else
-      gemm<T>(false, false, tr.size(), tc.size(), GH, T(1), dG_t + tr.begin * GH, GH,
-              w_hh + tc.begin, H, accumulate ? T(1) : T(0), dh + tr.begin * H + tc.begin, H);
-  }
-};
-
-// grad_w_hh = sum over steps of dG_t^T @ h_{t-1} (dG (T*B, G) by position t): the first
-// step in running order saw h0, every other one y of its predecessor.
-template <typename T>
-void recurrent_wgrad(int p, int np, const SeqGeom& g, index_t G, const T* dG, const T* h0,
-                     const T* y, bool reverse, T* grad_w_hh) {
-  const index_t Tn = g.T, B = g.B, H = g.H;
-  if (Tn == 0) {
-    wgrad_gemm_fixed<T>(p, np, G, H, 0, dG, G, h0, H, T(0), grad_w_hh);
-    return;
-  }
-  const index_t t_first = reverse ? Tn - 1 : 0;
-  wgrad_gemm_fixed<T>(p, np, G, H, B, dG + t_first * B * G, G, h0, H, T(0), grad_w_hh);
-  if (Tn > 1) {
-    const T* dG_rest = dG + (reverse ? 0 : B) * G;
-    const T* h_rest = y + (reverse ? B : 0) * g.ldy;
-    wgrad_gemm_fixed<T>(p, np, G, H, (Tn - 1) * B, dG_rest, G, h_rest, g.ldy, T(1), grad_w_hh);
-  }
-}
-
-}  // namespace
 
 template <typename T>
 void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
@@ -910,9 +914,8 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
     }
 #pragma omp barrier
     // Weight gradients over all steps at once.
-    rows_gemm_fixed<T>(p, np, R, I, G3, false, dGi, G3, w_ih, I, nullptr, nullptr, grad_x, I);
-    wgrad_gemm_fixed<T>(p, np, G3, I, R, dGi, G3, x, g.ldx, T(0), grad_w_ih);
-    recurrent_wgrad<T>(p, np, g, G3, dGh, h0, y, reverse, grad_w_hh);
+    sequence_weight_grads<T>(g, G3, dGi, dGh, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                             grad_w_hh);
     if (grad_b_ih) column_sums<T>(p, np, R, G3, dGi, G3, grad_b_ih);
     if (grad_b_hh) column_sums<T>(p, np, R, G3, dGh, G3, grad_b_hh);
   }
@@ -1023,9 +1026,8 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
       for (int i = p; i < tiles.count(); i += np) rgrad.apply(i, da_t, false, dh);
     }
 #pragma omp barrier
-    rows_gemm_fixed<T>(p, np, R, I, H, false, dA, H, w_ih, I, nullptr, nullptr, grad_x, I);
-    wgrad_gemm_fixed<T>(p, np, H, I, R, dA, H, x, g.ldx, T(0), grad_w_ih);
-    recurrent_wgrad<T>(p, np, g, H, dA, h0, y, reverse, grad_w_hh);
+    sequence_weight_grads<T>(g, H, dA, dA, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                             grad_w_hh);
     if (grad_b) column_sums<T>(p, np, R, H, dA, H, grad_b);
   }
 }

@@ -9,17 +9,20 @@
 // Parallel scheme: the input projections are GEMMs split by rows across threads; in the
 // time loop each thread owns a tile (batch rows x hidden units), runs the recurrent GEMM
 // for the G gate column blocks of its tile and then the fused pointwise pass on that tile
-// (biases are added there), with one barrier per step. Backward passes run the recurrence,
-// then the weight gradients as GEMMs over all steps at once; bias gradients are column sums
-// in row order (bitwise identical for any thread count). In float32 the sequence forwards
-// pack their weights once per sequence and run the packed-weight micro-kernel
-// (adlk/packed_gemm.h), one FMA chain per element: the LSTM computes a step's gates from
-// x_t and h_{t-1} in one pass per tile, the GRU and RNN project all steps' inputs first;
-// the LSTM, GRU and RNN backwards run dh = dG_t @ W_hh on W_hh^T packed once.
-// The GRU and RNN sequences split their BLAS GEMMs (double; float backward) into pieces
-// fixed by the sizes (adlk/tuning.h, kSeq*), so all their results are bitwise identical
-// for any thread count, as is the float32 LSTM forward; the LSTM backward, the double LSTM
-// forward and the cells split BLAS products by thread count, which moves the last bits.
+// (biases are added there), with one barrier per step. The LSTM cuts each tile into chunks
+// and a thread that finishes its own claims the others' (a core running slower does not
+// hold every step's barrier). Backward passes run the recurrence, then the weight
+// gradients as GEMMs over all steps at once; bias gradients are column sums in row order
+// (bitwise identical for any thread count). In float32 the sequence forwards pack their
+// weights once per sequence and run the packed-weight micro-kernel (adlk/packed_gemm.h),
+// one FMA chain per element: the LSTM computes a step's gates from x_t and h_{t-1} in one
+// pass per chunk, the GRU and RNN project all steps' inputs first; the LSTM, GRU and RNN
+// backwards run dh = dG_t @ W_hh on W_hh^T packed once. The sequences split their BLAS
+// GEMMs (double; float backward) into pieces fixed by the sizes (adlk/tuning.h, kSeq*;
+// the backward's pieces are claimed at run time), so the GRU and RNN results, and the
+// float32 LSTM's forward and backward, are bitwise identical for any thread count; the
+// double LSTM and the cells split BLAS products by thread count, which moves the last
+// bits.
 #pragma once
 
 #include <cstdint>
