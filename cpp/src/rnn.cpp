@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -613,6 +614,96 @@ void sequence_weight_grads(const SeqGeom& g, index_t G, const T* dGi, const T* d
   }
 }
 
+// float: the GEMMs of sequence_weight_grads on the packed-weight kernel. w_ih, x and the
+// previous states (h0, then y) are packed once, as the panels of w_ih^T, x^T and h^T; a
+// weight-gradient piece (dG's columns [g0, g0 + m)) is transposed once into the thread's
+// buffer and serves both grad_w_ih and grad_w_hh. OpenBLAS, called per piece, packed dG
+// twice and the shared operand again for every piece (on the T=50, B=64, H=256 LSTM its
+// packing took 18% of the backward). Every element is one FMA chain in k order (grad_w_hh's
+// over h0's step, then the others'), so the pieces can go to any thread without changing
+// a bit.
+class PackedSeqGrads {
+ public:
+  // slots: two thread scratch slots (WorkBuffer) the caller leaves free; nt: the team size.
+  PackedSeqGrads(const SeqGeom& g, index_t G, bool reverse, int nt, int slot)
+      : g_(g), G_(G), reverse_(reverse), k_first_(g.T == 0 ? 0 : g.B),
+        k_rest_(g.T > 1 ? (g.T - 1) * g.B : 0), rows_(std::min(kWeightRows, G)),
+        panels_(offsets(), slot),
+        columns_(mul_checked(mul_checked(rows_, g.T * g.B, "dG piece"), nt, "dG pieces"),
+                 slot + 1) {}
+
+  // This thread's share of the packing (read after the next barrier).
+  void pack(int p, int np, const float* x, const float* w_ih, const float* h0,
+            const float* y) const {
+    float* P = panels_.get();
+    pack_weight_part(p, np, g_.I, G_, w_ih, g_.I, true, P + off_[0]);
+    pack_weight_part(p, np, g_.I, g_.T * g_.B, x, g_.ldx, true, P + off_[1]);
+    pack_weight_part(p, np, g_.H, k_first_, h0, g_.H, true, P + off_[2]);
+    if (k_rest_ > 0)
+      pack_weight_part(p, np, g_.H, k_rest_, y + (reverse_ ? g_.B : 0) * g_.ldy, g_.ldy, true,
+                       P + off_[3]);
+  }
+
+  // grad_x, grad_w_ih (from dGi) and grad_w_hh (from dGh; dGi when null, its columns
+  // transposed once for both), pieces claimed by the team p (an OpenMP dynamic loop, no
+  // barrier after).
+  void run(int p, const float* dGi, const float* dGh, float* grad_x, float* grad_w_ih,
+           float* grad_w_hh) const {
+    const float* P = panels_.get();
+    const index_t R = g_.T * g_.B, G = G_, m_all = rows_;
+    const index_t first = (reverse_ ? g_.T - 1 : 0) * g_.B, rest = reverse_ ? 0 : g_.B;
+    float* cols = columns_.get() + p * m_all * R;  // (m, R): dG[:, g0:g0+m]^T
+    const index_t n_w = ceil_div(G, m_all), n_x = ceil_div(R, kInputRows);
+#pragma omp for schedule(dynamic, 1) nowait
+    for (index_t q = 0; q < n_w + n_x; ++q) {
+      if (q < n_w) {
+        const index_t g0 = q * m_all, m = std::min(m_all, G - g0);
+        transpose_columns(dGi, g0, m, cols);
+        gemm_packed(m, g_.I, R, cols, R, P + off_[1], false, grad_w_ih + g0 * g_.I, g_.I);
+        if (dGh) transpose_columns(dGh, g0, m, cols);
+        gemm_packed2(m, g_.H, k_first_, cols + first, R, P + off_[2], k_rest_, cols + rest, R,
+                     P + off_[3], false, grad_w_hh + g0 * g_.H, g_.H);
+      } else {
+        const index_t r0 = (q - n_w) * kInputRows, m = std::min(kInputRows, R - r0);
+        gemm_packed(m, g_.I, G, dGi + r0 * G, G, P + off_[0], false, grad_x + r0 * g_.I,
+                    g_.I);
+      }
+    }
+  }
+
+ private:
+  // Columns of dG per weight-gradient piece and rows per grad_x piece. Work sizes only:
+  // no bit depends on them.
+  static constexpr index_t kWeightRows = 64, kInputRows = 256;
+
+  // out (m, R) = dG[:, g0:g0+m]^T, in blocks of 16 rows of dG (a cache line of out).
+  void transpose_columns(const float* dG, index_t g0, index_t m, float* out) const {
+    const index_t R = g_.T * g_.B;
+    for (index_t r0 = 0; r0 < R; r0 += 16) {
+      const index_t r1 = std::min(R, r0 + 16);
+      for (index_t j = 0; j < m; ++j)
+        for (index_t r = r0; r < r1; ++r) out[j * R + r] = dG[r * G_ + g0 + j];
+    }
+  }
+
+  // Fills off_ (w_ih^T, x^T, h0^T, then y^T of all but the last step) and returns the
+  // total.
+  index_t offsets() {
+    off_[1] = packed_weight_size(g_.I, G_);
+    off_[2] = add_checked(off_[1], packed_weight_size(g_.I, g_.T * g_.B), "packed x");
+    off_[3] = add_checked(off_[2], packed_weight_size(g_.H, k_first_), "packed h0");
+    off_[4] = add_checked(off_[3], packed_weight_size(g_.H, k_rest_), "packed y");
+    return off_[4];
+  }
+
+  SeqGeom g_;
+  index_t G_;
+  bool reverse_;
+  index_t k_first_, k_rest_, rows_;
+  index_t off_[5] = {};
+  WorkBuffer<float> panels_, columns_;
+};
+
 }  // namespace
 
 // ---- LSTM ------------------------------------------------------------------------------
@@ -713,7 +804,9 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
   // float: w_hh packed once as the (H, 4H) operand W_hh^T of dh = dG_t @ W_hh.
   constexpr bool use_packed_gemm = std::is_same_v<T, float>;
   WorkBuffer<float> panels(use_packed_gemm ? packed_weight_size(H, G4) : 0, 1);
+  std::optional<PackedSeqGrads> packed_grads;
   const int nt = get_num_threads();
+  if constexpr (use_packed_gemm) packed_grads.emplace(g, G4, reverse, nt, 2);
   const index_t align = use_packed_gemm ? kPackedPanel : 16;
   const TileGrid grid(B, H, nt, align);
   // Each step in two phases, chunks claimed at run time in each (StepChunks, counted as
@@ -722,7 +815,10 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
-    if constexpr (use_packed_gemm) pack_weight_part(p, np, H, G4, w_hh, H, true, panels.get());
+    if constexpr (use_packed_gemm) {
+      pack_weight_part(p, np, H, G4, w_hh, H, true, panels.get());
+      packed_grads->pack(p, np, x, w_ih, h0, y);
+    }
     for (int q = p; q < nt; q += np) {
       Span tr, tc;
       if (!grid.tile(q, tr, tc)) continue;
@@ -762,8 +858,11 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
 #pragma omp barrier
     }
     // Weight gradients over all steps at once.
-    sequence_weight_grads<T>(g, G4, dG, dG, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
-                             grad_w_hh);
+    if constexpr (use_packed_gemm)
+      packed_grads->run(p, dG, nullptr, grad_x, grad_w_ih, grad_w_hh);
+    else
+      sequence_weight_grads<T>(g, G4, dG, dG, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                               grad_w_hh);
     if (grad_b) column_sums<T>(p, np, R, G4, dG, G4, grad_b);
   }
 }
