@@ -477,10 +477,11 @@ namespace {
 
 // Fixed partitions. OpenBLAS picks its kernels (small-matrix paths, edge tiles) by the
 // shape of a call, so one product split in two places can differ in the last bits from
-// the same product split elsewhere. The GRU and RNN sequences, and the GEMMs over all
-// steps of the LSTM backward, therefore cut every GEMM into pieces that depend on the
-// sizes only (adlk/tuning.h, kSeq*); threads take the pieces (in turn, or claimed at run
-// time), and every result is the same bits for any thread count.
+// the same product split elsewhere. The GRU and RNN sequences' BLAS GEMMs (float64, and
+// the float64 LSTM backward's GEMMs over all steps) are therefore cut into pieces that
+// depend on the sizes only (adlk/tuning.h, kSeq*); threads take the pieces (in turn, or
+// claimed at run time), and every result is the same bits for any thread count. float32
+// runs the packed-weight kernel, whose elements do not depend on any split.
 
 // Time-loop tiles: (batch rows, hidden units) blocks of about kSeqTileRows x kSeqTileCols.
 struct FixedTiles {
@@ -985,10 +986,13 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
   const FixedTiles tiles(B, H);
   RecurrentGrad<T> rgrad(tiles, w_hh, G3);
   const int nt = get_num_threads();
+  std::optional<PackedSeqGrads> packed_grads;  // float: the GEMMs over all steps
+  if constexpr (std::is_same_v<T, float>) packed_grads.emplace(g, G3, reverse, nt, 2);
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
     rgrad.pack(p, np);  // first read after the first step's barrier
+    if constexpr (std::is_same_v<T, float>) packed_grads->pack(p, np, x, w_ih, h0, y);
     // A thread keeps its tiles through the loop: it alone reads and writes their dh.
     for (int i = p; i < tiles.count(); i += np) {
       Span tr, tc;
@@ -1022,8 +1026,11 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
     }
 #pragma omp barrier
     // Weight gradients over all steps at once.
-    sequence_weight_grads<T>(g, G3, dGi, dGh, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
-                             grad_w_hh);
+    if constexpr (std::is_same_v<T, float>)
+      packed_grads->run(p, dGi, dGh, grad_x, grad_w_ih, grad_w_hh);
+    else
+      sequence_weight_grads<T>(g, G3, dGi, dGh, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                               grad_w_hh);
     if (grad_b_ih) column_sums<T>(p, np, R, G3, dGi, G3, grad_b_ih);
     if (grad_b_hh) column_sums<T>(p, np, R, G3, dGh, G3, grad_b_hh);
   }
@@ -1105,10 +1112,13 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
   const FixedTiles tiles(B, H);
   RecurrentGrad<T> rgrad(tiles, w_hh, H);
   const int nt = get_num_threads();
+  std::optional<PackedSeqGrads> packed_grads;  // float: the GEMMs over all steps
+  if constexpr (std::is_same_v<T, float>) packed_grads.emplace(g, H, reverse, nt, 2);
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
     rgrad.pack(p, np);  // first read after the first step's barrier
+    if constexpr (std::is_same_v<T, float>) packed_grads->pack(p, np, x, w_ih, h0, y);
     for (int i = p; i < tiles.count(); i += np) {
       Span tr, tc;
       tiles.tile(i, tr, tc);
@@ -1134,8 +1144,11 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
       for (int i = p; i < tiles.count(); i += np) rgrad.apply(i, da_t, false, dh);
     }
 #pragma omp barrier
-    sequence_weight_grads<T>(g, H, dA, dA, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
-                             grad_w_hh);
+    if constexpr (std::is_same_v<T, float>)
+      packed_grads->run(p, dA, nullptr, grad_x, grad_w_ih, grad_w_hh);
+    else
+      sequence_weight_grads<T>(g, H, dA, dA, x, w_ih, h0, y, reverse, grad_x, grad_w_ih,
+                               grad_w_hh);
     if (grad_b) column_sums<T>(p, np, R, H, dA, H, grad_b);
   }
 }

@@ -17,12 +17,12 @@
 // weights once per sequence and run the packed-weight micro-kernel (adlk/packed_gemm.h),
 // one FMA chain per element: the LSTM computes a step's gates from x_t and h_{t-1} in one
 // pass per chunk, the GRU and RNN project all steps' inputs first; the LSTM, GRU and RNN
-// backwards run dh = dG_t @ W_hh on W_hh^T packed once. The sequences split their BLAS
-// GEMMs (double; float backward) into pieces fixed by the sizes (adlk/tuning.h, kSeq*;
-// the backward's pieces are claimed at run time), so the GRU and RNN results, and the
-// float32 LSTM's forward and backward, are bitwise identical for any thread count; the
-// double LSTM and the cells split BLAS products by thread count, which moves the last
-// bits.
+// backwards run dh = dG_t @ W_hh on W_hh^T packed once, and their GEMMs over all steps
+// (grad_x, grad_w_ih, grad_w_hh) on w_ih^T, x^T and h^T packed once, in pieces claimed at
+// run time. Every float32 sequence result is therefore bitwise identical for any thread
+// count. In double, the GRU and RNN split their BLAS GEMMs into pieces fixed by the sizes
+// (adlk/tuning.h, kSeq*), with the same property; the double LSTM and the cells split
+// BLAS products by thread count, which moves the last bits.
 #pragma once
 
 #include <cstdint>

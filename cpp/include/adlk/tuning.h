@@ -45,7 +45,8 @@ constexpr index_t kConvMinGemmColumns = 128;
 // Recurrent tiles have at least this many hidden units (GEMMs on narrower column blocks
 // lose efficiency); the remaining threads split the batch. bench_rnn.py.
 constexpr index_t kRnnMinTileCols = 32;
-// GRU and RNN sequences cut their GEMMs into pieces fixed by the sizes alone (their
+// GRU and RNN sequences cut their BLAS GEMMs (float64; float32 runs the packed-weight
+// kernel where it can) into pieces fixed by the sizes alone (their
 // results are then the same bits for any thread count; OpenBLAS picks kernels by a call's
 // shape): time-loop tiles of about this many batch rows and hidden units, and at most
 // kSeqGemmParts pieces (of >= kSeqGemmMinRows rows) of the GEMMs over all steps; threads
