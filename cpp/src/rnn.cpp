@@ -577,10 +577,11 @@ struct RecurrentGrad {
 // The GEMMs over all steps that end a sequence's backward: grad_x = dGi @ w_ih,
 // grad_w_ih = dGi^T @ x and grad_w_hh = sum over steps of dGh_t^T @ h_{t-1} (the first step
 // in running order saw h0, every other one y of its predecessor); dGi, dGh (T*B, G) by
-// position t, one array for the LSTM and RNN. Each is cut into the fixed pieces of
-// rows_gemm_fixed / wgrad_gemm_fixed, and the team claims the pieces of all three from one
-// list at run time (an OpenMP dynamic loop, no barrier after): a piece's bits do not depend
-// on the thread that runs it, and a core running slower holds up no one.
+// position t, one array for the LSTM and RNN. The BLAS path (float64; float32 runs
+// PackedSeqGrads): each GEMM is cut into pieces fixed by the sizes (gemm_parts), and the
+// team claims the pieces of all three from one list at run time (an OpenMP dynamic loop,
+// no barrier after): a piece's bits do not depend on the thread that runs it, and a core
+// running slower holds up no one.
 template <typename T>
 void sequence_weight_grads(const SeqGeom& g, index_t G, const T* dGi, const T* dGh,
                            const T* x, const T* w_ih, const T* h0, const T* y, bool reverse,
@@ -625,7 +626,8 @@ void sequence_weight_grads(const SeqGeom& g, index_t G, const T* dGi, const T* d
 // a bit.
 class PackedSeqGrads {
  public:
-  // slots: two thread scratch slots (WorkBuffer) the caller leaves free; nt: the team size.
+  // slot, slot + 1: thread scratch slots (WorkBuffer) the caller leaves free; nt: the
+  // team size (a transposition buffer each).
   PackedSeqGrads(const SeqGeom& g, index_t G, bool reverse, int nt, int slot)
       : g_(g), G_(G), reverse_(reverse), k_first_(g.T == 0 ? 0 : g.B),
         k_rest_(g.T > 1 ? (g.T - 1) * g.B : 0), rows_(std::min(kWeightRows, G)),
@@ -878,7 +880,6 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
 }
 
 // ---- GRU and RNN sequences --------------------------------------------------------------
-
 
 template <typename T>
 void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const T* w_hh,
