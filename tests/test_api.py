@@ -785,11 +785,11 @@ def test_import_starts_no_blas_worker_threads(setting):
         "import adlkernels\n"
         "print(len(os.listdir('/proc/self/task')) - before, os.environ.get('OPENBLAS_NUM_THREADS'))\n"
     )
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("no /proc/self/task to count threads in")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if setting is not None:
         env["OPENBLAS_NUM_THREADS"] = setting
-    if not os.path.isdir("/proc/self/task"):
-        pytest.skip("no /proc/self/task to count threads in")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["0", str(setting)]

@@ -931,9 +931,9 @@ def test_saturated_inputs(dtype, rng):
 
 
 def test_float32_lstm_bitwise_identical_for_any_thread_count(restore_threads, rng):
-    """The float32 LSTM runs its recurrent products on the packed-weight GEMM (one FMA
-    chain per element), its pointwise passes elementwise and its GEMMs over all steps in
-    pieces fixed by the sizes: its outputs and gradients are the same bits whatever tiles
+    """The float32 LSTM runs every product (the recurrent ones and the backward's GEMMs
+    over all steps) on the packed-weight GEMM, one FMA chain per element, and its
+    pointwise passes elementwise: its outputs and gradients are the same bits whatever tiles
     the threads take (H = 70: column blocks on panel boundaries, batch rows split from 3
     threads). The chunks of a step and the pieces go to whichever thread claims them
     first, so each thread count runs several times: every run must give the 1-thread bits

@@ -57,7 +57,7 @@ class StepChunks {
   // Chunks: columns in pieces of chunk_cols (a multiple of the tiles' alignment), rows in
   // pieces of whole kRowAlign-row groups where a tile has too few column pieces.
   StepChunks(const TileGrid& grid, int np, index_t chunk_cols)
-      : grid_(grid), np_(np), chunk_cols_(chunk_cols), next_(2 * static_cast<size_t>(np)){}
+      : grid_(grid), np_(np), chunk_cols_(chunk_cols), next_(2 * static_cast<size_t>(np)) {}
 
   // Runs fn(rows, cols) on chunks of step s until none is left. Every thread p of the
   // team (np threads, at most the grid's) calls it once per step, and a barrier separates
