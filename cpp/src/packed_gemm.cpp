@@ -44,13 +44,14 @@ inline float fma_chain(float a, float w, float c) {
 }
 
 void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
-                   float* C, index_t ldc) {
+                   const float* bias, float* C, index_t ldc) {
   float acc[NR];
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (index_t i = 0; i < M; ++i) {
       float* c = C + i * ldc + n0;
-      for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : 0.0f;
+      const float init = bias ? bias[i] : 0.0f;
+      for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : init;
       for (const Src& src : {s1.at(i, n0), s2.at(i, n0)})
         for (index_t k = 0; k < src.K; ++k)
           for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.A[k], src.Wp[k * NR + j], acc[j]);
@@ -65,15 +66,16 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
 // ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call). s1, s2
 // point at the panel in use (column offset `half` floats inside it for the AVX2 halves).
 template <typename Tile, int MR>
-void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate, float* C,
-                   index_t ldc, int nc) {
+void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate,
+                   const float* bias, float* C, index_t ldc, int nc) {
   if constexpr (MR > 0) {
     index_t i = 0;
     for (; i + MR <= M; i += MR)
-      Tile::template run<MR>(s1.at(i, 0), s2.at(i, 0), accumulate, C + i * ldc, ldc, nc);
+      Tile::template run<MR>(s1.at(i, 0), s2.at(i, 0), accumulate, bias ? bias + i : nullptr,
+                             C + i * ldc, ldc, nc);
     if (i < M)
-      rows_of_tiles<Tile, MR - 1>(M - i, s1.at(i, 0), s2.at(i, 0), accumulate, C + i * ldc,
-                                  ldc, nc);
+      rows_of_tiles<Tile, MR - 1>(M - i, s1.at(i, 0), s2.at(i, 0), accumulate,
+                                  bias ? bias + i : nullptr, C + i * ldc, ldc, nc);
   }
 }
 
@@ -117,15 +119,16 @@ __attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m
 
 template <int MR>
 __attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2,
-                                                    bool accumulate, float* C, index_t ldc,
-                                                    int nc) {
+                                                    bool accumulate, const float* bias,
+                                                    float* C, index_t ldc, int nc) {
   const __mmask16 m0 = nc >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nc) - 1);
   const __mmask16 m1 =
       nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
   __m512 c0[MR], c1[MR];
   for (int i = 0; i < MR; ++i) {
-    c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : _mm512_setzero_ps();
-    c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : _mm512_setzero_ps();
+    const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+    c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init;
+    c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : init;
   }
   fma_rows_avx512<MR>(s1, c0, c1);
   fma_rows_avx512<MR>(s2, c0, c1);
@@ -142,20 +145,20 @@ constexpr int kMrAvx512 = 8;
 
 struct Avx512Tile {
   template <int MR>
-  static void run(const Src& s1, const Src& s2, bool accumulate, float* C, index_t ldc,
-                  int nc) {
-    tile_avx512<MR>(s1, s2, accumulate, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, const float* bias, float* C,
+                  index_t ldc, int nc) {
+    tile_avx512<MR>(s1, s2, accumulate, bias, C, ldc, nc);
   }
 };
 
-void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate, float* C,
-                 index_t ldc) {
+void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
+                 const float* bias, float* C, index_t ldc) {
   // A panel (K x 32 floats: 32 KiB at K = 256) stays in L1 while all of A's rows pass.
   for (index_t n0 = 0; n0 < N; n0 += NR)
     for_each_depth_chunk(s1.at(0, n0), s2.at(0, n0), accumulate,
                          [&](const Src& a, const Src& b, bool acc) {
-                           rows_of_tiles<Avx512Tile, kMrAvx512>(M, a, b, acc, C + n0, ldc,
-                                                                panel_cols(N, n0));
+                           rows_of_tiles<Avx512Tile, kMrAvx512>(M, a, b, acc, bias, C + n0,
+                                                                ldc, panel_cols(N, n0));
                          });
 }
 
@@ -179,8 +182,8 @@ __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m2
 
 template <int MR>
 __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
-                                                  bool accumulate, float* C, index_t ldc,
-                                                  int nc) {
+                                                  bool accumulate, const float* bias, float* C,
+                                                  index_t ldc, int nc) {
   // nc: columns of this half panel that exist (1..16); partial halves go through a
   // buffer so that no load or store leaves the row.
   alignas(32) float buf[MR][16];
@@ -188,8 +191,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
   __m256 c0[MR], c1[MR];
   for (int i = 0; i < MR; ++i) {
     if (!accumulate) {
-      c0[i] = _mm256_setzero_ps();
-      c1[i] = _mm256_setzero_ps();
+      c0[i] = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+      c1[i] = c0[i];
     } else if (full) {
       c0[i] = _mm256_loadu_ps(C + i * ldc);
       c1[i] = _mm256_loadu_ps(C + i * ldc + 8);
@@ -217,9 +220,9 @@ constexpr int kMrAvx2 = 6;  // 12 accumulators + 2 panel rows + 1 broadcast of 1
 
 struct Avx2Tile {
   template <int MR>
-  static void run(const Src& s1, const Src& s2, bool accumulate, float* C, index_t ldc,
-                  int nc) {
-    tile_avx2<MR>(s1, s2, accumulate, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, const float* bias, float* C,
+                  index_t ldc, int nc) {
+    tile_avx2<MR>(s1, s2, accumulate, bias, C, ldc, nc);
   }
 };
 
@@ -227,23 +230,25 @@ struct Avx2Tile {
 // plus the offset; the panel row stride is still NR).
 Src half_panel(const Src& s, int half) { return {s.K, s.A, s.lda, s.Wp + half}; }
 
-void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate, float* C,
-               index_t ldc) {
+void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
+               const float* bias, float* C, index_t ldc) {
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
       for_each_depth_chunk(half_panel(s1.at(0, n0), 16 * half),
                            half_panel(s2.at(0, n0), 16 * half), accumulate,
                            [&](const Src& a, const Src& b, bool acc) {
-                             rows_of_tiles<Avx2Tile, kMrAvx2>(M, a, b, acc, C + n0 + 16 * half,
-                                                              ldc, std::min(16, nc - 16 * half));
+                             rows_of_tiles<Avx2Tile, kMrAvx2>(M, a, b, acc, bias,
+                                                              C + n0 + 16 * half, ldc,
+                                                              std::min(16, nc - 16 * half));
                            });
   }
 }
 
 #endif  // ADLK_PACKED_X86
 
-using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, float*, index_t);
+using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, const float*, float*,
+                       index_t);
 
 struct Kernel {
   GemmFn fn;
@@ -327,14 +332,20 @@ void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, C, ldc);
+  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, nullptr, C, ldc);
+}
+
+void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                          const float* Wp, const float* bias, float* C, index_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, {K, A, lda, Wp}, {}, false, bias, C, ldc);
 }
 
 void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,
                   const float* Wp1, index_t K2, const float* A2, index_t lda2, const float* Wp2,
                   bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, C, ldc);
+  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, nullptr, C, ldc);
 }
 
 const char* gemm_packed_isa() { return kernel().isa; }

@@ -40,6 +40,12 @@ void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc);
 
+// C = A @ W^T + bias[:, None]: row i's chains start from bias[i] (M values) instead of 0,
+// the bits of filling C with the bias and accumulating, without that pass over C (a
+// convolution's output channels are C's rows).
+void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                          const float* Wp, const float* bias, float* C, index_t ldc);
+
 // C = A1 @ W1^T + A2 @ W2^T (+ C when accumulate) in one pass: each element's chain runs
 // over A1's K1 terms, then A2's K2 (Wp1, Wp2: packings of the (N, K1) and (N, K2) W1, W2).
 // A recurrent step's gates from x_t and h_{t-1} without a stored partial sum.
