@@ -276,6 +276,40 @@ def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
         assert np.array_equal(g1, g2)
 
 
+# The float32 forward on the packed-GEMM kernel (AVX2/AVX-512 CPUs) cuts the batch's
+# output positions into 32-column panels, a panel running on from one image into the next
+# (L = H_out*W_out below is not a multiple of 32), and claims runs of panels at run time:
+# every output is still one chain in a fixed order, the same bits for any thread count.
+PANEL_CASES = [
+    ("k3_pad", (7, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
+    ("stride_dilation_groups", (5, 6, 13, 10), (9, 2, 3, 2),
+     dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=3)),
+    ("one_channel_k5", (9, 1, 12, 12), (4, 1, 5, 5), dict()),
+    ("pointwise", (3, 5, 6, 7), (3, 5, 1, 1), dict()),
+    ("padding_past_kernel", (4, 2, 3, 4), (5, 2, 2, 3), dict(padding=(3, 4), stride=2)),
+]
+
+
+@pytest.mark.parametrize("case", PANEL_CASES, ids=[c[0] for c in PANEL_CASES])
+def test_conv2d_forward_panels_any_thread_count(case, rng, restore_threads):
+    if ak.build_info()["gemm_isa"] == "portable":
+        pytest.skip("no AVX2/AVX-512 packed kernel: the forward runs on BLAS")
+    _, x_shape, w_shape, geom = case
+    geom = dict(dict(stride=1, padding=0, dilation=1, groups=1), **geom)
+    x = randn(rng, x_shape, np.float32)
+    w = randn(rng, w_shape, np.float32)
+    b = randn(rng, (w_shape[0],), np.float32)
+    ak.set_num_threads(1)
+    ys = {1: check_forward(x, w, b, geom, np.float32)}
+    y_nobias = check_forward(x, w, None, geom, np.float32)
+    for threads in (2, 3, 4):
+        ak.set_num_threads(threads)
+        ys[threads] = ak.conv2d_forward(x, w, b, **geom)
+        assert np.array_equal(ak.conv2d_forward(x, w, None, **geom), y_nobias)
+    for threads, y in ys.items():
+        assert np.array_equal(y, ys[1]), threads
+
+
 _FEWER_THREADS_SCRIPT = r"""
 import sys
 import numpy as np

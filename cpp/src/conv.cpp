@@ -22,9 +22,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #include "adlk/blas.h"
+#include "adlk/packed_gemm.h"
 #include "adlk/parallel.h"
 #include "adlk/tuning.h"
 #include "adlk/scratch.h"
@@ -359,6 +365,261 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
   rs.check();
 }
 
+// ---- float32 forward on the packed-weight kernel ---------------------------------------
+//
+// The output positions of the whole batch, flattened as (image, oh, ow), are cut into
+// panels of kPackedPanel columns. A thread writes a panel's columns straight into the
+// packed layout (adlk/packed_gemm.h: k-major rows of 32) and multiplies the weight, read
+// in place, by it, the bias fused into the kernel's output tile. That is one pass over the
+// columns where im2col + BLAS take three (write them, read them to pack, read the packing),
+// and a panel runs on from one image into the next, so no lanes idle at the end of an
+// image whose output size is not a multiple of 32. Each output element is one fused
+// multiply-add chain over k in order, started from its bias (or 0): the same bits for any
+// thread count and for the AVX2 and AVX-512 kernels.
+//
+// The columns come from shifted bands of the image: for channel c, tap column kw and
+// vertical phase f, rows m of W_out values, band[m][ow] = x[c, m*sH + f - pH,
+// ow*sW + kw*dW - pW] (0 in the padding). Tap (kh, kw) of output position pos = oh*W_out
+// + ow is then that band's element (kh*dH / sH)*W_out + pos, with f = kh*dH % sH: the 32
+// positions of a panel are 32 consecutive band elements, two plain vector loads per row
+// of the panel whatever the padding and stride. The bands hold about kW copies of the
+// padded image (per vertical phase used).
+
+// The band and panel fills use AVX-512 where the kernel does (ADLK_GEMM_ISA=avx2 then
+// also exercises the portable fills, as on an AVX2 machine).
+bool vector_fills() {
+  static const bool avx512 = std::strcmp(gemm_packed_isa(), "avx512") == 0;
+  return avx512;
+}
+
+struct ShiftedBands {
+  index_t rows = 0;         // band rows: H_out plus the furthest tap's row shift
+  index_t per_channel = 0;  // elements of a channel's bands
+  std::vector<index_t> phase;  // vertical phase of each band slot
+  std::vector<index_t> taps;   // tap (kh, kw) -> offset of its first element
+  explicit ShiftedBands(const Conv2dGeom& g) {
+    std::vector<index_t> slot(std::size_t(g.kH));
+    for (index_t kh = 0; kh < g.kH; ++kh) {
+      const index_t f = kh * g.dH % g.sH;
+      const auto it = std::find(phase.begin(), phase.end(), f);
+      slot[std::size_t(kh)] = index_t(it - phase.begin());
+      if (it == phase.end()) phase.push_back(f);
+    }
+    rows = g.H_out + (g.kH - 1) * g.dH / g.sH;
+    const index_t nph = index_t(phase.size());
+    per_channel = g.kW * nph * rows * g.W_out;
+    for (index_t kh = 0; kh < g.kH; ++kh)
+      for (index_t kw = 0; kw < g.kW; ++kw)
+        taps.push_back(((kw * nph + slot[std::size_t(kh)]) * rows + kh * g.dH / g.sH) * g.W_out);
+  }
+  // Fills one channel's bands from its plane.
+  void fill(const Conv2dGeom& g, const float* xplane, float* dst) const;
+};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// One band row for stride 1: outputs [l, h) copied from xr (xr[ow] for output ow), the rest
+// of the W_out zero, 16 lanes per masked load and store.
+__attribute__((target("avx512f"))) void band_row_avx512(const float* xr, index_t l, index_t h,
+                                                        index_t W_out, float* dst) {
+  const auto range = [](index_t a, index_t e, index_t base) {  // lanes of [a, e) from base
+    const index_t lo = std::max<index_t>(a - base, 0), hi = std::min<index_t>(e - base, 16);
+    return lo < hi ? __mmask16(((1u << (hi - lo)) - 1) << lo) : __mmask16(0);
+  };
+  for (index_t ow = 0; ow < W_out; ow += 16)
+    _mm512_mask_storeu_ps(dst + ow, range(0, W_out, ow),
+                          _mm512_maskz_loadu_ps(range(l, h, ow), xr + ow));
+}
+#endif
+
+ADLK_KEEP_LOOPS
+void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  const bool vector_rows = g.sW == 1 && vector_fills();
+#else
+  const bool vector_rows = false;
+#endif
+  for (index_t kw = 0; kw < g.kW; ++kw) {
+    const index_t off = kw * g.dW - g.pW;
+    index_t lo, hi;  // the outputs whose input column ow*sW + off exists
+    outputs_in_range(off, g.sW, g.W, g.W_out, lo, hi);
+    for (const index_t f : phase)
+      for (index_t m = 0; m < rows; ++m, dst += g.W_out) {
+        const index_t ih = m * g.sH + f - g.pH;
+        const bool inside = ih >= 0 && ih < g.H;
+        const index_t l = inside ? lo : g.W_out, h = inside ? hi : g.W_out;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (vector_rows) {
+          // the row pointer only forms addresses of the lanes in [l, h)
+          band_row_avx512(xplane + (inside ? ih : 0) * g.W + off, l, h, g.W_out, dst);
+          continue;
+        }
+#endif
+        for (index_t ow = 0; ow < l; ++ow) dst[ow] = 0.0f;
+        if (l < h) {
+          const float* xr = xplane + ih * g.W + off;
+          if (g.sW == 1)
+            copy_row(dst + l, xr + l, h - l);
+          else
+            for (index_t ow = l; ow < h; ++ow) dst[ow] = xr[ow * g.sW];
+        }
+        for (index_t ow = h; ow < g.W_out; ++ow) dst[ow] = 0.0f;
+      }
+  }
+}
+
+// Lanes [lane, lane + len) of every row k = c*kk + t of panel P, from the bands of one
+// image (channel c's at bands + c*per_channel): row k's lane j is src_k[j], src_k = bands
+// + c*per_channel + taps[t] + shift. `fresh`: the other lanes become 0; else they keep
+// their values (a panel continued from the previous image).
+void fill_panel_portable(const float* bands, index_t C, index_t per_channel,
+                         const index_t* taps, index_t kk, index_t shift, int lane, int len,
+                         bool fresh, float* P) {
+  for (index_t c = 0; c < C; ++c)
+    for (index_t t = 0; t < kk; ++t) {
+      const float* src = bands + c * per_channel + taps[t] + shift;
+      float* row = P + (c * kk + t) * kPackedPanel;
+      if (fresh) std::fill(row, row + kPackedPanel, 0.0f);
+      for (int j = lane; j < lane + len; ++j) row[j] = src[j];
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// The same with two vector loads and stores per row; masked loads for a part of a panel
+// (a masked-off lane loads nothing, and the bands have a margin of a panel on each side,
+// so that no address an instruction forms leaves the buffer either).
+// AVX-512F has the integer or only (the float one is AVX-512DQ).
+__attribute__((target("avx512f"))) inline __m512 or_ps(__m512 a, __m512 b) {
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+__attribute__((target("avx512f"))) void fill_panel_avx512(
+    const float* bands, index_t C, index_t per_channel, const index_t* taps, index_t kk,
+    index_t shift, int lane, int len, bool fresh, float* P) {
+  constexpr int H = int(kPackedPanel) / 2;
+  const bool whole = lane == 0 && len == int(kPackedPanel);
+  const auto lanes = [&](int base) {  // mask of [lane, lane + len) within lanes base..base+15
+    const int a = std::max(lane - base, 0), e = std::min(lane + len - base, H);
+    return a < e ? __mmask16(((1u << (e - a)) - 1) << a) : __mmask16(0);
+  };
+  const __mmask16 m0 = lanes(0), m1 = lanes(H);
+  for (index_t c = 0; c < C; ++c)
+    for (index_t t = 0; t < kk; ++t) {
+      const float* src = bands + c * per_channel + taps[t] + shift;
+      float* row = P + (c * kk + t) * kPackedPanel;
+      if (whole) {
+        _mm512_storeu_ps(row, _mm512_loadu_ps(src));
+        _mm512_storeu_ps(row + H, _mm512_loadu_ps(src + H));
+        continue;
+      }
+      // The lanes being filled are 0 in a continued panel, so or-ing merges.
+      const __m512 v0 = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(row);
+      const __m512 v1 = fresh ? _mm512_setzero_ps() : _mm512_loadu_ps(row + H);
+      _mm512_storeu_ps(row, or_ps(v0, _mm512_maskz_loadu_ps(m0, src)));
+      _mm512_storeu_ps(row + H, or_ps(v1, _mm512_maskz_loadu_ps(m1, src + H)));
+    }
+}
+
+#endif
+
+void fill_panel(const float* bands, index_t C, index_t per_channel, const index_t* taps,
+                index_t kk, index_t shift, int lane, int len, bool fresh, float* P) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (vector_fills())
+    return fill_panel_avx512(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
+#endif
+  fill_panel_portable(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
+}
+
+// Elements of one image's bands (all channels), with a margin of a panel each side.
+index_t panel_band_elems(const Conv2dGeom& g, const ShiftedBands& sb) {
+  return g.C * sb.per_channel + 2 * kPackedPanel;
+}
+
+// Whether the forward takes the panel path: float32 with a vector kernel, and an image's
+// bands no larger than its column matrix (the usual strides and dilations) and within
+// kConvBlockBytes, so that they stay cached while the image's panels are filled from them.
+bool panel_forward_applies(const Conv2dGeom& g) {
+  if (std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0) return false;
+  const ShiftedBands sb(g);
+  return sb.per_channel <= g.kH * g.kW * g.L() &&
+         sb.per_channel <= index_t(kConvBlockBytes / sizeof(float)) / g.C;
+}
+
+// Scratch floats per thread of the panel forward: a panel, its staged outputs, the bands.
+index_t panel_forward_elems(const Conv2dGeom& g) {
+  return (g.col_rows() + g.C_out) * kPackedPanel + panel_band_elems(g, ShiftedBands(g));
+}
+
+void conv2d_forward_panels(const float* x, const float* weight, const float* bias,
+                           const Conv2dGeom& g, float* y) {
+  const ShiftedBands sb(g);
+  const index_t L = g.L(), kk = g.kH * g.kW, Kg = g.col_rows() / g.groups,
+                Cog = g.C_out / g.groups, ximg = g.C * g.H * g.W;
+  const index_t columns = g.N * L, panels = ceil_div(columns, kPackedPanel);
+  const int nt = get_num_threads();
+  // Runs of consecutive panels, claimed at run time (a slow core takes fewer); several per
+  // thread, each refilling the bands of at most a few images.
+  const index_t chunk = std::max<index_t>(1, ceil_div(panels, index_t(nt) * 8));
+  const index_t chunks = ceil_div(panels, chunk);
+  const int team = int(std::min<index_t>(nt, chunks));
+  RegionScratch rs;
+#pragma omp parallel num_threads(team)
+  {
+    bool ok = true;
+    float* P = rs.get<float>(0, g.col_rows() * kPackedPanel, ok);
+    float* stage = rs.get<float>(2, g.C_out * kPackedPanel, ok);
+    float* band_buf = rs.get<float>(3, panel_band_elems(g, sb), ok);
+    float* bands = band_buf ? band_buf + kPackedPanel : nullptr;
+    index_t have = -1;  // the image whose bands are in `bands`
+#pragma omp for schedule(dynamic, 1)
+    for (index_t ch = 0; ch < chunks; ++ch) {
+      if (!ok) continue;
+      const index_t p_end = std::min(panels, (ch + 1) * chunk);
+      for (index_t p = ch * chunk; p < p_end; ++p) {
+        const index_t q0 = p * kPackedPanel;
+        const int nc = int(std::min<index_t>(kPackedPanel, columns - q0));
+        // The panel's columns, image by image.
+        for (int lane = 0; lane < nc;) {
+          const index_t n = (q0 + lane) / L, pos = (q0 + lane) % L;
+          const int len = int(std::min<index_t>(nc - lane, L - pos));
+          if (n != have) {
+            for (index_t c = 0; c < g.C; ++c)
+              sb.fill(g, x + n * ximg + c * g.H * g.W, bands + c * sb.per_channel);
+            have = n;
+          }
+          fill_panel(bands, g.C, sb.per_channel, sb.taps.data(), kk, pos - lane, lane, len,
+                     lane == 0, P);
+          lane += len;
+        }
+        // Its outputs: straight into y when they lie in one image, else through the stage.
+        const index_t n0 = q0 / L, pos0 = q0 % L;
+        const bool direct = pos0 + nc <= L;
+        float* C = direct ? y + n0 * g.C_out * L + pos0 : stage;
+        const index_t ldc = direct ? L : kPackedPanel;
+        for (index_t gi = 0; gi < g.groups; ++gi) {
+          const float* wg = weight + gi * Cog * Kg;
+          const float* Pg = P + gi * Kg * kPackedPanel;
+          float* Cg = C + gi * Cog * ldc;
+          if (bias)
+            gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias + gi * Cog, Cg, ldc);
+          else
+            gemm_packed(Cog, nc, Kg, wg, Kg, Pg, false, Cg, ldc);
+        }
+        if (direct) continue;
+        for (int lane = 0; lane < nc;) {
+          const index_t n = (q0 + lane) / L, pos = (q0 + lane) % L;
+          const int len = int(std::min<index_t>(nc - lane, L - pos));
+          for (index_t co = 0; co < g.C_out; ++co)
+            std::memcpy(y + (n * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,
+                        sizeof(float) * std::size_t(len));
+          lane += len;
+        }
+      }
+    }
+  }
+  rs.check();
+}
+
 }  // namespace
 
 index_t conv_output_size(index_t n, index_t k, index_t s, index_t p, index_t d) {
@@ -409,6 +670,8 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
   per_thread = add_checked(per_thread, add_checked(band_elems(g, p.rows_per_block), wsize, what),
                            what);
   if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
+  if (elem_size == sizeof(float) && panel_forward_applies(g))
+    per_thread = std::max(per_thread, panel_forward_elems(g));
   return std::size_t(mul_checked(mul_checked(per_thread, threads, what), index_t(elem_size), what));
 }
 
@@ -433,6 +696,8 @@ template <typename T>
 void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom& g, T* y) {
   check(g.C_out >= 1, "conv2d_forward: output channels must be >= 1");
   if (g.N == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (panel_forward_applies(g)) return conv2d_forward_panels(x, weight, bias, g, y);
   const index_t L = g.L(), rows = g.col_rows();
   const index_t Kg = rows / g.groups, Cog = g.C_out / g.groups;
   const int nt = get_num_threads();

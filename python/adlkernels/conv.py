@@ -249,12 +249,14 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1) -> int:
-    """Bytes of scratch memory that conv2d_backward (the larger pass) uses for these arguments.
+    """Bytes of scratch memory that conv2d_forward or conv2d_backward, the larger, uses for
+    these arguments.
 
     Work is cut into (image, block of output rows) units whose column matrix and output
     rows together take at most 1 MiB (kConvBlockBytes; one output row if that is larger).
     Each thread keeps, between calls, two such blocks plus a grad_weight-sized partial;
-    forward needs one block.
+    forward needs one block, or on the float32 panel path (AVX2/AVX-512 CPUs) one image's
+    shifted input bands (at most 1 MiB) and a 32-column panel of the column matrix.
     The total scales with get_num_threads(), never with the batch size.
     """
     call = _ConvCall("conv2d_workspace_bytes", x, weight, None, stride, padding, dilation, groups, 2)

@@ -322,7 +322,7 @@ PYBIND11_MODULE(_adlk, m) {
          FLOAT_IMPL(conv2d_backward_t, 1), py::arg("grad_y"), py::arg("x"), py::arg("weight"),
          py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
          py::arg("need_x"), py::arg("need_weight"), py::arg("need_bias"));
-  def_op(m, "conv_workspace_bytes", "Scratch bytes conv2d_backward uses with the current thread count.",
+  def_op(m, "conv_workspace_bytes", "Scratch bytes of conv2d_forward or conv2d_backward, the larger, at the current thread count.",
          FLOAT_IMPL(conv_workspace_bytes_t, 0), py::arg("x"), py::arg("weight"), py::arg("stride"),
          py::arg("padding"), py::arg("dilation"), py::arg("groups"));
 

@@ -18,6 +18,14 @@
 // conv_workspace_bytes() gives the total. A 1x1, stride-1, unpadded kernel reads x
 // directly and needs no column buffer.
 //
+// The float32 forward on a CPU with the AVX2 or AVX-512 packed-GEMM kernel
+// (adlk/packed_gemm.h) takes another path wherever an image's shifted input bands (kW
+// copies of its padded rows per vertical phase) are no larger than its column matrix and
+// within kConvBlockBytes: the batch's output positions are cut into 32-column panels
+// (running on from one image into the next), each written straight into the kernel's
+// packed layout and multiplied by the weight with the bias fused in; per thread it keeps
+// one image's bands, one panel and its staged outputs.
+//
 // Sizes: finalize() checks that every size the kernels compute fits 64 bits
 // (std::length_error otherwise); the GEMM dimensions are checked against the 32-bit BLAS
 // interface before any work starts.
@@ -26,7 +34,9 @@
 // for any thread count. col2im accumulates each input element over (kh, kw) in one
 // fixed order by a single thread (each thread owns whole channel planes): no atomics.
 // conv2d results are bitwise repeatable for a given thread count; across thread counts
-// they may differ in the last bits (the batch is split differently among GEMMs).
+// they may differ in the last bits (the batch is split differently among GEMMs), except
+// the panel forward, whose outputs are each one fused multiply-add chain in a fixed order:
+// the same bits for any thread count and for the AVX2 and AVX-512 kernels.
 #pragma once
 
 #include <cstddef>
@@ -56,7 +66,8 @@ struct Conv2dGeom {
 };
 
 
-// Scratch bytes that conv2d_backward (the larger of the two) uses with `threads` threads.
+// Scratch bytes that conv2d_forward and conv2d_backward (the larger of the two) use with
+// `threads` threads.
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads);
 
 // x (N, C, H, W) -> cols (N, C*kH*kW, L).
