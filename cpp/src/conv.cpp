@@ -416,55 +416,72 @@ struct ShiftedBands {
   void fill(const Conv2dGeom& g, const float* xplane, float* dst) const;
 };
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// One band row for stride 1: outputs [l, h) copied from xr (xr[ow] for output ow), the rest
-// of the W_out zero, 16 lanes per masked load and store.
-__attribute__((target("avx512f"))) void band_row_avx512(const float* xr, index_t l, index_t h,
-                                                        index_t W_out, float* dst) {
-  const auto range = [](index_t a, index_t e, index_t base) {  // lanes of [a, e) from base
-    const index_t lo = std::max<index_t>(a - base, 0), hi = std::min<index_t>(e - base, 16);
-    return lo < hi ? __mmask16(((1u << (hi - lo)) - 1) << lo) : __mmask16(0);
-  };
-  for (index_t ow = 0; ow < W_out; ow += 16)
-    _mm512_mask_storeu_ps(dst + ow, range(0, W_out, ow),
-                          _mm512_maskz_loadu_ps(range(l, h, ow), xr + ow));
-}
-#endif
-
-ADLK_KEEP_LOOPS
-void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  const bool vector_rows = g.sW == 1 && vector_fills();
-#else
-  const bool vector_rows = false;
-#endif
+// Calls row(dst, xr, l, h) for every band row of one channel, in order: outputs [l, h) of
+// the row come from xr (output ow from xr[ow*sW]), the others are 0.
+template <typename Row>
+inline void for_each_band_row(const ShiftedBands& sb, const Conv2dGeom& g, const float* xplane,
+                              float* dst, const Row& row) {
   for (index_t kw = 0; kw < g.kW; ++kw) {
     const index_t off = kw * g.dW - g.pW;
     index_t lo, hi;  // the outputs whose input column ow*sW + off exists
     outputs_in_range(off, g.sW, g.W, g.W_out, lo, hi);
-    for (const index_t f : phase)
-      for (index_t m = 0; m < rows; ++m, dst += g.W_out) {
+    for (const index_t f : sb.phase)
+      for (index_t m = 0; m < sb.rows; ++m, dst += g.W_out) {
         const index_t ih = m * g.sH + f - g.pH;
         const bool inside = ih >= 0 && ih < g.H;
-        const index_t l = inside ? lo : g.W_out, h = inside ? hi : g.W_out;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (vector_rows) {
-          // the row pointer only forms addresses of the lanes in [l, h)
-          band_row_avx512(xplane + (inside ? ih : 0) * g.W + off, l, h, g.W_out, dst);
-          continue;
-        }
-#endif
-        for (index_t ow = 0; ow < l; ++ow) dst[ow] = 0.0f;
-        if (l < h) {
-          const float* xr = xplane + ih * g.W + off;
-          if (g.sW == 1)
-            copy_row(dst + l, xr + l, h - l);
-          else
-            for (index_t ow = l; ow < h; ++ow) dst[ow] = xr[ow * g.sW];
-        }
-        for (index_t ow = h; ow < g.W_out; ++ow) dst[ow] = 0.0f;
+        // xr is only read at the outputs in [l, h) (row 0 when there are none)
+        row(dst, xplane + (inside ? ih : 0) * g.W + off, inside ? lo : g.W_out,
+            inside ? hi : g.W_out);
       }
   }
+}
+
+struct PortableBandRow {
+  index_t W_out, sW;
+  ADLK_KEEP_LOOPS void operator()(float* dst, const float* xr, index_t l, index_t h) const {
+    for (index_t ow = 0; ow < l; ++ow) dst[ow] = 0.0f;
+    if (l >= h) {
+      for (index_t ow = l; ow < W_out; ++ow) dst[ow] = 0.0f;
+      return;
+    }
+    if (sW == 1)
+      copy_row(dst + l, xr + l, h - l);
+    else
+      for (index_t ow = l; ow < h; ++ow) dst[ow] = xr[ow * sW];
+    for (index_t ow = h; ow < W_out; ++ow) dst[ow] = 0.0f;
+  }
+};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// Stride 1: 16 outputs per masked load and store.
+struct Avx512BandRow {
+  index_t W_out;
+  __attribute__((target("avx512f"))) void operator()(float* dst, const float* xr, index_t l,
+                                                     index_t h) const {
+    const auto lanes = [](index_t a, index_t e, index_t base) {  // [a, e) from base on
+      const index_t lo = std::max<index_t>(a - base, 0), hi = std::min<index_t>(e - base, 16);
+      return lo < hi ? __mmask16(((1u << (hi - lo)) - 1) << lo) : __mmask16(0);
+    };
+    for (index_t ow = 0; ow < W_out; ow += 16)
+      _mm512_storeu_ps(dst + ow, _mm512_maskz_loadu_ps(lanes(l, h, ow), xr + ow));
+  }
+};
+
+// flatten: the row copies inline into the loop (a call per row of a few lanes costs more
+// than the copy).
+__attribute__((target("avx512f"), flatten)) void fill_bands_avx512(const ShiftedBands& sb,
+                                                                  const Conv2dGeom& g,
+                                                                  const float* xplane,
+                                                                  float* dst) {
+  for_each_band_row(sb, g, xplane, dst, Avx512BandRow{g.W_out});
+}
+#endif
+
+void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (g.sW == 1 && vector_fills()) return fill_bands_avx512(*this, g, xplane, dst);
+#endif
+  for_each_band_row(*this, g, xplane, dst, PortableBandRow{g.W_out, g.sW});
 }
 
 // Lanes [lane, lane + len) of every row k = c*kk + t of panel P, from the bands of one
