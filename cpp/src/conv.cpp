@@ -453,7 +453,9 @@ struct PortableBandRow {
 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-// Stride 1: 16 outputs per masked load and store.
+// Stride 1: 16 outputs per masked load and plain store. A row's last store runs up to 15
+// floats past it; the rows are written in order (the next row, or the next channel's
+// bands, overwrite them) and the bands end in a margin of a panel.
 struct Avx512BandRow {
   index_t W_out;
   __attribute__((target("avx512f"))) void operator()(float* dst, const float* xr, index_t l,
