@@ -280,34 +280,77 @@ def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
 # output positions into 32-column panels, a panel running on from one image into the next
 # (L = H_out*W_out below is not a multiple of 32), and claims runs of panels at run time:
 # every output is still one chain in a fixed order, the same bits for any thread count.
+# It runs by default for stride-1 kernels of depth C/groups*kH*kW >= 256 (the first
+# cases); ADLK_CONV_PANELS=always sends every geometry it can run through it.
 PANEL_CASES = [
-    ("k3_pad", (7, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
+    ("k3_pad", (7, 32, 9, 11), (10, 32, 3, 3), dict(padding=1)),
+    ("dilation_groups", (5, 58, 8, 9), (6, 29, 3, 3), dict(padding=2, dilation=2, groups=2)),
+    ("k5_one_image", (1, 11, 12, 12), (4, 11, 5, 5), dict()),
+    # taken only when asked for
     ("stride_dilation_groups", (5, 6, 13, 10), (9, 2, 3, 2),
      dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=3)),
     ("one_channel_k5", (9, 1, 12, 12), (4, 1, 5, 5), dict()),
     ("pointwise", (3, 5, 6, 7), (3, 5, 1, 1), dict()),
     ("padding_past_kernel", (4, 2, 3, 4), (5, 2, 2, 3), dict(padding=(3, 4), stride=2)),
 ]
+PANEL_BY_DEFAULT = 3
 
-
-@pytest.mark.parametrize("case", PANEL_CASES, ids=[c[0] for c in PANEL_CASES])
-def test_conv2d_forward_panels_any_thread_count(case, rng, restore_threads):
-    if ak.build_info()["gemm_isa"] == "portable":
-        pytest.skip("no AVX2/AVX-512 packed kernel: the forward runs on BLAS")
-    _, x_shape, w_shape, geom = case
-    geom = dict(dict(stride=1, padding=0, dilation=1, groups=1), **geom)
-    x = randn(rng, x_shape, np.float32)
-    w = randn(rng, w_shape, np.float32)
-    b = randn(rng, (w_shape[0],), np.float32)
-    ak.set_num_threads(1)
-    ys = {1: check_forward(x, w, b, geom, np.float32)}
-    y_nobias = check_forward(x, w, None, geom, np.float32)
-    for threads in (2, 3, 4):
+_PANEL_SCRIPT = r"""
+import hashlib, json, sys
+import numpy as np
+import adlkernels as ak
+from reference import assert_close, conv2d_ref
+cases = json.loads(sys.argv[1])
+rng = np.random.default_rng(5)
+failures, digests = [], []
+for name, x_shape, w_shape, geom in cases:
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    ys = []
+    for threads in (1, 2, 3, 4):
         ak.set_num_threads(threads)
-        ys[threads] = ak.conv2d_forward(x, w, b, **geom)
-        assert np.array_equal(ak.conv2d_forward(x, w, None, **geom), y_nobias)
-    for threads, y in ys.items():
-        assert np.array_equal(y, ys[1]), threads
+        ys.append((ak.conv2d_forward(x, w, b, **geom), ak.conv2d_forward(x, w, None, **geom)))
+    for y, bias in zip(ys[0], (b, None)):
+        ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64),
+                         None if bias is None else bias.astype(np.float64), **geom)
+        try:
+            assert_close(y, ref, np.float32, what=name)
+        except AssertionError as e:
+            failures.append(str(e))
+    if any(not np.array_equal(y[i], ys[0][i]) for y in ys for i in (0, 1)):
+        failures.append(f"{name}: bits change with the thread count")
+    digests.append(hashlib.sha1(ys[0][0].tobytes() + ys[0][1].tobytes()).hexdigest())
+print(json.dumps({"failures": failures, "digests": digests,
+                  "isa": ak.build_info()["gemm_isa"]}))
+"""
+
+
+def _panel_child(mode, cases):
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, ADLK_CONV_PANELS=mode)
+    r = subprocess.run([sys.executable, "-c", _PANEL_SCRIPT, json.dumps(cases)], env=env,
+                       cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                       text=True, timeout=300, check=True)
+    return json.loads(r.stdout)
+
+
+def test_conv2d_forward_panels():
+    """Every panel geometry (ADLK_CONV_PANELS=always) against the reference and bitwise
+    the same for 1-4 threads; by default the deep stride-1 cases take the same path (the
+    same bits), and with =never every case is still right."""
+    always = _panel_child("always", PANEL_CASES)
+    if always["isa"] == "portable":
+        pytest.skip("no AVX2/AVX-512 packed kernel: the forward runs on BLAS")
+    assert not always["failures"], always["failures"]
+    default = _panel_child("", PANEL_CASES[:PANEL_BY_DEFAULT])
+    assert default["digests"] == always["digests"][:PANEL_BY_DEFAULT]
+    never = _panel_child("never", PANEL_CASES[:PANEL_BY_DEFAULT])
+    # the bits-across-threads check does not hold for the BLAS path; correctness does
+    assert not [f for f in never["failures"] if "thread count" not in f], never["failures"]
 
 
 _FEWER_THREADS_SCRIPT = r"""

@@ -165,7 +165,7 @@ print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()
 
 
 def _child(isa):
-    env = dict(os.environ, ADLK_GEMM_ISA=isa)
+    env = dict(os.environ, ADLK_GEMM_ISA=isa, ADLK_CONV_PANELS="always")
     out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True,
                          check=True, timeout=300)
     return json.loads(out.stdout)

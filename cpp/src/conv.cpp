@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -554,14 +555,34 @@ index_t panel_band_elems(const Conv2dGeom& g, const ShiftedBands& sb) {
   return g.C * sb.per_channel + 2 * kPackedPanel;
 }
 
-// Whether the forward takes the panel path: float32 with a vector kernel, and an image's
-// bands no larger than its column matrix (the usual strides and dilations) and within
-// kConvBlockBytes, so that they stay cached while the image's panels are filled from them.
+// ADLK_CONV_PANELS: "always" / "never" take / skip the panel path wherever it can run
+// (tests, comparisons); anything else leaves the choice to the geometry.
+enum class PanelChoice { automatic, always, never };
+PanelChoice panel_choice() {
+  static const PanelChoice c = [] {
+    const char* v = std::getenv("ADLK_CONV_PANELS");
+    if (v && std::strcmp(v, "always") == 0) return PanelChoice::always;
+    if (v && std::strcmp(v, "never") == 0) return PanelChoice::never;
+    return PanelChoice::automatic;
+  }();
+  return c;
+}
+
+// Whether the forward takes the panel path. It can run with a vector kernel where an
+// image's bands are no larger than its column matrix (the usual strides and dilations)
+// and within kConvBlockBytes, so that they stay cached while the image's panels are
+// filled from them; it does for the geometries where it was measured faster (tuning.h).
 bool panel_forward_applies(const Conv2dGeom& g) {
   if (std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0) return false;
+  const PanelChoice choice = panel_choice();
+  if (choice == PanelChoice::never) return false;
   const ShiftedBands sb(g);
-  return sb.per_channel <= g.kH * g.kW * g.L() &&
-         sb.per_channel <= index_t(kConvBlockBytes / sizeof(float)) / g.C;
+  if (sb.per_channel > g.kH * g.kW * g.L() ||
+      sb.per_channel > index_t(kConvBlockBytes / sizeof(float)) / g.C)
+    return false;
+  return choice == PanelChoice::always ||
+         (g.sH == 1 && g.sW == 1 && g.kH * g.kW > 1 &&
+          g.col_rows() / g.groups >= kConvPanelMinDepth);
 }
 
 // Scratch floats per thread of the panel forward: a panel, its staged outputs, the bands.

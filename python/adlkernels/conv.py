@@ -255,8 +255,9 @@ def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1)
     Work is cut into (image, block of output rows) units whose column matrix and output
     rows together take at most 1 MiB (kConvBlockBytes; one output row if that is larger).
     Each thread keeps, between calls, two such blocks plus a grad_weight-sized partial;
-    forward needs one block, or on the float32 panel path (AVX2/AVX-512 CPUs) one image's
-    shifted input bands (at most 1 MiB) and a 32-column panel of the column matrix.
+    forward needs one block, or on the float32 panel path (stride-1 kernels with
+    C/groups*kH*kW >= 256 on AVX2/AVX-512 CPUs) one image's shifted input bands (at most
+    1 MiB) and a 32-column panel of the column matrix.
     The total scales with get_num_threads(), never with the batch size.
     """
     call = _ConvCall("conv2d_workspace_bytes", x, weight, None, stride, padding, dilation, groups, 2)

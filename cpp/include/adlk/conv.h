@@ -19,7 +19,9 @@
 // directly and needs no column buffer.
 //
 // The float32 forward on a CPU with the AVX2 or AVX-512 packed-GEMM kernel
-// (adlk/packed_gemm.h) takes another path wherever an image's shifted input bands (kW
+// (adlk/packed_gemm.h) takes another path for stride-1, non-pointwise kernels of depth
+// C/groups*kH*kW >= kConvPanelMinDepth (tuning.h; ADLK_CONV_PANELS=always takes it for
+// every geometry it can run, =never for none) whose image's shifted input bands (kW
 // copies of its padded rows per vertical phase) are no larger than its column matrix and
 // within kConvBlockBytes: the batch's output positions are cut into 32-column panels
 // (running on from one image into the next), each written straight into the kernel's

@@ -39,6 +39,13 @@ constexpr index_t kWindowParallelGrain = index_t(1) << 14;
 // Byte budget of one conv unit's column matrix plus its output rows (adlk/conv.h): about
 // a core's L2 cache, so a block stays cached between im2col and GEMM. bench_conv.py.
 constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
+
+// The float32 conv forward takes the packed-kernel panel path (adlk/conv.h) for stride-1,
+// non-pointwise convolutions of at least this depth C/groups*kH*kW: below it, and for
+// strided or 1x1 kernels, the panel and band fills cost more than OpenBLAS's packing
+// (2-core AMD EPYC, AVX-512, 2026-12-06: K = 25-144 and stride 2 0.6-0.95x, K = 288-576
+// 1.05-1.25x the im2col + BLAS path). ADLK_CONV_PANELS=always / never overrides it.
+constexpr index_t kConvPanelMinDepth = 256;
 // Conv images with fewer output positions than this share a GEMM with their neighbours.
 // bench_conv.py, the 8x8 / 7x7 layers.
 constexpr index_t kConvMinGemmColumns = 128;
