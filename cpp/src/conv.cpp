@@ -28,6 +28,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+#define ADLK_CONV_X86 1  // the AVX-512 band and panel fills are compiled
 #endif
 
 #include "adlk/blas.h"
@@ -453,7 +454,7 @@ struct PortableBandRow {
   }
 };
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef ADLK_CONV_X86
 // Stride 1: 16 outputs per masked load and plain store. A row's last store runs up to 15
 // floats past it; the rows are written in order (the next row, or the next channel's
 // bands, overwrite them) and the bands end in a margin of a panel.
@@ -481,7 +482,7 @@ __attribute__((target("avx512f"), flatten)) void fill_bands_avx512(const Shifted
 #endif
 
 void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef ADLK_CONV_X86
   if (g.sW == 1 && vector_fills()) return fill_bands_avx512(*this, g, xplane, dst);
 #endif
   for_each_band_row(*this, g, xplane, dst, PortableBandRow{g.W_out, g.sW});
@@ -503,7 +504,7 @@ void fill_panel_portable(const float* bands, index_t C, index_t per_channel,
     }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef ADLK_CONV_X86
 // The same with two vector loads and stores per row; masked loads for a part of a panel
 // (a masked-off lane loads nothing, and the bands have a margin of a panel on each side,
 // so that no address an instruction forms leaves the buffer either).
@@ -543,7 +544,7 @@ __attribute__((target("avx512f"))) void fill_panel_avx512(
 
 void fill_panel(const float* bands, index_t C, index_t per_channel, const index_t* taps,
                 index_t kk, index_t shift, int lane, int len, bool fresh, float* P) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef ADLK_CONV_X86
   if (vector_fills())
     return fill_panel_avx512(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
 #endif
@@ -590,6 +591,18 @@ index_t panel_forward_elems(const Conv2dGeom& g) {
   return (g.col_rows() + g.C_out) * kPackedPanel + panel_band_elems(g, ShiftedBands(g));
 }
 
+// Calls fn(n, pos, lane, len) for each image n that the panel of nc columns from flat
+// position q0 touches: its lanes [lane, lane + len) are that image's positions from pos.
+template <typename Fn>
+inline void for_each_image_piece(index_t q0, int nc, index_t L, Fn&& fn) {
+  for (int lane = 0; lane < nc;) {
+    const index_t n = (q0 + lane) / L, pos = (q0 + lane) % L;
+    const int len = int(std::min<index_t>(nc - lane, L - pos));
+    fn(n, pos, lane, len);
+    lane += len;
+  }
+}
+
 void conv2d_forward_panels(const float* x, const float* weight, const float* bias,
                            const Conv2dGeom& g, float* y) {
   const ShiftedBands sb(g);
@@ -619,9 +632,7 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         const index_t q0 = p * kPackedPanel;
         const int nc = int(std::min<index_t>(kPackedPanel, columns - q0));
         // The panel's columns, image by image.
-        for (int lane = 0; lane < nc;) {
-          const index_t n = (q0 + lane) / L, pos = (q0 + lane) % L;
-          const int len = int(std::min<index_t>(nc - lane, L - pos));
+        for_each_image_piece(q0, nc, L, [&](index_t n, index_t pos, int lane, int len) {
           if (n != have) {
             for (index_t c = 0; c < g.C; ++c)
               sb.fill(g, x + n * ximg + c * g.H * g.W, bands + c * sb.per_channel);
@@ -629,8 +640,7 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
           }
           fill_panel(bands, g.C, sb.per_channel, sb.taps.data(), kk, pos - lane, lane, len,
                      lane == 0, P);
-          lane += len;
-        }
+        });
         // Its outputs: straight into y when they lie in one image, else through the stage.
         const index_t n0 = q0 / L, pos0 = q0 % L;
         const bool direct = pos0 + nc <= L;
@@ -646,14 +656,11 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
             gemm_packed(Cog, nc, Kg, wg, Kg, Pg, false, Cg, ldc);
         }
         if (direct) continue;
-        for (int lane = 0; lane < nc;) {
-          const index_t n = (q0 + lane) / L, pos = (q0 + lane) % L;
-          const int len = int(std::min<index_t>(nc - lane, L - pos));
+        for_each_image_piece(q0, nc, L, [&](index_t n, index_t pos, int lane, int len) {
           for (index_t co = 0; co < g.C_out; ++co)
             std::memcpy(y + (n * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,
                         sizeof(float) * std::size_t(len));
-          lane += len;
-        }
+        });
       }
     }
   }
