@@ -234,6 +234,25 @@ def test_lstm_forward(steps, bsz, n_in, hid, reverse, dtype, rng):
         assert np.array_equal(h_n, y[last])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lstm_forward_more_batch_rows_than_a_step_block(threads, restore_threads, rng):
+    """float32 steps activate a chunk's gates 64 batch rows at a time (kLstmStepRows):
+    150 rows on one thread are three blocks, the last one partial."""
+    ak.set_num_threads(threads)
+    args = lstm_inputs(rng, 3, 150, 5, 40, np.float32)
+    y, h_n, c_n, cache = ak.lstm_forward(*args)
+    ry, rh, rc = lstm_ref(*args)
+    assert_close(y, ry, np.float32, what="y")
+    assert_close(c_n, rc, np.float32, what="c_n")
+    # the cache holds the activated gates i, f, g, o of every step
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = (a.astype(np.float64) for a in args)
+    pre = x[0] @ w_ih.T + h0 @ w_hh.T + b_ih + b_hh
+    i, f, g, o = np.split(pre, 4, axis=1)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    want = np.concatenate([sig(i), sig(f), np.tanh(g), sig(o)], axis=1)
+    assert_close(cache.gates[0], want, np.float32, what="gates[0]")
+
+
 def test_lstm_forward_reverse_is_forward_on_flipped_sequence(dtype, rng):
     x, h0, c0, *w = lstm_inputs(rng, 5, 3, 4, 3, dtype)
     y_r, h_r, c_r, _ = ak.lstm_forward(x, h0, c0, *w, reverse=True)

@@ -168,34 +168,37 @@ void column_sums(int p, int np, index_t R, index_t N, const T* G, index_t ldg, T
 
 // ---- pointwise passes (one tile) --------------------------------------------------
 
-// LSTM step on a tile: pre-activations in gates (row stride 4H), plus bias (4H) where
-// given, become activations; c = f * c_prev + i * g, h = o * tanh(c).
+// LSTM step on a tile of nr rows, nc hidden units: the pre-activations pre (row stride
+// ldp, gate stride gsp) plus bias (4H, gate stride H; null: none) become the activations
+// i, f, g, o, written to act (row stride lda, gate stride H); c = f * c_prev + i * g
+// (c_prev, c_next: row stride H), h = o * tanh(c) (row stride ldh). Every pointer starts
+// at the tile's first row and unit. pre and act may be the same memory (each element is
+// read before it is written).
 template <typename T>
-ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                           index_t H, const T* bias, T* gates, const T* c_prev,
-                                           T* c_next, T* h_next, index_t ldh) {
-  for (index_t r = r0; r < r1; ++r) {
-    T* __restrict gi = gates + r * 4 * H;
-    T* __restrict gf = gi + H;
-    T* __restrict gg = gi + 2 * H;
-    T* __restrict go = gi + 3 * H;
+ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t nr, index_t nc, index_t H, const T* pre,
+                                           index_t ldp, index_t gsp, const T* bias, T* act,
+                                           index_t lda, const T* c_prev, T* c_next, T* h_next,
+                                           index_t ldh) {
+  for (index_t r = 0; r < nr; ++r) {
+    const T* p = pre + r * ldp;
+    T* a = act + r * lda;
     const T* __restrict cp = c_prev + r * H;
     T* __restrict cn = c_next + r * H;
     T* __restrict hn = h_next + r * ldh;
-    if (bias) {
-      const T* __restrict bi = bias;
 #pragma omp simd
-      for (index_t j = j0; j < j1; ++j) {
-        gi[j] += bi[j];
-        gf[j] += bi[H + j];
-        gg[j] += bi[2 * H + j];
-        go[j] += bi[3 * H + j];
-        cell::lstm_step(gi[j], gf[j], gg[j], go[j], cp[j], cn[j], hn[j]);
+    for (index_t j = 0; j < nc; ++j) {
+      T gi = p[j], gf = p[gsp + j], gg = p[2 * gsp + j], go = p[3 * gsp + j];
+      if (bias) {
+        gi += bias[j];
+        gf += bias[H + j];
+        gg += bias[2 * H + j];
+        go += bias[3 * H + j];
       }
-    } else {
-#pragma omp simd
-      for (index_t j = j0; j < j1; ++j)
-        cell::lstm_step(gi[j], gf[j], gg[j], go[j], cp[j], cn[j], hn[j]);
+      cell::lstm_step(gi, gf, gg, go, cp[j], cn[j], hn[j]);
+      a[j] = gi;
+      a[H + j] = gf;
+      a[2 * H + j] = gg;
+      a[3 * H + j] = go;
     }
   }
 }
@@ -746,9 +749,13 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
   const int nt = get_num_threads();
   const index_t align = use_packed_gemm ? kPackedPanel : 16;
   StepChunks chunks(TileGrid(B, H, nt, align), nt, align);
+  // float: a thread's pre-activations of kLstmStepRows rows of a chunk (4 gates of one
+  // panel of units each).
+  constexpr index_t kPreStride = 4 * kPackedPanel;
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
+    std::vector<float> pre(use_packed_gemm ? kLstmStepRows * kPreStride : 0);
     if constexpr (use_packed_gemm) {
       for (int k = 0; k < 4; ++k) {
         pack_weight_part(p, np, H, I, w_ih + k * H * I, I, false, p_ih + k * ih_gate);
@@ -768,17 +775,34 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
       const index_t ldh = s == 0 ? H : g.ldy;
       const T* cp = s == 0 ? c0 : cells + tp * B * H;
       T* gt = gates + t * B * G4;
+      T* ct = cells + t * B * H;
+      T* yt = y + t * B * g.ldy;
       chunks.run(p, np, s, [&](Span tr, Span tc) {
+        const index_t j0 = tc.begin, nc = tc.size();
+        const T* bias_j = bias ? bias + j0 : nullptr;
         if constexpr (use_packed_gemm) {
-          for (int k = 0; k < 4; ++k)
-            gemm_packed2(tr.size(), tc.size(), I, x + (t * B + tr.begin) * g.ldx, g.ldx,
-                         p_ih + k * ih_gate + tc.begin * I, H, hp + tr.begin * ldh, ldh,
-                         p_hh + k * hh_gate + tc.begin * H, false,
-                         gt + tr.begin * G4 + k * H + tc.begin, G4);
-        } else
+          // The chunk's pre-activations go to the thread's scratch, blocks of rows at a
+          // time, and the step reads them from there: the gates of the cache are written
+          // once, activated (-8% time on T=50, B=64, H=256 against computing them in the
+          // cache and activating them in place).
+          for (index_t r0 = tr.begin; r0 < tr.end; r0 += kLstmStepRows) {
+            const index_t nr = std::min(kLstmStepRows, tr.end - r0);
+            for (int k = 0; k < 4; ++k)
+              gemm_packed2(nr, nc, I, x + (t * B + r0) * g.ldx, g.ldx,
+                           p_ih + k * ih_gate + j0 * I, H, hp + r0 * ldh, ldh,
+                           p_hh + k * hh_gate + j0 * H, false, pre.data() + k * kPackedPanel,
+                           kPreStride);
+            lstm_step_tile<T>(nr, nc, H, pre.data(), kPreStride, kPackedPanel, bias_j,
+                              gt + r0 * G4 + j0, G4, cp + r0 * H + j0, ct + r0 * H + j0,
+                              yt + r0 * g.ldy + j0, g.ldy);
+          }
+        } else {
           gate_gemm<T>(4, H, tr, tc, H, hp, ldh, w_hh, T(1), gt, G4);
-        lstm_step_tile<T>(tr.begin, tr.end, tc.begin, tc.end, H, bias, gt, cp,
-                          cells + t * B * H, y + t * B * g.ldy, g.ldy);
+          T* gtile = gt + tr.begin * G4 + j0;
+          lstm_step_tile<T>(tr.size(), nc, H, gtile, G4, H, bias_j, gtile, G4,
+                            cp + tr.begin * H + j0, ct + tr.begin * H + j0,
+                            yt + tr.begin * g.ldy + j0, g.ldy);
+        }
       });
 #pragma omp barrier
     }

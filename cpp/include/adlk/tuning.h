@@ -68,6 +68,10 @@ constexpr index_t kSeqGemmMinRows = 64;
 // (256 rows x I) stays in L2 while w_ih's packed panels pass through L1. Any value gives
 // the same bits (one FMA chain per element). bench_rnn.py, lstm_seq and gru_seq.
 constexpr index_t kSeqProjectionRows = 256;
+// Rows of an LSTM forward step's chunk whose gate pre-activations a thread keeps in its
+// scratch (kLstmStepRows x 4 x 32 floats: 32 KiB, L1) before activating them. Any value
+// gives the same bits. bench_rnn.py, lstm_seq (blocks of 8 or 16 rows: the same speed).
+constexpr index_t kLstmStepRows = 64;
 // Backward work buffers up to this size stay in the thread's scratch between calls (a
 // T=50, B=64, H=256 LSTM spent a third of forward+backward faulting fresh pages);
 // larger ones are freed after the call. bench_rnn.py.
