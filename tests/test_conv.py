@@ -292,6 +292,9 @@ PANEL_CASES = [
     ("one_channel_k5", (9, 1, 12, 12), (4, 1, 5, 5), dict()),
     ("pointwise", (3, 5, 6, 7), (3, 5, 1, 1), dict()),
     ("padding_past_kernel", (4, 2, 3, 4), (5, 2, 2, 3), dict(padding=(3, 4), stride=2)),
+    # grad_weight: an image's columns in several blocks of output rows, grad_y packed in
+    # blocks of two images (the last one short)
+    ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
 ]
 PANEL_BY_DEFAULT = 3
 
@@ -299,7 +302,7 @@ _PANEL_SCRIPT = r"""
 import hashlib, json, sys
 import numpy as np
 import adlkernels as ak
-from reference import assert_close, conv2d_ref
+from reference import assert_close, conv2d_backward_ref, conv2d_ref
 cases = json.loads(sys.argv[1])
 rng = np.random.default_rng(5)
 failures, digests = [], []
@@ -307,10 +310,21 @@ for name, x_shape, w_shape, geom in cases:
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32)
-    ys = []
+    ys, dws = [], []
     for threads in (1, 2, 3, 4):
         ak.set_num_threads(threads)
         ys.append((ak.conv2d_forward(x, w, b, **geom), ak.conv2d_forward(x, w, None, **geom)))
+        if threads == 1:
+            gy = rng.standard_normal(ys[0][0].shape).astype(np.float32)
+        dws.append(ak.conv2d_backward(gy, x, w, **geom, output_mask=(False, True, False))[1])
+    ref_dw = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                                 w.astype(np.float64), **geom)[1]
+    try:
+        assert_close(dws[0], ref_dw, np.float32, what=name + " grad_weight")
+    except AssertionError as e:
+        failures.append(str(e))
+    if any(not np.array_equal(dw, dws[0]) for dw in dws):
+        failures.append(f"{name}: grad_weight bits change with the thread count")
     for y, bias in zip(ys[0], (b, None)):
         ref = conv2d_ref(x.astype(np.float64), w.astype(np.float64),
                          None if bias is None else bias.astype(np.float64), **geom)
@@ -320,7 +334,8 @@ for name, x_shape, w_shape, geom in cases:
             failures.append(str(e))
     if any(not np.array_equal(y[i], ys[0][i]) for y in ys for i in (0, 1)):
         failures.append(f"{name}: bits change with the thread count")
-    digests.append(hashlib.sha1(ys[0][0].tobytes() + ys[0][1].tobytes()).hexdigest())
+    digests.append(hashlib.sha1(ys[0][0].tobytes() + ys[0][1].tobytes()
+                                + dws[0].tobytes()).hexdigest())
 print(json.dumps({"failures": failures, "digests": digests,
                   "isa": ak.build_info()["gemm_isa"]}))
 """
@@ -339,9 +354,10 @@ def _panel_child(mode, cases):
 
 
 def test_conv2d_forward_panels():
-    """Every panel geometry (ADLK_CONV_PANELS=always) against the reference and bitwise
-    the same for 1-4 threads; by default the deep stride-1 cases take the same path (the
-    same bits), and with =never every case is still right."""
+    """Every panel geometry (ADLK_CONV_PANELS=always: the forward and grad_weight on the
+    packed-weight kernel) against the reference and bitwise the same for 1-4 threads; by
+    default the deep stride-1 cases take the same paths (the same bits), and with =never
+    every case is still right."""
     always = _panel_child("always", PANEL_CASES)
     if always["isa"] == "portable":
         pytest.skip("no AVX2/AVX-512 packed kernel: the forward runs on BLAS")

@@ -667,6 +667,130 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
   rs.check();
 }
 
+// ---- float32 grad_weight on the packed-weight kernel ------------------------------
+//
+// For each group, the transpose dW_g^T (Kg x Cog) = cols_g (Kg x P) @ dy_g^T (P x Cog)
+// over the positions P of all images: the column matrix is A, read in place, and grad_y
+// is the packed operand, packed image by image (it is already "transposed": a panel row
+// is 32 output channels at one position). Every element is one FMA chain over the
+// images, then the positions, in order, so the result has the same bits for any thread
+// count. The team packs a block of images' grad_y, then each thread builds its fixed
+// share of the rows (c, kh, kw) of those images' columns, a block of output rows at a
+// time, and multiplies; at the end it writes its rows of dW^T into grad_weight.
+struct WeightGradPlan {
+  index_t packed_group, packed_image, block_images;  // packed grad_y sizes (floats)
+  index_t tiles;                                     // 8-row tiles of the C*kH*kW rows
+  explicit WeightGradPlan(const Conv2dGeom& g) {
+    const char* what = "conv: packed grad_y";
+    packed_group = packed_weight_size(g.C_out / g.groups, g.L());
+    packed_image = mul_checked(g.groups, packed_group, what);
+    block_images = std::clamp<index_t>(index_t(kConvBlockBytes / sizeof(float)) / packed_image,
+                                       1, std::max<index_t>(g.N, 1));
+    mul_checked(block_images, packed_image, what);
+    tiles = ceil_div(g.col_rows(), kRowTile);
+  }
+  static constexpr index_t kRowTile = 8;
+  // A thread's rows [r0, r1) (whole tiles), the channels they come from, and the output
+  // rows per block whose columns of those channels fit kConvBlockBytes.
+  struct Share {
+    index_t r0, r1, c_lo, c_hi, out_rows;
+    index_t col_elems(const Conv2dGeom& g) const {
+      return (c_hi - c_lo) * g.kH * g.kW * out_rows * g.W_out;
+    }
+  };
+  Share share(const Conv2dGeom& g, int team, int t) const {
+    const Span s = split(tiles, team, t);
+    Share sh;
+    sh.r0 = s.begin * kRowTile;
+    sh.r1 = std::min(g.col_rows(), s.end * kRowTile);
+    const index_t kk = g.kH * g.kW;
+    sh.c_lo = sh.r0 / kk;
+    sh.c_hi = sh.r1 > sh.r0 ? (sh.r1 - 1) / kk + 1 : sh.c_lo;
+    const index_t row_elems = std::max<index_t>(1, (sh.c_hi - sh.c_lo) * kk * g.W_out);
+    sh.out_rows = std::clamp<index_t>(index_t(kConvBlockBytes / sizeof(float)) / row_elems, 1,
+                                      g.H_out);
+    return sh;
+  }
+  int team(int threads) const { return int(std::clamp<index_t>(tiles, 1, threads)); }
+  // Per-thread scratch (floats), the largest share's: its columns and band.
+  index_t thread_elems(const Conv2dGeom& g, int threads) const {
+    index_t most = 0;
+    const int nt = team(threads);
+    for (int t = 0; t < nt; ++t) {
+      const Share sh = share(g, nt, t);
+      most = std::max(most, add_checked(sh.col_elems(g), band_elems(g, sh.out_rows),
+                                        "conv: grad_weight scratch"));
+    }
+    return most;
+  }
+};
+
+void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2dGeom& g,
+                                   float* dweight) {
+  const WeightGradPlan wp(g);
+  const index_t L = g.L(), kk = g.kH * g.kW, rows = g.col_rows(), Kg = rows / g.groups,
+                Cog = g.C_out / g.groups, ximg = g.C * g.H * g.W, plane = g.H * g.W;
+  // The calling thread's slot 2 holds the packed block (team members use slots 0 and 3).
+  float* packed = thread_scratch_as<float>(2, std::size_t(wp.block_images * wp.packed_image));
+  std::vector<float> dwT(std::size_t(rows * Cog));
+  const int team = wp.team(get_num_threads());
+  RegionScratch rs;
+#pragma omp parallel num_threads(team)
+  {
+    const WeightGradPlan::Share sh = wp.share(g, omp_get_num_threads(), omp_get_thread_num());
+    bool ok = true;
+    float* cols = rs.get<float>(0, sh.col_elems(g), ok);
+    float* band = rs.get<float>(3, band_elems(g, sh.out_rows), ok);
+    for (index_t n0 = 0; n0 < g.N; n0 += wp.block_images) {
+      const index_t nb = std::min(wp.block_images, g.N - n0);
+#pragma omp for schedule(static)
+      for (index_t q = 0; q < nb * g.groups; ++q)
+        pack_weight(Cog, L, dy + ((n0 + q / g.groups) * g.C_out + q % g.groups * Cog) * L, L,
+                    packed + q * wp.packed_group);
+      for (index_t j = 0; j < nb && ok && sh.r1 > sh.r0; ++j) {
+        const index_t n = n0 + j;
+        for (index_t oh0 = 0; oh0 < g.H_out; oh0 += sh.out_rows) {
+          const index_t oh1 = std::min(g.H_out, oh0 + sh.out_rows), Lb = (oh1 - oh0) * g.W_out;
+          for (index_t c = sh.c_lo; c < sh.c_hi; ++c)
+            im2col_channel(x + n * ximg + c * plane, g, oh0, oh1, band,
+                           cols + (c - sh.c_lo) * kk * Lb, Lb);
+          const bool accumulate = n > 0 || oh0 > 0;
+          for (index_t r = sh.r0; r < sh.r1;) {  // the share's rows, group by group
+            const index_t gi = r / Kg, r_end = std::min(sh.r1, (gi + 1) * Kg);
+            const float* Wp =
+                packed + (j * g.groups + gi) * wp.packed_group + oh0 * g.W_out * kPackedPanel;
+            // One panel of output channels per call: the call's depth is the block's Lb
+            // positions, not the L that the panels are laid out for.
+            for (index_t q0 = 0; q0 < Cog; q0 += kPackedPanel)
+              gemm_packed(r_end - r, std::min(kPackedPanel, Cog - q0), Lb,
+                          cols + (r - sh.c_lo * kk) * Lb, Lb, Wp + q0 * L, accumulate,
+                          dwT.data() + r * Cog + q0, Cog);
+            r = r_end;
+          }
+        }
+      }
+      // the next block's packing overwrites `packed`
+#pragma omp barrier
+    }
+    for (index_t r = sh.r0; r < sh.r1 && ok; ++r) {
+      const index_t gi = r / Kg;
+      for (index_t co = 0; co < Cog; ++co)
+        dweight[(gi * Cog + co) * Kg + r - gi * Kg] = dwT[std::size_t(r * Cog + co)];
+    }
+  }
+  rs.check();
+}
+
+// Whether the float32 grad_weight runs on the packed-weight kernel: with a vector kernel,
+// where it was measured faster (many rows C/groups*kH*kW; tuning.h), or where
+// ADLK_CONV_PANELS=always / never says so.
+bool packed_weight_grad_applies(const Conv2dGeom& g) {
+  if (std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0) return false;
+  const PanelChoice choice = panel_choice();
+  if (choice != PanelChoice::automatic) return choice == PanelChoice::always;
+  return g.col_rows() / g.groups >= kConvWeightGradMinRows;
+}
+
 }  // namespace
 
 index_t conv_output_size(index_t n, index_t k, index_t s, index_t p, index_t d) {
@@ -719,7 +843,15 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
   if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
   if (elem_size == sizeof(float) && panel_forward_applies(g))
     per_thread = std::max(per_thread, panel_forward_elems(g));
-  return std::size_t(mul_checked(mul_checked(per_thread, threads, what), index_t(elem_size), what));
+  index_t shared = 0;
+  if (elem_size == sizeof(float) && packed_weight_grad_applies(g)) {
+    // the packed grad_w: its packed grad_y block (the caller's) and grad_w^T
+    const WeightGradPlan wp(g);
+    per_thread = std::max(per_thread, wp.thread_elems(g, threads));
+    shared = add_checked(mul_checked(wp.block_images, wp.packed_image, what), wsize, what);
+  }
+  const index_t total = add_checked(mul_checked(per_thread, threads, what), shared, what);
+  return std::size_t(mul_checked(total, index_t(elem_size), what));
 }
 
 template <typename T>
@@ -822,6 +954,13 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   }
   if (dweight) std::fill(dweight, dweight + wsize, T(0));
   if ((!dx && !dweight) || g.N == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (dweight && packed_weight_grad_applies(g)) {
+      conv2d_backward_weight_packed(x, dy, g, dweight);
+      dweight = nullptr;  // done; the rest computes grad_x only
+      if (!dx) return;
+    }
+  }
 
   const bool pointwise = is_pointwise(g);
 

@@ -281,6 +281,62 @@ const Kernel& kernel() {
   return k;
 }
 
+#ifdef ADLK_PACKED_X86
+// GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_ps(), which its
+// -Wuninitialized reports (GCC bug 105593, fixed in later releases).
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// The low (or high) 64-bit pairs of a and b interleaved, per 128-bit lane.
+template <bool Low>
+__attribute__((target("avx512f"))) inline __m512 unpack_pairs(__m512 a, __m512 b) {
+  const __m512d x = _mm512_castps_pd(a), y = _mm512_castps_pd(b);
+  return _mm512_castpd_ps(Low ? _mm512_unpacklo_pd(x, y) : _mm512_unpackhi_pd(x, y));
+}
+
+// out[k * ldo + j] = in[j * ldi + k] for j, k < 16: a 16x16 block transposed in registers
+// (pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice).
+__attribute__((target("avx512f"))) void transpose16_avx512(const float* in, index_t ldi,
+                                                          float* out, index_t ldo) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(in + i * ldi);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = unpack_pairs<true>(t[i], t[i + 2]);
+    r[i + 1] = unpack_pairs<false>(t[i], t[i + 2]);
+    r[i + 2] = unpack_pairs<true>(t[i + 1], t[i + 3]);
+    r[i + 3] = unpack_pairs<false>(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int i = 0; i < 4; ++i) {
+      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0x88);
+      t[h + 4 + i] = _mm512_shuffle_f32x4(r[h + i], r[h + 4 + i], 0xdd);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ldo, r[i]);
+}
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+bool cpu_has_avx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+}
+#endif
+
 }  // namespace
 
 index_t packed_weight_size(index_t N, index_t K) {
@@ -292,11 +348,24 @@ void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) 
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     float* P = dst + n0 * K;
     const int nc = panel_cols(N, n0);
-    for (index_t k = 0; k < K; ++k) {
-      float* row = P + k * NR;
-      for (int j = 0; j < nc; ++j) row[j] = W[(n0 + j) * ldw + k];
-      for (int j = nc; j < NR; ++j) row[j] = 0.0f;
+    index_t k_done = 0;
+#ifdef ADLK_PACKED_X86
+    // Whole panels, 16 k at a time: two 16x16 transposes (a copy: the same bits on any
+    // CPU). Element by element, the strided reads cost as much as the GEMM's packing
+    // step in a convolution's grad_weight.
+    if (nc == NR && cpu_has_avx512()) {
+      for (; k_done + 16 <= K; k_done += 16)
+        for (index_t half = 0; half < NR; half += 16)
+          transpose16_avx512(W + (n0 + half) * ldw + k_done, ldw, P + k_done * NR + half, NR);
     }
+#endif
+    // The rest row by row of W: contiguous reads, strided writes within the panel.
+    for (int j = 0; j < nc; ++j) {
+      const float* w = W + (n0 + j) * ldw;
+      for (index_t k = k_done; k < K; ++k) P[k * NR + j] = w[k];
+    }
+    for (index_t k = k_done; k < K; ++k)
+      for (int j = nc; j < NR; ++j) P[k * NR + j] = 0.0f;
   }
 }
 

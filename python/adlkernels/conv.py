@@ -257,7 +257,9 @@ def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1)
     Each thread keeps, between calls, two such blocks plus a grad_weight-sized partial;
     forward needs one block, or on the float32 panel path (stride-1 kernels with
     C/groups*kH*kW >= 256 on AVX2/AVX-512 CPUs) one image's shifted input bands (at most
-    1 MiB) and a 32-column panel of the column matrix.
+    1 MiB) and a 32-column panel of the column matrix. The float32 grad_weight on such
+    CPUs (C/groups*kH*kW >= 256) packs grad_y a block of images at a time (about 1 MiB, at
+    least one image) and keeps a grad_weight-sized buffer.
     The total scales with get_num_threads(), never with the batch size.
     """
     call = _ConvCall("conv2d_workspace_bytes", x, weight, None, stride, padding, dilation, groups, 2)

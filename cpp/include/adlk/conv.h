@@ -28,6 +28,14 @@
 // packed layout and multiplied by the weight with the bias fused in; per thread it keeps
 // one image's bands, one panel and its staged outputs.
 //
+// The float32 grad_weight on such a CPU runs on the same kernel where a group has
+// C/groups*kH*kW >= kConvWeightGradMinRows rows (ADLK_CONV_PANELS overrides it alike):
+// for each group, grad_w^T = columns @ grad_y^T over every position of every image, the
+// column matrix read in place and grad_y packed as the kernel's panels, a block of
+// images at a time (about kConvBlockBytes, at least one image, in the calling thread's
+// scratch). Each thread owns fixed rows (c, kh, kw) and builds only those rows of the
+// columns, a block of output rows at a time.
+//
 // Sizes: finalize() checks that every size the kernels compute fits 64 bits
 // (std::length_error otherwise); the GEMM dimensions are checked against the 32-bit BLAS
 // interface before any work starts.
@@ -37,8 +45,9 @@
 // fixed order by a single thread (each thread owns whole channel planes): no atomics.
 // conv2d results are bitwise repeatable for a given thread count; across thread counts
 // they may differ in the last bits (the batch is split differently among GEMMs), except
-// the panel forward, whose outputs are each one fused multiply-add chain in a fixed order:
-// the same bits for any thread count and for the AVX2 and AVX-512 kernels.
+// the panel forward and the packed grad_weight, whose outputs are each one fused
+// multiply-add chain in a fixed order (grad_weight: over images, then positions): the
+// same bits for any thread count and for the AVX2 and AVX-512 kernels.
 #pragma once
 
 #include <cstddef>

@@ -46,6 +46,12 @@ constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
 // (2-core AMD EPYC, AVX-512, 2026-12-06: K = 25-144 and stride 2 0.6-0.95x, K = 288-576
 // 1.05-1.25x the im2col + BLAS path). ADLK_CONV_PANELS=always / never overrides it.
 constexpr index_t kConvPanelMinDepth = 256;
+// The float32 grad_weight runs on the packed-weight kernel (grad_y packed as its panels,
+// the column matrix read in place) where a group has at least this many rows
+// C/groups*kH*kW: measured with 2 threads (AMD EPYC, AVX-512, 2026-12-06) against im2col
+// + OpenBLAS, 288 and 576 rows took 0.85-0.93x the time, 147 rows (7x7, 3 channels) the
+// same, 25 rows (5x5, one channel) 1.9x. ADLK_CONV_PANELS=always / never overrides it.
+constexpr index_t kConvWeightGradMinRows = 256;
 // Conv images with fewer output positions than this share a GEMM with their neighbours.
 // bench_conv.py, the 8x8 / 7x7 layers.
 constexpr index_t kConvMinGemmColumns = 128;
