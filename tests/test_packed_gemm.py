@@ -149,12 +149,17 @@ yl, _, _, lstm_cache = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * 
 gy = rng.standard_normal(y.shape).astype(np.float32)
 grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, None, rnn_cache)
          + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
-# the conv forward's panels: AVX-512 fills with it, the portable fills with avx2
-conv = [ak.conv2d_forward(rng.standard_normal((5, 6, 13, 11)).astype(np.float32),
-                          rng.standard_normal((8, 6 // g, 3, 3)).astype(np.float32),
-                          rng.standard_normal(8).astype(np.float32), stride=s, padding=1,
-                          groups=g)
-        for s, g in ((1, 1), (2, 2))]
+# the conv forward's panels (AVX-512 fills with it, the portable fills with avx2) and the
+# packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles with avx2)
+conv = []
+for s, g in ((1, 1), (2, 2)):
+    cx = rng.standard_normal((5, 6, 13, 11)).astype(np.float32)
+    cw = rng.standard_normal((40, 6 // g, 3, 3)).astype(np.float32)
+    cy = ak.conv2d_forward(cx, cw, rng.standard_normal(40).astype(np.float32), stride=s,
+                           padding=1, groups=g)
+    cgy = rng.standard_normal(cy.shape).astype(np.float32)
+    conv += [cy, ak.conv2d_backward(cgy, cx, cw, stride=s, padding=1, groups=g,
+                                    output_mask=(False, True, False))[1]]
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
@@ -173,8 +178,8 @@ def _child(isa):
 
 def test_isa_request_and_bitwise_identity_across_vector_widths():
     """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
-    (GEMM, GRU, RNN and LSTM sequences and their gradients, float32 conv forward) are the
-    same bits as the widest kernel's."""
+    (GEMM, GRU, RNN and LSTM sequences and their gradients, float32 conv forward and
+    grad_weight) are the same bits as the widest kernel's."""
     widest = _child("")
     if widest["isa"] == "portable":
         pytest.skip("no AVX2 on this CPU: only the portable kernel")

@@ -328,12 +328,11 @@ __attribute__((target("avx512f"))) void transpose16_avx512(const float* in, inde
 #pragma GCC diagnostic pop
 #endif
 
-bool cpu_has_avx512() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has;
+// The AVX-512 transposes run with the AVX-512 kernel (ADLK_GEMM_ISA=avx2 or portable
+// also turns them off, so that those paths are tested on any machine).
+bool avx512_transposes() {
+  static const bool on = std::strcmp(kernel().isa, "avx512") == 0;
+  return on;
 }
 #endif
 
@@ -344,27 +343,37 @@ index_t packed_weight_size(index_t N, index_t K) {
   return mul_checked(mul_checked(panels, NR, "packed columns"), K, "packed weight size");
 }
 
+void transpose(index_t rows, index_t cols, const float* src, index_t lds, float* dst,
+               index_t ldd) {
+  for (index_t r0 = 0; r0 < rows; r0 += 16) {
+    const index_t nr = std::min<index_t>(16, rows - r0);
+    index_t c0 = 0;
+#ifdef ADLK_PACKED_X86
+    // 16x16 blocks in registers: each line of src read once and wholly used (a column
+    // walk over rows a power of two apart keeps missing in one L1 set).
+    if (nr == 16 && avx512_transposes())
+      for (; c0 + 16 <= cols; c0 += 16)
+        transpose16_avx512(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+#endif
+    // The rest through a tile: rows of src read contiguously, then each row of dst
+    // written 16 at a time.
+    float tile[16][64];
+    for (; c0 < cols; c0 += 64) {
+      const index_t nc = std::min<index_t>(64, cols - c0);
+      for (index_t r = 0; r < nr; ++r)
+        for (index_t c = 0; c < nc; ++c) tile[r][c] = src[(r0 + r) * lds + c0 + c];
+      for (index_t c = 0; c < nc; ++c)
+        for (index_t r = 0; r < nr; ++r) dst[(c0 + c) * ldd + r0 + r] = tile[r][c];
+    }
+  }
+}
+
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     float* P = dst + n0 * K;
     const int nc = panel_cols(N, n0);
-    index_t k_done = 0;
-#ifdef ADLK_PACKED_X86
-    // Whole panels, 16 k at a time: two 16x16 transposes (a copy: the same bits on any
-    // CPU). Element by element, the strided reads cost as much as the GEMM's packing
-    // step in a convolution's grad_weight.
-    if (nc == NR && cpu_has_avx512()) {
-      for (; k_done + 16 <= K; k_done += 16)
-        for (index_t half = 0; half < NR; half += 16)
-          transpose16_avx512(W + (n0 + half) * ldw + k_done, ldw, P + k_done * NR + half, NR);
-    }
-#endif
-    // The rest row by row of W: contiguous reads, strided writes within the panel.
-    for (int j = 0; j < nc; ++j) {
-      const float* w = W + (n0 + j) * ldw;
-      for (index_t k = k_done; k < K; ++k) P[k * NR + j] = w[k];
-    }
-    for (index_t k = k_done; k < K; ++k)
+    transpose(nc, K, W + n0 * ldw, ldw, P, NR);
+    for (index_t k = 0; k < K; ++k)
       for (int j = nc; j < NR; ++j) P[k * NR + j] = 0.0f;
   }
 }

@@ -682,23 +682,9 @@ class PackedSeqGrads {
   // no bit depends on them.
   static constexpr index_t kWeightRows = 64, kInputRows = 256;
 
-  // out (m, R) = dG[:, g0:g0+m]^T, in blocks of 16 rows of dG (a cache line of out),
-  // each first copied row by row into a contiguous tile: dG's rows lie 4H floats apart
-  // (16 KiB at H = 1024), so reading a column of the block straight from dG put all 16
-  // rows in one L1 set and missed on every element.
-  ADLK_KEEP_LOOPS void transpose_columns(const float* dG, index_t g0, index_t m,
-                                         float* out) const {
-    const index_t R = g_.T * g_.B;
-    float tile[16][kWeightRows];
-    for (index_t r0 = 0; r0 < R; r0 += 16) {
-      const int nr = static_cast<int>(std::min<index_t>(16, R - r0));
-      for (int r = 0; r < nr; ++r) {
-        const float* __restrict src = dG + (r0 + r) * G_ + g0;
-        for (index_t j = 0; j < m; ++j) tile[r][j] = src[j];
-      }
-      for (index_t j = 0; j < m; ++j)
-        for (int r = 0; r < nr; ++r) out[j * R + r0 + r] = tile[r][j];
-    }
+  // out (m, R) = dG[:, g0:g0+m]^T.
+  void transpose_columns(const float* dG, index_t g0, index_t m, float* out) const {
+    transpose(g_.T * g_.B, m, dG + g0, G_, out, g_.T * g_.B);
   }
 
   // Fills off_ (w_ih^T, x^T, h0^T, then y^T of all but the last step) and returns the

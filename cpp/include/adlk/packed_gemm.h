@@ -26,6 +26,11 @@ index_t packed_weight_size(index_t N, index_t K);
 // 64-byte aligned); the last panel's missing columns are zero.
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst);
 
+// dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds)^T: a copy, in
+// 16x16 blocks through registers on AVX-512 CPUs. pack_weight is one per panel.
+void transpose(index_t rows, index_t cols, const float* src, index_t lds, float* dst,
+               index_t ldd);
+
 // The same packing for W given transposed: Wt (K, N), row stride ldw (W = Wt^T), as the
 // product dG @ W_hh of a recurrent backward step needs.
 void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst);
