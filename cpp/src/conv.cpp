@@ -787,6 +787,11 @@ void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2d
 bool packed_weight_grad_applies(const Conv2dGeom& g) {
   if (std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0) return false;
   const PanelChoice choice = panel_choice();
+  // One image's packed grad_y is kept whole: beyond a bound, the BLAS path (which needs
+  // only blocks of output rows) keeps the scratch small.
+  const index_t packed_image =
+      mul_saturated(g.groups, packed_weight_size(g.C_out / g.groups, g.L()));
+  if (packed_image > index_t(kConvGradPackMaxBytes / sizeof(float))) return false;
   if (choice != PanelChoice::automatic) return choice == PanelChoice::always;
   return g.col_rows() / g.groups >= kConvWeightGradMinRows;
 }

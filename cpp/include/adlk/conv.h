@@ -33,7 +33,8 @@
 // for each group, grad_w^T = columns @ grad_y^T over every position of every image, the
 // column matrix read in place and grad_y packed as the kernel's panels, a block of
 // images at a time (about kConvBlockBytes, at least one image, in the calling thread's
-// scratch). Each thread owns fixed rows (c, kh, kw) and builds only those rows of the
+// scratch; an image whose packed grad_y passes kConvGradPackMaxBytes takes the BLAS
+// path). Each thread owns fixed rows (c, kh, kw) and builds only those rows of the
 // columns, a block of output rows at a time.
 //
 // Sizes: finalize() checks that every size the kernels compute fits 64 bits
