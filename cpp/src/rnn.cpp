@@ -741,7 +741,8 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_thread_num(), np = omp_get_num_threads();
-    std::vector<float> pre(use_packed_gemm ? kLstmStepRows * kPreStride : 0);
+    // on the stack (32 KiB): no allocation, which could throw, inside the region
+    alignas(64) float pre[use_packed_gemm ? kLstmStepRows * kPreStride : 1];
     if constexpr (use_packed_gemm) {
       for (int k = 0; k < 4; ++k) {
         pack_weight_part(p, np, H, I, w_ih + k * H * I, I, false, p_ih + k * ih_gate);
@@ -776,9 +777,9 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
             for (int k = 0; k < 4; ++k)
               gemm_packed2(nr, nc, I, x + (t * B + r0) * g.ldx, g.ldx,
                            p_ih + k * ih_gate + j0 * I, H, hp + r0 * ldh, ldh,
-                           p_hh + k * hh_gate + j0 * H, false, pre.data() + k * kPackedPanel,
+                           p_hh + k * hh_gate + j0 * H, false, pre + k * kPackedPanel,
                            kPreStride);
-            lstm_step_tile<T>(nr, nc, H, pre.data(), kPreStride, kPackedPanel, bias_j,
+            lstm_step_tile<T>(nr, nc, H, pre, kPreStride, kPackedPanel, bias_j,
                               gt + r0 * G4 + j0, G4, cp + r0 * H + j0, ct + r0 * H + j0,
                               yt + r0 * g.ldy + j0, g.ldy);
           }
