@@ -698,6 +698,19 @@ def test_conv2d_workspace_scales_with_threads(restore_threads):
     assert sizes[2] == 2 * sizes[1] and sizes[4] == 4 * sizes[1], sizes
 
 
+def test_conv2d_workspace_of_the_packed_grad_weight(restore_threads):
+    # float32 with C*kH*kW >= 256 on an AVX2/AVX-512 CPU: grad_weight keeps one image's
+    # grad_y packed whole (64 channels x H*W floats) up to 16 MiB; a larger image takes
+    # the BLAS path, whose scratch stays a few MiB
+    ak.set_num_threads(2)
+    w = np.zeros((64, 32, 3, 3), np.float32)
+    packed = ak.conv.conv2d_workspace_bytes(np.zeros((1, 32, 180, 180), np.float32), w, padding=1)
+    blas = ak.conv.conv2d_workspace_bytes(np.zeros((1, 32, 260, 260), np.float32), w, padding=1)
+    assert blas < 8 * (1 << 20), blas  # the packed grad_y alone would be 17.3 MB
+    if ak.build_info()["gemm_isa"] != "portable" and os.environ.get("ADLK_CONV_PANELS") != "never":
+        assert packed >= 64 * 180 * 180 * 4, packed
+
+
 def test_conv2d_workspace_validates(rng):
     with pytest.raises(ValueError):
         ak.conv.conv2d_workspace_bytes(randn(rng, (1, 2, 5, 5)), randn(rng, (3, 3, 3, 3)))

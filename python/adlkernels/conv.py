@@ -259,7 +259,8 @@ def conv2d_workspace_bytes(x, weight, stride=1, padding=0, dilation=1, groups=1)
     C/groups*kH*kW >= 256 on AVX2/AVX-512 CPUs) one image's shifted input bands (at most
     1 MiB) and a 32-column panel of the column matrix. The float32 grad_weight on such
     CPUs (C/groups*kH*kW >= 256) packs grad_y a block of images at a time (about 1 MiB, at
-    least one image) and keeps a grad_weight-sized buffer.
+    least one image; an image whose packed grad_y would pass 16 MiB takes the other path)
+    and keeps a grad_weight-sized buffer.
     The total scales with get_num_threads(), never with the batch size.
     """
     call = _ConvCall("conv2d_workspace_bytes", x, weight, None, stride, padding, dilation, groups, 2)

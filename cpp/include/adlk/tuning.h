@@ -53,8 +53,9 @@ constexpr index_t kConvPanelMinDepth = 256;
 // same, 25 rows (5x5, one channel) 1.9x. ADLK_CONV_PANELS=always / never overrides it.
 constexpr index_t kConvWeightGradMinRows = 256;
 // It keeps one image's grad_y packed whole (C_out rounded up to 32 times H_out*W_out
-// floats); larger images take the BLAS path, whose scratch holds blocks of output rows.
-constexpr std::size_t kConvGradPackMaxBytes = std::size_t(64) << 20;
+// floats) in the calling thread's scratch, which is kept between calls; larger images
+// take the BLAS path, whose scratch holds blocks of output rows.
+constexpr std::size_t kConvGradPackMaxBytes = std::size_t(16) << 20;
 // Conv images with fewer output positions than this share a GEMM with their neighbours.
 // bench_conv.py, the 8x8 / 7x7 layers.
 constexpr index_t kConvMinGemmColumns = 128;
