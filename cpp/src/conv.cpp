@@ -772,10 +772,11 @@ void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2d
       // the next block's packing overwrites `packed`
 #pragma omp barrier
     }
-    for (index_t r = sh.r0; r < sh.r1 && ok; ++r) {
-      const index_t gi = r / Kg;
-      for (index_t co = 0; co < Cog; ++co)
-        dweight[(gi * Cog + co) * Kg + r - gi * Kg] = dwT[std::size_t(r * Cog + co)];
+    for (index_t r = sh.r0; r < sh.r1 && ok;) {  // its rows of dW^T into dW, by group
+      const index_t gi = r / Kg, r_end = std::min(sh.r1, (gi + 1) * Kg);
+      transpose(r_end - r, Cog, dwT.data() + r * Cog, Cog, dweight + gi * Cog * Kg + r - gi * Kg,
+                Kg);
+      r = r_end;
     }
   }
   rs.check();
@@ -957,15 +958,14 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
       dbias[co] = T(acc);
     }
   }
-  if (dweight) std::fill(dweight, dweight + wsize, T(0));
-  if ((!dx && !dweight) || g.N == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    if (dweight && packed_weight_grad_applies(g)) {
+    if (dweight && packed_weight_grad_applies(g)) {  // writes every element
       conv2d_backward_weight_packed(x, dy, g, dweight);
       dweight = nullptr;  // done; the rest computes grad_x only
-      if (!dx) return;
     }
   }
+  if (dweight) std::fill(dweight, dweight + wsize, T(0));
+  if ((!dx && !dweight) || g.N == 0) return;
 
   const bool pointwise = is_pointwise(g);
 
