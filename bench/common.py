@@ -100,11 +100,52 @@ def set_threads(n: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------- heap
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def steady_heap(limit: int = 1 << 30) -> str:
+    """Make glibc's malloc keep freed memory for reuse (mmap and trim thresholds raised to
+    ``limit``), so that no contender's per-call buffers come from fresh pages.
+
+    By default glibc serves large blocks with mmap and returns freed heap tops to the OS
+    once more than the trim threshold is free, and both thresholds move with the history
+    of the process. A contender whose temporaries land on fresh pages pays a page fault
+    and the kernel's zeroing for every 4 KiB of them on every call: seen here as up to
+    12,500 faults per call for torch's convolutions (two 26 MB buffers), 3x its
+    fault-free time, in some runs and not in others. That is the allocator's cost, not the
+    kernel's; with the heap kept, every contender runs fault-free in steady state (the
+    timing records the faults per call to show it). Returns a note for the result files.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "default (no glibc mallopt)"
+    ok_mmap = mallopt(_M_MMAP_THRESHOLD, limit)
+    ok_trim = mallopt(_M_TRIM_THRESHOLD, limit)
+    if ok_mmap and ok_trim:
+        return f"glibc malloc, mmap and trim thresholds {limit >> 20} MiB (mallopt)"
+    return f"glibc mallopt refused (mmap {ok_mmap}, trim {ok_trim}): default thresholds"
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (all threads)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 # ----------------------------------------------------------------------------- timing
 
 @dataclass
 class Stats:
-    """Per-call wall times in seconds."""
+    """Per-call wall times in seconds; faults_per_call: minor page faults of the process
+    per timed call (None: not counted)."""
 
     median: float
     min: float
@@ -112,12 +153,14 @@ class Stats:
     p75: float
     n: int
     samples: list = field(default_factory=list, repr=False)
+    faults_per_call: float | None = None
 
     @classmethod
-    def of(cls, samples):
+    def of(cls, samples, faults=None):
         s = sorted(samples)
         q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
-        return cls(statistics.median(s), s[0], q[0], q[2], len(s), s)
+        per_call = None if faults is None else faults / len(s)
+        return cls(statistics.median(s), s[0], q[0], q[2], len(s), s, per_call)
 
     def to_json(self):
         d = asdict(self)
@@ -158,10 +201,12 @@ def time_interleaved(fns: dict[str, Callable[[], object]], budgets: dict[str, Bu
     """
     per_round = {}
     samples = {name: [] for name in fns}
+    faults = dict.fromkeys(fns, 0)
     for _ in range(rounds):
         for name, fn in fns.items():
             time.sleep(settle_s)
             _warm_up(fn, warmup_s)
+            f0 = _minor_faults()
             n = per_round.get(name)
             if n is None:  # first block: its first timed call sizes the blocks
                 t0 = time.perf_counter()
@@ -174,7 +219,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], budgets: dict[str, Bu
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)
-    return {name: Stats.of(s) for name, s in samples.items()}
+            faults[name] += _minor_faults() - f0
+    return {name: Stats.of(s, faults[name]) for name, s in samples.items()}
 
 
 def _warm_up(fn, seconds: float) -> None:
@@ -405,9 +451,10 @@ files in `bench/results/`). Reproduce with
     python bench/run.py conv         # a family (conv, pool) or all; --threads N,
                                      # --repeats N, --quick, --no-write
 
-All contenders run in one process at the same thread count. Times are medians of many
-calls; ratios > 1 mean adlkernels is faster. On shared machines trust the ratios more
-than the absolute times.
+All contenders run in one process at the same thread count, with glibc's malloc
+keeping freed memory (no contender pays page faults on fresh pages in steady state; see
+bench/README.md, "A steady heap"). Times are medians of many calls; ratios > 1 mean
+adlkernels is faster. On shared machines trust the ratios more than the absolute times.
 """
 
 

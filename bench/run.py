@@ -66,6 +66,17 @@ FAMILIES = {
 }
 
 
+def _faults_per_call(rows) -> dict:
+    """{contender: the most minor page faults per timed call over the family's cases}."""
+    worst = {}
+    for row in rows:
+        for name, st in (row.get("time_s") or {}).items():
+            f = st.get("faults_per_call") if isinstance(st, dict) else None
+            if f is not None:
+                worst[name] = max(worst.get(name, 0.0), f)
+    return worst
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("family", choices=sorted(FAMILIES) + ["all"])
@@ -79,6 +90,10 @@ def parse_args(argv=None):
                          "its JSON gets a -quick suffix and RESULTS.md is not updated")
     ap.add_argument("--no-write", action="store_true",
                     help="print only: no JSON file, no RESULTS.md update")
+    ap.add_argument("--heap", choices=["steady", "default"], default="steady",
+                    help="steady (default): glibc's malloc keeps freed memory, so no "
+                         "contender's buffers come from fresh, page-faulting pages; default: "
+                         "glibc's own thresholds (times then depend on the heap's history)")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
                     help="first wait up to S seconds for other processes to go quiet "
                          "(default 60, with --quick 0)")
@@ -98,11 +113,14 @@ def main(argv=None) -> int:
         budget.fixed_reps = slow.fixed_reps = args.repeats
         rounds = min(rounds, args.repeats)
 
+    heap = common.steady_heap() if args.heap == "steady" else "default (glibc thresholds)"
     notes = common.set_threads(args.threads)
     info = common.machine_info(args.threads, notes)
+    info["heap"] = heap
     print(f"machine: {info['cpu']}, {info['cores']} cores ({'/'.join(info['cpu_flags'])}), "
           f"host {info['hostname']}")
     print(f"threads: {args.threads} -> {notes}")
+    print(f"heap: {heap}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                    if isinstance(v, str)))
     if common.torch is None:
@@ -139,6 +157,9 @@ def main(argv=None) -> int:
         if res.legend:
             print("\n" + res.legend)
         print(f"load besides this benchmark during the {fam} run: {load_txt}")
+        faults = _faults_per_call(res.rows)
+        faults_txt = ", ".join(f"{n} {v:.0f}" for n, v in faults.items()) or "n/a"
+        print(f"page faults per timed call (worst case): {faults_txt}")
         if args.no_write:
             continue
         path = common.result_path(fam, info, suffix="-quick" if args.quick else "")
@@ -155,6 +176,7 @@ def main(argv=None) -> int:
             f"torch {info['versions']['torch']}, numpy {info['versions']['numpy']}. "
             f"sgemm peak {peak['gflops']:.1f} GFLOP/s (2048^3, scipy-openblas32), "
             f"copy {bw['gbps_read_write']:.1f} GB/s (read+write); {load_txt}. "
+            f"Heap: {heap}; page faults per timed call, worst case: {faults_txt}. "
             f"Raw data: `{rel}`.\n\n"
             + (res.notes.strip() + "\n\n" if res.notes else "") + res.markdown
         )
