@@ -41,7 +41,7 @@ def test_matches_float64_product(M, N):
     np.testing.assert_allclose(gemm(a, w, c), _ref(a, w, c), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("K", [0, 1, 2, 255, 256, 257, 512, 513, 1100])
+@pytest.mark.parametrize("K", [0, 1, 2, 255, 256, 257, 1100, 2048, 2049, 3100])
 def test_inner_dimension_edges(K):
     rng = np.random.default_rng(K)
     a = rng.standard_normal((9, K)).astype(np.float32)
@@ -75,8 +75,8 @@ def test_each_element_is_one_fma_chain_in_k_order():
     """An element's bits do not depend on its row or column position in the tiles: the
     (i, j) element of a big product equals the 1x1 product of row i and column j."""
     rng = np.random.default_rng(7)
-    a = rng.standard_normal((29, 700)).astype(np.float32)  # deeper than one depth chunk
-    w = rng.standard_normal((67, 700)).astype(np.float32)
+    a = rng.standard_normal((29, 2100)).astype(np.float32)  # deeper than one depth chunk
+    w = rng.standard_normal((67, 2100)).astype(np.float32)
     c = rng.standard_normal((29, 67)).astype(np.float32)
     full, acc = gemm(a, w), gemm(a, w, c)
     for i, j in [(0, 0), (11, 31), (12, 32), (28, 66), (17, 40)]:
@@ -85,7 +85,7 @@ def test_each_element_is_one_fma_chain_in_k_order():
 
 
 @pytest.mark.parametrize("K1, K2", [(0, 5), (5, 0), (1, 1), (37, 70), (128, 256), (300, 400),
-                                    (0, 700), (600, 0)])
+                                    (0, 700), (600, 0), (900, 1300), (0, 2100), (2100, 0)])
 @pytest.mark.parametrize("M, N", [(1, 1), (13, 33), (64, 128)])
 def test_two_products_match_float64(M, N, K1, K2):
     """gemm_packed2 (a recurrent step's x_t @ W_ih^T + h @ W_hh^T in one pass)."""
