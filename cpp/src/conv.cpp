@@ -615,14 +615,27 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
   const index_t chunk = std::max<index_t>(1, ceil_div(panels, index_t(nt) * 8));
   const index_t chunks = ceil_div(panels, chunk);
   const int team = int(std::min<index_t>(nt, chunks));
+  // Row k = (c, tap) of a panel inside one image: 32 band elements from this offset plus
+  // the panel's first position. Such panels are read from the bands in place.
+  std::vector<index_t> band_rows(static_cast<std::size_t>(g.col_rows()));
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t t = 0; t < kk; ++t)
+      band_rows[std::size_t(c * kk + t)] = c * sb.per_channel + sb.taps[std::size_t(t)];
   RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {
     bool ok = true;
     float* P = rs.get<float>(0, g.col_rows() * kPackedPanel, ok);
     float* stage = rs.get<float>(2, g.C_out * kPackedPanel, ok);
-    float* band_buf = rs.get<float>(3, panel_band_elems(g, sb), ok);
+    const index_t band_elems = panel_band_elems(g, sb);
+    float* band_buf = rs.get<float>(3, band_elems, ok);
     float* bands = band_buf ? band_buf + kPackedPanel : nullptr;
+    // The margins: an in-place panel's lanes past its last position read into them
+    // (ignored lanes, but defined values).
+    if (band_buf) {
+      std::fill(band_buf, band_buf + kPackedPanel, 0.0f);
+      std::fill(band_buf + band_elems - kPackedPanel, band_buf + band_elems, 0.0f);
+    }
     index_t have = -1;  // the image whose bands are in `bands`
 #pragma omp for schedule(dynamic, 1)
     for (index_t ch = 0; ch < chunks; ++ch) {
@@ -631,31 +644,39 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
       for (index_t p = ch * chunk; p < p_end; ++p) {
         const index_t q0 = p * kPackedPanel;
         const int nc = int(std::min<index_t>(kPackedPanel, columns - q0));
-        // The panel's columns, image by image.
+        const auto load_bands = [&](index_t n) {
+          if (n == have) return;
+          for (index_t c = 0; c < g.C; ++c)
+            sb.fill(g, x + n * ximg + c * g.H * g.W, bands + c * sb.per_channel);
+          have = n;
+        };
+        const index_t n0 = q0 / L, pos0 = q0 % L;
+        const bool direct = pos0 + nc <= L;
+        if (direct) {  // one image: the panel is read from its bands in place, into y
+          load_bands(n0);
+          float* yp = y + n0 * g.C_out * L + pos0;
+          for (index_t gi = 0; gi < g.groups; ++gi)
+            gemm_rows_row_bias(Cog, nc, Kg, weight + gi * Cog * Kg, Kg, bands + pos0,
+                               band_rows.data() + gi * Kg, bias ? bias + gi * Cog : nullptr,
+                               yp + gi * Cog * L, L);
+          continue;
+        }
+        // Across images: the panel's columns copied, image by image, then through the
+        // stage into y.
         for_each_image_piece(q0, nc, L, [&](index_t n, index_t pos, int lane, int len) {
-          if (n != have) {
-            for (index_t c = 0; c < g.C; ++c)
-              sb.fill(g, x + n * ximg + c * g.H * g.W, bands + c * sb.per_channel);
-            have = n;
-          }
+          load_bands(n);
           fill_panel(bands, g.C, sb.per_channel, sb.taps.data(), kk, pos - lane, lane, len,
                      lane == 0, P);
         });
-        // Its outputs: straight into y when they lie in one image, else through the stage.
-        const index_t n0 = q0 / L, pos0 = q0 % L;
-        const bool direct = pos0 + nc <= L;
-        float* C = direct ? y + n0 * g.C_out * L + pos0 : stage;
-        const index_t ldc = direct ? L : kPackedPanel;
         for (index_t gi = 0; gi < g.groups; ++gi) {
           const float* wg = weight + gi * Cog * Kg;
           const float* Pg = P + gi * Kg * kPackedPanel;
-          float* Cg = C + gi * Cog * ldc;
+          float* Cg = stage + gi * Cog * kPackedPanel;
           if (bias)
-            gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias + gi * Cog, Cg, ldc);
+            gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias + gi * Cog, Cg, kPackedPanel);
           else
-            gemm_packed(Cog, nc, Kg, wg, Kg, Pg, false, Cg, ldc);
+            gemm_packed(Cog, nc, Kg, wg, Kg, Pg, false, Cg, kPackedPanel);
         }
-        if (direct) continue;
         for_each_image_piece(q0, nc, L, [&](index_t n, index_t pos, int lane, int len) {
           for (index_t co = 0; co < g.C_out; ++co)
             std::memcpy(y + (n * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,

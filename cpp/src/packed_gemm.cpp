@@ -23,14 +23,24 @@ inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(
 
 // One product of a sum C = A1 @ W1^T (+ A2 @ W2^T): A (rows, row stride lda), W's packed
 // panels, depth K (0: no such product). The kernels run an element's chain over the first
-// product's k, then the second's.
+// product's k, then the second's. `rows` (one panel read in place, N <= NR): row k of the
+// panel is the NR floats at Wp + rows[k] instead of Wp + k * NR.
 struct Src {
   index_t K = 0;
   const float* A = nullptr;
   index_t lda = 0;
   const float* Wp = nullptr;
-  // The same operand from row i on, at the panel of column n0.
-  Src at(index_t i, index_t n0) const { return {K, A + i * lda, lda, Wp + n0 * K}; }
+  const index_t* rows = nullptr;
+  // The same operand from row i on, at the panel of column n0 (an in-place panel: column
+  // n0 of the one panel).
+  Src at(index_t i, index_t n0) const {
+    return {K, A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows};
+  }
+  // Depth [k0, k1) of the operand.
+  Src depth(index_t k0, index_t k1) const {
+    return {k1 - k0, A + k0, lda, rows ? Wp : Wp + k0 * NR, rows ? rows + k0 : nullptr};
+  }
+  const float* row(index_t k) const { return rows ? Wp + rows[k] : Wp + k * NR; }
 };
 
 // ---- portable kernel -------------------------------------------------------------------
@@ -53,8 +63,10 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
       const float init = bias ? bias[i] : 0.0f;
       for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : init;
       for (const Src& src : {s1.at(i, n0), s2.at(i, n0)})
-        for (index_t k = 0; k < src.K; ++k)
-          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.A[k], src.Wp[k * NR + j], acc[j]);
+        for (index_t k = 0; k < src.K; ++k) {
+          const float* w = src.row(k);
+          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.A[k], w[j], acc[j]);
+        }
       std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
     }
   }
@@ -92,26 +104,37 @@ template <typename Fn>
 void for_each_depth_chunk(const Src& s1, const Src& s2, bool accumulate, Fn&& fn) {
   const index_t K = s1.K + s2.K;
   if (K <= 2 * kDepthChunk) return fn(s1, s2, accumulate);
-  const auto piece = [](const Src& s, index_t k0, index_t k1) {
-    return Src{k1 - k0, s.A + k0, s.lda, s.Wp + k0 * NR};
-  };
   for (index_t k0 = 0; k0 < K; k0 += kDepthChunk) {
     const index_t k1 = std::min(K, k0 + kDepthChunk);
     // [k0, k1) of the concatenated depth: s1's part, then s2's
-    const Src a = piece(s1, std::min(k0, s1.K), std::min(k1, s1.K));
-    const Src b = piece(s2, std::max(k0, s1.K) - s1.K, std::max(k1, s1.K) - s1.K);
+    const Src a = s1.depth(std::min(k0, s1.K), std::min(k1, s1.K));
+    const Src b = s2.depth(std::max(k0, s1.K) - s1.K, std::max(k1, s1.K) - s1.K);
     fn(a, b, accumulate || k0 > 0);
+  }
+}
+
+// Asks for the cache lines of the tile's C rows (nc floats each) before its k loop: a
+// store that misses waits for the line to be read (a C far larger than the caches, a
+// convolution's output: -9% kernel speed at 3 MB), and the k loop hides that read.
+template <int MR>
+inline void prefetch_rows(float* C, index_t ldc, int nc) {
+  for (int i = 0; i < MR; ++i) {
+    const char* row = reinterpret_cast<const char*>(C + i * ldc);
+    const char* last = reinterpret_cast<const char*>(C + i * ldc + nc - 1);
+    for (const char* p = row; p <= last; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+    _mm_prefetch(last, _MM_HINT_T0);  // the row's last line, when it starts unaligned
   }
 }
 
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
-template <int MR>
+template <int MR, bool InPlace>
 __attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m512* c0,
                                                                __m512* c1) {
   for (index_t k = 0; k < s.K; ++k) {
-    const __m512 w0 = _mm512_loadu_ps(s.Wp + k * NR);
-    const __m512 w1 = _mm512_loadu_ps(s.Wp + k * NR + 16);
+    const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
+    const __m512 w0 = _mm512_loadu_ps(w);
+    const __m512 w1 = _mm512_loadu_ps(w + 16);
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(s.A[i * s.lda + k]);
       c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
@@ -128,13 +151,21 @@ __attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2
   const __mmask16 m1 =
       nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
   __m512 c0[MR], c1[MR];
+  if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
   for (int i = 0; i < MR; ++i) {
     const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
     c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init;
     c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : init;
   }
-  fma_rows_avx512<MR>(s1, c0, c1);
-  fma_rows_avx512<MR>(s2, c0, c1);
+  // (separate calls: a loop over the two sources kept the accumulators in memory)
+  if (s1.rows)
+    fma_rows_avx512<MR, true>(s1, c0, c1);
+  else
+    fma_rows_avx512<MR, false>(s1, c0, c1);
+  if (s2.rows)
+    fma_rows_avx512<MR, true>(s2, c0, c1);
+  else
+    fma_rows_avx512<MR, false>(s2, c0, c1);
   for (int i = 0; i < MR; ++i) {
     _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
     _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
@@ -167,12 +198,13 @@ void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumu
 
 // ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
 
-template <int MR>
+template <int MR, bool InPlace>
 __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m256* c0,
                                                               __m256* c1) {
   for (index_t k = 0; k < s.K; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(s.Wp + k * NR);
-    const __m256 w1 = _mm256_loadu_ps(s.Wp + k * NR + 8);
+    const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
+    const __m256 w0 = _mm256_loadu_ps(w);
+    const __m256 w1 = _mm256_loadu_ps(w + 8);
     for (int i = 0; i < MR; ++i) {
       // set1 of a plain load, not _mm256_broadcast_ss(pointer): GCC treats that builtin as
       // a read of unknown memory and kept the accumulators in memory, at half the speed
@@ -192,6 +224,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
   alignas(32) float buf[MR][16];
   const bool full = nc == 16;
   __m256 c0[MR], c1[MR];
+  if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
   for (int i = 0; i < MR; ++i) {
     if (!accumulate) {
       c0[i] = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
@@ -205,8 +238,15 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
       c1[i] = _mm256_load_ps(buf[i] + 8);
     }
   }
-  fma_rows_avx2<MR>(s1, c0, c1);
-  fma_rows_avx2<MR>(s2, c0, c1);
+  // (separate calls: a loop over the two sources kept the accumulators in memory)
+  if (s1.rows)
+    fma_rows_avx2<MR, true>(s1, c0, c1);
+  else
+    fma_rows_avx2<MR, false>(s1, c0, c1);
+  if (s2.rows)
+    fma_rows_avx2<MR, true>(s2, c0, c1);
+  else
+    fma_rows_avx2<MR, false>(s2, c0, c1);
   for (int i = 0; i < MR; ++i) {
     if (full) {
       _mm256_storeu_ps(C + i * ldc, c0[i]);
@@ -231,7 +271,7 @@ struct Avx2Tile {
 
 // The half panel at column offset `half` inside each panel (Wp stays the panel's start
 // plus the offset; the panel row stride is still NR).
-Src half_panel(const Src& s, int half) { return {s.K, s.A, s.lda, s.Wp + half}; }
+Src half_panel(const Src& s, int half) { return {s.K, s.A, s.lda, s.Wp + half, s.rows}; }
 
 void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
                const float* bias, float* C, index_t ldc) {
@@ -420,6 +460,14 @@ void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index
                           const float* Wp, const float* bias, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
   kernel().fn(M, N, {K, A, lda, Wp}, {}, false, bias, C, ldc);
+}
+
+void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                        const float* base, const index_t* rows, const float* bias, float* C,
+                        index_t ldc) {
+  check(N <= NR, "gemm_rows_row_bias: N must be <= kPackedPanel");
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, {K, A, lda, base, rows}, {}, false, bias, C, ldc);
 }
 
 void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,

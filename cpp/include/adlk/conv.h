@@ -24,9 +24,11 @@
 // every geometry it can run, =never for none) whose image's shifted input bands (kW
 // copies of its padded rows per vertical phase) are no larger than its column matrix and
 // within kConvBlockBytes: the batch's output positions are cut into 32-column panels
-// (running on from one image into the next), each written straight into the kernel's
-// packed layout and multiplied by the weight with the bias fused in; per thread it keeps
-// one image's bands, one panel and its staged outputs.
+// (running on from one image into the next) and multiplied by the weight with the bias
+// fused in. A panel inside one image is read from the bands in place (its rows are runs
+// of 32 band elements; gemm_rows_row_bias); one that spans two images is copied into the
+// kernel's packed layout first and its outputs staged. Per thread it keeps one image's
+// bands, one panel and its staged outputs.
 //
 // The float32 grad_weight on such a CPU runs on the same kernel where a group has
 // C/groups*kH*kW >= kConvWeightGradMinRows rows (ADLK_CONV_PANELS overrides it alike):

@@ -51,6 +51,15 @@ void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, c
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                           const float* Wp, const float* bias, float* C, index_t ldc);
 
+// gemm_packed_row_bias (bias may be null: chains from 0) of one panel read in place, N <=
+// kPackedPanel: row k of the panel is the kPackedPanel floats at base + rows[k], all of them
+// readable (lanes from N on are read and ignored). The same bits as packing those rows
+// into a panel first; for operands whose rows already lie in memory as runs of
+// kPackedPanel floats (a convolution's shifted input bands).
+void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
+                        const float* base, const index_t* rows, const float* bias, float* C,
+                        index_t ldc);
+
 // C = A1 @ W1^T + A2 @ W2^T (+ C when accumulate) in one pass: each element's chain runs
 // over A1's K1 terms, then A2's K2 (Wp1, Wp2: packings of the (N, K1) and (N, K2) W1, W2).
 // A recurrent step's gates from x_t and h_{t-1} without a stored partial sum.
