@@ -280,12 +280,22 @@ def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
 # output positions into 32-column panels, a panel running on from one image into the next
 # (L = H_out*W_out below is not a multiple of 32), and claims runs of panels at run time:
 # every output is still one chain in a fixed order, the same bits for any thread count.
-# It runs by default for stride-1 kernels of depth C/groups*kH*kW >= 256 (the first
-# cases); ADLK_CONV_PANELS=always sends every geometry it can run through it.
+# It runs by default for stride-1 kernels of depth C/groups*kH*kW >= 32 (the first
+# cases); ADLK_CONV_PANELS=always sends every geometry it can run through it. The other
+# forwards with depth >= 128 (and, with =always, every one the panels cannot run) build
+# blocks of columns and run the same kernel on them in place: the same chains, so the
+# same bits for any thread count too, and the same as the panels' ("columns_k7_s2": its
+# bands would be too large for the panels).
 PANEL_CASES = [
     ("k3_pad", (7, 32, 9, 11), (10, 32, 3, 3), dict(padding=1)),
     ("dilation_groups", (5, 58, 8, 9), (6, 29, 3, 3), dict(padding=2, dilation=2, groups=2)),
     ("k5_one_image", (1, 11, 12, 12), (4, 11, 5, 5), dict()),
+    ("columns_k7_s2", (2, 8, 128, 128), (16, 8, 7, 7), dict(stride=2, padding=3)),
+    # columns by default, panels with =always (the same bits): a last panel of a block
+    # shorter than 32 and panels that run from one image into the next
+    # (depth >= 256: grad_weight on the packed kernel either way)
+    ("columns_s2_tails", (5, 32, 11, 13), (6, 32, 3, 3), dict(stride=2, padding=1)),
+    ("columns_pointwise", (3, 260, 5, 7), (4, 260, 1, 1), dict()),
     # taken only when asked for
     ("stride_dilation_groups", (5, 6, 13, 10), (9, 2, 3, 2),
      dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=3)),
@@ -296,7 +306,7 @@ PANEL_CASES = [
     # blocks of two images (the last one short)
     ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
 ]
-PANEL_BY_DEFAULT = 3
+PANEL_BY_DEFAULT = 6
 
 _PANEL_SCRIPT = r"""
 import hashlib, json, sys

@@ -586,6 +586,16 @@ bool panel_forward_applies(const Conv2dGeom& g) {
           g.col_rows() / g.groups >= kConvPanelMinDepth);
 }
 
+// Whether the float forward's im2col path runs its GEMMs on the packed-weight kernel
+// (forward_unit_packed): with a vector kernel, for the depths where it measured faster.
+bool packed_columns_forward_applies(const Conv2dGeom& g) {
+  if (std::strcmp(gemm_packed_isa(), "portable") == 0) return false;
+  const PanelChoice choice = panel_choice();
+  return choice == PanelChoice::always ||
+         (choice == PanelChoice::automatic &&
+          g.col_rows() / g.groups >= kConvPackedColumnsMinDepth);
+}
+
 // Scratch floats per thread of the panel forward: a panel, its staged outputs, the bands.
 index_t panel_forward_elems(const Conv2dGeom& g) {
   return (g.col_rows() + g.C_out) * kPackedPanel + panel_band_elems(g, ShiftedBands(g));
@@ -818,6 +828,53 @@ bool packed_weight_grad_applies(const Conv2dGeom& g) {
   return g.col_rows() / g.groups >= kConvWeightGradMinRows;
 }
 
+// float forward of one unit of the im2col path on the packed-weight kernel: the unit's
+// column matrix (rows of ld floats, nimg images of Lb positions each) read in place, 32
+// positions at a time (a partial last panel copied into `tail`, so that no read leaves
+// the matrix), the bias fused; a panel spanning two images goes through `stage`. y_unit:
+// y at the unit's first image and output row. `rows`: Kg offsets (scratch).
+void forward_unit_packed(const Conv2dGeom& g, const float* cols, index_t ld, index_t nimg,
+                         index_t Lb, const float* weight, const float* bias, float* y_unit,
+                         index_t* rows, float* tail, float* stage) {
+  const index_t L = g.L(), Kg = g.col_rows() / g.groups, Cog = g.C_out / g.groups;
+  const index_t N_gemm = nimg * Lb;
+  for (index_t k = 0; k < Kg; ++k) rows[k] = k * ld;
+  for (index_t p0 = 0; p0 < N_gemm; p0 += kPackedPanel) {
+    const int nc = int(std::min<index_t>(kPackedPanel, N_gemm - p0));
+    const index_t j0 = p0 / Lb, j1 = (p0 + nc - 1) / Lb;
+    float* out = j0 == j1 ? y_unit + j0 * g.C_out * L + (p0 - j0 * Lb) : stage;
+    const index_t ldc = j0 == j1 ? L : kPackedPanel;
+    for (index_t gi = 0; gi < g.groups; ++gi) {
+      const float* A = weight + gi * Cog * Kg;
+      const float* bg = bias ? bias + gi * Cog : nullptr;
+      const float* src = cols + gi * Kg * ld + p0;
+      float* C = out + gi * Cog * ldc;
+      if (nc == int(kPackedPanel)) {
+        gemm_rows_row_bias(Cog, nc, Kg, A, Kg, src, rows, bg, C, ldc);
+        continue;
+      }
+      for (index_t k = 0; k < Kg; ++k) {
+        float* t = tail + k * kPackedPanel;
+        std::memcpy(t, src + k * ld, sizeof(float) * std::size_t(nc));
+        std::fill(t + nc, t + kPackedPanel, 0.0f);
+      }
+      if (bg)
+        gemm_packed_row_bias(Cog, nc, Kg, A, Kg, tail, bg, C, ldc);
+      else
+        gemm_packed(Cog, nc, Kg, A, Kg, tail, false, C, ldc);
+    }
+    if (j0 == j1) continue;
+    for (int lane = 0; lane < nc;) {  // the stage's columns, image by image
+      const index_t j = (p0 + lane) / Lb, pos = (p0 + lane) % Lb;
+      const int len = int(std::min<index_t>(nc - lane, Lb - pos));
+      for (index_t co = 0; co < g.C_out; ++co)
+        std::memcpy(y_unit + (j * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,
+                    sizeof(float) * std::size_t(len));
+      lane += len;
+    }
+  }
+}
+
 // Sum over images and positions of channel co of dy (N, C_out, L), in double, in
 // kSumLanes fixed lanes (position l of every image goes to lane l % kSumLanes; within a
 // lane, images then positions in order) that are added in order at the end: one thread
@@ -939,6 +996,13 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   const int team = int(std::min<index_t>(nt, units));
   check_gemm_dims(g, p.unit_cols(g.W_out));
   const UnitBuffers buf(g, p, true, false);
+  // float: the units' GEMMs on the packed-weight kernel, where it runs vector code (a
+  // table of row offsets, a tail panel and a panel's stage per thread).
+  const bool packed = std::is_same_v<T, float> && packed_columns_forward_applies(g);
+  std::vector<index_t> row_tables(packed ? std::size_t(team) * std::size_t(Kg) : 0);
+  std::vector<float> panel_bufs(packed ? std::size_t(team) * std::size_t(Kg + g.C_out) *
+                                             std::size_t(kPackedPanel)
+                                       : 0);
   RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {
@@ -946,6 +1010,7 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
     T* scratch = rs.get<T>(0, buf.cols, ok);
     T* stage = rs.get<T>(2, buf.stage, ok);
     T* band = rs.get<T>(3, buf.band, ok);
+    const std::size_t me = std::size_t(omp_get_thread_num());
 #pragma omp for schedule(static)
     for (index_t u = 0; u < units; ++u) {
       if (!ok) continue;
@@ -956,6 +1021,16 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
       index_t ld;
       const T* cols = unit_columns(x, g, n0, nimg, oh0, oh1, band, scratch, ld);
       const index_t N_gemm = nimg * Lb;
+      if constexpr (std::is_same_v<T, float>) {
+        if (packed) {
+          float* bufs = panel_bufs.data() + me * std::size_t(Kg + g.C_out) * kPackedPanel;
+          forward_unit_packed(g, cols, ld, nimg, Lb, weight, bias,
+                              y + n0 * g.C_out * L + oh0 * g.W_out,
+                              row_tables.data() + me * std::size_t(Kg), bufs,
+                              bufs + Kg * kPackedPanel);
+          continue;
+        }
+      }
       if (nimg == 1) {
         // Straight into y; the bias is the GEMM's initial C (beta = 1), so it costs no
         // pass of its own.

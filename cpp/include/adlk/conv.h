@@ -30,6 +30,12 @@
 // kernel's packed layout first and its outputs staged. Per thread it keeps one image's
 // bands, one panel and its staged outputs.
 //
+// The other float32 forwards of depth >= kConvPackedColumnsMinDepth on such a CPU keep
+// the im2col units but run each unit's GEMM on the same kernel, the unit's column matrix
+// read in place 32 positions at a time (a partial last panel copied, a panel spanning two
+// images staged), the bias fused. Both paths compute each output as one chain over
+// (c, kh, kw) in order from its bias: the same bits, for any thread count.
+//
 // The float32 grad_weight on such a CPU runs on the same kernel where a group has
 // C/groups*kH*kW >= kConvWeightGradMinRows rows (ADLK_CONV_PANELS overrides it alike):
 // for each group, grad_w^T = columns @ grad_y^T over every position of every image, the
@@ -48,7 +54,8 @@
 // fixed order by a single thread (each thread owns whole channel planes): no atomics.
 // conv2d results are bitwise repeatable for a given thread count; across thread counts
 // they may differ in the last bits (the batch is split differently among GEMMs), except
-// the panel forward and the packed grad_weight, whose outputs are each one fused
+// the forwards on the packed kernel (panels or columns) and the packed grad_weight,
+// whose outputs are each one fused
 // multiply-add chain in a fixed order (grad_weight: over images, then positions): the
 // same bits for any thread count and for the AVX2 and AVX-512 kernels.
 #pragma once

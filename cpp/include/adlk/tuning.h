@@ -41,11 +41,21 @@ constexpr index_t kWindowParallelGrain = index_t(1) << 14;
 constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
 
 // The float32 conv forward takes the packed-kernel panel path (adlk/conv.h) for stride-1,
-// non-pointwise convolutions of at least this depth C/groups*kH*kW: below it, and for
-// strided or 1x1 kernels, the panel and band fills cost more than OpenBLAS's packing
-// (2-core AMD EPYC, AVX-512, 2026-12-06: K = 25-144 and stride 2 0.6-0.95x, K = 288-576
-// 1.05-1.25x the im2col + BLAS path). ADLK_CONV_PANELS=always / never overrides it.
-constexpr index_t kConvPanelMinDepth = 256;
+// non-pointwise convolutions of at least this depth C/groups*kH*kW. Measured with 2
+// threads (AMD EPYC, AVX-512, 2026-12-06), since its panels inside an image are read from
+// the bands in place: time against the im2col path at K = 36-144 0.55-0.9x, at 288-576
+// 0.8-0.95x, at 25 (5x5, one channel) about the same; with stride 2 it lost at K = 72 and
+// 147 and won at 288, so strided kernels keep the im2col path. ADLK_CONV_PANELS=always /
+// never overrides it.
+constexpr index_t kConvPanelMinDepth = 32;
+// The other float32 forwards (im2col into a block of columns) run their GEMMs on the
+// packed-weight kernel, the column matrix read in place, for C/groups*kH*kW of at least
+// this: measured with 2 threads (AMD EPYC, AVX-512, 2026-12-06) against OpenBLAS on the
+// same columns, 147 (7x7 stride 2, 3 channels) 0.87x the time, 144 (3x3, 16 channels)
+// 0.9x, 128 (1x1) the same, 64 (1x1) and 72 (3x3 stride 2) 1.05x, 25 (5x5, one channel)
+// 1.08x (at small depth a tile's setup and stores weigh more than in OpenBLAS's larger
+// tiles). ADLK_CONV_PANELS=always / never overrides it.
+constexpr index_t kConvPackedColumnsMinDepth = 128;
 // The float32 grad_weight runs on the packed-weight kernel (grad_y packed as its panels,
 // the column matrix read in place) where a group has at least this many rows
 // C/groups*kH*kW: measured with 2 threads (AMD EPYC, AVX-512, 2026-12-06) against im2col
