@@ -307,6 +307,11 @@ PANEL_CASES = [
     ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
 ]
 PANEL_BY_DEFAULT = 6
+# grad_x runs as the forward of grad_y with the transposed, flipped weight (padding
+# d*(k-1) - p: 0 becomes a full convolution) on the panel path
+TRANSPOSED_GRAD_X = ["k3_pad", "dilation_groups", "k5_one_image", "row_blocks"]
+# by default where that forward's depth (C_out/groups*kH*kW) reaches the panels' threshold
+TRANSPOSED_GRAD_X_BY_DEFAULT = ["k3_pad", "k5_one_image"]
 
 _PANEL_SCRIPT = r"""
 import hashlib, json, sys
@@ -315,24 +320,27 @@ import adlkernels as ak
 from reference import assert_close, conv2d_backward_ref, conv2d_ref
 cases = json.loads(sys.argv[1])
 rng = np.random.default_rng(5)
-failures, digests = [], []
+failures, digests, dx_same, dx_digests = [], [], [], []
 for name, x_shape, w_shape, geom in cases:
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     b = rng.standard_normal(w_shape[0]).astype(np.float32)
-    ys, dws = [], []
+    ys, dws, dxs = [], [], []
     for threads in (1, 2, 3, 4):
         ak.set_num_threads(threads)
         ys.append((ak.conv2d_forward(x, w, b, **geom), ak.conv2d_forward(x, w, None, **geom)))
         if threads == 1:
             gy = rng.standard_normal(ys[0][0].shape).astype(np.float32)
-        dws.append(ak.conv2d_backward(gy, x, w, **geom, output_mask=(False, True, False))[1])
-    ref_dw = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
-                                 w.astype(np.float64), **geom)[1]
-    try:
-        assert_close(dws[0], ref_dw, np.float32, what=name + " grad_weight")
-    except AssertionError as e:
-        failures.append(str(e))
+        dx, dw, _ = ak.conv2d_backward(gy, x, w, **geom, output_mask=(True, True, False))
+        dws.append(dw)
+        dxs.append(dx)
+    ref_dx, ref_dw = conv2d_backward_ref(gy.astype(np.float64), x.astype(np.float64),
+                                         w.astype(np.float64), **geom)[:2]
+    for got, ref, what in ((dws[0], ref_dw, " grad_weight"), (dxs[0], ref_dx, " grad_x")):
+        try:
+            assert_close(got, ref, np.float32, what=name + what)
+        except AssertionError as e:
+            failures.append(str(e))
     if any(not np.array_equal(dw, dws[0]) for dw in dws):
         failures.append(f"{name}: grad_weight bits change with the thread count")
     for y, bias in zip(ys[0], (b, None)):
@@ -346,8 +354,10 @@ for name, x_shape, w_shape, geom in cases:
         failures.append(f"{name}: bits change with the thread count")
     digests.append(hashlib.sha1(ys[0][0].tobytes() + ys[0][1].tobytes()
                                 + dws[0].tobytes()).hexdigest())
-print(json.dumps({"failures": failures, "digests": digests,
-                  "isa": ak.build_info()["gemm_isa"]}))
+    dx_same.append(all(np.array_equal(dx, dxs[0]) for dx in dxs))
+    dx_digests.append(hashlib.sha1(dxs[0].tobytes()).hexdigest())
+print(json.dumps({"failures": failures, "digests": digests, "dx_same": dx_same,
+                  "dx_digests": dx_digests, "isa": ak.build_info()["gemm_isa"]}))
 """
 
 
@@ -374,6 +384,14 @@ def test_conv2d_forward_panels():
     assert not always["failures"], always["failures"]
     default = _panel_child("", PANEL_CASES[:PANEL_BY_DEFAULT])
     assert default["digests"] == always["digests"][:PANEL_BY_DEFAULT]
+    # grad_x as the transposed forward on the panels (stride 1, >= 8 input channels per
+    # group): the same bits for any thread count, by default as with =always
+    names = [c[0] for c in PANEL_CASES]
+    for name in TRANSPOSED_GRAD_X:
+        assert always["dx_same"][names.index(name)], name
+    for name in TRANSPOSED_GRAD_X_BY_DEFAULT:
+        i = names.index(name)
+        assert default["dx_same"][i] and default["dx_digests"][i] == always["dx_digests"][i]
     never = _panel_child("never", PANEL_CASES[:PANEL_BY_DEFAULT])
     # the bits-across-threads check does not hold for the BLAS path; correctness does
     assert not [f for f in never["failures"] if "thread count" not in f], never["failures"]
