@@ -9,6 +9,7 @@ outputs, determinism) are checked here for the pooling functions.
 
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
@@ -618,6 +619,23 @@ def test_hostile_indices_unpool(value, pos, rng):
         assert names(str(e.value), "indices"), str(e.value)
         with pytest.raises(ValueError):
             ak.max_unpool2d(np.zeros(idx.shape, np.float32), idx, size)
+
+
+@pytest.mark.parametrize("pos", [(0, 0, 0, 0), (0, 0, 1, 2), (1, 2, 2, 3), (1, 2, 3, 1)])
+def test_bad_index_reported_where_it_is(pos, rng):
+    """The error names the first bad index's value and position (n, c, h, w), wherever it
+    falls among the indices the kernel checks together; a -1 (no input position) before
+    it in the plane is skipped, not reported."""
+    idx = rng.integers(0, 64, size=(2, 3, 4, 4)).astype(np.int64)
+    idx[pos] = 99
+    if pos[3] > 0:
+        idx[pos[:3] + (pos[3] - 1,)] = -1
+    x = randn(rng, idx.shape, np.float32)
+    where = re.escape(f"value 99 at [{pos[0]}, {pos[1]}, {pos[2]}, {pos[3]}]")
+    with pytest.raises(ValueError, match=where):
+        ak.maxpool2d_backward(x, idx, (8, 8))
+    with pytest.raises(ValueError, match=where):
+        ak.max_unpool2d(x, idx, (8, 8))
 
 
 def test_hostile_index_in_range_of_a_bigger_plane(rng):
