@@ -571,15 +571,16 @@ PanelChoice panel_choice() {
 
 // Whether the forward takes the panel path. It can run with a vector kernel where an
 // image's bands are no larger than its column matrix (the usual strides and dilations)
-// and within kConvBlockBytes, so that they stay cached while the image's panels are
-// filled from them; it does for the geometries where it was measured faster (tuning.h).
+// and within kConvBandBytes, so that they stay cached (L2 or L3) while the image's panels
+// are filled from them; it does for the geometries where it was measured faster
+// (tuning.h).
 bool panel_forward_applies(const Conv2dGeom& g) {
   if (std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0) return false;
   const PanelChoice choice = panel_choice();
   if (choice == PanelChoice::never) return false;
   const ShiftedBands sb(g);
   if (sb.per_channel > g.kH * g.kW * g.L() ||
-      sb.per_channel > index_t(kConvBlockBytes / sizeof(float)) / g.C)
+      sb.per_channel > index_t(kConvBandBytes / sizeof(float)) / g.C)
     return false;
   return choice == PanelChoice::always ||
          (g.sH == 1 && g.sW == 1 && g.kH * g.kW > 1 &&

@@ -23,7 +23,7 @@
 // C/groups*kH*kW >= kConvPanelMinDepth (tuning.h; ADLK_CONV_PANELS=always takes it for
 // every geometry it can run, =never for none) whose image's shifted input bands (kW
 // copies of its padded rows per vertical phase) are no larger than its column matrix and
-// within kConvBlockBytes: the batch's output positions are cut into 32-column panels
+// within kConvBandBytes: the batch's output positions are cut into 32-column panels
 // (running on from one image into the next) and multiplied by the weight with the bias
 // fused in. A panel inside one image is read from the bands in place (its rows are runs
 // of 32 band elements; gemm_rows_row_bias); one that spans two images is copied into the

@@ -39,6 +39,12 @@ constexpr index_t kWindowParallelGrain = index_t(1) << 14;
 // Byte budget of one conv unit's column matrix plus its output rows (adlk/conv.h): about
 // a core's L2 cache, so a block stays cached between im2col and GEMM. bench_conv.py.
 constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
+// The most bytes of one image's shifted input bands (all channels) that the panel path of
+// the float32 forward keeps per thread (adlk/conv.h); beyond that an image takes the
+// im2col path. Its panels still win with bands past the 1 MiB L2, from L3 (2 threads, AMD
+// EPYC, AVX-512, 2026-12-06): 16x64x56x56 3x3 (bands 2.5 MB) forward 0.82x and grad_x
+// 0.79x the im2col path's time, 32x64x32x32 3x3's grad_x (bands 1.7 MB) 0.85x.
+constexpr std::size_t kConvBandBytes = std::size_t(4) << 20;
 
 // The float32 conv forward takes the packed-kernel panel path (adlk/conv.h) for stride-1,
 // non-pointwise convolutions of at least this depth C/groups*kH*kW. Measured with 2
