@@ -149,17 +149,19 @@ yl, _, _, lstm_cache = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * 
 gy = rng.standard_normal(y.shape).astype(np.float32)
 grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, None, rnn_cache)
          + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
-# the conv forward's panels (AVX-512 fills with it, the portable fills with avx2) and the
-# packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles with avx2)
+# the conv forward's panels (AVX-512 fills with it, the AVX2 fills with avx2; rows of 11
+# and of 16 outputs: partial and whole 8- and 16-lane blocks), grad_x as a forward on
+# them, and the packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles
+# with avx2)
 conv = []
-for s, g in ((1, 1), (2, 2)):
-    cx = rng.standard_normal((5, 6, 13, 11)).astype(np.float32)
+for s, g, width in ((1, 1, 11), (2, 2, 11), (1, 1, 16)):
+    cx = rng.standard_normal((5, 6, 13, width)).astype(np.float32)
     cw = rng.standard_normal((40, 6 // g, 3, 3)).astype(np.float32)
     cy = ak.conv2d_forward(cx, cw, rng.standard_normal(40).astype(np.float32), stride=s,
                            padding=1, groups=g)
     cgy = rng.standard_normal(cy.shape).astype(np.float32)
-    conv += [cy, ak.conv2d_backward(cgy, cx, cw, stride=s, padding=1, groups=g,
-                                    output_mask=(False, True, False))[1]]
+    conv += list(ak.conv2d_backward(cgy, cx, cw, stride=s, padding=1, groups=g,
+                                    output_mask=(True, True, False))[:2]) + [cy]
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),

@@ -28,7 +28,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define ADLK_CONV_X86 1  // the AVX-512 band and panel fills are compiled
+#define ADLK_CONV_X86 1  // the AVX-512 and AVX2 band and panel fills are compiled
 #endif
 
 #include "adlk/blas.h"
@@ -387,11 +387,18 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
 // of the panel whatever the padding and stride. The bands hold about kW copies of the
 // padded image (per vertical phase used).
 
-// The band and panel fills use AVX-512 where the kernel does (ADLK_GEMM_ISA=avx2 then
-// also exercises the portable fills, as on an AVX2 machine).
-bool vector_fills() {
-  static const bool avx512 = std::strcmp(gemm_packed_isa(), "avx512") == 0;
-  return avx512;
+// The band and panel fills use the kernel's vector ISA (ADLK_GEMM_ISA=avx2 exercises the
+// AVX2 fills on an AVX-512 machine). The portable fills serve the strided bands and
+// builds without x86 vector code.
+enum class FillIsa { portable, avx2, avx512 };
+FillIsa fill_isa() {
+  static const FillIsa isa = [] {
+    const char* k = gemm_packed_isa();
+    if (std::strcmp(k, "avx512") == 0) return FillIsa::avx512;
+    if (std::strcmp(k, "avx2") == 0) return FillIsa::avx2;
+    return FillIsa::portable;
+  }();
+  return isa;
 }
 
 struct ShiftedBands {
@@ -479,11 +486,43 @@ __attribute__((target("avx512f"), flatten)) void fill_bands_avx512(const Shifted
                                                                   float* dst) {
   for_each_band_row(sb, g, xplane, dst, Avx512BandRow{g.W_out});
 }
+
+// Lanes [a, e) of the 8 from base on, as an AVX2 mask.
+__attribute__((target("avx2"))) inline __m256i lane_mask8(index_t a, index_t e, index_t base) {
+  const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int(base)),
+                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(a)), idx);  // idx < a
+  const __m256i hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(e)), idx);  // idx < e
+  return _mm256_andnot_si256(lo, hi);
+}
+
+// Stride 1 with AVX2: 8 outputs per load and plain store, masked where the block is not
+// wholly inside the row's input (a masked-off lane reads nothing); a row's last store
+// runs up to 7 floats past it, as the AVX-512 one.
+struct Avx2BandRow {
+  index_t W_out;
+  __attribute__((target("avx2"))) void operator()(float* dst, const float* xr, index_t l,
+                                                  index_t h) const {
+    for (index_t ow = 0; ow < W_out; ow += 8) {
+      const bool inside = ow >= l && ow + 8 <= h;  // a plain load (masked ones cost more)
+      _mm256_storeu_ps(dst + ow, inside ? _mm256_loadu_ps(xr + ow)
+                                        : _mm256_maskload_ps(xr + ow, lane_mask8(l, h, ow)));
+    }
+  }
+};
+
+__attribute__((target("avx2"), flatten)) void fill_bands_avx2(const ShiftedBands& sb,
+                                                             const Conv2dGeom& g,
+                                                             const float* xplane, float* dst) {
+  for_each_band_row(sb, g, xplane, dst, Avx2BandRow{g.W_out});
+}
+
 #endif
 
 void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
 #ifdef ADLK_CONV_X86
-  if (g.sW == 1 && vector_fills()) return fill_bands_avx512(*this, g, xplane, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx512) return fill_bands_avx512(*this, g, xplane, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx2) return fill_bands_avx2(*this, g, xplane, dst);
 #endif
   for_each_band_row(*this, g, xplane, dst, PortableBandRow{g.W_out, g.sW});
 }
@@ -540,13 +579,39 @@ __attribute__((target("avx512f"))) void fill_panel_avx512(
     }
 }
 
+
+// The same with AVX2: four 8-lane loads and stores per row (masked loads where the panel
+// is filled in part; the lanes being filled are 0 in a continued panel, so or-ing merges).
+__attribute__((target("avx2"))) void fill_panel_avx2(const float* bands, index_t C,
+                                                    index_t per_channel, const index_t* taps,
+                                                    index_t kk, index_t shift, int lane,
+                                                    int len, bool fresh, float* P) {
+  const bool whole = lane == 0 && len == int(kPackedPanel);
+  __m256i m[4];
+  for (int q = 0; q < 4; ++q) m[q] = lane_mask8(lane, lane + len, 8 * q);
+  for (index_t c = 0; c < C; ++c)
+    for (index_t t = 0; t < kk; ++t) {
+      const float* src = bands + c * per_channel + taps[t] + shift;
+      float* row = P + (c * kk + t) * kPackedPanel;
+      for (int q = 0; q < 4; ++q) {
+        if (whole) {
+          _mm256_storeu_ps(row + 8 * q, _mm256_loadu_ps(src + 8 * q));
+          continue;
+        }
+        const __m256 v = fresh ? _mm256_setzero_ps() : _mm256_loadu_ps(row + 8 * q);
+        _mm256_storeu_ps(row + 8 * q, _mm256_or_ps(v, _mm256_maskload_ps(src + 8 * q, m[q])));
+      }
+    }
+}
 #endif
 
 void fill_panel(const float* bands, index_t C, index_t per_channel, const index_t* taps,
                 index_t kk, index_t shift, int lane, int len, bool fresh, float* P) {
 #ifdef ADLK_CONV_X86
-  if (vector_fills())
+  if (fill_isa() == FillIsa::avx512)
     return fill_panel_avx512(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
+  if (fill_isa() == FillIsa::avx2)
+    return fill_panel_avx2(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
 #endif
   fill_panel_portable(bands, C, per_channel, taps, kk, shift, lane, len, fresh, P);
 }
