@@ -702,6 +702,18 @@ inline void for_each_image_piece(index_t q0, int nc, index_t L, Fn&& fn) {
   }
 }
 
+// The staged outputs of a panel that spans images (C_out rows of nc columns, row stride
+// kPackedPanel; its columns are the flat positions from q0 of images of `per_image`
+// positions) into y, where image n's channel co starts at y + (n * C_out + co) * L.
+void unstage_panel(const float* stage, const Conv2dGeom& g, index_t q0, int nc,
+                   index_t per_image, float* y) {
+  for_each_image_piece(q0, nc, per_image, [&](index_t n, index_t pos, int lane, int len) {
+    for (index_t co = 0; co < g.C_out; ++co)
+      std::memcpy(y + (n * g.C_out + co) * g.L() + pos, stage + co * kPackedPanel + lane,
+                  sizeof(float) * std::size_t(len));
+  });
+}
+
 void conv2d_forward_panels(const float* x, const float* weight, const float* bias,
                            const Conv2dGeom& g, float* y) {
   const ShiftedBands sb(g);
@@ -770,17 +782,10 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         for (index_t gi = 0; gi < g.groups; ++gi) {
           const float* wg = weight + gi * Cog * Kg;
           const float* Pg = P + gi * Kg * kPackedPanel;
-          float* Cg = stage + gi * Cog * kPackedPanel;
-          if (bias)
-            gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias + gi * Cog, Cg, kPackedPanel);
-          else
-            gemm_packed(Cog, nc, Kg, wg, Kg, Pg, false, Cg, kPackedPanel);
+          gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias ? bias + gi * Cog : nullptr,
+                               stage + gi * Cog * kPackedPanel, kPackedPanel);
         }
-        for_each_image_piece(q0, nc, L, [&](index_t n, index_t pos, int lane, int len) {
-          for (index_t co = 0; co < g.C_out; ++co)
-            std::memcpy(y + (n * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,
-                        sizeof(float) * std::size_t(len));
-        });
+        unstage_panel(stage, g, q0, nc, L, y);
       }
     }
   }
@@ -942,25 +947,10 @@ void forward_unit_packed(const Conv2dGeom& g, const float* cols, index_t ld, ind
         gemm_rows_row_bias(Cog, nc, Kg, A, Kg, src, rows, bg, C, ldc);
         continue;
       }
-      for (index_t k = 0; k < Kg; ++k) {
-        float* t = tail + k * kPackedPanel;
-        std::memcpy(t, src + k * ld, sizeof(float) * std::size_t(nc));
-        std::fill(t + nc, t + kPackedPanel, 0.0f);
-      }
-      if (bg)
-        gemm_packed_row_bias(Cog, nc, Kg, A, Kg, tail, bg, C, ldc);
-      else
-        gemm_packed(Cog, nc, Kg, A, Kg, tail, false, C, ldc);
+      pack_weight_transposed(nc, Kg, src, ld, tail);  // the rows' nc columns, zero-padded
+      gemm_packed_row_bias(Cog, nc, Kg, A, Kg, tail, bg, C, ldc);
     }
-    if (j0 == j1) continue;
-    for (int lane = 0; lane < nc;) {  // the stage's columns, image by image
-      const index_t j = (p0 + lane) / Lb, pos = (p0 + lane) % Lb;
-      const int len = int(std::min<index_t>(nc - lane, Lb - pos));
-      for (index_t co = 0; co < g.C_out; ++co)
-        std::memcpy(y_unit + (j * g.C_out + co) * L + pos, stage + co * kPackedPanel + lane,
-                    sizeof(float) * std::size_t(len));
-      lane += len;
-    }
+    if (j0 != j1) unstage_panel(stage, g, p0, nc, Lb, y_unit);
   }
 }
 

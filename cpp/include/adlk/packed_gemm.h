@@ -47,7 +47,7 @@ void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, c
 
 // C = A @ W^T + bias[:, None]: row i's chains start from bias[i] (M values) instead of 0,
 // the bits of filling C with the bias and accumulating, without that pass over C (a
-// convolution's output channels are C's rows).
+// convolution's output channels are C's rows). A null bias: chains from 0.
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                           const float* Wp, const float* bias, float* C, index_t ldc);
 
