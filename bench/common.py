@@ -13,6 +13,7 @@ import platform
 import re
 import socket
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -297,6 +298,30 @@ def wait_for_idle(max_wait_s: float, busy_limit_pct: float = 10.0, probe_s: floa
 
 # ------------------------------------------------------------------- reference rates
 
+def fma_peak(threads: int, seconds: float = 0.3) -> dict:
+    """GFLOP/s of nothing but independent vector FMAs on registers, in the ISA of
+    adlkernels' micro-kernel (``ak._adlk._fma_peak_gflops``, best of repeated runs): one
+    thread alone, then ``threads`` at once (Python threads; the hook releases the GIL),
+    which shows whether the clock drops with every core busy. ``gflops``, the ceiling the
+    tables' "% peak" is of, is ``threads`` times the single-core figure.
+    """
+    from adlkernels import _adlk
+
+    one = _adlk._fma_peak_gflops(seconds)
+    rates = [0.0] * threads
+
+    def work(i):
+        rates[i] = _adlk._fma_peak_gflops(seconds)
+
+    team = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in team:
+        t.start()
+    for t in team:
+        t.join()
+    return {"isa": ak.build_info()["gemm_isa"], "seconds": seconds, "1_thread": one,
+            "threads": threads, "concurrent_per_thread": rates, "gflops": threads * one}
+
+
 def sgemm_peak(threads: int, n: int = 2048, budget: Budget | None = None) -> dict:
     """GFLOP/s of one large row-major sgemm through the OpenBLAS adlkernels links.
 
@@ -355,14 +380,25 @@ def copy_bandwidth(mbytes: int = 256, budget: Budget | None = None) -> dict:
 # -------------------------------------------------------------------------- machine
 
 def cpu_model() -> str:
+    """The CPU's model name, with its family and model numbers (a hypervisor may show
+    only "AMD EPYC"; family 25 model 17 then still says Zen 4)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip() and fields:
+                    break  # the first processor's block
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
+    return fields["model name"]
 
 
 def cpu_flags() -> list:
@@ -486,7 +522,8 @@ class Context:
     budget: Budget         # adlkernels and torch measurements
     slow_budget: Budget    # pure-NumPy references (slow: fewer repeats)
     rounds: int            # interleaving rounds per measurement (see time_interleaved)
-    gemm_peak_gflops: float
+    gemm_peak_gflops: float  # the 2048^3 sgemm at the run's thread count
+    fma_peak_gflops: float   # threads x one core's FMA ceiling (fma_peak): "% peak"
     has_torch: bool = torch is not None
     copy_gbps: float | None = None  # np.copyto bandwidth, bytes read + written per second / 1e9
 

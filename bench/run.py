@@ -135,7 +135,12 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     peak = common.sgemm_peak(args.threads, 2048, ref_budget)
+    fma = common.fma_peak(args.threads)
     bw = common.copy_bandwidth(256, ref_budget)
+    print(f"FMA peak ({fma['isa']}, registers only): {fma['1_thread']:.1f} GFLOP/s on one core, "
+          f"{args.threads} x that = {fma['gflops']:.1f} ('% peak' below); "
+          f"all {args.threads} at once: "
+          + ", ".join(f"{r:.1f}" for r in fma["concurrent_per_thread"]) + " per thread")
     for key in ("threads", "1_thread"):
         p = peak[key]
         print(f"sgemm 2048^3 (adlkernels' scipy-openblas32, {p['threads']} thread(s)): "
@@ -148,6 +153,7 @@ def main(argv=None) -> int:
         print(f"\n== {title}")
         ctx = Context(threads=args.threads, budget=budget, slow_budget=slow,
                       rounds=rounds, gemm_peak_gflops=peak["gflops"],
+                      fma_peak_gflops=fma["gflops"],
                       copy_gbps=bw["gbps_read_write"])
         with common.LoadMeter() as load:
             res = fn(ctx)
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
         path = common.result_path(fam, info, suffix="-quick" if args.quick else "")
         common.write_json(path, {
             "family": fam, "machine": info, "quick": args.quick,
-            "sgemm_peak": peak, "copy_bandwidth": bw, "cpu_load": load.to_json(),
+            "sgemm_peak": peak, "fma_peak": fma, "copy_bandwidth": bw, "cpu_load": load.to_json(),
             "results": res.rows,
         })
         rel = os.path.relpath(path, common.BENCH_DIR.parent)
@@ -174,7 +180,9 @@ def main(argv=None) -> int:
             f"{args.threads} threads; "
             f"adlkernels {info['versions']['adlkernels']}, "
             f"torch {info['versions']['torch']}, numpy {info['versions']['numpy']}. "
-            f"sgemm peak {peak['gflops']:.1f} GFLOP/s (2048^3, scipy-openblas32), "
+            f"FMA peak {fma['1_thread']:.1f} GFLOP/s per core ({fma['isa']}; % peak: of "
+            f"{args.threads} x that), sgemm {peak['gflops']:.1f} GFLOP/s (2048^3, "
+            f"scipy-openblas32, {100 * peak['gflops'] / fma['gflops']:.0f}% of peak), "
             f"copy {bw['gbps_read_write']:.1f} GB/s (read+write); {load_txt}. "
             f"Heap: {heap}; page faults per timed call, worst case: {faults_txt}. "
             f"Raw data: `{rel}`.\n\n"

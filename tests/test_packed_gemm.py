@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -189,3 +190,25 @@ def test_isa_request_and_bitwise_identity_across_vector_widths():
     assert avx2["isa"] == "avx2"
     assert avx2["hex"] == widest["hex"]
     assert _child("portable")["isa"] == "portable"
+
+
+def test_fma_peak_hook():
+    """The benchmarks' compute ceiling: a positive rate from a short run, not below the
+    rate the packed GEMM (one thread) reaches, which cannot beat pure FMAs; bad durations
+    rejected."""
+    peak = _adlk._fma_peak_gflops(0.05)
+    assert np.isfinite(peak) and peak > 0
+    rng = np.random.default_rng(0)
+    a, w = _rand(rng, 256, 256), _rand(rng, 256, 256)
+    gemm(a, w)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        gemm(a, w)
+        best = min(best, time.perf_counter() - t0)
+    gemm_rate = 2 * 256**3 / best / 1e9
+    # a margin for a peak run that the machine slowed while the GEMM ran quietly
+    assert peak > 0.5 * gemm_rate, (peak, gemm_rate)
+    for bad in (-1.0, float("nan"), 61.0):
+        with pytest.raises(ValueError, match="seconds"):
+            _adlk._fma_peak_gflops(bad)

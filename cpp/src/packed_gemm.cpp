@@ -1,6 +1,7 @@
 #include "adlk/packed_gemm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -379,7 +380,93 @@ bool avx512_transposes() {
 }
 #endif
 
+// ---- the FMA ceiling ------------------------------------------------------------------
+//
+// `iters` rounds of independent multiply-add chains of one vector each: more chains than
+// the FMA latency times the ports (4 x 2 on current cores), within the vector registers
+// (16 of 32 zmm; 12 of 16 ymm). The values stay normal (x -> 0.5 x + 0.5 tends to 1).
+// Returns a sum of the lanes so that the loop is not optimized away.
+constexpr int kPeakChains = 16, kPeakChainsYmm = 12;
+
+double fma_peak_portable(index_t iters) {
+  float acc[kPeakChainsYmm][8];
+  for (int c = 0; c < kPeakChainsYmm; ++c)
+    for (int j = 0; j < 8; ++j) acc[c][j] = float(c + j);
+  for (index_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kPeakChainsYmm; ++c)
+      for (int j = 0; j < 8; ++j) acc[c][j] = fma_chain(acc[c][j], 0.5f, 0.5f);
+  double sum = 0;
+  for (int c = 0; c < kPeakChainsYmm; ++c)
+    for (int j = 0; j < 8; ++j) sum += acc[c][j];
+  return sum;
+}
+
+#ifdef ADLK_PACKED_X86
+__attribute__((target("avx512f"))) double fma_peak_avx512(index_t iters) {
+  __m512 acc[kPeakChains];
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int c = 0; c < kPeakChains; ++c) acc[c] = _mm512_set1_ps(float(c));
+  for (index_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kPeakChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], half, half);
+  alignas(64) float lanes[16];
+  double sum = 0;
+  for (int c = 0; c < kPeakChains; ++c) {
+    _mm512_store_ps(lanes, acc[c]);
+    for (float v : lanes) sum += v;
+  }
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) double fma_peak_avx2(index_t iters) {
+  __m256 acc[kPeakChainsYmm];
+  const __m256 half = _mm256_set1_ps(0.5f);
+  for (int c = 0; c < kPeakChainsYmm; ++c) acc[c] = _mm256_set1_ps(float(c));
+  for (index_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kPeakChainsYmm; ++c) acc[c] = _mm256_fmadd_ps(acc[c], half, half);
+  alignas(32) float lanes[8];
+  double sum = 0;
+  for (int c = 0; c < kPeakChainsYmm; ++c) {
+    _mm256_store_ps(lanes, acc[c]);
+    for (float v : lanes) sum += v;
+  }
+  return sum;
+}
+#endif
+
 }  // namespace
+
+double fma_peak_gflops(double seconds) {
+  double (*loop)(index_t) = fma_peak_portable;
+  int flops_per_round = 2 * kPeakChainsYmm * 8;
+#ifdef ADLK_PACKED_X86
+  if (std::strcmp(kernel().isa, "avx512") == 0)
+    loop = fma_peak_avx512, flops_per_round = 2 * kPeakChains * 16;
+  if (std::strcmp(kernel().isa, "avx2") == 0) loop = fma_peak_avx2;
+#endif
+  using Clock = std::chrono::steady_clock;
+  const auto elapsed = [](Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  // Rounds per run: doubled until one run takes 10 ms, then runs of that size until
+  // `seconds` have passed (at least 5); the fastest counts.
+  index_t iters = 1 << 10;
+  volatile double sink = 0;
+  for (;;) {
+    const auto t0 = Clock::now();
+    sink = sink + loop(iters);
+    if (elapsed(t0) >= 0.01 || iters >= (index_t(1) << 40)) break;
+    iters *= 2;
+  }
+  double best = 0;
+  const auto start = Clock::now();
+  for (int run = 0; run < 5 || elapsed(start) < seconds; ++run) {
+    const auto t0 = Clock::now();
+    sink = sink + loop(iters);
+    const double t = elapsed(t0);
+    if (t > 0) best = std::max(best, flops_per_round * double(iters) / t / 1e9);
+  }
+  return best;
+}
 
 index_t packed_weight_size(index_t N, index_t K) {
   const index_t panels = (N + NR - 1) / NR;

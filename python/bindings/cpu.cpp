@@ -304,6 +304,16 @@ PYBIND11_MODULE(_adlk, m) {
 
   bind_geometry(m);
 
+  def_op(
+      m, "_fma_peak_gflops",
+      "Benchmark hook: GFLOP/s of this thread running only vector FMAs (the kernel's ISA).",
+      [](double seconds) {
+        if (!(seconds >= 0.0 && seconds <= 60.0))
+          throw py::value_error("seconds must be in [0, 60]");
+        py::gil_scoped_release nogil;
+        return adlk::fma_peak_gflops(seconds);
+      },
+      py::arg("seconds") = 0.2);
   def_op(m, "_gemm_packed",
          "Test hook: a @ w.T (+ a2 @ w2.T) (+ c) through the packed-weight GEMM (float32).",
          &gemm_packed_t, py::arg("a"), py::arg("w"), py::arg("c") = py::none(),

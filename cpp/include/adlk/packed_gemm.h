@@ -70,4 +70,9 @@ void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda
 // The micro-kernel in use: "avx512", "avx2" or "portable".
 const char* gemm_packed_isa();
 
+// GFLOP/s of the calling thread running nothing but independent vector FMAs on registers,
+// in the micro-kernel's ISA (a multiply-add counted as 2): the compute ceiling of one core
+// that the benchmarks report against. The best of repeated runs over about `seconds`.
+double fma_peak_gflops(double seconds);
+
 }  // namespace adlk
