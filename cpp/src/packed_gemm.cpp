@@ -127,6 +127,13 @@ inline void prefetch_rows(float* C, index_t ldc, int nc) {
   }
 }
 
+// The micro-kernels' loops over a tile's rows unrolled at once: GCC then keeps the
+// accumulator arrays in registers from the initial values through both sources' k loops
+// to the stores. Left to its later unrolling, it kept them on the stack between the loops
+// (stored and reloaded about 100 vectors a tile: the time of ~18 k steps, 16% of a tile
+// at K = 96 and 3% at K = 384 on AVX-512). Not a change of arithmetic: the same bits.
+#define ADLK_UNROLL_ROWS _Pragma("GCC unroll 16")
+
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
 template <int MR, bool InPlace>
@@ -136,6 +143,7 @@ __attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m
     const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
     const __m512 w0 = _mm512_loadu_ps(w);
     const __m512 w1 = _mm512_loadu_ps(w + 16);
+ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(s.A[i * s.lda + k]);
       c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
@@ -153,6 +161,7 @@ __attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2
       nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
   __m512 c0[MR], c1[MR];
   if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
+ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
     const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
     c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init;
@@ -167,6 +176,7 @@ __attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2
     fma_rows_avx512<MR, true>(s2, c0, c1);
   else
     fma_rows_avx512<MR, false>(s2, c0, c1);
+ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
     _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
     _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
@@ -206,6 +216,7 @@ __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m2
     const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
     const __m256 w0 = _mm256_loadu_ps(w);
     const __m256 w1 = _mm256_loadu_ps(w + 8);
+ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
       // set1 of a plain load, not _mm256_broadcast_ss(pointer): GCC treats that builtin as
       // a read of unknown memory and kept the accumulators in memory, at half the speed
@@ -226,6 +237,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
   const bool full = nc == 16;
   __m256 c0[MR], c1[MR];
   if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
+ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
     if (!accumulate) {
       c0[i] = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
@@ -248,6 +260,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
     fma_rows_avx2<MR, true>(s2, c0, c1);
   else
     fma_rows_avx2<MR, false>(s2, c0, c1);
+ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
     if (full) {
       _mm256_storeu_ps(C + i * ldc, c0[i]);
