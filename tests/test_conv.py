@@ -305,11 +305,13 @@ PANEL_CASES = [
     # grad_weight: an image's columns in several blocks of output rows, grad_y packed in
     # blocks of two images (the last one short)
     ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
+    # rows wider than the band fills' 16 blocks: filled row by row
+    ("wide_rows", (2, 8, 5, 304), (4, 8, 3, 3), dict(padding=1)),
 ]
 PANEL_BY_DEFAULT = 6
 # grad_x runs as the forward of grad_y with the transposed, flipped weight (padding
 # d*(k-1) - p: 0 becomes a full convolution) on the panel path
-TRANSPOSED_GRAD_X = ["k3_pad", "dilation_groups", "k5_one_image", "row_blocks"]
+TRANSPOSED_GRAD_X = ["k3_pad", "dilation_groups", "k5_one_image", "row_blocks", "wide_rows"]
 # by default where that forward's depth (C_out/groups*kH*kW) reaches the panels' threshold
 TRANSPOSED_GRAD_X_BY_DEFAULT = ["k3_pad", "k5_one_image"]
 

@@ -151,11 +151,12 @@ gy = rng.standard_normal(y.shape).astype(np.float32)
 grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, None, rnn_cache)
          + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
 # the conv forward's panels (AVX-512 fills with it, the AVX2 fills with avx2; rows of 11
-# and of 16 outputs: partial and whole 8- and 16-lane blocks), grad_x as a forward on
-# them, and the packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles
-# with avx2)
+# and of 16 outputs: partial and whole 8- and 16-lane blocks; of 152 and 304: rows beyond
+# the block fills' 16 blocks, filled row by row, by AVX2 only and by both), grad_x as a
+# forward on them, and the packed grad_weight (grad_y packed by AVX-512 transposes with
+# it, by tiles with avx2)
 conv = []
-for s, g, width in ((1, 1, 11), (2, 2, 11), (1, 1, 16)):
+for s, g, width in ((1, 1, 11), (2, 2, 11), (1, 1, 16), (1, 1, 152), (1, 1, 304)):
     cx = rng.standard_normal((5, 6, 13, width)).astype(np.float32)
     cw = rng.standard_normal((40, 6 // g, 3, 3)).astype(np.float32)
     cy = ak.conv2d_forward(cx, cw, rng.standard_normal(40).astype(np.float32), stride=s,

@@ -421,8 +421,8 @@ struct ShiftedBands {
       for (index_t kw = 0; kw < g.kW; ++kw)
         taps.push_back(((kw * nph + slot[std::size_t(kh)]) * rows + kh * g.dH / g.sH) * g.W_out);
   }
-  // Fills one channel's bands from its plane.
-  void fill(const Conv2dGeom& g, const float* xplane, float* dst) const;
+  // Fills the bands of every channel of one image (channel c's at dst + c * per_channel).
+  void fill(const Conv2dGeom& g, const float* ximage, float* dst) const;
 };
 
 // Calls row(dst, xr, l, h) for every band row of one channel, in order: outputs [l, h) of
@@ -462,9 +462,10 @@ struct PortableBandRow {
 };
 
 #ifdef ADLK_CONV_X86
-// Stride 1: 16 outputs per masked load and plain store. A row's last store runs up to 15
-// floats past it; the rows are written in order (the next row, or the next channel's
-// bands, overwrite them) and the bands end in a margin of a panel.
+// Stride 1, one row at a time (rows too wide for fill_bands_blocks below): 16 outputs per
+// masked load and plain store. A row's last store runs up to 15 floats past it; the rows
+// are written in order (the next row, or the next channel's bands, overwrite them) and the
+// bands end in a margin of a panel.
 struct Avx512BandRow {
   index_t W_out;
   __attribute__((target("avx512f"))) void operator()(float* dst, const float* xr, index_t l,
@@ -478,15 +479,6 @@ struct Avx512BandRow {
   }
 };
 
-// flatten: the row copies inline into the loop (a call per row of a few lanes costs more
-// than the copy).
-__attribute__((target("avx512f"), flatten)) void fill_bands_avx512(const ShiftedBands& sb,
-                                                                  const Conv2dGeom& g,
-                                                                  const float* xplane,
-                                                                  float* dst) {
-  for_each_band_row(sb, g, xplane, dst, Avx512BandRow{g.W_out});
-}
-
 // Lanes [a, e) of the 8 from base on, as an AVX2 mask.
 __attribute__((target("avx2"))) inline __m256i lane_mask8(index_t a, index_t e, index_t base) {
   const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int(base)),
@@ -496,7 +488,7 @@ __attribute__((target("avx2"))) inline __m256i lane_mask8(index_t a, index_t e, 
   return _mm256_andnot_si256(lo, hi);
 }
 
-// Stride 1 with AVX2: 8 outputs per load and plain store, masked where the block is not
+// The same with AVX2: 8 outputs per load and plain store, masked where the block is not
 // wholly inside the row's input (a masked-off lane reads nothing); a row's last store
 // runs up to 7 floats past it, as the AVX-512 one.
 struct Avx2BandRow {
@@ -511,20 +503,118 @@ struct Avx2BandRow {
   }
 };
 
-__attribute__((target("avx2"), flatten)) void fill_bands_avx2(const ShiftedBands& sb,
-                                                             const Conv2dGeom& g,
-                                                             const float* xplane, float* dst) {
-  for_each_band_row(sb, g, xplane, dst, Avx2BandRow{g.W_out});
+// Stride 1, all channels of an image (planes plane apart, bands per_channel apart), in
+// blocks of Blocks::kLanes floats: a row's block masks depend only on kw (which input
+// columns exist), so they are formed once per band, and a band row inside the image is a
+// (masked where needed) load and a store per block; rows of the padding are zeros. The
+// geometry is read into locals first: the stores go through float pointers, which the
+// compiler must otherwise assume may change it, reloading it for every row. Both: 4.6 ->
+// 2.4 us per image of the 64x32x14x14 3x3 forward (-3% of its time). Rows of more than
+// kMaxBlocks blocks go row by row through WideRow. Inlined into the ISA's function
+// (flatten), which compiles it for that ISA.
+template <typename Blocks, typename WideRow>
+inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage,
+                              float* dst) {
+  constexpr index_t kLanes = Blocks::kLanes, kMaxBlocks = 16;
+  const index_t W_out = g.W_out, W = g.W, H = g.H, sH = g.sH, pH = g.pH, kW = g.kW,
+                dW = g.dW, pW = g.pW, C = g.C, rows = sb.rows, per_channel = sb.per_channel,
+                plane = g.H * g.W;
+  const index_t blocks = ceil_div(W_out, kLanes);
+  if (blocks > kMaxBlocks) {
+    for (index_t c = 0; c < C; ++c)
+      for_each_band_row(sb, g, ximage + c * plane, dst + c * per_channel, WideRow{W_out});
+    return;
+  }
+  const index_t* phases = sb.phase.data();
+  const index_t nph = index_t(sb.phase.size());
+  // Channel by channel, in memory order: a row's last store runs past it into the next
+  // band, written after it.
+  for (index_t c = 0; c < C; ++c, dst += per_channel) {
+    const float* xc = ximage + c * plane;
+    float* d = dst;
+    for (index_t kw = 0; kw < kW; ++kw) {
+      const index_t off = kw * dW - pW;
+      index_t lo, hi;  // the outputs whose input column ow + off exists
+      outputs_in_range(off, 1, W, W_out, lo, hi);
+      typename Blocks::Mask mask[kMaxBlocks];
+      for (index_t b = 0; b < blocks; ++b)
+        mask[b] = Blocks::mask(lo - kLanes * b, hi - kLanes * b);
+      for (index_t ph = 0; ph < nph; ++ph) {
+        const index_t f = phases[ph];
+        // band row m reads input row m*sH + f - pH: inside the image for m in [m0, m1)
+        const index_t m0 = std::min(rows, (pH - f + sH - 1) / sH);  // pH - f + sH - 1 >= 0
+        const index_t m1 = std::max(m0, std::min(rows, (H + pH - f + sH - 1) / sH));
+        for (index_t m = 0; m < m0; ++m, d += W_out)
+          for (index_t b = 0; b < blocks; ++b) Blocks::zero(d + kLanes * b);
+        if (m0 < m1) {
+          const float* xr = xc + (m0 * sH + f - pH) * W + off;
+          for (index_t m = m0; m < m1; ++m, d += W_out, xr += sH * W)
+            for (index_t b = 0; b < blocks; ++b)
+              Blocks::copy(d + kLanes * b, xr + kLanes * b, mask[b]);
+        }
+        for (index_t m = m1; m < rows; ++m, d += W_out)
+          for (index_t b = 0; b < blocks; ++b) Blocks::zero(d + kLanes * b);
+      }
+    }
+  }
+}
+
+// fill_bands_blocks' blocks: lanes [a, e) of a block (clamped to it) read, the rest 0. A
+// masked-off lane reads nothing; a row's last store runs past it (see Avx512BandRow).
+struct Avx512Blocks {
+  static constexpr index_t kLanes = 16;
+  using Mask = __mmask16;
+  static Mask mask(index_t a, index_t e) {
+    a = std::max<index_t>(a, 0), e = std::min<index_t>(e, kLanes);
+    return a < e ? Mask(((1u << (e - a)) - 1) << a) : Mask(0);
+  }
+  __attribute__((target("avx512f"))) static void zero(float* d) {
+    _mm512_storeu_ps(d, _mm512_setzero_ps());
+  }
+  __attribute__((target("avx512f"))) static void copy(float* d, const float* xr, Mask m) {
+    _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m, xr));
+  }
+};
+
+struct Avx2Blocks {
+  static constexpr index_t kLanes = 8;
+  struct Mask {
+    int a, e;
+  };
+  static Mask mask(index_t a, index_t e) {
+    return {int(std::clamp<index_t>(a, 0, kLanes)), int(std::clamp<index_t>(e, 0, kLanes))};
+  }
+  __attribute__((target("avx2"))) static void zero(float* d) {
+    _mm256_storeu_ps(d, _mm256_setzero_ps());
+  }
+  __attribute__((target("avx2"))) static void copy(float* d, const float* xr, Mask m) {
+    const bool whole = m.a == 0 && m.e == kLanes;  // a plain load (masked ones cost more)
+    _mm256_storeu_ps(d, whole ? _mm256_loadu_ps(xr)
+                              : _mm256_maskload_ps(xr, lane_mask8(m.a, m.e, 0)));
+  }
+};
+
+__attribute__((target("avx512f"), flatten)) void fill_bands_avx512(
+    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, float* dst) {
+  fill_bands_blocks<Avx512Blocks, Avx512BandRow>(sb, g, ximage, dst);
+}
+
+__attribute__((target("avx2"), flatten)) void fill_bands_avx2(
+    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, float* dst) {
+  fill_bands_blocks<Avx2Blocks, Avx2BandRow>(sb, g, ximage, dst);
 }
 
 #endif
 
-void ShiftedBands::fill(const Conv2dGeom& g, const float* xplane, float* dst) const {
+void ShiftedBands::fill(const Conv2dGeom& g, const float* ximage, float* dst) const {
+  const index_t plane = g.H * g.W;
 #ifdef ADLK_CONV_X86
-  if (g.sW == 1 && fill_isa() == FillIsa::avx512) return fill_bands_avx512(*this, g, xplane, dst);
-  if (g.sW == 1 && fill_isa() == FillIsa::avx2) return fill_bands_avx2(*this, g, xplane, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx512) return fill_bands_avx512(*this, g, ximage, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx2) return fill_bands_avx2(*this, g, ximage, dst);
 #endif
-  for_each_band_row(*this, g, xplane, dst, PortableBandRow{g.W_out, g.sW});
+  for (index_t c = 0; c < g.C; ++c)
+    for_each_band_row(*this, g, ximage + c * plane, dst + c * per_channel,
+                      PortableBandRow{g.W_out, g.sW});
 }
 
 // Lanes [lane, lane + len) of every row k = c*kk + t of panel P, from the bands of one
@@ -757,8 +847,7 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         const int nc = int(std::min<index_t>(kPackedPanel, columns - q0));
         const auto load_bands = [&](index_t n) {
           if (n == have) return;
-          for (index_t c = 0; c < g.C; ++c)
-            sb.fill(g, x + n * ximg + c * g.H * g.W, bands + c * sb.per_channel);
+          sb.fill(g, x + n * ximg, bands);
           have = n;
         };
         const index_t n0 = q0 / L, pos0 = q0 % L;
