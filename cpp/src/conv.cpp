@@ -421,8 +421,9 @@ struct ShiftedBands {
       for (index_t kw = 0; kw < g.kW; ++kw)
         taps.push_back(((kw * nph + slot[std::size_t(kh)]) * rows + kh * g.dH / g.sH) * g.W_out);
   }
-  // Fills the bands of every channel of one image (channel c's at dst + c * per_channel).
-  void fill(const Conv2dGeom& g, const float* ximage, float* dst) const;
+  // Fills the bands of channels [c0, c1) of one image (channel c's at dst + (c - c0) *
+  // per_channel; the last row's stores run up to a panel past them).
+  void fill(const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1, float* dst) const;
 };
 
 // Calls row(dst, xr, l, h) for every band row of one channel, in order: outputs [l, h) of
@@ -514,22 +515,23 @@ struct Avx2BandRow {
 // (flatten), which compiles it for that ISA.
 template <typename Blocks, typename WideRow>
 inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage,
-                              float* dst) {
+                              index_t c0, index_t c1, float* dst) {
   constexpr index_t kLanes = Blocks::kLanes, kMaxBlocks = 16;
   const index_t W_out = g.W_out, W = g.W, H = g.H, sH = g.sH, pH = g.pH, kW = g.kW,
-                dW = g.dW, pW = g.pW, C = g.C, rows = sb.rows, per_channel = sb.per_channel,
+                dW = g.dW, pW = g.pW, rows = sb.rows, per_channel = sb.per_channel,
                 plane = g.H * g.W;
   const index_t blocks = ceil_div(W_out, kLanes);
   if (blocks > kMaxBlocks) {
-    for (index_t c = 0; c < C; ++c)
-      for_each_band_row(sb, g, ximage + c * plane, dst + c * per_channel, WideRow{W_out});
+    for (index_t c = c0; c < c1; ++c)
+      for_each_band_row(sb, g, ximage + c * plane, dst + (c - c0) * per_channel,
+                        WideRow{W_out});
     return;
   }
   const index_t* phases = sb.phase.data();
   const index_t nph = index_t(sb.phase.size());
   // Channel by channel, in memory order: a row's last store runs past it into the next
   // band, written after it.
-  for (index_t c = 0; c < C; ++c, dst += per_channel) {
+  for (index_t c = c0; c < c1; ++c, dst += per_channel) {
     const float* xc = ximage + c * plane;
     float* d = dst;
     for (index_t kw = 0; kw < kW; ++kw) {
@@ -595,25 +597,29 @@ struct Avx2Blocks {
 };
 
 __attribute__((target("avx512f"), flatten)) void fill_bands_avx512(
-    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, float* dst) {
-  fill_bands_blocks<Avx512Blocks, Avx512BandRow>(sb, g, ximage, dst);
+    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1,
+    float* dst) {
+  fill_bands_blocks<Avx512Blocks, Avx512BandRow>(sb, g, ximage, c0, c1, dst);
 }
 
 __attribute__((target("avx2"), flatten)) void fill_bands_avx2(
-    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, float* dst) {
-  fill_bands_blocks<Avx2Blocks, Avx2BandRow>(sb, g, ximage, dst);
+    const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1,
+    float* dst) {
+  fill_bands_blocks<Avx2Blocks, Avx2BandRow>(sb, g, ximage, c0, c1, dst);
 }
 
 #endif
 
-void ShiftedBands::fill(const Conv2dGeom& g, const float* ximage, float* dst) const {
-  const index_t plane = g.H * g.W;
+void ShiftedBands::fill(const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1,
+                        float* dst) const {
 #ifdef ADLK_CONV_X86
-  if (g.sW == 1 && fill_isa() == FillIsa::avx512) return fill_bands_avx512(*this, g, ximage, dst);
-  if (g.sW == 1 && fill_isa() == FillIsa::avx2) return fill_bands_avx2(*this, g, ximage, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx512)
+    return fill_bands_avx512(*this, g, ximage, c0, c1, dst);
+  if (g.sW == 1 && fill_isa() == FillIsa::avx2)
+    return fill_bands_avx2(*this, g, ximage, c0, c1, dst);
 #endif
-  for (index_t c = 0; c < g.C; ++c)
-    for_each_band_row(*this, g, ximage + c * plane, dst + c * per_channel,
+  for (index_t c = c0; c < c1; ++c)
+    for_each_band_row(*this, g, ximage + c * g.H * g.W, dst + (c - c0) * per_channel,
                       PortableBandRow{g.W_out, g.sW});
 }
 
@@ -847,7 +853,7 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         const int nc = int(std::min<index_t>(kPackedPanel, columns - q0));
         const auto load_bands = [&](index_t n) {
           if (n == have) return;
-          sb.fill(g, x + n * ximg, bands);
+          sb.fill(g, x + n * ximg, 0, g.C, bands);
           have = n;
         };
         const index_t n0 = q0 / L, pos0 = q0 % L;
@@ -894,7 +900,13 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
 struct WeightGradPlan {
   index_t packed_group, packed_image, block_images;  // packed grad_y sizes (floats)
   index_t tiles;                                     // 8-row tiles of the C*kH*kW rows
-  explicit WeightGradPlan(const Conv2dGeom& g) {
+  ShiftedBands sb;
+  // The columns read in place from the shifted bands of each image's channels (as the
+  // panel forward's; the band fill writes about kW copies of the input where im2col
+  // writes kH*kW): where an image's bands are no larger than its columns and fit
+  // kConvBandBytes, unless ADLK_CONV_PANELS=never. The same bits either way.
+  bool bands;
+  explicit WeightGradPlan(const Conv2dGeom& g) : sb(g) {
     const char* what = "conv: packed grad_y";
     packed_group = packed_weight_size(g.C_out / g.groups, g.L());
     packed_image = mul_checked(g.groups, packed_group, what);
@@ -902,6 +914,8 @@ struct WeightGradPlan {
                                        1, std::max<index_t>(g.N, 1));
     mul_checked(block_images, packed_image, what);
     tiles = ceil_div(g.col_rows(), kRowTile);
+    bands = panel_choice() != PanelChoice::never && sb.per_channel <= g.kH * g.kW * g.L() &&
+            sb.per_channel <= index_t(kConvBandBytes / sizeof(float)) / std::max<index_t>(g.C, 1);
   }
   static constexpr index_t kRowTile = 8;
   // A thread's rows [r0, r1) (whole tiles), the channels they come from, and the output
@@ -926,14 +940,22 @@ struct WeightGradPlan {
     return sh;
   }
   int team(int threads) const { return int(std::clamp<index_t>(tiles, 1, threads)); }
-  // Per-thread scratch (floats), the largest share's: its columns and band.
+  // Per-thread scratch of the band path (floats): the share's channels' bands with a
+  // panel's margin for the fill's last stores.
+  index_t share_band_elems(const Share& sh) const {
+    return (sh.c_hi - sh.c_lo) * sb.per_channel + kPackedPanel;
+  }
+  // Per-thread scratch (floats), the largest share's: its columns and band, or its bands
+  // and their row offsets.
   index_t thread_elems(const Conv2dGeom& g, int threads) const {
     index_t most = 0;
     const int nt = team(threads);
     for (int t = 0; t < nt; ++t) {
       const Share sh = share(g, nt, t);
-      most = std::max(most, add_checked(sh.col_elems(g), band_elems(g, sh.out_rows),
-                                        "conv: grad_weight scratch"));
+      const index_t offsets = (sh.r1 - sh.r0) * index_t(sizeof(index_t) / sizeof(float));
+      most = std::max(most, bands ? add_checked(share_band_elems(sh), offsets, "conv: grad_weight scratch")
+                                  : add_checked(sh.col_elems(g), band_elems(g, sh.out_rows),
+                                                "conv: grad_weight scratch"));
     }
     return most;
   }
@@ -953,15 +975,33 @@ void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2d
   {
     const WeightGradPlan::Share sh = wp.share(g, omp_get_num_threads(), omp_get_thread_num());
     bool ok = true;
-    float* cols = rs.get<float>(0, sh.col_elems(g), ok);
-    float* band = rs.get<float>(3, band_elems(g, sh.out_rows), ok);
+    float* cols = wp.bands ? nullptr : rs.get<float>(0, sh.col_elems(g), ok);
+    float* band = wp.bands ? nullptr : rs.get<float>(3, band_elems(g, sh.out_rows), ok);
+    // band path: the share's bands and its rows' offsets into them
+    float* bands = wp.bands ? rs.get<float>(3, wp.share_band_elems(sh), ok) : nullptr;
+    index_t* arows = wp.bands ? rs.get<index_t>(0, sh.r1 - sh.r0, ok) : nullptr;
+    if (arows)
+      for (index_t r = sh.r0; r < sh.r1; ++r)
+        arows[r - sh.r0] = (r / kk - sh.c_lo) * wp.sb.per_channel + wp.sb.taps[std::size_t(r % kk)];
     for (index_t n0 = 0; n0 < g.N; n0 += wp.block_images) {
       const index_t nb = std::min(wp.block_images, g.N - n0);
 #pragma omp for schedule(static)
       for (index_t q = 0; q < nb * g.groups; ++q)
         pack_weight(Cog, L, dy + ((n0 + q / g.groups) * g.C_out + q % g.groups * Cog) * L, L,
                     packed + q * wp.packed_group);
-      for (index_t j = 0; j < nb && ok && sh.r1 > sh.r0; ++j) {
+      for (index_t j = 0; j < nb && ok && sh.r1 > sh.r0 && wp.bands; ++j) {
+        // each image's columns in one pass over its positions, read from the bands
+        const index_t n = n0 + j;
+        wp.sb.fill(g, x + n * ximg, sh.c_lo, sh.c_hi, bands);
+        for (index_t r = sh.r0; r < sh.r1;) {  // the share's rows, group by group
+          const index_t gi = r / Kg, r_end = std::min(sh.r1, (gi + 1) * Kg);
+          gemm_packed_arows(r_end - r, Cog, L, bands, arows + (r - sh.r0),
+                            packed + (j * g.groups + gi) * wp.packed_group, n > 0,
+                            dwT.data() + r * Cog, Cog);
+          r = r_end;
+        }
+      }
+      for (index_t j = 0; j < nb && ok && sh.r1 > sh.r0 && !wp.bands; ++j) {
         const index_t n = n0 + j;
         for (index_t oh0 = 0; oh0 < g.H_out; oh0 += sh.out_rows) {
           const index_t oh1 = std::min(g.H_out, oh0 + sh.out_rows), Lb = (oh1 - oh0) * g.W_out;

@@ -25,23 +25,27 @@ inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(
 // One product of a sum C = A1 @ W1^T (+ A2 @ W2^T): A (rows, row stride lda), W's packed
 // panels, depth K (0: no such product). The kernels run an element's chain over the first
 // product's k, then the second's. `rows` (one panel read in place, N <= NR): row k of the
-// panel is the NR floats at Wp + rows[k] instead of Wp + k * NR.
+// panel is the NR floats at Wp + rows[k] instead of Wp + k * NR. `arows` (first product
+// only): row i of A is the K floats at A + arows[i] instead of A + i * lda.
 struct Src {
   index_t K = 0;
   const float* A = nullptr;
   index_t lda = 0;
   const float* Wp = nullptr;
   const index_t* rows = nullptr;
+  const index_t* arows = nullptr;
   // The same operand from row i on, at the panel of column n0 (an in-place panel: column
   // n0 of the one panel).
   Src at(index_t i, index_t n0) const {
-    return {K, A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows};
+    return {K,  arows ? A : A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows,
+            arows ? arows + i : nullptr};
   }
   // Depth [k0, k1) of the operand.
   Src depth(index_t k0, index_t k1) const {
-    return {k1 - k0, A + k0, lda, rows ? Wp : Wp + k0 * NR, rows ? rows + k0 : nullptr};
+    return {k1 - k0, A + k0, lda, rows ? Wp : Wp + k0 * NR, rows ? rows + k0 : nullptr, arows};
   }
   const float* row(index_t k) const { return rows ? Wp + rows[k] : Wp + k * NR; }
+  const float* a_row(index_t i) const { return arows ? A + arows[i] : A + i * lda; }
 };
 
 // ---- portable kernel -------------------------------------------------------------------
@@ -66,7 +70,7 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
       for (const Src& src : {s1.at(i, n0), s2.at(i, n0)})
         for (index_t k = 0; k < src.K; ++k) {
           const float* w = src.row(k);
-          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.A[k], w[j], acc[j]);
+          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.a_row(0)[k], w[j], acc[j]);
         }
       std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
     }
@@ -136,16 +140,19 @@ inline void prefetch_rows(float* C, index_t ldc, int nc) {
 
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
-template <int MR, bool InPlace>
+template <int MR, bool InPlace, bool ARows = false>
 __attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m512* c0,
                                                                __m512* c1) {
+  const float* ar[MR];  // ARows: the rows of A
+ADLK_UNROLL_ROWS
+  for (int i = 0; i < MR; ++i) ar[i] = ARows ? s.A + s.arows[i] : nullptr;
   for (index_t k = 0; k < s.K; ++k) {
     const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
     const __m512 w0 = _mm512_loadu_ps(w);
     const __m512 w1 = _mm512_loadu_ps(w + 16);
 ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(s.A[i * s.lda + k]);
+      const __m512 a = _mm512_set1_ps(ARows ? ar[i][k] : s.A[i * s.lda + k]);
       c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
       c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
     }
@@ -170,6 +177,8 @@ ADLK_UNROLL_ROWS
   // (separate calls: a loop over the two sources kept the accumulators in memory)
   if (s1.rows)
     fma_rows_avx512<MR, true>(s1, c0, c1);
+  else if (s1.arows)
+    fma_rows_avx512<MR, false, true>(s1, c0, c1);
   else
     fma_rows_avx512<MR, false>(s1, c0, c1);
   if (s2.rows)
@@ -209,9 +218,12 @@ void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumu
 
 // ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
 
-template <int MR, bool InPlace>
+template <int MR, bool InPlace, bool ARows = false>
 __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m256* c0,
                                                               __m256* c1) {
+  const float* ar[MR];  // ARows: the rows of A
+ADLK_UNROLL_ROWS
+  for (int i = 0; i < MR; ++i) ar[i] = ARows ? s.A + s.arows[i] : nullptr;
   for (index_t k = 0; k < s.K; ++k) {
     const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
     const __m256 w0 = _mm256_loadu_ps(w);
@@ -220,7 +232,7 @@ ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
       // set1 of a plain load, not _mm256_broadcast_ss(pointer): GCC treats that builtin as
       // a read of unknown memory and kept the accumulators in memory, at half the speed
-      const __m256 a = _mm256_set1_ps(s.A[i * s.lda + k]);
+      const __m256 a = _mm256_set1_ps(ARows ? ar[i][k] : s.A[i * s.lda + k]);
       c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
       c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
     }
@@ -254,6 +266,8 @@ ADLK_UNROLL_ROWS
   // (separate calls: a loop over the two sources kept the accumulators in memory)
   if (s1.rows)
     fma_rows_avx2<MR, true>(s1, c0, c1);
+  else if (s1.arows)
+    fma_rows_avx2<MR, false, true>(s1, c0, c1);
   else
     fma_rows_avx2<MR, false>(s1, c0, c1);
   if (s2.rows)
@@ -285,7 +299,9 @@ struct Avx2Tile {
 
 // The half panel at column offset `half` inside each panel (Wp stays the panel's start
 // plus the offset; the panel row stride is still NR).
-Src half_panel(const Src& s, int half) { return {s.K, s.A, s.lda, s.Wp + half, s.rows}; }
+Src half_panel(const Src& s, int half) {
+  return {s.K, s.A, s.lda, s.Wp + half, s.rows, s.arows};
+}
 
 void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
                const float* bias, float* C, index_t ldc) {
@@ -560,6 +576,12 @@ void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index
                           const float* Wp, const float* bias, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
   kernel().fn(M, N, {K, A, lda, Wp}, {}, false, bias, C, ldc);
+}
+
+void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
+                       const float* Wp, bool accumulate, float* C, index_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows}, {}, accumulate, nullptr, C, ldc);
 }
 
 void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,

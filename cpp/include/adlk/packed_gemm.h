@@ -51,6 +51,12 @@ void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, c
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                           const float* Wp, const float* bias, float* C, index_t ldc);
 
+// gemm_packed with A's rows given by offsets: row i is the K floats at A + arows[i] (M
+// offsets). For an A whose rows already lie in memory as runs of K floats (a convolution's
+// shifted input bands, as the columns of its weight gradient).
+void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
+                       const float* Wp, bool accumulate, float* C, index_t ldc);
+
 // gemm_packed_row_bias (bias may be null: chains from 0) of one panel read in place, N <=
 // kPackedPanel: row k of the panel is the kPackedPanel floats at base + rows[k], all of them
 // readable (lanes from N on are read and ignored). The same bits as packing those rows

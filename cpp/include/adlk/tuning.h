@@ -41,7 +41,9 @@ constexpr index_t kWindowParallelGrain = index_t(1) << 14;
 constexpr std::size_t kConvBlockBytes = std::size_t(1) << 20;
 // The most bytes of one image's shifted input bands (all channels) that the panel path of
 // the float32 forward keeps per thread (adlk/conv.h); beyond that an image takes the
-// im2col path. Its panels still win with bands past the 1 MiB L2, from L3 (2 threads, AMD
+// im2col path. The packed grad_weight reads its columns from the bands under the same
+// bound (a thread's channels' bands; else im2col): with 2 threads (AMD EPYC, AVX-512,
+// 2026-12-07) 0.93x the im2col path's time on 64x32x14x14 3x3 and 0.95x on 32x64x32x32. Its panels still win with bands past the 1 MiB L2, from L3 (2 threads, AMD
 // EPYC, AVX-512, 2026-12-06): 16x64x56x56 3x3 (bands 2.5 MB) forward 0.82x and grad_x
 // 0.79x the im2col path's time, 32x64x32x32 3x3's grad_x (bands 1.7 MB) 0.85x.
 constexpr std::size_t kConvBandBytes = std::size_t(4) << 20;
