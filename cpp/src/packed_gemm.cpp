@@ -37,7 +37,7 @@ struct Src {
   // The same operand from row i on, at the panel of column n0 (an in-place panel: column
   // n0 of the one panel).
   Src at(index_t i, index_t n0) const {
-    return {K,  arows ? A : A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows,
+    return {K, arows ? A : A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows,
             arows ? arows + i : nullptr};
   }
   // Depth [k0, k1) of the operand.
