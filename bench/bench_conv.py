@@ -151,5 +151,5 @@ def run(ctx: Context) -> FamilyResult:
         ])
     return FamilyResult(rows=rows, text=text_table(HEADERS, table),
                         markdown=markdown_table(HEADERS, table), notes=NOTES,
-                        legend="% peak: of threads x the single-core FMA peak above; X/ak ratios > 1: "
-                               "adlkernels faster.")
+                        legend="% peak: of threads x the single-core FMA peak above; "
+                               "X/ak ratios > 1: adlkernels faster.")

@@ -894,9 +894,11 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
 // is the packed operand, packed image by image (it is already "transposed": a panel row
 // is 32 output channels at one position). Every element is one FMA chain over the
 // images, then the positions, in order, so the result has the same bits for any thread
-// count. The team packs a block of images' grad_y, then each thread builds its fixed
-// share of the rows (c, kh, kw) of those images' columns, a block of output rows at a
-// time, and multiplies; at the end it writes its rows of dW^T into grad_weight.
+// count. The team packs a block of images' grad_y, then each thread takes its fixed share
+// of the rows (c, kh, kw) of those images' columns and multiplies: read in place from its
+// channels' shifted bands, an image at a time (WeightGradPlan::bands), or else built by
+// im2col, a block of output rows at a time. At the end it writes its rows of dW^T into
+// grad_weight.
 struct WeightGradPlan {
   index_t packed_group, packed_image, block_images;  // packed grad_y sizes (floats)
   index_t tiles;                                     // 8-row tiles of the C*kH*kW rows
@@ -952,10 +954,10 @@ struct WeightGradPlan {
     const int nt = team(threads);
     for (int t = 0; t < nt; ++t) {
       const Share sh = share(g, nt, t);
+      const char* what = "conv: grad_weight scratch";
       const index_t offsets = (sh.r1 - sh.r0) * index_t(sizeof(index_t) / sizeof(float));
-      most = std::max(most, bands ? add_checked(share_band_elems(sh), offsets, "conv: grad_weight scratch")
-                                  : add_checked(sh.col_elems(g), band_elems(g, sh.out_rows),
-                                                "conv: grad_weight scratch"));
+      most = std::max(most, bands ? add_checked(share_band_elems(sh), offsets, what)
+                                  : add_checked(sh.col_elems(g), band_elems(g, sh.out_rows), what));
     }
     return most;
   }
