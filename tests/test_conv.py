@@ -305,7 +305,7 @@ PANEL_CASES = [
     # grad_weight: an image's columns in several blocks of output rows, grad_y packed in
     # blocks of two images (the last one short)
     ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
-    # rows wider than the band fills' 16 blocks: filled row by row
+    # rows wider than the band fills' 16 cached block masks: the rest formed as they go
     ("wide_rows", (2, 8, 5, 304), (4, 8, 3, 3), dict(padding=1)),
 ]
 PANEL_BY_DEFAULT = 6

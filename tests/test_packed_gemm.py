@@ -152,9 +152,9 @@ grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, N
          + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
 # the conv forward's panels (AVX-512 fills with it, the AVX2 fills with avx2; rows of 11
 # and of 16 outputs: partial and whole 8- and 16-lane blocks; of 152 and 304: rows beyond
-# the block fills' 16 blocks, filled row by row, by AVX2 only and by both), grad_x as a
-# forward on them, and the packed grad_weight (grad_y packed by AVX-512 transposes with
-# it, by tiles with avx2)
+# the block fills' 16 cached masks, for AVX2 only and for both), grad_x as a forward on
+# them, and the packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles
+# with avx2)
 conv = []
 for s, g, width in ((1, 1, 11), (2, 2, 11), (1, 1, 16), (1, 1, 152), (1, 1, 304)):
     cx = rng.standard_normal((5, 6, 13, width)).astype(np.float32)

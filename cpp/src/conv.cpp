@@ -463,23 +463,6 @@ struct PortableBandRow {
 };
 
 #ifdef ADLK_CONV_X86
-// Stride 1, one row at a time (rows too wide for fill_bands_blocks below): 16 outputs per
-// masked load and plain store. A row's last store runs up to 15 floats past it; the rows
-// are written in order (the next row, or the next channel's bands, overwrite them) and the
-// bands end in a margin of a panel.
-struct Avx512BandRow {
-  index_t W_out;
-  __attribute__((target("avx512f"))) void operator()(float* dst, const float* xr, index_t l,
-                                                     index_t h) const {
-    const auto lanes = [](index_t a, index_t e, index_t base) {  // [a, e) from base on
-      const index_t lo = std::max<index_t>(a - base, 0), hi = std::min<index_t>(e - base, 16);
-      return lo < hi ? __mmask16(((1u << (hi - lo)) - 1) << lo) : __mmask16(0);
-    };
-    for (index_t ow = 0; ow < W_out; ow += 16)
-      _mm512_storeu_ps(dst + ow, _mm512_maskz_loadu_ps(lanes(l, h, ow), xr + ow));
-  }
-};
-
 // Lanes [a, e) of the 8 from base on, as an AVX2 mask.
 __attribute__((target("avx2"))) inline __m256i lane_mask8(index_t a, index_t e, index_t base) {
   const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int(base)),
@@ -489,31 +472,18 @@ __attribute__((target("avx2"))) inline __m256i lane_mask8(index_t a, index_t e, 
   return _mm256_andnot_si256(lo, hi);
 }
 
-// The same with AVX2: 8 outputs per load and plain store, masked where the block is not
-// wholly inside the row's input (a masked-off lane reads nothing); a row's last store
-// runs up to 7 floats past it, as the AVX-512 one.
-struct Avx2BandRow {
-  index_t W_out;
-  __attribute__((target("avx2"))) void operator()(float* dst, const float* xr, index_t l,
-                                                  index_t h) const {
-    for (index_t ow = 0; ow < W_out; ow += 8) {
-      const bool inside = ow >= l && ow + 8 <= h;  // a plain load (masked ones cost more)
-      _mm256_storeu_ps(dst + ow, inside ? _mm256_loadu_ps(xr + ow)
-                                        : _mm256_maskload_ps(xr + ow, lane_mask8(l, h, ow)));
-    }
-  }
-};
-
 // Stride 1, all channels of an image (planes plane apart, bands per_channel apart), in
 // blocks of Blocks::kLanes floats: a row's block masks depend only on kw (which input
 // columns exist), so they are formed once per band, and a band row inside the image is a
 // (masked where needed) load and a store per block; rows of the padding are zeros. The
 // geometry is read into locals first: the stores go through float pointers, which the
 // compiler must otherwise assume may change it, reloading it for every row. Both: 4.6 ->
-// 2.4 us per image of the 64x32x14x14 3x3 forward (-3% of its time). Rows of more than
-// kMaxBlocks blocks go row by row through WideRow. Inlined into the ISA's function
-// (flatten), which compiles it for that ISA.
-template <typename Blocks, typename WideRow>
+// 2.4 us per image of the 64x32x14x14 3x3 forward (-3% of its time). Blocks past the
+// first kMaxBlocks of a row form their masks as they go. A row's last store runs up to a
+// block past it: the rows are written in memory order (the next row, or the next band,
+// overwrites it) and the bands end in a margin of a panel. Inlined into the ISA's
+// function (flatten), which compiles it for that ISA.
+template <typename Blocks>
 inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage,
                               index_t c0, index_t c1, float* dst) {
   constexpr index_t kLanes = Blocks::kLanes, kMaxBlocks = 16;
@@ -521,12 +491,6 @@ inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const
                 dW = g.dW, pW = g.pW, rows = sb.rows, per_channel = sb.per_channel,
                 plane = g.H * g.W;
   const index_t blocks = ceil_div(W_out, kLanes);
-  if (blocks > kMaxBlocks) {
-    for (index_t c = c0; c < c1; ++c)
-      for_each_band_row(sb, g, ximage + c * plane, dst + (c - c0) * per_channel,
-                        WideRow{W_out});
-    return;
-  }
   const index_t* phases = sb.phase.data();
   const index_t nph = index_t(sb.phase.size());
   // Channel by channel, in memory order: a row's last store runs past it into the next
@@ -539,7 +503,7 @@ inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const
       index_t lo, hi;  // the outputs whose input column ow + off exists
       outputs_in_range(off, 1, W, W_out, lo, hi);
       typename Blocks::Mask mask[kMaxBlocks];
-      for (index_t b = 0; b < blocks; ++b)
+      for (index_t b = 0; b < std::min(blocks, kMaxBlocks); ++b)
         mask[b] = Blocks::mask(lo - kLanes * b, hi - kLanes * b);
       for (index_t ph = 0; ph < nph; ++ph) {
         const index_t f = phases[ph];
@@ -552,7 +516,9 @@ inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const
           const float* xr = xc + (m0 * sH + f - pH) * W + off;
           for (index_t m = m0; m < m1; ++m, d += W_out, xr += sH * W)
             for (index_t b = 0; b < blocks; ++b)
-              Blocks::copy(d + kLanes * b, xr + kLanes * b, mask[b]);
+              Blocks::copy(d + kLanes * b, xr + kLanes * b,
+                           b < kMaxBlocks ? mask[b]
+                                          : Blocks::mask(lo - kLanes * b, hi - kLanes * b));
         }
         for (index_t m = m1; m < rows; ++m, d += W_out)
           for (index_t b = 0; b < blocks; ++b) Blocks::zero(d + kLanes * b);
@@ -562,7 +528,7 @@ inline void fill_bands_blocks(const ShiftedBands& sb, const Conv2dGeom& g, const
 }
 
 // fill_bands_blocks' blocks: lanes [a, e) of a block (clamped to it) read, the rest 0. A
-// masked-off lane reads nothing; a row's last store runs past it (see Avx512BandRow).
+// masked-off lane reads nothing.
 struct Avx512Blocks {
   static constexpr index_t kLanes = 16;
   using Mask = __mmask16;
@@ -599,13 +565,13 @@ struct Avx2Blocks {
 __attribute__((target("avx512f"), flatten)) void fill_bands_avx512(
     const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1,
     float* dst) {
-  fill_bands_blocks<Avx512Blocks, Avx512BandRow>(sb, g, ximage, c0, c1, dst);
+  fill_bands_blocks<Avx512Blocks>(sb, g, ximage, c0, c1, dst);
 }
 
 __attribute__((target("avx2"), flatten)) void fill_bands_avx2(
     const ShiftedBands& sb, const Conv2dGeom& g, const float* ximage, index_t c0, index_t c1,
     float* dst) {
-  fill_bands_blocks<Avx2Blocks, Avx2BandRow>(sb, g, ximage, c0, c1, dst);
+  fill_bands_blocks<Avx2Blocks>(sb, g, ximage, c0, c1, dst);
 }
 
 #endif

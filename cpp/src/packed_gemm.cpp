@@ -67,11 +67,13 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
       float* c = C + i * ldc + n0;
       const float init = bias ? bias[i] : 0.0f;
       for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : init;
-      for (const Src& src : {s1.at(i, n0), s2.at(i, n0)})
+      for (const Src& src : {s1.at(i, n0), s2.at(i, n0)}) {
+        const float* a = src.a_row(0);
         for (index_t k = 0; k < src.K; ++k) {
           const float* w = src.row(k);
-          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(src.a_row(0)[k], w[j], acc[j]);
+          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(a[k], w[j], acc[j]);
         }
+      }
       std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
     }
   }
