@@ -276,12 +276,16 @@ def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
         assert np.array_equal(g1, g2)
 
 
-# The float32 forward on the packed-GEMM kernel (AVX2/AVX-512 CPUs) cuts the batch's
-# output positions into 32-column panels, a panel running on from one image into the next
-# (L = H_out*W_out below is not a multiple of 32), and claims runs of panels at run time:
-# every output is still one chain in a fixed order, the same bits for any thread count.
-# It runs by default for stride-1 kernels of depth C/groups*kH*kW >= 32 (the first
-# cases); ADLK_CONV_PANELS=always sends every geometry it can run through it. The other
+# The float32 forward on the packed-GEMM kernel (AVX2/AVX-512 CPUs) runs by tap classes
+# (the output positions grouped by which taps of their window fall inside the input, the
+# padding's taps left out, several images per unit where they are small) or, with
+# ADLK_CONV_TAPS=never or where the classes are too many, cuts the batch's output
+# positions into 32-column panels, a panel running on from one image into the next
+# (L = H_out*W_out below is not a multiple of 32), claimed at run time: every output is
+# still one chain in a fixed order, the same bits for any thread count and on both paths.
+# They run by default for kernels of depth C/groups*kH*kW >= 32 (the first cases; the
+# panels for stride 1 only, the tap classes for 80% full panels of output channels);
+# ADLK_CONV_PANELS=always sends every geometry they can run through them. The other
 # forwards with depth >= 128 (and, with =always, every one the panels cannot run) build
 # blocks of columns and run the same kernel on them in place: the same chains, so the
 # same bits for any thread count too, and the same as the panels' ("columns_k7_s2": its
@@ -363,12 +367,12 @@ print(json.dumps({"failures": failures, "digests": digests, "dx_same": dx_same,
 """
 
 
-def _panel_child(mode, cases):
+def _panel_child(mode, cases, taps=""):
     import json
     import os
     import subprocess
     import sys
-    env = dict(os.environ, ADLK_CONV_PANELS=mode)
+    env = dict(os.environ, ADLK_CONV_PANELS=mode, ADLK_CONV_TAPS=taps)
     r = subprocess.run([sys.executable, "-c", _PANEL_SCRIPT, json.dumps(cases)], env=env,
                        cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
                        text=True, timeout=300, check=True)
@@ -377,13 +381,18 @@ def _panel_child(mode, cases):
 
 def test_conv2d_forward_panels():
     """Every panel geometry (ADLK_CONV_PANELS=always: the forward and grad_weight on the
-    packed-weight kernel) against the reference and bitwise the same for 1-4 threads; by
-    default the deep stride-1 cases take the same paths (the same bits), and with =never
-    every case is still right."""
+    packed-weight kernel; the forward by tap classes, and with ADLK_CONV_TAPS=never on
+    the panels) against the reference and bitwise the same for 1-4 threads, the two
+    forwards the same bits; by default the deep stride-1 cases take the same paths (the
+    same bits), and with =never every case is still right."""
     always = _panel_child("always", PANEL_CASES)
     if always["isa"] == "portable":
         pytest.skip("no AVX2/AVX-512 packed kernel: the forward runs on BLAS")
     assert not always["failures"], always["failures"]
+    panels = _panel_child("always", PANEL_CASES, taps="never")
+    assert not panels["failures"], panels["failures"]
+    assert panels["digests"] == always["digests"]
+    assert panels["dx_digests"] == always["dx_digests"]
     default = _panel_child("", PANEL_CASES[:PANEL_BY_DEFAULT])
     assert default["digests"] == always["digests"][:PANEL_BY_DEFAULT]
     # grad_x as the transposed forward on the panels (stride 1, >= 8 input channels per

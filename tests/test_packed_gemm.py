@@ -150,11 +150,12 @@ yl, _, _, lstm_cache = ak.lstm_forward(x, u(5, H), u(5, H), u(4 * H, 20), u(4 * 
 gy = rng.standard_normal(y.shape).astype(np.float32)
 grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, None, rnn_cache)
          + ak.lstm_backward(gy, None, None, lstm_cache) if g is not None]
-# the conv forward's panels (AVX-512 fills with it, the AVX2 fills with avx2; rows of 11
-# and of 16 outputs: partial and whole 8- and 16-lane blocks; of 152 and 304: rows beyond
-# the block fills' 16 cached masks, for AVX2 only and for both), grad_x as a forward on
-# them, and the packed grad_weight (grad_y packed by AVX-512 transposes with it, by tiles
-# with avx2)
+# the conv forward by tap classes (40 output channels: a whole and a partial panel; 20
+# per group), or with ADLK_CONV_TAPS=never on the panels (AVX-512 fills with it, the AVX2
+# fills with avx2; rows of 11 and of 16 outputs: partial and whole 8- and 16-lane blocks;
+# of 152 and 304: rows beyond the block fills' 16 cached masks, for AVX2 only and for
+# both), grad_x as a forward on them, and the packed grad_weight (grad_y packed by
+# AVX-512 transposes with it, by tiles with avx2)
 conv = []
 for s, g, width in ((1, 1, 11), (2, 2, 11), (1, 1, 16), (1, 1, 152), (1, 1, 304)):
     cx = rng.standard_normal((5, 6, 13, width)).astype(np.float32)
@@ -173,8 +174,8 @@ print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()
 """
 
 
-def _child(isa):
-    env = dict(os.environ, ADLK_GEMM_ISA=isa, ADLK_CONV_PANELS="always")
+def _child(isa, taps=""):
+    env = dict(os.environ, ADLK_GEMM_ISA=isa, ADLK_CONV_PANELS="always", ADLK_CONV_TAPS=taps)
     out = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True,
                          check=True, timeout=300)
     return json.loads(out.stdout)
@@ -183,13 +184,18 @@ def _child(isa):
 def test_isa_request_and_bitwise_identity_across_vector_widths():
     """ADLK_GEMM_ISA=avx2 selects the AVX2 kernel where the CPU has AVX2; its results
     (GEMM, GRU, RNN and LSTM sequences and their gradients, float32 conv forward and
-    grad_weight) are the same bits as the widest kernel's."""
+    grad_weight) are the same bits as the widest kernel's, the conv forward's both by tap
+    classes and on the panels, and those two agree."""
     widest = _child("")
     if widest["isa"] == "portable":
         pytest.skip("no AVX2 on this CPU: only the portable kernel")
     avx2 = _child("avx2")
     assert avx2["isa"] == "avx2"
     assert avx2["hex"] == widest["hex"]
+    panels = _child("", taps="never")
+    assert _child("avx2", taps="never")["hex"] == panels["hex"]
+    # the chains without the padding's zero terms: the same bits (finite weights)
+    assert panels["hex"] == widest["hex"]
     assert _child("portable")["isa"] == "portable"
 
 

@@ -724,29 +724,6 @@ bool packed_columns_forward_applies(const Conv2dGeom& g) {
           g.col_rows() / g.groups >= kConvPackedColumnsMinDepth);
 }
 
-// grad_x of a stride-1 convolution is the forward convolution of grad_y with the weight
-// transposed (input and output channels swapped, per group) and flipped in kh and kw, and
-// padding d*(k - 1) - p: the geometry of that forward.
-Conv2dGeom transposed_geom(const Conv2dGeom& g) {
-  Conv2dGeom t;
-  t.N = g.N, t.C = g.C_out, t.H = g.H_out, t.W = g.W_out, t.C_out = g.C;
-  t.kH = g.kH, t.kW = g.kW, t.dH = g.dH, t.dW = g.dW, t.groups = g.groups;
-  t.pH = g.dH * (g.kH - 1) - g.pH, t.pW = g.dW * (g.kW - 1) - g.pW;
-  t.finalize();
-  return t;
-}
-
-// Whether the float grad_x runs as that forward on the panel path: stride 1 with padding
-// at most the dilated kernel's reach, at least a tile's 8 rows of input channels per
-// group, and panels for the transposed geometry. Measured with 2 threads (AMD EPYC,
-// AVX-512, 2026-12-06) against GEMM + col2im: 0.8-0.96x the time for 8-128 input
-// channels (3x3, 14x14 to 56x56), 4x for one channel.
-bool transposed_grad_x_applies(const Conv2dGeom& g) {
-  if (g.sH != 1 || g.sW != 1 || g.N == 0 || g.C / g.groups < 8) return false;
-  if (g.pH > g.dH * (g.kH - 1) || g.pW > g.dW * (g.kW - 1)) return false;
-  return panel_forward_applies(transposed_geom(g));
-}
-
 // Scratch floats per thread of the panel forward: a panel, its staged outputs, the bands.
 index_t panel_forward_elems(const Conv2dGeom& g) {
   return (g.col_rows() + g.C_out) * kPackedPanel + panel_band_elems(g, ShiftedBands(g));
@@ -851,6 +828,224 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
     }
   }
   rs.check();
+}
+
+// ---- float32 forward by tap classes --------------------------------------------------
+//
+// Along each axis, the outputs whose window runs into the padding keep fewer of its taps
+// than the interior ones: runs of outputs with the same taps [lo, hi) inside the input
+// (TapRun). A class is a run of rows times a run of columns; its positions are multiplied,
+// 32 output channels at a time, by the weight rows of its taps only
+// (gemm_gathered_col_bias): position i's window is read straight from x (tap k at its
+// first kept tap's offset plus the tap's), and the weight, packed once per call, in place
+// through the taps' rows. No band copies, and no terms of the padding's zeros (a tenth of
+// the work of a 3x3 kernel on 14x14). The tiles hold output positions by channels, so a
+// block of output rows is staged so and transposed into y. Every output element is one
+// fused multiply-add
+// chain from its bias (or 0) over the kept taps in (c, kh, kw) order: the same bits for
+// any thread count and for the AVX2 and AVX-512 kernels, and the same as the chains over
+// all taps of the other float paths wherever the weights are finite (a padding term
+// 0 * w then adds nothing).
+
+struct TapRun {
+  index_t begin, end;  // outputs [begin, end)
+  index_t lo, hi;      // keep taps [lo, hi)
+};
+
+// The runs of one axis: n_out outputs of stride s over `size` inputs, k taps of dilation
+// d, padding p.
+std::vector<TapRun> tap_runs(index_t n_out, index_t size, index_t k, index_t s, index_t p,
+                             index_t d) {
+  std::vector<TapRun> runs;
+  for (index_t o = 0; o < n_out; ++o) {
+    const index_t first = o * s - p;  // input coordinate of tap 0
+    const index_t lo = std::min(k, first >= 0 ? 0 : ceil_div(-first, d));
+    const index_t hi = std::max(lo, first >= size ? 0 : std::min(k, (size - 1 - first) / d + 1));
+    if (!runs.empty() && runs.back().lo == lo && runs.back().hi == hi)
+      runs.back().end = o + 1;
+    else
+      runs.push_back({o, o + 1, lo, hi});
+  }
+  return runs;
+}
+
+// Per-call plan of the tap-class forward.
+struct TapPlan {
+  struct Class {
+    TapRun rows, cols;
+    index_t K = 0;  // kept taps (c, kh, kw)
+    // per kept tap: its offset in x from the first kept tap, its row's offset in a packed
+    // weight panel (gemm_gathered_col_bias's pairs)
+    std::vector<index_t> taps;
+  };
+  std::vector<Class> classes;  // row run major
+
+  TapPlan(const Conv2dGeom& g, int threads) {
+    const std::vector<TapRun> rr = tap_runs(g.H_out, g.H, g.kH, g.sH, g.pH, g.dH);
+    const std::vector<TapRun> cr = tap_runs(g.W_out, g.W, g.kW, g.sW, g.pW, g.dW);
+    if (rr.size() * cr.size() > std::size_t(kConvMaxTapClasses)) return;  // applies() says no
+    const index_t Cg = g.C / g.groups;
+    for (const TapRun& r : rr)
+      for (const TapRun& c : cr) {
+        Class cl{r, c, Cg * (r.hi - r.lo) * (c.hi - c.lo), {}};
+        cl.taps.reserve(std::size_t(2 * cl.K));
+        for (index_t ci = 0; ci < Cg; ++ci)
+          for (index_t kh = r.lo; kh < r.hi; ++kh)
+            for (index_t kw = c.lo; kw < c.hi; ++kw) {
+              cl.taps.push_back(ci * g.H * g.W + (kh - r.lo) * g.dH * g.W + (kw - c.lo) * g.dW);
+              cl.taps.push_back(((ci * g.kH + kh) * g.kW + kw) * kPackedPanel);
+            }
+        classes.push_back(std::move(cl));
+      }
+    ldst = ceil_div(g.C_out, 16) * 16;
+    // Blocks of output rows whose stage fits kConvTapStageBytes; where whole images fit,
+    // several of them per unit (their small classes, such as the corners, then make
+    // fuller tiles), as long as each thread gets 4 units.
+    const index_t stage_elems = index_t(kConvTapStageBytes / sizeof(float));
+    rows_per_block =
+        std::clamp<index_t>(stage_elems / std::max<index_t>(g.W_out * ldst, 1), 1, g.H_out);
+    blocks = ceil_div(g.H_out, rows_per_block);
+    if (blocks == 1)
+      images = std::max<index_t>(1, std::min(stage_elems / std::max<index_t>(g.L() * ldst, 1),
+                                             g.N / (4 * index_t(threads))));
+    units = ceil_div(g.N, images) * blocks;
+  }
+  index_t rows_per_block = 0, blocks = 0, ldst = 0, images = 1, units = 0;
+  // Offset in an image's (group's) first channel of the first kept tap of output (oh, ow)
+  // of class cl (0 when it keeps none).
+  static index_t first_tap(const Conv2dGeom& g, const Class& cl, index_t oh, index_t ow) {
+    if (cl.K == 0) return 0;
+    return (oh * g.sH - g.pH + cl.rows.lo * g.dH) * g.W + ow * g.sW - g.pW + cl.cols.lo * g.dW;
+  }
+};
+
+// ADLK_CONV_TAPS=never keeps the tap-class forward off (comparisons, tests of the paths
+// it replaces).
+bool tap_forward_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("ADLK_CONV_TAPS");
+    return !(v && std::strcmp(v, "never") == 0);
+  }();
+  return on;
+}
+
+// Whether the float forward takes the tap-class path: with a vector kernel (unless
+// ADLK_CONV_TAPS or ADLK_CONV_PANELS is "never"), where the output falls in at most
+// kConvMaxTapClasses classes and one output row's stage fits kConvTapStageBytes, and
+// (unless ADLK_CONV_PANELS=always) for a kernel larger
+// than 1x1 of depth C/groups*kH*kW >= kConvTapMinDepth whose output channels per group
+// fill 80% of the lanes of their 32-channel panels (tuning.h).
+bool tap_forward_applies(const Conv2dGeom& g) {
+  if (!tap_forward_enabled() || std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0)
+    return false;
+  const PanelChoice choice = panel_choice();
+  if (choice == PanelChoice::never) return false;
+  const auto runs = [](index_t n_out, index_t size, index_t k, index_t s, index_t p,
+                       index_t d) { return index_t(tap_runs(n_out, size, k, s, p, d).size()); };
+  if (runs(g.H_out, g.H, g.kH, g.sH, g.pH, g.dH) * runs(g.W_out, g.W, g.kW, g.sW, g.pW, g.dW) >
+          kConvMaxTapClasses ||
+      g.W_out * ceil_div(g.C_out, 16) * 16 > index_t(kConvTapStageBytes / sizeof(float)))
+    return false;
+  const index_t Cog = g.C_out / g.groups;
+  return choice == PanelChoice::always ||
+         (g.kH * g.kW > 1 && g.col_rows() / g.groups >= kConvTapMinDepth &&
+          5 * Cog >= 4 * ceil_div(Cog, kPackedPanel) * kPackedPanel);
+}
+
+// Scratch floats per thread of the tap-class forward: the stage and two tables of a unit.
+index_t tap_forward_elems(const Conv2dGeom& g, int threads) {
+  const TapPlan tp(g, threads);
+  const index_t positions = tp.images * tp.rows_per_block * g.W_out;
+  return positions * tp.ldst + 2 * positions * index_t(sizeof(index_t) / sizeof(float));
+}
+
+void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
+                         const Conv2dGeom& g, float* y) {
+  const TapPlan tp(g, get_num_threads());
+  const index_t L = g.L(), Kg = g.col_rows() / g.groups, Cog = g.C_out / g.groups,
+                Cg = g.C / g.groups, plane = g.H * g.W;
+  const index_t panels = ceil_div(Cog, kPackedPanel), wgroup = packed_weight_size(Cog, Kg);
+  std::vector<float> wp(std::size_t(g.groups * wgroup));
+  for (index_t gi = 0; gi < g.groups; ++gi)
+    pack_weight(Cog, Kg, weight + gi * Cog * Kg, Kg, wp.data() + gi * wgroup);
+  const index_t block_pos = tp.rows_per_block * g.W_out, unit_pos = tp.images * block_pos;
+  const int team = int(std::min<index_t>(get_num_threads(), tp.units));
+  RegionScratch rs;
+#pragma omp parallel num_threads(team)
+  {
+    bool ok = true;
+    float* stage = rs.get<float>(0, unit_pos * tp.ldst, ok);
+    index_t* tables = rs.get<index_t>(1, 2 * unit_pos, ok);
+#pragma omp for schedule(dynamic, 1)
+    for (index_t u = 0; u < tp.units; ++u) {
+      if (!ok) continue;
+      const index_t n0 = u / tp.blocks * tp.images, ni = std::min(tp.images, g.N - n0),
+                    oh0 = (u % tp.blocks) * tp.rows_per_block,
+                    oh1 = std::min(g.H_out, oh0 + tp.rows_per_block), pos = (oh1 - oh0) * g.W_out;
+      const float* ximages = x + n0 * g.C * plane;
+      for (const TapPlan::Class& cl : tp.classes) {
+        const index_t r0 = std::max(cl.rows.begin, oh0), r1 = std::min(cl.rows.end, oh1);
+        if (r0 >= r1) continue;
+        // the class's positions in the unit's images, image by image
+        index_t* arows = tables;
+        index_t* crows = tables + unit_pos;
+        index_t m = 0;
+        for (index_t j = 0; j < ni; ++j)
+          for (index_t oh = r0; oh < r1; ++oh)
+            for (index_t ow = cl.cols.begin; ow < cl.cols.end; ++ow, ++m) {
+              arows[m] = j * g.C * plane + TapPlan::first_tap(g, cl, oh, ow);
+              crows[m] = (j * pos + (oh - oh0) * g.W_out + ow) * tp.ldst;
+            }
+        for (index_t gi = 0; gi < g.groups; ++gi)
+          for (index_t p = 0; p < panels; ++p) {
+            const index_t co = gi * Cog + p * kPackedPanel;
+            gemm_gathered_col_bias(m, std::min(kPackedPanel, Cog - p * kPackedPanel), cl.K,
+                                   ximages + gi * Cg * plane, arows,
+                                   wp.data() + gi * wgroup + p * kPackedPanel * Kg,
+                                   cl.taps.data(), bias ? bias + co : nullptr, stage + co,
+                                   crows);
+          }
+      }
+      for (index_t j = 0; j < ni; ++j)
+        transpose(pos, g.C_out, stage + j * pos * tp.ldst, tp.ldst,
+                  y + (n0 + j) * g.C_out * L + oh0 * g.W_out, L);
+    }
+  }
+  rs.check();
+}
+
+// grad_x of a stride-1 convolution is the forward convolution of grad_y with the weight
+// transposed (input and output channels swapped, per group) and flipped in kh and kw, and
+// padding d*(k - 1) - p: the geometry of that forward.
+Conv2dGeom transposed_geom(const Conv2dGeom& g) {
+  Conv2dGeom t;
+  t.N = g.N, t.C = g.C_out, t.H = g.H_out, t.W = g.W_out, t.C_out = g.C;
+  t.kH = g.kH, t.kW = g.kW, t.dH = g.dH, t.dW = g.dW, t.groups = g.groups;
+  t.pH = g.dH * (g.kH - 1) - g.pH, t.pW = g.dW * (g.kW - 1) - g.pW;
+  t.finalize();
+  return t;
+}
+
+// Whether the float grad_x runs as that forward on the packed-weight kernel (tap classes
+// or panels): stride 1 with padding at most the dilated kernel's reach, at least a tile's
+// 8 rows of input channels per group, and one of those paths for the transposed
+// geometry. Measured on the panels with 2 threads (AMD EPYC, AVX-512, 2026-12-06)
+// against GEMM + col2im: 0.8-0.96x the time for 8-128 input channels (3x3, 14x14 to
+// 56x56), 4x for one channel.
+bool transposed_grad_x_applies(const Conv2dGeom& g) {
+  if (g.sH != 1 || g.sW != 1 || g.N == 0 || g.C / g.groups < 8) return false;
+  if (g.pH > g.dH * (g.kH - 1) || g.pW > g.dW * (g.kW - 1)) return false;
+  const Conv2dGeom t = transposed_geom(g);
+  return tap_forward_applies(t) || panel_forward_applies(t);
+}
+
+// The float forward on the packed-weight kernel: the tap classes or the panels, or false
+// where neither applies.
+bool conv2d_forward_packed(const float* x, const float* weight, const float* bias,
+                           const Conv2dGeom& g, float* y) {
+  if (tap_forward_applies(g)) return conv2d_forward_taps(x, weight, bias, g, y), true;
+  if (panel_forward_applies(g)) return conv2d_forward_panels(x, weight, bias, g, y), true;
+  return false;
 }
 
 // ---- float32 grad_weight on the packed-weight kernel ------------------------------
@@ -1125,10 +1320,16 @@ std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int
   per_thread = add_checked(per_thread, add_checked(band_elems(g, p.rows_per_block), wsize, what),
                            what);
   if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
-  if (elem_size == sizeof(float) && panel_forward_applies(g))
-    per_thread = std::max(per_thread, panel_forward_elems(g));
-  if (elem_size == sizeof(float) && transposed_grad_x_applies(g))
-    per_thread = std::max(per_thread, panel_forward_elems(transposed_geom(g)));
+  const auto packed_forward_elems = [threads](const Conv2dGeom& f) {
+    return tap_forward_applies(f)     ? tap_forward_elems(f, threads)
+           : panel_forward_applies(f) ? panel_forward_elems(f)
+                                      : 0;
+  };
+  if (elem_size == sizeof(float)) {
+    per_thread = std::max(per_thread, packed_forward_elems(g));
+    if (transposed_grad_x_applies(g))  // as its forward
+      per_thread = std::max(per_thread, packed_forward_elems(transposed_geom(g)));
+  }
   index_t shared = 0;
   if (elem_size == sizeof(float) && packed_weight_grad_applies(g)) {
     // the packed grad_w: its packed grad_y block (the caller's) and grad_w^T
@@ -1162,7 +1363,7 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   check(g.C_out >= 1, "conv2d_forward: output channels must be >= 1");
   if (g.N == 0) return;
   if constexpr (std::is_same_v<T, float>)
-    if (panel_forward_applies(g)) return conv2d_forward_panels(x, weight, bias, g, y);
+    if (conv2d_forward_packed(x, weight, bias, g, y)) return;
   const index_t L = g.L(), rows = g.col_rows();
   const index_t Kg = rows / g.groups, Cog = g.C_out / g.groups;
   const int nt = get_num_threads();
@@ -1265,7 +1466,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
             float* dst = weight_t.data() + ((gi * Cg + c) * Cog + o) * kk;
             for (index_t t = 0; t < kk; ++t) dst[t] = src[kk - 1 - t];
           }
-      conv2d_forward_panels(dy, weight_t.data(), nullptr, gt, dx);
+      conv2d_forward_packed(dy, weight_t.data(), nullptr, gt, dx);
       dx = nullptr;  // done
     }
   }

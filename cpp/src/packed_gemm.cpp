@@ -26,7 +26,10 @@ inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(
 // panels, depth K (0: no such product). The kernels run an element's chain over the first
 // product's k, then the second's. `rows` (one panel read in place, N <= NR): row k of the
 // panel is the NR floats at Wp + rows[k] instead of Wp + k * NR. `arows` (first product
-// only): row i of A is the K floats at A + arows[i] instead of A + i * lda.
+// only): row i of A is the K floats at A + arows[i] instead of A + i * lda. `taps` (with
+// arows, first product only; one panel read in place): pairs (a_k, w_k), element k of row
+// i is A[arows[i] + a_k] and row k of the panel the NR floats at Wp + w_k (one table: a
+// kernel reading two ran out of registers, 7% slower).
 struct Src {
   index_t K = 0;
   const float* A = nullptr;
@@ -34,18 +37,36 @@ struct Src {
   const float* Wp = nullptr;
   const index_t* rows = nullptr;
   const index_t* arows = nullptr;
+  const index_t* taps = nullptr;
   // The same operand from row i on, at the panel of column n0 (an in-place panel: column
   // n0 of the one panel).
   Src at(index_t i, index_t n0) const {
-    return {K, arows ? A : A + i * lda, lda, rows ? Wp + n0 : Wp + n0 * K, rows,
-            arows ? arows + i : nullptr};
+    return {K, arows ? A : A + i * lda, lda, rows || taps ? Wp + n0 : Wp + n0 * K, rows,
+            arows ? arows + i : nullptr, taps};
   }
   // Depth [k0, k1) of the operand.
   Src depth(index_t k0, index_t k1) const {
-    return {k1 - k0, A + k0, lda, rows ? Wp : Wp + k0 * NR, rows ? rows + k0 : nullptr, arows};
+    return {k1 - k0,   taps ? A : A + k0, lda, rows || taps ? Wp : Wp + k0 * NR,
+            rows ? rows + k0 : nullptr, arows, taps ? taps + 2 * k0 : nullptr};
   }
   const float* row(index_t k) const { return rows ? Wp + rows[k] : Wp + k * NR; }
-  const float* a_row(index_t i) const { return arows ? A + arows[i] : A + i * lda; }
+};
+
+// Where a tile's results go and where their chains start: row i of C at C + crows[i]
+// (else C + i * ldc); each chain from row_bias[i] or col_bias[j] (else 0, or C's value
+// when accumulating).
+struct Dst {
+  float* C = nullptr;
+  index_t ldc = 0;
+  const index_t* crows = nullptr;
+  const float* row_bias = nullptr;
+  const float* col_bias = nullptr;
+  // The same from row i on, at column n0.
+  Dst at(index_t i, index_t n0) const {
+    return {crows ? C + n0 : C + i * ldc + n0, ldc, crows ? crows + i : nullptr,
+            row_bias ? row_bias + i : nullptr, col_bias ? col_bias + n0 : nullptr};
+  }
+  float* row(index_t i) const { return crows ? C + crows[i] : C + i * ldc; }
 };
 
 // ---- portable kernel -------------------------------------------------------------------
@@ -59,19 +80,25 @@ inline float fma_chain(float a, float w, float c) {
 }
 
 void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
-                   const float* bias, float* C, index_t ldc) {
+                   const Dst& d) {
   float acc[NR];
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (index_t i = 0; i < M; ++i) {
-      float* c = C + i * ldc + n0;
-      const float init = bias ? bias[i] : 0.0f;
-      for (int j = 0; j < NR; ++j) acc[j] = accumulate && j < nc ? c[j] : init;
+      const Dst di = d.at(i, n0);
+      float* c = di.row(0);
+      for (int j = 0; j < NR; ++j)
+        acc[j] = j >= nc         ? 0.0f
+                 : accumulate    ? c[j]
+                 : di.row_bias   ? di.row_bias[0]
+                 : di.col_bias   ? di.col_bias[j]
+                                 : 0.0f;
       for (const Src& src : {s1.at(i, n0), s2.at(i, n0)}) {
-        const float* a = src.a_row(0);
+        const float* a = src.arows ? src.A + src.arows[0] : src.A;
         for (index_t k = 0; k < src.K; ++k) {
-          const float* w = src.row(k);
-          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(a[k], w[j], acc[j]);
+          const float ak = a[src.taps ? src.taps[2 * k] : k];
+          const float* w = src.taps ? src.Wp + src.taps[2 * k + 1] : src.row(k);
+          for (int j = 0; j < NR; ++j) acc[j] = fma_chain(ak, w[j], acc[j]);
         }
       }
       std::memcpy(c, acc, sizeof(float) * static_cast<std::size_t>(nc));
@@ -85,16 +112,15 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
 // ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call). s1, s2
 // point at the panel in use (column offset `half` floats inside it for the AVX2 halves).
 template <typename Tile, int MR>
-void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate,
-                   const float* bias, float* C, index_t ldc, int nc) {
+void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate, const Dst& d,
+                   int nc) {
   if constexpr (MR > 0) {
     index_t i = 0;
     for (; i + MR <= M; i += MR)
-      Tile::template run<MR>(s1.at(i, 0), s2.at(i, 0), accumulate, bias ? bias + i : nullptr,
-                             C + i * ldc, ldc, nc);
+      Tile::template run<MR>(s1.at(i, 0), s2.at(i, 0), accumulate, d.at(i, 0), nc);
     if (i < M)
-      rows_of_tiles<Tile, MR - 1>(M - i, s1.at(i, 0), s2.at(i, 0), accumulate,
-                                  bias ? bias + i : nullptr, C + i * ldc, ldc, nc);
+      rows_of_tiles<Tile, MR - 1>(M - i, s1.at(i, 0), s2.at(i, 0), accumulate, d.at(i, 0),
+                                  nc);
   }
 }
 
@@ -124,10 +150,10 @@ void for_each_depth_chunk(const Src& s1, const Src& s2, bool accumulate, Fn&& fn
 // store that misses waits for the line to be read (a C far larger than the caches, a
 // convolution's output: -9% kernel speed at 3 MB), and the k loop hides that read.
 template <int MR>
-inline void prefetch_rows(float* C, index_t ldc, int nc) {
+inline void prefetch_rows(const Dst& d, int nc) {
   for (int i = 0; i < MR; ++i) {
-    const char* row = reinterpret_cast<const char*>(C + i * ldc);
-    const char* last = reinterpret_cast<const char*>(C + i * ldc + nc - 1);
+    const char* row = reinterpret_cast<const char*>(d.row(i));
+    const char* last = reinterpret_cast<const char*>(d.row(i) + nc - 1);
     for (const char* p = row; p <= last; p += 64) _mm_prefetch(p, _MM_HINT_T0);
     _mm_prefetch(last, _MM_HINT_T0);  // the row's last line, when it starts unaligned
   }
@@ -140,21 +166,28 @@ inline void prefetch_rows(float* C, index_t ldc, int nc) {
 // at K = 96 and 3% at K = 384 on AVX-512). Not a change of arithmetic: the same bits.
 #define ADLK_UNROLL_ROWS _Pragma("GCC unroll 16")
 
+// How a micro-kernel reads A (Src): rows lda apart, rows at offsets (arows), or
+// elements at row offsets plus depth offsets (arows, taps).
+enum class ARead { strided, rows, gather };
+
 // ---- AVX-512: MR rows x 32 columns (two zmm per row) -------------------------------------
 
-template <int MR, bool InPlace, bool ARows = false>
+template <int MR, bool InPlace, ARead Read>
 __attribute__((target("avx512f"))) inline void fma_rows_avx512(const Src& s, __m512* c0,
                                                                __m512* c1) {
-  const float* ar[MR];  // ARows: the rows of A
+  const float* ar[MR];  // the rows of A (ARead::rows, gather)
 ADLK_UNROLL_ROWS
-  for (int i = 0; i < MR; ++i) ar[i] = ARows ? s.A + s.arows[i] : nullptr;
+  for (int i = 0; i < MR; ++i) ar[i] = Read != ARead::strided ? s.A + s.arows[i] : nullptr;
   for (index_t k = 0; k < s.K; ++k) {
-    const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
+    const float* w = Read == ARead::gather ? s.Wp + s.taps[2 * k + 1]
+                     : InPlace             ? s.Wp + s.rows[k]
+                                           : s.Wp + k * NR;
+    const index_t ka = Read == ARead::gather ? s.taps[2 * k] : k;
     const __m512 w0 = _mm512_loadu_ps(w);
     const __m512 w1 = _mm512_loadu_ps(w + 16);
 ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(ARows ? ar[i][k] : s.A[i * s.lda + k]);
+      const __m512 a = _mm512_set1_ps(Read != ARead::strided ? ar[i][ka] : s.A[i * s.lda + k]);
       c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
       c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
     }
@@ -163,34 +196,38 @@ ADLK_UNROLL_ROWS
 
 template <int MR>
 __attribute__((target("avx512f"))) void tile_avx512(const Src& s1, const Src& s2,
-                                                    bool accumulate, const float* bias,
-                                                    float* C, index_t ldc, int nc) {
+                                                    bool accumulate, const Dst& d, int nc) {
   const __mmask16 m0 = nc >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nc) - 1);
   const __mmask16 m1 =
       nc >= 32 ? __mmask16(0xFFFF) : nc > 16 ? __mmask16((1u << (nc - 16)) - 1) : __mmask16(0);
   __m512 c0[MR], c1[MR];
-  if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
+  if (!accumulate) prefetch_rows<MR>(d, nc);
+  const __m512 b0 = d.col_bias ? _mm512_maskz_loadu_ps(m0, d.col_bias) : _mm512_setzero_ps();
+  const __m512 b1 =
+      d.col_bias ? _mm512_maskz_loadu_ps(m1, d.col_bias + 16) : _mm512_setzero_ps();
 ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
-    const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
-    c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, C + i * ldc) : init;
-    c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, C + i * ldc + 16) : init;
+    const __m512 rb = d.row_bias ? _mm512_set1_ps(d.row_bias[i]) : _mm512_setzero_ps();
+    c0[i] = accumulate ? _mm512_maskz_loadu_ps(m0, d.row(i)) : d.row_bias ? rb : b0;
+    c1[i] = accumulate ? _mm512_maskz_loadu_ps(m1, d.row(i) + 16) : d.row_bias ? rb : b1;
   }
   // (separate calls: a loop over the two sources kept the accumulators in memory)
-  if (s1.rows)
-    fma_rows_avx512<MR, true>(s1, c0, c1);
+  if (s1.taps)
+    fma_rows_avx512<MR, false, ARead::gather>(s1, c0, c1);
+  else if (s1.rows)
+    fma_rows_avx512<MR, true, ARead::strided>(s1, c0, c1);
   else if (s1.arows)
-    fma_rows_avx512<MR, false, true>(s1, c0, c1);
+    fma_rows_avx512<MR, false, ARead::rows>(s1, c0, c1);
   else
-    fma_rows_avx512<MR, false>(s1, c0, c1);
+    fma_rows_avx512<MR, false, ARead::strided>(s1, c0, c1);
   if (s2.rows)
-    fma_rows_avx512<MR, true>(s2, c0, c1);
+    fma_rows_avx512<MR, true, ARead::strided>(s2, c0, c1);
   else
-    fma_rows_avx512<MR, false>(s2, c0, c1);
+    fma_rows_avx512<MR, false, ARead::strided>(s2, c0, c1);
 ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
-    _mm512_mask_storeu_ps(C + i * ldc, m0, c0[i]);
-    _mm512_mask_storeu_ps(C + i * ldc + 16, m1, c1[i]);
+    _mm512_mask_storeu_ps(d.row(i), m0, c0[i]);
+    _mm512_mask_storeu_ps(d.row(i) + 16, m1, c1[i]);
   }
 }
 
@@ -201,40 +238,42 @@ constexpr int kMrAvx512 = 8;
 
 struct Avx512Tile {
   template <int MR>
-  static void run(const Src& s1, const Src& s2, bool accumulate, const float* bias, float* C,
-                  index_t ldc, int nc) {
-    tile_avx512<MR>(s1, s2, accumulate, bias, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, const Dst& d, int nc) {
+    tile_avx512<MR>(s1, s2, accumulate, d, nc);
   }
 };
 
 void gemm_avx512(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
-                 const float* bias, float* C, index_t ldc) {
+                 const Dst& d) {
   // A panel (K x 32 floats: 32 KiB at K = 256) stays in L1 while all of A's rows pass.
   for (index_t n0 = 0; n0 < N; n0 += NR)
     for_each_depth_chunk(s1.at(0, n0), s2.at(0, n0), accumulate,
                          [&](const Src& a, const Src& b, bool acc) {
-                           rows_of_tiles<Avx512Tile, kMrAvx512>(M, a, b, acc, bias, C + n0,
-                                                                ldc, panel_cols(N, n0));
+                           rows_of_tiles<Avx512Tile, kMrAvx512>(M, a, b, acc, d.at(0, n0),
+                                                                panel_cols(N, n0));
                          });
 }
 
 // ---- AVX2 + FMA: MR rows x 16 columns (half a panel, two ymm per row) --------------------
 
-template <int MR, bool InPlace, bool ARows = false>
+template <int MR, bool InPlace, ARead Read>
 __attribute__((target("avx2,fma"))) inline void fma_rows_avx2(const Src& s, __m256* c0,
                                                               __m256* c1) {
-  const float* ar[MR];  // ARows: the rows of A
+  const float* ar[MR];  // the rows of A (ARead::rows, gather)
 ADLK_UNROLL_ROWS
-  for (int i = 0; i < MR; ++i) ar[i] = ARows ? s.A + s.arows[i] : nullptr;
+  for (int i = 0; i < MR; ++i) ar[i] = Read != ARead::strided ? s.A + s.arows[i] : nullptr;
   for (index_t k = 0; k < s.K; ++k) {
-    const float* w = InPlace ? s.Wp + s.rows[k] : s.Wp + k * NR;
+    const float* w = Read == ARead::gather ? s.Wp + s.taps[2 * k + 1]
+                     : InPlace             ? s.Wp + s.rows[k]
+                                           : s.Wp + k * NR;
+    const index_t ka = Read == ARead::gather ? s.taps[2 * k] : k;
     const __m256 w0 = _mm256_loadu_ps(w);
     const __m256 w1 = _mm256_loadu_ps(w + 8);
 ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
       // set1 of a plain load, not _mm256_broadcast_ss(pointer): GCC treats that builtin as
       // a read of unknown memory and kept the accumulators in memory, at half the speed
-      const __m256 a = _mm256_set1_ps(ARows ? ar[i][k] : s.A[i * s.lda + k]);
+      const __m256 a = _mm256_set1_ps(Read != ARead::strided ? ar[i][ka] : s.A[i * s.lda + k]);
       c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
       c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
     }
@@ -243,48 +282,58 @@ ADLK_UNROLL_ROWS
 
 template <int MR>
 __attribute__((target("avx2,fma"))) void tile_avx2(const Src& s1, const Src& s2,
-                                                  bool accumulate, const float* bias, float* C,
-                                                  index_t ldc, int nc) {
+                                                  bool accumulate, const Dst& d, int nc) {
   // nc: columns of this half panel that exist (1..16); partial halves go through a
   // buffer so that no load or store leaves the row.
   alignas(32) float buf[MR][16];
   const bool full = nc == 16;
   __m256 c0[MR], c1[MR];
-  if (!accumulate) prefetch_rows<MR>(C, ldc, nc);
+  if (!accumulate) prefetch_rows<MR>(d, nc);
+  __m256 b0 = _mm256_setzero_ps(), b1 = b0;
+  if (d.col_bias && !accumulate) {
+    alignas(32) float cb[16];
+    for (int j = 0; j < 16; ++j) cb[j] = j < nc ? d.col_bias[j] : 0.0f;
+    b0 = _mm256_load_ps(cb);
+    b1 = _mm256_load_ps(cb + 8);
+  }
 ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
+    const float* c = d.row(i);
     if (!accumulate) {
-      c0[i] = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
-      c1[i] = c0[i];
+      c0[i] = d.row_bias ? _mm256_set1_ps(d.row_bias[i]) : b0;
+      c1[i] = d.row_bias ? c0[i] : b1;
     } else if (full) {
-      c0[i] = _mm256_loadu_ps(C + i * ldc);
-      c1[i] = _mm256_loadu_ps(C + i * ldc + 8);
+      c0[i] = _mm256_loadu_ps(c);
+      c1[i] = _mm256_loadu_ps(c + 8);
     } else {
-      for (int j = 0; j < 16; ++j) buf[i][j] = j < nc ? C[i * ldc + j] : 0.0f;
+      for (int j = 0; j < 16; ++j) buf[i][j] = j < nc ? c[j] : 0.0f;
       c0[i] = _mm256_load_ps(buf[i]);
       c1[i] = _mm256_load_ps(buf[i] + 8);
     }
   }
   // (separate calls: a loop over the two sources kept the accumulators in memory)
-  if (s1.rows)
-    fma_rows_avx2<MR, true>(s1, c0, c1);
+  if (s1.taps)
+    fma_rows_avx2<MR, false, ARead::gather>(s1, c0, c1);
+  else if (s1.rows)
+    fma_rows_avx2<MR, true, ARead::strided>(s1, c0, c1);
   else if (s1.arows)
-    fma_rows_avx2<MR, false, true>(s1, c0, c1);
+    fma_rows_avx2<MR, false, ARead::rows>(s1, c0, c1);
   else
-    fma_rows_avx2<MR, false>(s1, c0, c1);
+    fma_rows_avx2<MR, false, ARead::strided>(s1, c0, c1);
   if (s2.rows)
-    fma_rows_avx2<MR, true>(s2, c0, c1);
+    fma_rows_avx2<MR, true, ARead::strided>(s2, c0, c1);
   else
-    fma_rows_avx2<MR, false>(s2, c0, c1);
+    fma_rows_avx2<MR, false, ARead::strided>(s2, c0, c1);
 ADLK_UNROLL_ROWS
   for (int i = 0; i < MR; ++i) {
+    float* c = d.row(i);
     if (full) {
-      _mm256_storeu_ps(C + i * ldc, c0[i]);
-      _mm256_storeu_ps(C + i * ldc + 8, c1[i]);
+      _mm256_storeu_ps(c, c0[i]);
+      _mm256_storeu_ps(c + 8, c1[i]);
     } else {
       _mm256_store_ps(buf[i], c0[i]);
       _mm256_store_ps(buf[i] + 8, c1[i]);
-      std::memcpy(C + i * ldc, buf[i], sizeof(float) * static_cast<std::size_t>(nc));
+      std::memcpy(c, buf[i], sizeof(float) * static_cast<std::size_t>(nc));
     }
   }
 }
@@ -293,28 +342,27 @@ constexpr int kMrAvx2 = 6;  // 12 accumulators + 2 panel rows + 1 broadcast of 1
 
 struct Avx2Tile {
   template <int MR>
-  static void run(const Src& s1, const Src& s2, bool accumulate, const float* bias, float* C,
-                  index_t ldc, int nc) {
-    tile_avx2<MR>(s1, s2, accumulate, bias, C, ldc, nc);
+  static void run(const Src& s1, const Src& s2, bool accumulate, const Dst& d, int nc) {
+    tile_avx2<MR>(s1, s2, accumulate, d, nc);
   }
 };
 
 // The half panel at column offset `half` inside each panel (Wp stays the panel's start
 // plus the offset; the panel row stride is still NR).
 Src half_panel(const Src& s, int half) {
-  return {s.K, s.A, s.lda, s.Wp + half, s.rows, s.arows};
+  return {s.K, s.A, s.lda, s.Wp + half, s.rows, s.arows, s.taps};
 }
 
 void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
-               const float* bias, float* C, index_t ldc) {
+               const Dst& d) {
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
       for_each_depth_chunk(half_panel(s1.at(0, n0), 16 * half),
                            half_panel(s2.at(0, n0), 16 * half), accumulate,
                            [&](const Src& a, const Src& b, bool acc) {
-                             rows_of_tiles<Avx2Tile, kMrAvx2>(M, a, b, acc, bias,
-                                                              C + n0 + 16 * half, ldc,
+                             rows_of_tiles<Avx2Tile, kMrAvx2>(M, a, b, acc,
+                                                              d.at(0, n0 + 16 * half),
                                                               std::min(16, nc - 16 * half));
                            });
   }
@@ -322,8 +370,7 @@ void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumula
 
 #endif  // ADLK_PACKED_X86
 
-using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, const float*, float*,
-                       index_t);
+using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, const Dst&);
 
 struct Kernel {
   GemmFn fn;
@@ -571,19 +618,19 @@ void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, nullptr, C, ldc);
+  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, {C, ldc});
 }
 
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                           const float* Wp, const float* bias, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp}, {}, false, bias, C, ldc);
+  kernel().fn(M, N, {K, A, lda, Wp}, {}, false, {C, ldc, nullptr, bias});
 }
 
 void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
                        const float* Wp, bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows}, {}, accumulate, nullptr, C, ldc);
+  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows}, {}, accumulate, {C, ldc});
 }
 
 void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
@@ -591,14 +638,23 @@ void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t
                         index_t ldc) {
   check(N <= NR, "gemm_rows_row_bias: N must be <= kPackedPanel");
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, base, rows}, {}, false, bias, C, ldc);
+  kernel().fn(M, N, {K, A, lda, base, rows}, {}, false, {C, ldc, nullptr, bias});
+}
+
+void gemm_gathered_col_bias(index_t M, index_t N, index_t K, const float* A,
+                            const index_t* arows, const float* base, const index_t* taps,
+                            const float* bias, float* C, const index_t* crows) {
+  check(N <= NR, "gemm_gathered_col_bias: N must be <= kPackedPanel");
+  if (M <= 0 || N <= 0) return;
+  kernel().fn(M, N, {K, A, 0, base, nullptr, arows, taps}, {}, false,
+              {C, 0, crows, nullptr, bias});
 }
 
 void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,
                   const float* Wp1, index_t K2, const float* A2, index_t lda2, const float* Wp2,
                   bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, nullptr, C, ldc);
+  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, {C, ldc});
 }
 
 const char* gemm_packed_isa() { return kernel().isa; }

@@ -56,6 +56,20 @@ constexpr std::size_t kConvBandBytes = std::size_t(4) << 20;
 // 147 and won at 288, so strided kernels keep the im2col path. ADLK_CONV_PANELS=always /
 // never overrides it.
 constexpr index_t kConvPanelMinDepth = 32;
+// The float32 forward by tap classes (adlk/conv.h) takes geometries whose output rows
+// times output columns fall in at most this many classes of kept taps (a 3x3 kernel with
+// padding 1: 9; each class is a GEMM call per 32 output channels), of depth
+// C/groups*kH*kW >= kConvTapMinDepth. Measured with 2 threads (AMD EPYC, AVX-512,
+// 2026-12-07) against the panels: 64x32x14x14 3x3 -> 64 0.9x the time, 32x64x32x32 and
+// 16x64x56x56 about the same; against the im2col path 8x3x224x224 7x7 stride 2 0.88x,
+// 3x3 stride 2 at 144 deep about 0.6x; at depth 9-27 1.2-1.3x, 36 the same. Its tiles
+// hold 32 output channels, so fewer than 32 per group leave lanes idle (16: 1.5x, 8:
+// 2.3x the panels' time), and it takes only groups that fill 80% of them.
+constexpr index_t kConvMaxTapClasses = 25;
+constexpr index_t kConvTapMinDepth = 32;
+// Bytes of the tap-class forward's staged output block (positions x output channels) per
+// thread, transposed into y at the end of the block: about half a core's L2.
+constexpr std::size_t kConvTapStageBytes = std::size_t(256) << 10;
 // The other float32 forwards (im2col into a block of columns) run their GEMMs on the
 // packed-weight kernel, the column matrix read in place, for C/groups*kH*kW of at least
 // this: measured with 2 threads (AMD EPYC, AVX-512, 2026-12-06) against OpenBLAS on the
