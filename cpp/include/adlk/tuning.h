@@ -64,7 +64,8 @@ constexpr index_t kConvPanelMinDepth = 32;
 // 16x64x56x56 about the same; against the im2col path 8x3x224x224 7x7 stride 2 0.88x,
 // 3x3 stride 2 at 144 deep about 0.6x; at depth 9-27 1.2-1.3x, 36 the same. Its tiles
 // hold 32 output channels, so fewer than 32 per group leave lanes idle (16: 1.5x, 8:
-// 2.3x the panels' time), and it takes only groups that fill 80% of them.
+// 2.3x the panels' time), and it takes only groups that fill 80% of them. AVX-512 only
+// (conv.cpp: tap_forward_applies).
 constexpr index_t kConvMaxTapClasses = 25;
 constexpr index_t kConvTapMinDepth = 32;
 // Bytes of the tap-class forward's staged output block (positions x output channels) per
