@@ -408,6 +408,43 @@ def test_conv2d_forward_panels():
     assert not [f for f in never["failures"] if "thread count" not in f], never["failures"]
 
 
+_STREAMED_SCRIPT = r"""
+import hashlib, sys
+import numpy as np
+import adlkernels as ak
+rng = np.random.default_rng(11)
+x = rng.standard_normal((2, 8, 128, 128)).astype(np.float32)
+w = rng.standard_normal((64, 8, 3, 3)).astype(np.float32)
+b = rng.standard_normal(64).astype(np.float32)
+print(hashlib.sha1(ak.conv2d_forward(x, w, b, padding=1).tobytes()).hexdigest())
+"""
+
+
+def test_conv2d_forward_large_output_streamed():
+    """An 8 MiB output with rows of 16k floats: the tap-class forward (AVX-512) writes
+    its whole cache lines with non-temporal stores, the lines before the first boundary
+    of numpy's buffer the usual way. Right against the reference, and the same bits as
+    the panels (ADLK_CONV_TAPS=never)."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 8, 128, 128)).astype(np.float32)
+    w = rng.standard_normal((64, 8, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    y = ak.conv2d_forward(x, w, b, padding=1)
+    assert y.nbytes >= 8 << 20
+    assert_close(y, conv2d_ref(x, w, b, padding=1), np.float32)
+    digests = []
+    for taps in ("", "never"):
+        env = dict(os.environ, ADLK_CONV_TAPS=taps)
+        r = subprocess.run([sys.executable, "-c", _STREAMED_SCRIPT], env=env,
+                           capture_output=True, text=True, timeout=300, check=True)
+        digests.append(r.stdout.strip())
+    assert digests[0] == digests[1]
+
+
 _FEWER_THREADS_SCRIPT = r"""
 import sys
 import numpy as np

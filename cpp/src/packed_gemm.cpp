@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -421,6 +422,7 @@ __attribute__((target("avx512f"))) inline __m512 unpack_pairs(__m512 a, __m512 b
 
 // out[k * ldo + j] = in[j * ldi + k] for j, k < 16: a 16x16 block transposed in registers
 // (pairs of rows interleaved, then pairs of pairs, then 128-bit lanes twice).
+template <bool Stream = false>
 __attribute__((target("avx512f"))) void transpose16_avx512(const float* in, index_t ldi,
                                                           float* out, index_t ldo) {
   __m512 r[16], t[16];
@@ -444,7 +446,12 @@ __attribute__((target("avx512f"))) void transpose16_avx512(const float* in, inde
     r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
     r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
   }
-  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + i * ldo, r[i]);
+  for (int i = 0; i < 16; ++i) {
+    if (Stream)  // out's rows start on cache lines (the caller's check)
+      _mm512_stream_ps(out + i * ldo, r[i]);
+    else
+      _mm512_storeu_ps(out + i * ldo, r[i]);
+  }
 }
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -608,6 +615,30 @@ void transpose(index_t rows, index_t cols, const float* src, index_t lds, float*
         for (index_t r = 0; r < nr; ++r) dst[(c0 + c) * ldd + r0 + r] = tile[r][c];
     }
   }
+}
+
+void transpose_streaming(index_t rows, index_t cols, const float* src, index_t lds,
+                         float* dst, index_t ldd) {
+#ifdef ADLK_PACKED_X86
+  if (avx512_transposes() && ldd % 16 == 0) {
+    // dst's rows (ldd floats apart) all start at the same offset in a cache line: rows
+    // [0, a) of src up to a line boundary the usual way, then whole lines streamed
+    const index_t a = std::min<index_t>(
+        rows, index_t((64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64 / sizeof(float)));
+    transpose(a, cols, src, lds, dst, ldd);
+    index_t r0 = a;
+    for (; r0 + 16 <= rows; r0 += 16) {
+      index_t c0 = 0;
+      for (; c0 + 16 <= cols; c0 += 16)
+        transpose16_avx512<true>(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+      transpose(16, cols - c0, src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+    }
+    transpose(rows - r0, cols, src + r0 * lds, lds, dst + r0, ldd);
+    _mm_sfence();  // the streamed stores ordered before whatever follows
+    return;
+  }
+#endif
+  transpose(rows, cols, src, lds, dst, ldd);
 }
 
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {

@@ -31,6 +31,12 @@ void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst);
 void transpose(index_t rows, index_t cols, const float* src, index_t lds, float* dst,
                index_t ldd);
 
+// The same, dst's whole cache lines written with non-temporal stores where that can be
+// done (AVX-512 transposes, ldd a multiple of 16 floats): for a dst far larger than the
+// caches and not read soon, whose lines then need not be read in before being written.
+void transpose_streaming(index_t rows, index_t cols, const float* src, index_t lds,
+                         float* dst, index_t ldd);
+
 // The same packing for W given transposed: Wt (K, N), row stride ldw (W = Wt^T), as the
 // product dG @ W_hh of a recurrent backward step needs.
 void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst);
