@@ -836,7 +836,7 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
 // than the interior ones: runs of outputs with the same taps [lo, hi) inside the input
 // (TapRun). A class is a run of rows times a run of columns; its positions are multiplied,
 // 32 output channels at a time, by the weight rows of its taps only
-// (gemm_gathered_col_bias): position i's window is read straight from x (tap k at its
+// (gemm_gathered): position i's window is read straight from x (tap k at its
 // first kept tap's offset plus the tap's), and the weight, packed once per call, in place
 // through the taps' rows. No band copies, and no terms of the padding's zeros (a tenth of
 // the work of a 3x3 kernel on 14x14). The tiles hold output positions by channels, so a
@@ -877,7 +877,7 @@ struct TapPlan {
     TapRun rows, cols;
     index_t K = 0;  // kept taps (c, kh, kw)
     // per kept tap: its offset in x from the first kept tap, its row's offset in a packed
-    // weight panel (gemm_gathered_col_bias's pairs)
+    // weight panel (gemm_gathered's pairs)
     std::vector<index_t> taps;
   };
   std::vector<Class> classes;  // row run major
@@ -1009,11 +1009,10 @@ void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
         for (index_t gi = 0; gi < g.groups; ++gi)
           for (index_t p = 0; p < panels; ++p) {
             const index_t co = gi * Cog + p * kPackedPanel;
-            gemm_gathered_col_bias(m, std::min(kPackedPanel, Cog - p * kPackedPanel), cl.K,
-                                   ximages + gi * Cg * plane, arows,
-                                   wp.data() + gi * wgroup + p * kPackedPanel * Kg,
-                                   cl.taps.data(), bias ? bias + co : nullptr, stage + co,
-                                   crows);
+            gemm_gathered(m, std::min(kPackedPanel, Cog - p * kPackedPanel), cl.K,
+                          ximages + gi * Cg * plane, arows,
+                          wp.data() + gi * wgroup + p * kPackedPanel * Kg, cl.taps.data(),
+                          bias ? bias + co : nullptr, false, stage + co, crows);
           }
       }
       for (index_t j = 0; j < ni; ++j)
@@ -1135,6 +1134,18 @@ struct WeightGradPlan {
   }
 };
 
+// Inside a parallel region, by the team: grad_y of images [n0, n0 + nb) packed as the
+// panels of the packed-weight kernel (image j's group gi at packed + (j * groups + gi) *
+// packed_group), then a barrier.
+void pack_grad_y_block(const float* dy, const Conv2dGeom& g, const WeightGradPlan& wp,
+                       index_t n0, index_t nb, float* packed) {
+  const index_t Cog = g.C_out / g.groups, L = g.L();
+#pragma omp for schedule(static)
+  for (index_t q = 0; q < nb * g.groups; ++q)
+    pack_weight(Cog, L, dy + ((n0 + q / g.groups) * g.C_out + q % g.groups * Cog) * L, L,
+                packed + q * wp.packed_group);
+}
+
 void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2dGeom& g,
                                    float* dweight) {
   const WeightGradPlan wp(g);
@@ -1159,10 +1170,7 @@ void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2d
         arows[r - sh.r0] = (r / kk - sh.c_lo) * wp.sb.per_channel + wp.sb.taps[std::size_t(r % kk)];
     for (index_t n0 = 0; n0 < g.N; n0 += wp.block_images) {
       const index_t nb = std::min(wp.block_images, g.N - n0);
-#pragma omp for schedule(static)
-      for (index_t q = 0; q < nb * g.groups; ++q)
-        pack_weight(Cog, L, dy + ((n0 + q / g.groups) * g.C_out + q % g.groups * Cog) * L, L,
-                    packed + q * wp.packed_group);
+      pack_grad_y_block(dy, g, wp, n0, nb, packed);
       for (index_t j = 0; j < nb && ok && sh.r1 > sh.r0 && wp.bands; ++j) {
         // each image's columns in one pass over its positions, read from the bands
         const index_t n = n0 + j;
@@ -1223,6 +1231,79 @@ bool packed_weight_grad_applies(const Conv2dGeom& g) {
   if (packed_image > index_t(kConvGradPackMaxBytes / sizeof(float))) return false;
   if (choice != PanelChoice::automatic) return choice == PanelChoice::always;
   return g.col_rows() / g.groups >= kConvWeightGradMinRows;
+}
+
+// ---- float32 grad_weight by taps -------------------------------------------------------
+//
+// Row (c, kh, kw) of dW^T sums, over the images and the output positions where tap (kh, kw)
+// falls inside the input, x[n, c, the tap's input cell] times grad_y[n, :, position]. Each
+// thread owns whole channels; for each tap, its channels' rows run against grad_y packed
+// as on the packed path (gemm_gathered: x read in place through a table of the tap's
+// positions, as (x offset, packed row) pairs), one call per image continuing the chains.
+// No band fills and no terms of the padding's zeros; each element one chain over the
+// images, then the positions in order: the bits of the packed path for finite inputs.
+bool tap_weight_grad_applies(const Conv2dGeom& g) {
+  return tap_forward_enabled() && g.groups == 1 && g.C >= 8 &&
+         (panel_choice() == PanelChoice::always || std::strcmp(gemm_packed_isa(), "avx512") == 0) &&
+         packed_weight_grad_applies(g);
+}
+
+void conv2d_backward_weight_taps(const float* x, const float* dy, const Conv2dGeom& g,
+                                 float* dweight) {
+  const WeightGradPlan wp(g);
+  const index_t L = g.L(), kk = g.kH * g.kW, rows = g.col_rows(), Cog = g.C_out,
+                plane = g.H * g.W, ximg = g.C * plane, panels = ceil_div(Cog, kPackedPanel);
+  // per tap, the output positions whose cell is inside the input
+  std::vector<std::vector<index_t>> taps(static_cast<std::size_t>(kk));
+  const auto inside = [](index_t o, index_t s, index_t p, index_t t, index_t size) {
+    const index_t i = o * s - p + t;
+    return i >= 0 && i < size;
+  };
+  for (index_t kh = 0; kh < g.kH; ++kh)
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      std::vector<index_t>& tt = taps[std::size_t(kh * g.kW + kw)];
+      for (index_t oh = 0; oh < g.H_out; ++oh)
+        for (index_t ow = 0; ow < g.W_out; ++ow)
+          if (inside(oh, g.sH, g.pH, kh * g.dH, g.H) && inside(ow, g.sW, g.pW, kw * g.dW, g.W)) {
+            tt.push_back((oh * g.sH - g.pH + kh * g.dH) * g.W + ow * g.sW - g.pW + kw * g.dW);
+            tt.push_back((oh * g.W_out + ow) * kPackedPanel);
+          }
+    }
+  // The calling thread's slot 2 holds the packed block (team members use slot 0).
+  float* packed = thread_scratch_as<float>(2, std::size_t(wp.block_images * wp.packed_image));
+  std::vector<float> dwT(std::size_t(rows * Cog));
+  const int team = int(std::clamp<index_t>(g.C / 8, 1, get_num_threads()));
+  RegionScratch rs;
+#pragma omp parallel num_threads(team)
+  {
+    const Span ch = split(g.C, omp_get_num_threads(), omp_get_thread_num());
+    bool ok = true;
+    index_t* arows = rs.get<index_t>(0, 2 * ch.size(), ok);  // then the rows of dW^T
+    index_t* crows = arows ? arows + ch.size() : nullptr;
+    for (index_t i = 0; arows && i < ch.size(); ++i) {
+      arows[i] = (ch.begin + i) * plane;
+      crows[i] = (ch.begin + i) * kk * Cog;
+    }
+    for (index_t n0 = 0; n0 < g.N; n0 += wp.block_images) {
+      const index_t nb = std::min(wp.block_images, g.N - n0);
+      pack_grad_y_block(dy, g, wp, n0, nb, packed);
+      for (index_t j = 0; j < nb && ok && ch.size() > 0; ++j)
+        for (index_t t = 0; t < kk; ++t)
+          for (index_t q = 0; q < panels; ++q) {
+            const std::vector<index_t>& tt = taps[std::size_t(t)];
+            gemm_gathered(ch.size(), std::min(kPackedPanel, Cog - q * kPackedPanel),
+                          index_t(tt.size() / 2), x + (n0 + j) * ximg, arows,
+                          packed + j * wp.packed_image + q * kPackedPanel * L, tt.data(),
+                          nullptr, n0 + j > 0, dwT.data() + t * Cog + q * kPackedPanel, crows);
+          }
+      // the next block's packing overwrites `packed`
+#pragma omp barrier
+    }
+    if (ok && ch.size() > 0)  // its channels' rows of dW^T into dW
+      transpose(ch.size() * kk, Cog, dwT.data() + ch.begin * kk * Cog, Cog,
+                dweight + ch.begin * kk, rows);
+  }
+  rs.check();
 }
 
 // float forward of one unit of the im2col path on the packed-weight kernel: the unit's
@@ -1462,7 +1543,10 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   }
   if constexpr (std::is_same_v<T, float>) {
     if (dweight && packed_weight_grad_applies(g)) {  // writes every element
-      conv2d_backward_weight_packed(x, dy, g, dweight);
+      if (tap_weight_grad_applies(g))
+        conv2d_backward_weight_taps(x, dy, g, dweight);
+      else
+        conv2d_backward_weight_packed(x, dy, g, dweight);
       dweight = nullptr;  // done; the rest computes grad_x only
     }
     if (dx && transposed_grad_x_applies(g)) {  // writes every element

@@ -706,13 +706,13 @@ void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t
   kernel().fn(M, N, {K, A, lda, base, rows}, {}, false, {C, ldc, nullptr, bias});
 }
 
-void gemm_gathered_col_bias(index_t M, index_t N, index_t K, const float* A,
-                            const index_t* arows, const float* base, const index_t* taps,
-                            const float* bias, float* C, const index_t* crows) {
-  check(N <= NR, "gemm_gathered_col_bias: N must be <= kPackedPanel");
+void gemm_gathered(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
+                   const float* base, const index_t* taps, const float* bias, bool accumulate,
+                   float* C, const index_t* crows) {
+  check(N <= NR, "gemm_gathered: N must be <= kPackedPanel");
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, 0, base, nullptr, arows, taps}, {}, false,
-              {C, 0, crows, nullptr, bias});
+  kernel().fn(M, N, {K, A, 0, base, nullptr, arows, taps}, {}, accumulate,
+              {C, 0, crows, nullptr, accumulate ? nullptr : bias});
 }
 
 void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda1,

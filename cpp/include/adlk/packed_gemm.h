@@ -72,15 +72,17 @@ void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t
                         const float* base, const index_t* rows, const float* bias, float* C,
                         index_t ldc);
 
-// C = bias[None, :] + A' @ W'^T with both operands gathered: A'[i, k] = A[arows[i] +
-// taps[2k]], and row k of W'^T is the kPackedPanel floats at base + taps[2k + 1] (a panel
-// read in place, all of them readable; N <= kPackedPanel, lanes from N on ignored). Row
-// i of C is at C + crows[i]; bias (N values, may be null: chains from 0) starts column
-// j's chains. For a convolution's output positions against its packed weight, read
-// straight from the input: A' row i is one position's window, the taps those kept.
-void gemm_gathered_col_bias(index_t M, index_t N, index_t K, const float* A,
-                            const index_t* arows, const float* base, const index_t* taps,
-                            const float* bias, float* C, const index_t* crows);
+// C = bias[None, :] + A' @ W'^T (or C + A' @ W'^T when accumulate) with both operands
+// gathered: A'[i, k] = A[arows[i] + taps[2k]], and row k of W'^T is the kPackedPanel
+// floats at base + taps[2k + 1] (a panel read in place, all of them readable; N <=
+// kPackedPanel, lanes from N on ignored). Row i of C is at C + crows[i]; bias (N values,
+// may be null: chains from 0) starts column j's chains. For a convolution's output
+// positions against its packed weight, read straight from the input (A' row i one
+// position's window, the taps those kept), and for its weight gradient (A' row i one
+// channel at one tap, over the positions where the tap falls inside the input).
+void gemm_gathered(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
+                   const float* base, const index_t* taps, const float* bias, bool accumulate,
+                   float* C, const index_t* crows);
 
 // C = A1 @ W1^T + A2 @ W2^T (+ C when accumulate) in one pass: each element's chain runs
 // over A1's K1 terms, then A2's K2 (Wp1, Wp2: packings of the (N, K1) and (N, K2) W1, W2).
