@@ -1242,9 +1242,13 @@ bool packed_weight_grad_applies(const Conv2dGeom& g) {
 // positions, as (x offset, packed row) pairs), one call per image continuing the chains.
 // No band fills and no terms of the padding's zeros; each element one chain over the
 // images, then the positions in order: the bits of the packed path for finite inputs.
+// Its tables hold two offsets per tap and output position; beyond kConvBandBytes of them
+// (a large kernel on a large image) the packed path keeps the memory small.
 bool tap_weight_grad_applies(const Conv2dGeom& g) {
   return tap_forward_enabled() && g.groups == 1 && g.C >= 8 &&
-         (panel_choice() == PanelChoice::always || std::strcmp(gemm_packed_isa(), "avx512") == 0) &&
+         (panel_choice() == PanelChoice::always ||
+          std::strcmp(gemm_packed_isa(), "avx512") == 0) &&
+         mul_saturated(g.kH * g.kW, g.L()) <= index_t(kConvBandBytes / (2 * sizeof(index_t))) &&
          packed_weight_grad_applies(g);
 }
 
