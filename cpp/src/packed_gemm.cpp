@@ -47,7 +47,7 @@ struct Src {
   }
   // Depth [k0, k1) of the operand.
   Src depth(index_t k0, index_t k1) const {
-    return {k1 - k0,   taps ? A : A + k0, lda, rows || taps ? Wp : Wp + k0 * NR,
+    return {k1 - k0, taps ? A : A + k0, lda, rows || taps ? Wp : Wp + k0 * NR,
             rows ? rows + k0 : nullptr, arows, taps ? taps + 2 * k0 : nullptr};
   }
   const float* row(index_t k) const { return rows ? Wp + rows[k] : Wp + k * NR; }
