@@ -842,12 +842,10 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
 // the work of a 3x3 kernel on 14x14). The tiles hold output positions by channels, so a
 // block of output rows is staged so and transposed into y (writing the tiles' columns
 // into y straight from registers, 8 positions per channel, was 1.1x slower on the 224x224
-// layer below). Every output element is one
-// fused multiply-add
-// chain from its bias (or 0) over the kept taps in (c, kh, kw) order: the same bits for
-// any thread count and for the AVX2 and AVX-512 kernels, and the same as the chains over
-// all taps of the other float paths wherever the weights are finite (a padding term
-// 0 * w then adds nothing).
+// layer below). Every output element is one fused multiply-add chain from its bias (or
+// 0) over the kept taps in (c, kh, kw) order: the same bits for any thread count and for
+// the AVX2 and AVX-512 kernels, and the same as the chains over all taps of the other
+// float paths wherever the weights are finite (a padding term 0 * w then adds nothing).
 
 struct TapRun {
   index_t begin, end;  // outputs [begin, end)
@@ -855,14 +853,14 @@ struct TapRun {
 };
 
 // The runs of one axis: n_out outputs of stride s over `size` inputs, k taps of dilation
-// d, padding p.
+// d, padding p (a window that keeps no tap: [0, 0)).
 std::vector<TapRun> tap_runs(index_t n_out, index_t size, index_t k, index_t s, index_t p,
                              index_t d) {
   std::vector<TapRun> runs;
   for (index_t o = 0; o < n_out; ++o) {
-    const index_t first = o * s - p;  // input coordinate of tap 0
-    const index_t lo = std::min(k, first >= 0 ? 0 : ceil_div(-first, d));
-    const index_t hi = std::max(lo, first >= size ? 0 : std::min(k, (size - 1 - first) / d + 1));
+    index_t lo, hi;
+    taps_in_range(o * s - p, k, d, size, lo, hi);
+    if (lo >= hi) lo = hi = 0;
     if (!runs.empty() && runs.back().lo == lo && runs.back().hi == hi)
       runs.back().end = o + 1;
     else
@@ -871,38 +869,15 @@ std::vector<TapRun> tap_runs(index_t n_out, index_t size, index_t k, index_t s, 
   return runs;
 }
 
-// Per-call plan of the tap-class forward.
-struct TapPlan {
-  struct Class {
-    TapRun rows, cols;
-    index_t K = 0;  // kept taps (c, kh, kw)
-    // per kept tap: its offset in x from the first kept tap, its row's offset in a packed
-    // weight panel (gemm_gathered's pairs)
-    std::vector<index_t> taps;
-  };
-  std::vector<Class> classes;  // row run major
-
-  TapPlan(const Conv2dGeom& g, int threads) {
-    const std::vector<TapRun> rr = tap_runs(g.H_out, g.H, g.kH, g.sH, g.pH, g.dH);
-    const std::vector<TapRun> cr = tap_runs(g.W_out, g.W, g.kW, g.sW, g.pW, g.dW);
-    if (rr.size() * cr.size() > std::size_t(kConvMaxTapClasses)) return;  // applies() says no
-    const index_t Cg = g.C / g.groups;
-    for (const TapRun& r : rr)
-      for (const TapRun& c : cr) {
-        Class cl{r, c, Cg * (r.hi - r.lo) * (c.hi - c.lo), {}};
-        cl.taps.reserve(std::size_t(2 * cl.K));
-        for (index_t ci = 0; ci < Cg; ++ci)
-          for (index_t kh = r.lo; kh < r.hi; ++kh)
-            for (index_t kw = c.lo; kw < c.hi; ++kw) {
-              cl.taps.push_back(ci * g.H * g.W + (kh - r.lo) * g.dH * g.W + (kw - c.lo) * g.dW);
-              cl.taps.push_back(((ci * g.kH + kh) * g.kW + kw) * kPackedPanel);
-            }
-        classes.push_back(std::move(cl));
-      }
+// How the tap-class forward cuts its work: units of `images` whole images, or of one
+// image's block of rows_per_block output rows, each staged (ldst floats per position)
+// within kConvTapStageBytes; where whole images fit, several per unit (their small
+// classes, such as the corners, then make fuller tiles) as long as each thread gets 4
+// units.
+struct TapUnits {
+  index_t rows_per_block, blocks, ldst, images = 1, units;
+  TapUnits(const Conv2dGeom& g, int threads) {
     ldst = ceil_div(g.C_out, 16) * 16;
-    // Blocks of output rows whose stage fits kConvTapStageBytes; where whole images fit,
-    // several of them per unit (their small classes, such as the corners, then make
-    // fuller tiles), as long as each thread gets 4 units.
     const index_t stage_elems = index_t(kConvTapStageBytes / sizeof(float));
     rows_per_block =
         std::clamp<index_t>(stage_elems / std::max<index_t>(g.W_out * ldst, 1), 1, g.H_out);
@@ -912,14 +887,43 @@ struct TapPlan {
                                              g.N / (4 * index_t(threads))));
     units = ceil_div(g.N, images) * blocks;
   }
-  index_t rows_per_block = 0, blocks = 0, ldst = 0, images = 1, units = 0;
+  index_t unit_positions(const Conv2dGeom& g) const { return images * rows_per_block * g.W_out; }
+};
+
+// The classes of kept taps: a run of output rows times a run of output columns.
+struct TapClass {
+  TapRun rows, cols;
+  index_t K = 0;  // kept taps (c, kh, kw)
+  // per kept tap: its offset in x from the first kept tap, its row's offset in a packed
+  // weight panel (gemm_gathered's pairs)
+  std::vector<index_t> taps;
   // Offset in an image's (group's) first channel of the first kept tap of output (oh, ow)
-  // of class cl (0 when it keeps none).
-  static index_t first_tap(const Conv2dGeom& g, const Class& cl, index_t oh, index_t ow) {
-    if (cl.K == 0) return 0;
-    return (oh * g.sH - g.pH + cl.rows.lo * g.dH) * g.W + ow * g.sW - g.pW + cl.cols.lo * g.dW;
+  // (0 when it keeps none).
+  index_t first_tap(const Conv2dGeom& g, index_t oh, index_t ow) const {
+    if (K == 0) return 0;
+    return (oh * g.sH - g.pH + rows.lo * g.dH) * g.W + ow * g.sW - g.pW + cols.lo * g.dW;
   }
 };
+
+std::vector<TapClass> tap_classes(const Conv2dGeom& g) {
+  const std::vector<TapRun> rr = tap_runs(g.H_out, g.H, g.kH, g.sH, g.pH, g.dH);
+  const std::vector<TapRun> cr = tap_runs(g.W_out, g.W, g.kW, g.sW, g.pW, g.dW);
+  const index_t Cg = g.C / g.groups;
+  std::vector<TapClass> classes;  // row run major
+  for (const TapRun& r : rr)
+    for (const TapRun& c : cr) {
+      TapClass cl{r, c, Cg * (r.hi - r.lo) * (c.hi - c.lo), {}};
+      cl.taps.reserve(std::size_t(2 * cl.K));
+      for (index_t ci = 0; ci < Cg; ++ci)
+        for (index_t kh = r.lo; kh < r.hi; ++kh)
+          for (index_t kw = c.lo; kw < c.hi; ++kw) {
+            cl.taps.push_back(ci * g.H * g.W + (kh - r.lo) * g.dH * g.W + (kw - c.lo) * g.dW);
+            cl.taps.push_back(((ci * g.kH + kh) * g.kW + kw) * kPackedPanel);
+          }
+      classes.push_back(std::move(cl));
+    }
+  return classes;
+}
 
 // ADLK_CONV_TAPS=never keeps the tap-class forward off (comparisons, tests of the paths
 // it replaces).
@@ -961,21 +965,22 @@ bool tap_forward_applies(const Conv2dGeom& g) {
 
 // Scratch floats per thread of the tap-class forward: the stage and two tables of a unit.
 index_t tap_forward_elems(const Conv2dGeom& g, int threads) {
-  const TapPlan tp(g, threads);
-  const index_t positions = tp.images * tp.rows_per_block * g.W_out;
-  return positions * tp.ldst + 2 * positions * index_t(sizeof(index_t) / sizeof(float));
+  const TapUnits tu(g, threads);
+  const index_t positions = tu.unit_positions(g);
+  return positions * tu.ldst + 2 * positions * index_t(sizeof(index_t) / sizeof(float));
 }
 
 void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
                          const Conv2dGeom& g, float* y) {
-  const TapPlan tp(g, get_num_threads());
+  const TapUnits tp(g, get_num_threads());
+  const std::vector<TapClass> classes = tap_classes(g);
   const index_t L = g.L(), Kg = g.col_rows() / g.groups, Cog = g.C_out / g.groups,
                 Cg = g.C / g.groups, plane = g.H * g.W;
   const index_t panels = ceil_div(Cog, kPackedPanel), wgroup = packed_weight_size(Cog, Kg);
   std::vector<float> wp(std::size_t(g.groups * wgroup));
   for (index_t gi = 0; gi < g.groups; ++gi)
     pack_weight(Cog, Kg, weight + gi * Cog * Kg, Kg, wp.data() + gi * wgroup);
-  const index_t block_pos = tp.rows_per_block * g.W_out, unit_pos = tp.images * block_pos;
+  const index_t unit_pos = tp.unit_positions(g);
   const int team = int(std::min<index_t>(get_num_threads(), tp.units));
   // A y beyond kConvStreamBytes is written with non-temporal stores where its lines allow
   // (transpose_streaming): its lines are then not read in first.
@@ -993,7 +998,7 @@ void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
                     oh0 = (u % tp.blocks) * tp.rows_per_block,
                     oh1 = std::min(g.H_out, oh0 + tp.rows_per_block), pos = (oh1 - oh0) * g.W_out;
       const float* ximages = x + n0 * g.C * plane;
-      for (const TapPlan::Class& cl : tp.classes) {
+      for (const TapClass& cl : classes) {
         const index_t r0 = std::max(cl.rows.begin, oh0), r1 = std::min(cl.rows.end, oh1);
         if (r0 >= r1) continue;
         // the class's positions in the unit's images, image by image
@@ -1003,7 +1008,7 @@ void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
         for (index_t j = 0; j < ni; ++j)
           for (index_t oh = r0; oh < r1; ++oh)
             for (index_t ow = cl.cols.begin; ow < cl.cols.end; ++ow, ++m) {
-              arows[m] = j * g.C * plane + TapPlan::first_tap(g, cl, oh, ow);
+              arows[m] = j * g.C * plane + cl.first_tap(g, oh, ow);
               crows[m] = (j * pos + (oh - oh0) * g.W_out + ow) * tp.ldst;
             }
         for (index_t gi = 0; gi < g.groups; ++gi)
@@ -1259,19 +1264,18 @@ void conv2d_backward_weight_taps(const float* x, const float* dy, const Conv2dGe
                 plane = g.H * g.W, ximg = g.C * plane, panels = ceil_div(Cog, kPackedPanel);
   // per tap, the output positions whose cell is inside the input
   std::vector<std::vector<index_t>> taps(static_cast<std::size_t>(kk));
-  const auto inside = [](index_t o, index_t s, index_t p, index_t t, index_t size) {
-    const index_t i = o * s - p + t;
-    return i >= 0 && i < size;
-  };
   for (index_t kh = 0; kh < g.kH; ++kh)
     for (index_t kw = 0; kw < g.kW; ++kw) {
+      const index_t offh = kh * g.dH - g.pH, offw = kw * g.dW - g.pW;
+      index_t oh_lo, oh_hi, ow_lo, ow_hi;
+      outputs_in_range(offh, g.sH, g.H, g.H_out, oh_lo, oh_hi);
+      outputs_in_range(offw, g.sW, g.W, g.W_out, ow_lo, ow_hi);
       std::vector<index_t>& tt = taps[std::size_t(kh * g.kW + kw)];
-      for (index_t oh = 0; oh < g.H_out; ++oh)
-        for (index_t ow = 0; ow < g.W_out; ++ow)
-          if (inside(oh, g.sH, g.pH, kh * g.dH, g.H) && inside(ow, g.sW, g.pW, kw * g.dW, g.W)) {
-            tt.push_back((oh * g.sH - g.pH + kh * g.dH) * g.W + ow * g.sW - g.pW + kw * g.dW);
-            tt.push_back((oh * g.W_out + ow) * kPackedPanel);
-          }
+      for (index_t oh = oh_lo; oh < oh_hi; ++oh)
+        for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
+          tt.push_back((oh * g.sH + offh) * g.W + ow * g.sW + offw);
+          tt.push_back((oh * g.W_out + ow) * kPackedPanel);
+        }
     }
   // The calling thread's slot 2 holds the packed block (team members use slot 0).
   float* packed = thread_scratch_as<float>(2, std::size_t(wp.block_images * wp.packed_image));
