@@ -406,7 +406,16 @@ index_t scatter_plane(const T* __restrict src, const std::int64_t* __restrict in
   // One unsigned compare covers both ends: -1 maps to 0, anything below it to 2^64 - k
   // (unsigned arithmetic: INT64_MAX + 1 must wrap, not overflow).
   const std::uint64_t limit = std::uint64_t(dst_size);
-  std::fill(dst, dst + dst_size, T(0));
+  // Zeroed with vector stores, not memset: glibc's memset takes `rep stosb` from 2 KiB on,
+  // slower on a 28x28 plane (3 KiB): -4% time on 64x32x28x28 2x2 and 3x3 s2 p1. (The empty
+  // asm keeps GCC from turning the loop back into a memset call.)
+  index_t z = 0;
+  for (; z + 8 <= dst_size; z += 8) {
+#pragma omp simd
+    for (int l = 0; l < 8; ++l) dst[z + l] = T(0);
+    asm("" ::: "memory");
+  }
+  for (; z < dst_size; ++z) dst[z] = T(0);
   const auto put = [&](index_t i, std::int64_t j) {
     if (Accumulate)
       dst[j] += src[i];
