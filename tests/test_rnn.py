@@ -956,7 +956,7 @@ def test_float32_lstm_bitwise_identical_for_any_thread_count(restore_threads, rn
     the threads take (H = 70: column blocks on panel boundaries, batch rows split from 3
     threads). The chunks of a step and the pieces go to whichever thread claims them
     first, so each thread count runs several times: every run must give the 1-thread bits
-    (T*B*H = 64*64*256 in the last case: 8 chunks per step for 2 threads to race over)."""
+    (T*B*H = 64*64*256 in the last case: 16 chunks per step for 2 threads to race over)."""
     data = []
     for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True),
                                            (64, 64, 16, 256, False)]:
