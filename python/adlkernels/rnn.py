@@ -553,8 +553,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, out
 
     x (T, B, I), h0 and c0 (B, H) -> (y (T, B, H), h_n, c_n, cache). reverse=True runs
     from t = T-1 down to 0 (the backward direction of a bidirectional layer; y[t] is
-    still the output at position t). The input projection of all T steps is one GEMM;
-    only the recurrent GEMM runs inside the time loop.
+    still the output at position t). float32: each step's gates come from x_t and
+    h_{t-1} in one pass against w_ih and w_hh packed once per call; float64: the input
+    projection of all T steps is one GEMM first, and only the recurrent GEMM runs inside
+    the time loop.
 
     ``out``: optional (T, B, H) array that receives y (returned as y), e.g. one half of a
     bidirectional layer's (T, B, 2H) output; its last axis must have unit stride and its
