@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -1479,8 +1480,10 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   // One image per unit, built columns, a bias, one group: the bias goes into the GEMM as
   // one more depth term, [weight | bias] against the columns and a row of ones, so that y
   // is written once (filling y with the bias for a beta = 1 GEMM cost a pass over it:
-  // -10 to -14% time on 64x1x28x28 5x5 -> 32).
+  // -10 to -14% time on 64x1x28x28 5x5 -> 32). Not where Kg + 1 would pass the BLAS's
+  // 32-bit depth.
   const bool bias_in_gemm = bias && g.groups == 1 && p.images == 1 && !is_pointwise(g) &&
+                            Kg < INT_MAX &&
                             !(std::is_same_v<T, float> && packed_columns_forward_applies(g));
   std::vector<T> weight_bias(bias_in_gemm ? std::size_t(g.C_out * (Kg + 1)) : 0);
   if (bias_in_gemm)
