@@ -1477,20 +1477,6 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   const int team = int(std::min<index_t>(nt, units));
   check_gemm_dims(g, p.unit_cols(g.W_out));
   const UnitBuffers buf(g, p, true, false);
-  // One image per unit, built columns, a bias, one group: the bias goes into the GEMM as
-  // one more depth term, [weight | bias] against the columns and a row of ones, so that y
-  // is written once (filling y with the bias for a beta = 1 GEMM cost a pass over it:
-  // -10 to -14% time on 64x1x28x28 5x5 -> 32). Not where Kg + 1 would pass the BLAS's
-  // 32-bit depth.
-  const bool bias_in_gemm = bias && g.groups == 1 && p.images == 1 && !is_pointwise(g) &&
-                            Kg < INT_MAX &&
-                            !(std::is_same_v<T, float> && packed_columns_forward_applies(g));
-  std::vector<T> weight_bias(bias_in_gemm ? std::size_t(g.C_out * (Kg + 1)) : 0);
-  if (bias_in_gemm)
-    for (index_t co = 0; co < g.C_out; ++co) {
-      std::copy(weight + co * Kg, weight + (co + 1) * Kg, weight_bias.data() + co * (Kg + 1));
-      weight_bias.data()[co * (Kg + 1) + Kg] = bias[co];
-    }
   // float: the units' GEMMs on the packed-weight kernel, where it runs vector code (a
   // table of row offsets, a tail panel and a panel's stage per thread).
   const bool packed = std::is_same_v<T, float> && packed_columns_forward_applies(g);
@@ -1498,6 +1484,19 @@ void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom
   std::vector<float> panel_bufs(packed ? std::size_t(team) * std::size_t(Kg + g.C_out) *
                                              std::size_t(kPackedPanel)
                                        : 0);
+  // One image per unit, built columns, a bias, one group: the bias goes into the GEMM as
+  // one more depth term, [weight | bias] against the columns and a row of ones, so that y
+  // is written once (filling y with the bias for a beta = 1 GEMM cost a pass over it:
+  // -10 to -14% time on 64x1x28x28 5x5 -> 32). Not where Kg + 1 would pass the BLAS's
+  // 32-bit depth.
+  const bool bias_in_gemm = bias && g.groups == 1 && p.images == 1 && !is_pointwise(g) &&
+                            Kg < INT_MAX && !packed;
+  std::vector<T> weight_bias(bias_in_gemm ? std::size_t(g.C_out * (Kg + 1)) : 0);
+  if (bias_in_gemm)
+    for (index_t co = 0; co < g.C_out; ++co) {
+      std::copy(weight + co * Kg, weight + (co + 1) * Kg, weight_bias.data() + co * (Kg + 1));
+      weight_bias.data()[co * (Kg + 1) + Kg] = bias[co];
+    }
   RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {

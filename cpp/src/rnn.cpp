@@ -152,20 +152,24 @@ void wgrad_gemm(int p, int np, index_t M, index_t N, index_t K, const T* G, inde
             N);
 }
 
+// out[j] += G[r, j] for the rows r < R in order, j < N.
+template <typename T>
+void add_rows(index_t R, index_t N, const T* G, index_t ldg, T* out) {
+  for (index_t r = 0; r < R; ++r) {
+    const T* g = G + r * ldg;
+#pragma omp simd
+    for (index_t j = 0; j < N; ++j) out[j] += g[j];
+  }
+}
+
 // out[j] = sum over rows r (in order) of G[r, j], columns split across the team: the
 // result does not depend on the number of threads.
 template <typename T>
 void column_sums(int p, int np, index_t R, index_t N, const T* G, index_t ldg, T* out) {
   const Span s = split(N, np, p, 16);
   if (s.size() == 0) return;
-  T* o = out + s.begin;
-  const index_t n = s.size();
-  std::fill(o, o + n, T(0));
-  for (index_t r = 0; r < R; ++r) {
-    const T* g = G + r * ldg + s.begin;
-#pragma omp simd
-    for (index_t j = 0; j < n; ++j) o[j] += g[j];
-  }
+  std::fill(out + s.begin, out + s.end, T(0));
+  add_rows(R, s.size(), G + s.begin, ldg, out + s.begin);
 }
 
 // ---- pointwise passes (one tile) --------------------------------------------------
@@ -698,11 +702,7 @@ class PackedSeqGrads {
     for (index_t r0 = 0; r0 < R; r0 += kSumRows) {
       const index_t nr = std::min(kSumRows, R - r0);
       transpose(nr, m, dG + r0 * G_ + g0, G_, out + r0, R);
-      for (index_t r = r0; r < r0 + nr; ++r) {
-        const float* row = dG + r * G_ + g0;
-#pragma omp simd
-        for (index_t j = 0; j < m; ++j) sums[j] += row[j];
-      }
+      add_rows(nr, m, dG + r0 * G_ + g0, G_, sums);
     }
   }
 
