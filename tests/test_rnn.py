@@ -956,10 +956,14 @@ def test_float32_lstm_bitwise_identical_for_any_thread_count(restore_threads, rn
     the threads take (H = 70: column blocks on panel boundaries, batch rows split from 3
     threads). The chunks of a step and the pieces go to whichever thread claims them
     first, so each thread count runs several times: every run must give the 1-thread bits
-    (T*B*H = 64*64*256 in the last case: 16 chunks per step for 2 threads to race over)."""
+    (T*B*H = 64*64*256 in the third case: 16 chunks per step for 2 threads to race over).
+    A chunk starts once its rows' chunks of the step before are done, with no barrier
+    between steps: the last case has 8 row groups of 3 chunks from 4 threads on, and 6
+    and 8 threads are more than the cores (a thread waits on one that is not running); a
+    missed wait reads a stale h or dG and changes the bits."""
     data = []
     for steps, bsz, n_in, hid, reverse in [(5, 7, 9, 70, False), (3, 16, 8, 100, True),
-                                           (64, 64, 16, 256, False)]:
+                                           (64, 64, 16, 256, False), (24, 64, 20, 96, True)]:
         args = lstm_inputs(rng, steps, bsz, n_in, hid, np.float32)
         grads_in = (randn(rng, (steps, bsz, hid), np.float32),
                     randn(rng, (bsz, hid), np.float32), randn(rng, (bsz, hid), np.float32))
@@ -973,13 +977,37 @@ def test_float32_lstm_bitwise_identical_for_any_thread_count(restore_threads, rn
         return out
 
     results = {}
-    for threads in (1, 2, 3, 4, 5):
+    for threads in (1, 2, 3, 4, 5, 6, 8):
         ak.set_num_threads(threads)
         results[threads] = [run() for _ in range(1 if threads == 1 else 3)]
     for threads, runs in results.items():
         for out in runs:
             for i, (a, b) in enumerate(zip(results[1][0], out)):
                 assert np.array_equal(a, b), f"array {i} on {threads} threads differs from 1 thread"
+
+
+def test_float64_lstm_row_groups_repeatable(restore_threads, rng):
+    """float64 runs a chunk's gate GEMMs on the BLAS, whose bits follow the chunk shapes
+    (set by the thread count), so each thread count is checked against its own first run
+    and against the reference. Row groups run ahead of each other as in float32."""
+    steps, bsz, n_in, hid = 24, 64, 20, 96
+    args = lstm_inputs(rng, steps, bsz, n_in, hid)
+    gy, gh, gc = randn(rng, (steps, bsz, hid)), randn(rng, (bsz, hid)), randn(rng, (bsz, hid))
+    for reverse in (False, True):
+        ref_y = lstm_ref(*args, reverse=reverse)[0]
+        ref_g = lstm_backward_ref(gy, gh, gc, *args, reverse=reverse)
+        for threads in (2, 4, 8):
+            ak.set_num_threads(threads)
+            runs = []
+            for _ in range(3):
+                y, h_n, c_n, cache = ak.lstm_forward(*args, reverse=reverse)
+                runs.append((y, ak.lstm_backward(gy, gh, gc, cache)))
+            for y, grads in runs[1:]:
+                assert np.array_equal(y, runs[0][0]), f"y, {threads} threads: runs differ"
+                for name, a, b in zip(LSTM_FIELDS, grads, runs[0][1]):
+                    assert np.array_equal(a, b), f"{name}, {threads} threads: runs differ"
+            assert_close(runs[0][0], ref_y, np.float64, what="y")
+            check_grads(runs[0][1], ref_g, np.float64, LSTM_FIELDS, "lstm_backward")
 
 
 @pytest.mark.parametrize("threads", [1, 3, 5])

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "adlk/blas.h"
@@ -25,6 +26,14 @@ namespace adlk {
 namespace {
 
 constexpr index_t kMinTileCols = kRnnMinTileCols;  // adlk/tuning.h
+
+// A spin-wait iteration's hint to the core (x86: pause, which also frees the sibling
+// hyperthread's share of the core).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 // Tiles of (batch rows, hidden units) for the time loop, one per thread (some threads may
 // get none).
@@ -44,60 +53,109 @@ struct TileGrid {
   }
 };
 
-// One time step's tiles cut into chunks and shared out at run time. Each thread first runs
-// the chunks of its own tile (TileGrid's), whose weight panels stay in its cache from step
-// to step, then claims the unclaimed chunks of the others' tiles. On a machine whose cores
-// run at unequal speed (a busy hyperthread sibling, a noisy neighbour, hybrid cores) a
-// fixed split waits at every step's barrier for the slowest core: on the 2-core VM, with
-// one core at ~60% speed, the T=50 LSTM forward took 1.45x its quiet time, waiting ~8 ms
-// of ~22 at the barriers. A chunk's results do not depend on which thread runs it, so the
-// bits stay those of any thread count.
+// One time step's tiles cut into chunks and shared out at run time, without a barrier
+// between steps. Each thread first runs the chunks of its own tile (TileGrid's), whose
+// weight panels stay in its cache from step to step, then claims the unclaimed chunks of
+// the others' tiles. On a machine whose cores run at unequal speed (a busy hyperthread
+// sibling, a noisy neighbour, hybrid cores) a fixed split waits at every step for the
+// slowest core: on the 2-core VM, with one core at ~60% speed, the T=50 LSTM forward took
+// 1.45x its quiet time, waiting ~8 ms of ~22 at the barriers. A chunk's results do not
+// depend on which thread runs it, so the bits stay those of any thread count.
+//
+// Batch rows are independent sequences: a chunk of step s needs only the chunks of step
+// s - 1 in the same rows (its h_{t-1} rows, all units). Rows are cut into groups, and a
+// chunk waits for its group's chunks of the step before instead of for the whole step, so
+// a thread that runs out of work in step s starts step s + 1 on rows already done
+// (against a barrier per step, whose waits were ~3% of the time: -1.6% forward and
+// backward time on T=50, B=64, H=256, 2 threads).
 class StepChunks {
  public:
   // Chunks: columns in pieces of chunk_cols (a multiple of the tiles' alignment), rows in
-  // pieces of whole kRowAlign-row groups where a tile has too few column pieces.
+  // pieces of whole kRowAlign-row groups where a row of tiles has too few column pieces.
   StepChunks(const TileGrid& grid, int np, index_t chunk_cols)
-      : grid_(grid), np_(np), chunk_cols_(chunk_cols), next_(2 * static_cast<size_t>(np)) {}
+      : np_(np), tiles_(static_cast<size_t>(np)) {
+    index_t groups = 0;
+    for (int home = 0; home < np; ++home) {
+      Tile& tile = tiles_[static_cast<size_t>(home)];
+      if (!grid.tile(home, tile.rows, tile.cols)) continue;
+      tile.ncol = ceil_div(tile.cols.size(), chunk_cols);
+      tile.chunk_cols = chunk_cols;
+      // Tiles in one row of the grid share its row pieces (the count of its first tile).
+      const int first = home - home % grid.nh;
+      if (home == first) {
+        tile.nrow = std::max<index_t>(
+            1, std::min(ceil_div(kMinChunks, tile.ncol), tile.rows.size() / kRowAlign));
+        tile.group0 = groups;
+        groups += tile.nrow;
+      } else {
+        tile.nrow = tiles_[static_cast<size_t>(first)].nrow;
+        tile.group0 = tiles_[static_cast<size_t>(first)].group0;
+      }
+    }
+    groups_ = std::vector<Counter>(static_cast<size_t>(groups));
+    group_chunks_.assign(static_cast<size_t>(groups), 0);
+    for (const Tile& tile : tiles_)
+      for (index_t r = 0; r < tile.nrow; ++r)
+        group_chunks_[static_cast<size_t>(tile.group0 + r)] += tile.ncol;
+  }
 
-  // Runs fn(rows, cols) on chunks of step s until none is left. Every thread p of the
-  // team (np threads, at most the grid's) calls it once per step, and a barrier separates
-  // the steps.
+  // Runs fn(rows, cols) on chunks of step s until none is left unclaimed. Every thread p
+  // of the team (np threads, at most the grid's) calls it for s = 0, 1, ... in turn, and
+  // the team needs a barrier after the last step before it reads any step's results.
   template <typename Fn>
-  void run(int p, int np, index_t s, Fn&& fn) {
-    // Step s + 1's counters were last used in step s - 1, whose claims all ended at the
-    // barrier before this step; nobody touches them before the next barrier.
-    for (int home = p; home < np_; home += np)
-      next_[slot(s + 1, home)].v.store(0, std::memory_order_relaxed);
+  void run(int p, index_t s, Fn&& fn) {
     for (int q = 0; q < np_; ++q) {
-      const int home = (p + q) % np_;
-      Span rows, cols;
-      if (!grid_.tile(home, rows, cols)) continue;
-      const index_t ncol = ceil_div(cols.size(), chunk_cols_);
-      const index_t nrow = std::max<index_t>(
-          1, std::min(ceil_div(kMinChunks, ncol), rows.size() / kRowAlign));
-      std::atomic<index_t>& next = next_[slot(s, home)].v;
-      for (index_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < ncol * nrow;) {
-        const Span r = split(rows.size(), static_cast<int>(nrow), static_cast<int>(i / ncol),
-                             kRowAlign);
-        const index_t c0 = cols.begin + (i % ncol) * chunk_cols_;
-        fn(Span{rows.begin + r.begin, rows.begin + r.end},
-           Span{c0, std::min(cols.end, c0 + chunk_cols_)});
+      Tile& tile = tiles_[static_cast<size_t>((p + q) % np_)];
+      const index_t n = tile.ncol * tile.nrow;
+      if (n == 0) continue;
+      // The claims count up over all steps: this thread saw step s - 1's run out, so the
+      // count is at least s * n here.
+      index_t v = tile.claimed.v.load(std::memory_order_relaxed);
+      while (v < (s + 1) * n) {
+        if (!tile.claimed.v.compare_exchange_weak(v, v + 1, std::memory_order_relaxed))
+          continue;
+        const index_t i = v - s * n, piece = i / tile.ncol;
+        Counter& group = groups_[static_cast<size_t>(tile.group0 + piece)];
+        const index_t per_step = group_chunks_[static_cast<size_t>(tile.group0 + piece)];
+        wait_for(group, s * per_step);
+        const Span r = split(tile.rows.size(), static_cast<int>(tile.nrow),
+                             static_cast<int>(piece), kRowAlign);
+        const index_t c0 = tile.cols.begin + (i % tile.ncol) * tile.chunk_cols;
+        fn(Span{tile.rows.begin + r.begin, tile.rows.begin + r.end},
+           Span{c0, std::min(tile.cols.end, c0 + tile.chunk_cols)});
+        group.v.fetch_add(1, std::memory_order_release);
+        v = tile.claimed.v.load(std::memory_order_relaxed);
       }
     }
   }
 
  private:
-  // At least 8 chunks per tile: the wait at a step's barrier for the last chunk is about
-  // half a chunk (against 4: -1 to -4% forward time on T=50, B=64, H=256; 16: no better).
+  // At least 8 chunks per row of tiles: the wait for the last chunk is about half a chunk
+  // (against 4: -1 to -4% forward time on T=50, B=64, H=256; 16: no better).
   static constexpr index_t kMinChunks = 8, kRowAlign = 8;
   struct alignas(64) Counter {
     std::atomic<index_t> v{0};
   };
-  size_t slot(index_t s, int home) const { return static_cast<size_t>((s & 1) * np_ + home); }
-  TileGrid grid_;
+  struct Tile {
+    Span rows, cols;
+    index_t ncol = 0, nrow = 0, chunk_cols = 1, group0 = 0;
+    Counter claimed;  // chunks claimed over all steps so far
+  };
+  // Until the row group's finished chunks (over all steps) reach `count`. The acquire
+  // pairs with the release of every chunk counted (a release sequence of the adds).
+  static void wait_for(const Counter& group, index_t count) {
+    for (int spins = 0; group.v.load(std::memory_order_acquire) < count; ++spins) {
+      if (spins < kSpinsBeforeYield)
+        cpu_relax();
+      else
+        std::this_thread::yield();  // more threads than cores: let the awaited one run
+    }
+  }
+  static constexpr int kSpinsBeforeYield = 1 << 14;
   int np_;
-  index_t chunk_cols_;
-  std::vector<Counter> next_;
+  std::vector<Tile> tiles_;
+  std::vector<Counter> groups_;  // chunks finished over all steps, per row group
+  std::vector<index_t> group_chunks_;  // chunks per step, per row group
 };
 
 // C[rows, k*H + cols] = A[rows, :] @ W[k*H + cols, :]^T + beta * C for each gate k < G:
@@ -783,7 +841,7 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
       T* gt = gates + t * B * G4;
       T* ct = cells + t * B * H;
       T* yt = y + t * B * g.ldy;
-      chunks.run(p, np, s, [&](Span tr, Span tc) {
+      chunks.run(p, s, [&](Span tr, Span tc) {
         const index_t j0 = tc.begin, nc = tc.size();
         const T* bias_j = bias ? bias + j0 : nullptr;
         if constexpr (use_packed_gemm) {
@@ -810,8 +868,8 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
                             yt + tr.begin * g.ldy + j0, g.ldy);
         }
       });
-#pragma omp barrier
     }
+#pragma omp barrier
     const Span br = split(B, np, p);
     const index_t t_last = reverse ? 0 : Tn - 1;
     for (index_t b = br.begin; b < br.end; ++b) {
@@ -851,10 +909,11 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
   if constexpr (use_packed_gemm) packed_grads.emplace(g, G4, reverse, nt, 2);
   const index_t align = use_packed_gemm ? kPackedPanel : 16;
   const TileGrid grid(B, H, nt, align);
-  // Chunks claimed at run time (StepChunks), one barrier per step: phase 0 runs the first
-  // step's pointwise pass; phase s + 1 computes dh = dG_t @ W_hh of step s on a chunk and,
-  // on the same chunk, the pointwise pass of step s + 1, which reads only that chunk's dh
-  // and dc (against a barrier after each of the two: -1.5% time on T=50, B=64, H=256).
+  // Chunks claimed at run time (StepChunks), which waits for the rows' chunks of the phase
+  // before: phase 0 runs the first step's pointwise pass; phase s + 1 computes
+  // dh = dG_t @ W_hh of step s on a chunk (dG_t of the chunk's rows, all units) and, on
+  // the same chunk, the pointwise pass of step s + 1, which reads only that chunk's dh and
+  // dc (against a separate phase for each of the two: -1.5% time on T=50, B=64, H=256).
   StepChunks chunks(grid, nt, align);
   // Step s counts in backward order: t = its position.
   auto step_position = [&](index_t s) { return reverse ? s : Tn - 1 - s; };
@@ -888,14 +947,11 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
           dc[b * H + j] = grad_c_n ? grad_c_n[b * H + j] : T(0);
         }
     }
-    if (Tn > 0) {
 #pragma omp barrier
-      chunks.run(p, np, 0, [&](Span tr, Span tc) { pointwise(0, tr, tc); });
-    }
-#pragma omp barrier
+    if (Tn > 0) chunks.run(p, 0, [&](Span tr, Span tc) { pointwise(0, tr, tc); });
     for (index_t s = 0; s < Tn; ++s) {
       const T* dGt = dG + step_position(s) * B * G4;
-      chunks.run(p, np, s + 1, [&](Span tr, Span tc) {
+      chunks.run(p, s + 1, [&](Span tr, Span tc) {
         // dh[chunk] = dG_t[chunk rows, :] @ w_hh[:, chunk cols]
         if constexpr (use_packed_gemm)
           gemm_packed(tr.size(), tc.size(), G4, dGt + tr.begin * G4, G4,
@@ -905,8 +961,8 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
                   w_hh + tc.begin, H, T(0), dh + tr.begin * H + tc.begin, H);
         if (s + 1 < Tn) pointwise(s + 1, tr, tc);
       });
-#pragma omp barrier
     }
+#pragma omp barrier
     // Weight gradients over all steps at once.
     if constexpr (use_packed_gemm) {
       packed_grads->run(p, dG, nullptr, grad_x, grad_w_ih, grad_w_hh, grad_b, nullptr);
