@@ -937,16 +937,22 @@ bool tap_forward_enabled() {
   return on;
 }
 
+// Whether the GEMM kernel in use runs the tap paths (forward, grad_weight) faster than the
+// others at this depth (C/groups*kH*kW): AVX-512 at any, AVX2 up to kConvTapMaxDepthAvx2
+// (tuning.h: its 6x16 tile gathers 6 values per 12 FMAs where AVX-512's gathers 8 per 16,
+// and the tap table's two loads a k weigh more on its shorter step).
+bool taps_suit_kernel(const Conv2dGeom& g) {
+  const char* isa = gemm_packed_isa();
+  return std::strcmp(isa, "avx512") == 0 ||
+         (std::strcmp(isa, "avx2") == 0 && g.col_rows() / g.groups <= kConvTapMaxDepthAvx2);
+}
+
 // Whether the float forward takes the tap-class path: with a vector kernel (unless
 // ADLK_CONV_TAPS or ADLK_CONV_PANELS is "never"), where the output falls in at most
 // kConvMaxTapClasses classes and one output row's stage fits kConvTapStageBytes, and
-// (unless ADLK_CONV_PANELS=always) with the AVX-512 kernel, for a kernel larger than 1x1
+// (unless ADLK_CONV_PANELS=always) where taps_suit_kernel, for a kernel larger than 1x1
 // of depth C/groups*kH*kW >= kConvTapMinDepth whose output channels per group fill 80%
-// of the lanes of their 32-channel panels (tuning.h). With the AVX2 kernel (AMD EPYC
-// held to AVX2, 2 threads, 2026-12-07) it was no faster than the panels on 64x32x14x14
-// and 8x3x224x224 and took 1.06x their time on 32x64x32x32: its 6x16 tile gathers 6
-// values per 12 FMAs where AVX-512's gathers 8 per 16, and the tap table's two loads a k
-// weigh more on its shorter step.
+// of the lanes of their 32-channel panels (tuning.h).
 bool tap_forward_applies(const Conv2dGeom& g) {
   if (!tap_forward_enabled() || std::strcmp(gemm_packed_isa(), "portable") == 0 || g.N == 0)
     return false;
@@ -960,7 +966,7 @@ bool tap_forward_applies(const Conv2dGeom& g) {
     return false;
   const index_t Cog = g.C_out / g.groups;
   return choice == PanelChoice::always ||
-         (std::strcmp(gemm_packed_isa(), "avx512") == 0 && g.kH * g.kW > 1 &&
+         (taps_suit_kernel(g) && g.kH * g.kW > 1 &&
           g.col_rows() / g.groups >= kConvTapMinDepth &&
           5 * Cog >= 4 * ceil_div(Cog, kPackedPanel) * kPackedPanel);
 }
@@ -1253,8 +1259,7 @@ bool packed_weight_grad_applies(const Conv2dGeom& g) {
 // (a large kernel on a large image) the packed path keeps the memory small.
 bool tap_weight_grad_applies(const Conv2dGeom& g) {
   return tap_forward_enabled() && g.groups == 1 && g.C >= 8 &&
-         (panel_choice() == PanelChoice::always ||
-          std::strcmp(gemm_packed_isa(), "avx512") == 0) &&
+         (panel_choice() == PanelChoice::always || taps_suit_kernel(g)) &&
          mul_saturated(g.kH * g.kW, g.L()) <= index_t(kConvBandBytes / (2 * sizeof(index_t))) &&
          packed_weight_grad_applies(g);
 }

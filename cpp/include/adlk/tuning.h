@@ -64,10 +64,16 @@ constexpr index_t kConvPanelMinDepth = 32;
 // 16x64x56x56 about the same; against the im2col path 8x3x224x224 7x7 stride 2 0.88x,
 // 3x3 stride 2 at 144 deep about 0.6x; at depth 9-27 1.2-1.3x, 36 the same. Its tiles
 // hold 32 output channels, so fewer than 32 per group leave lanes idle (16: 1.5x, 8:
-// 2.3x the panels' time), and it takes only groups that fill 80% of them. AVX-512 only
-// (conv.cpp: tap_forward_applies).
+// 2.3x the panels' time), and it takes only groups that fill 80% of them.
 constexpr index_t kConvMaxTapClasses = 25;
 constexpr index_t kConvTapMinDepth = 32;
+// The AVX2 kernel runs the tap paths (forward and grad_weight) up to this depth. Measured
+// with 2 threads (AMD EPYC held to AVX2, 2026-12-07), forward time against the panels or
+// im2col: depth 144-288 0.90-0.98x (8x3x224x224 7x7 s2 0.90x, 64x32x14x14 0.95-0.98x,
+// 32x32x28x28 -> 128 0.92x), depth 576 1.03-1.07x (32x64x32x32 -> 64 and 128,
+// 64x64x16x16, 16x64x56x56), 1152 1.05x; grad_weight 0.86x (64x32x14x14), 0.98x
+// (32x32x28x28), 1.05x (32x64x32x32).
+constexpr index_t kConvTapMaxDepthAvx2 = 384;
 // Bytes of the tap-class forward's staged output block (positions x output channels) per
 // thread, transposed into y at the end of the block: about half a core's L2.
 constexpr std::size_t kConvTapStageBytes = std::size_t(256) << 10;
