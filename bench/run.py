@@ -15,6 +15,29 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from anywhere
 
+# --isa avx2 holds every contender to AVX2 on an AVX-512 machine, to check the AVX2 side
+# of the targets where no AVX2-only machine is at hand: each library reads its switch
+# when it loads or first runs, so they are set before anything is imported. OpenBLAS
+# (adlkernels' and NumPy's) takes its Haswell kernels, the AVX2 + FMA ones it also runs
+# on AMD's AVX2 CPUs.
+ISA_ENV = {
+    "avx2": {"ADLK_GEMM_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+}
+
+
+def _requested_isa(argv) -> str:
+    for i, a in enumerate(argv):
+        if a == "--isa" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--isa="):
+            return a.split("=", 1)[1]
+    return "native"
+
+
+os.environ.update(ISA_ENV.get(_requested_isa(sys.argv[1:]), {}))
+
 import common  # noqa: E402
 from common import Budget, Context  # noqa: E402
 
@@ -94,6 +117,11 @@ def parse_args(argv=None):
                     help="steady (default): glibc's malloc keeps freed memory, so no "
                          "contender's buffers come from fresh, page-faulting pages; default: "
                          "glibc's own thresholds (times then depend on the heap's history)")
+    ap.add_argument("--isa", choices=["native"] + sorted(ISA_ENV), default="native",
+                    help="native (default): every library's widest code for this CPU; avx2: "
+                         "all held to AVX2 (" + ", ".join(f"{k}={v}" for k, v in
+                                                          ISA_ENV["avx2"].items())
+                         + "); its JSON gets an -avx2 suffix and RESULTS.md its own sections")
     ap.add_argument("--wait-idle", type=float, default=None, metavar="S",
                     help="first wait up to S seconds for other processes to go quiet "
                          "(default 60, with --quick 0)")
@@ -117,6 +145,12 @@ def main(argv=None) -> int:
     notes = common.set_threads(args.threads)
     info = common.machine_info(args.threads, notes)
     info["heap"] = heap
+    info["isa"] = args.isa
+    info["isa_env"] = ISA_ENV.get(args.isa, {})
+    if args.isa != "native" and common.ak.build_info()["gemm_isa"] != args.isa:
+        print(f"--isa {args.isa}: this CPU does not run it (adlkernels' kernel: "
+              f"{common.ak.build_info()['gemm_isa']})")
+        return 1
     print(f"machine: {info['cpu']}, {info['cores']} cores ({'/'.join(info['cpu_flags'])}), "
           f"host {info['hostname']}")
     print(f"threads: {args.threads} -> {notes}")
@@ -150,6 +184,8 @@ def main(argv=None) -> int:
     families = sorted(FAMILIES) if args.family == "all" else [args.family]
     for fam in families:
         title, fn = FAMILIES[fam]
+        if args.isa != "native":
+            title = title.replace("(CPU)", f"(CPU, held to {args.isa.upper()})")
         print(f"\n== {title}")
         ctx = Context(threads=args.threads, budget=budget, slow_budget=slow,
                       rounds=rounds, gemm_peak_gflops=peak["gflops"],
@@ -168,7 +204,8 @@ def main(argv=None) -> int:
         print(f"page faults per timed call (worst case): {faults_txt}")
         if args.no_write:
             continue
-        path = common.result_path(fam, info, suffix="-quick" if args.quick else "")
+        suffix = ("" if args.isa == "native" else f"-{args.isa}") + ("-quick" if args.quick else "")
+        path = common.result_path(fam, info, suffix=suffix)
         common.write_json(path, {
             "family": fam, "machine": info, "quick": args.quick,
             "sgemm_peak": peak, "fma_peak": fma, "copy_bandwidth": bw, "cpu_load": load.to_json(),
@@ -177,7 +214,10 @@ def main(argv=None) -> int:
         rel = os.path.relpath(path, common.BENCH_DIR.parent)
         body = (
             f"{info['date'][:10]}, {info['cpu']} ({info['cores']} cores), "
-            f"{args.threads} threads; "
+            f"{args.threads} threads"
+            + (f", every library held to {args.isa.upper()} ("
+               + ", ".join(f"{k}={v}" for k, v in info["isa_env"].items()) + ")"
+               if args.isa != "native" else "") + "; "
             f"adlkernels {info['versions']['adlkernels']}, "
             f"torch {info['versions']['torch']}, numpy {info['versions']['numpy']}. "
             f"FMA peak {fma['1_thread']:.1f} GFLOP/s per core ({fma['isa']}; % peak: of "
