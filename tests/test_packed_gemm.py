@@ -169,7 +169,11 @@ for s, g, width, ch in ((1, 1, 11, 6), (2, 2, 11, 6), (1, 1, 16, 8), (1, 1, 152,
                                     output_mask=(True, True, False))[:2]) + [cy]
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
+# 37, 38 and 39 rows: remainders of 1, 2 and 3 rows past the AVX2 kernel's 6-row tiles,
+# which it runs as a 4-row tile and one of the rest
 out = np.concatenate([_adlk._gemm_packed(a, w).ravel(), _adlk._gemm_packed(a, w, c).ravel(),
+                      _adlk._gemm_packed(np.ascontiguousarray(np.vstack([a, a[:1]])), w).ravel(),
+                      _adlk._gemm_packed(np.ascontiguousarray(np.vstack([a, a[:2]])), w).ravel(),
                       _adlk._gemm_packed(a, w, c, a2, w2).ravel(), y.ravel(), yr.ravel(),
                       yl.ravel()] + [g.ravel() for g in grads + conv])
 print(json.dumps({"isa": ak.build_info()["gemm_isa"], "hex": out.tobytes().hex()}))

@@ -125,6 +125,22 @@ void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate, con
   }
 }
 
+// rows_of_tiles, but a remainder of fewer than MinRows rows (too few accumulator chains
+// to keep the FMA ports busy: a tile of r rows holds 2r) is not left on its own: the last
+// full tile and it become a tile of MinRows rows and one of the rest (6 + 2 rows as 4 + 4).
+template <typename Tile, int MR, int MinRows>
+void rows_of_tiles_balanced(index_t M, const Src& s1, const Src& s2, bool accumulate,
+                            const Dst& d, int nc) {
+  const index_t r = M % MR;
+  if (M < MR || r == 0 || r >= MinRows)
+    return rows_of_tiles<Tile, MR>(M, s1, s2, accumulate, d, nc);
+  const index_t i = M - MR - r;  // the last full tile's first row
+  rows_of_tiles<Tile, MR>(i, s1, s2, accumulate, d, nc);
+  Tile::template run<MinRows>(s1.at(i, 0), s2.at(i, 0), accumulate, d.at(i, 0), nc);
+  const index_t j = i + MinRows;
+  rows_of_tiles<Tile, MR - 1>(M - j, s1.at(j, 0), s2.at(j, 0), accumulate, d.at(j, 0), nc);
+}
+
 // Runs fn(a, b, accumulate) over the depth of one panel in chunks: at most kDepthChunk k
 // of the two products together per call, so that the chunk of the panel (128 KiB) stays
 // in L2 while all rows pass. Each chunk continues the elements' chains from C (accumulate
@@ -362,9 +378,9 @@ void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumula
       for_each_depth_chunk(half_panel(s1.at(0, n0), 16 * half),
                            half_panel(s2.at(0, n0), 16 * half), accumulate,
                            [&](const Src& a, const Src& b, bool acc) {
-                             rows_of_tiles<Avx2Tile, kMrAvx2>(M, a, b, acc,
-                                                              d.at(0, n0 + 16 * half),
-                                                              std::min(16, nc - 16 * half));
+                             rows_of_tiles_balanced<Avx2Tile, kMrAvx2, 4>(
+                                 M, a, b, acc, d.at(0, n0 + 16 * half),
+                                 std::min(16, nc - 16 * half));
                            });
   }
 }
