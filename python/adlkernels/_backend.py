@@ -30,6 +30,21 @@ def has_cuda() -> bool:
     return mod is not None and mod.device_count() > 0
 
 
+OUTPUT_ALIGN = 64  # bytes; as the extension's own outputs (bindings/common.h, new_array)
+
+
+def empty_aligned(shape, dtype) -> np.ndarray:
+    """A new C-contiguous numpy array starting on a cache-line boundary (a view of a byte
+    buffer OUTPUT_ALIGN bytes longer): the kernels' 64-byte vector stores into its rows
+    then each write one line, not two (numpy's own arrays start 16 bytes past one)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + OUTPUT_ALIGN, np.uint8)
+    start = -raw.ctypes.data % OUTPUT_ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def is_device_array(a) -> bool:
     return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
 

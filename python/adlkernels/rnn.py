@@ -32,7 +32,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import _adlk, _cuda
-from ._backend import backend_of, is_device_array, on_gpu
+from ._backend import backend_of, empty_aligned, is_device_array, on_gpu
 from ._validate import Args, check_no_overlap, fmt_shape
 
 __all__ = [
@@ -463,7 +463,7 @@ def _seq_out(a: Args, out, arrays: dict, shape: tuple, dtype, gpu: bool):
     """The array that receives a sequence forward's y: ``out`` checked (a writeable
     row-strided view sharing memory with no other argument), or a new array."""
     if out is None:
-        return (_cuda._cp() if gpu else np).empty(shape, dtype)
+        return _cuda._cp().empty(shape, dtype) if gpu else empty_aligned(shape, dtype)
     if not (isinstance(out, np.ndarray) or is_device_array(out)):
         raise a.type_error("out", f"expected a numpy array, got {type(out).__name__}")
     if not getattr(out.flags, "writeable", True):
@@ -507,7 +507,7 @@ def lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
         h_next = _cuda._cp().empty((bsz, hid), x.dtype)
         _, _, gates, cells = _cuda.lstm_forward(x[None], h, c, w_ih, w_hh, b_ih, b_hh, False, h_next[None])
     else:
-        h_next = np.empty((bsz, hid), x.dtype)
+        h_next = empty_aligned((bsz, hid), x.dtype)
         _, _, gates, cells = _adlk.lstm_forward(
             x[None], h, c, w_ih, w_hh, b_ih, b_hh, False, h_next[None], False
         )
