@@ -421,10 +421,11 @@ print(hashlib.sha1(ak.conv2d_forward(x, w, b, padding=1).tobytes()).hexdigest())
 
 
 def test_conv2d_forward_large_output_streamed():
-    """An 8 MiB output with rows of 16k floats: the tap-class forward (AVX-512) writes
-    its whole cache lines with non-temporal stores, the lines before the first boundary
-    of numpy's buffer the usual way. Right against the reference, and the same bits as
-    the panels (ADLK_CONV_TAPS=never)."""
+    """An 8 MiB output with rows of 16k floats: the tap-class forward (AVX-512 or AVX2)
+    writes its whole cache lines with non-temporal stores, the lines before a block's
+    first line boundary the usual way. Right against the reference, and the same bits
+    as the panels (ADLK_CONV_TAPS=never), with either kernel (ADLK_GEMM_ISA=avx2)."""
+    import hashlib
     import os
     import subprocess
     import sys
@@ -436,13 +437,14 @@ def test_conv2d_forward_large_output_streamed():
     y = ak.conv2d_forward(x, w, b, padding=1)
     assert y.nbytes >= 8 << 20
     assert_close(y, conv2d_ref(x, w, b, padding=1), np.float32)
-    digests = []
-    for taps in ("", "never"):
-        env = dict(os.environ, ADLK_CONV_TAPS=taps)
-        r = subprocess.run([sys.executable, "-c", _STREAMED_SCRIPT], env=env,
-                           capture_output=True, text=True, timeout=300, check=True)
-        digests.append(r.stdout.strip())
-    assert digests[0] == digests[1]
+    digests = {}
+    for isa in ("", "avx2"):
+        for taps in ("", "never"):
+            env = dict(os.environ, ADLK_CONV_TAPS=taps, ADLK_GEMM_ISA=isa)
+            r = subprocess.run([sys.executable, "-c", _STREAMED_SCRIPT], env=env,
+                               capture_output=True, text=True, timeout=300, check=True)
+            digests[isa, taps] = r.stdout.strip()
+    assert set(digests.values()) == {hashlib.sha1(y.tobytes()).hexdigest()}, digests
 
 
 def test_conv2d_padding_terms_with_an_infinite_weight():

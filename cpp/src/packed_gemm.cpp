@@ -498,6 +498,7 @@ bool avx2_transposes() {
 
 // out[k * ldo + j] = in[j * ldi + k] for j, k < 8: an 8x8 block through registers (pairs
 // of rows interleaved, then pairs of pairs, then 128-bit halves).
+template <bool Stream = false>
 __attribute__((target("avx2"))) void transpose8_avx2(const float* in, index_t ldi, float* out,
                                                     index_t ldo) {
   __m256 r[8], t[8];
@@ -516,7 +517,12 @@ __attribute__((target("avx2"))) void transpose8_avx2(const float* in, index_t ld
     t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
     t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
   }
-  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + i * ldo, t[i]);
+  for (int i = 0; i < 8; ++i) {
+    if (Stream)  // out's rows start on 32-byte boundaries (the caller's check)
+      _mm256_stream_ps(out + i * ldo, t[i]);
+    else
+      _mm256_storeu_ps(out + i * ldo, t[i]);
+  }
 }
 #endif
 
@@ -647,7 +653,7 @@ void transpose(index_t rows, index_t cols, const float* src, index_t lds, float*
 void transpose_streaming(index_t rows, index_t cols, const float* src, index_t lds,
                          float* dst, index_t ldd) {
 #ifdef ADLK_PACKED_X86
-  if (avx512_transposes() && ldd % 16 == 0) {
+  if ((avx512_transposes() || avx2_transposes()) && ldd % 16 == 0) {
     // dst's rows (ldd floats apart) all start at the same offset in a cache line: rows
     // [0, a) of src up to a line boundary the usual way, then whole lines streamed
     const index_t a = std::min<index_t>(
@@ -656,8 +662,14 @@ void transpose_streaming(index_t rows, index_t cols, const float* src, index_t l
     index_t r0 = a;
     for (; r0 + 16 <= rows; r0 += 16) {
       index_t c0 = 0;
-      for (; c0 + 16 <= cols; c0 += 16)
-        transpose16_avx512<true>(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+      if (avx512_transposes())
+        for (; c0 + 16 <= cols; c0 += 16)
+          transpose16_avx512<true>(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+      else  // two 8x8 blocks write each dst row's 16 floats: one whole line
+        for (; c0 + 8 <= cols; c0 += 8)
+          for (index_t h = 0; h < 16; h += 8)
+            transpose8_avx2<true>(src + (r0 + h) * lds + c0, lds, dst + c0 * ldd + r0 + h,
+                                  ldd);
       transpose(16, cols - c0, src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
     }
     transpose(rows - r0, cols, src + r0 * lds, lds, dst + r0, ldd);

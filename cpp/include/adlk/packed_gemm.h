@@ -27,12 +27,13 @@ index_t packed_weight_size(index_t N, index_t K);
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst);
 
 // dst (cols x rows, row stride ldd) = src (rows x cols, row stride lds)^T: a copy, in
-// 16x16 blocks through registers on AVX-512 CPUs. pack_weight is one per panel.
+// 16x16 blocks through registers with the AVX-512 kernel, 8x8 blocks with the AVX2 one.
+// pack_weight is one per panel.
 void transpose(index_t rows, index_t cols, const float* src, index_t lds, float* dst,
                index_t ldd);
 
 // The same, dst's whole cache lines written with non-temporal stores where that can be
-// done (AVX-512 transposes, ldd a multiple of 16 floats): for a dst far larger than the
+// done (AVX-512 or AVX2 transposes, ldd a multiple of 16 floats): for a dst far larger than the
 // caches and not read soon, whose lines then need not be read in before being written.
 void transpose_streaming(index_t rows, index_t cols, const float* src, index_t lds,
                          float* dst, index_t ldd);

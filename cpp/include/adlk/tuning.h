@@ -81,7 +81,8 @@ constexpr std::size_t kConvTapStageBytes = std::size_t(256) << 10;
 // non-temporal stores (whole cache lines of rows of 16k floats: no read of each line
 // before it is written; the output then leaves the caches). With 2 threads (AMD EPYC,
 // 2026-12-07): 8x3x224x224 7x7 stride 2 (y 26 MB) 0.94x the time, 16x64x56x56 (13 MB)
-// 0.975x, 32x64x32x32 -> 128 (17 MB) 0.985x; 4 MB outputs the same or 1.1x slower.
+// 0.975x, 32x64x32x32 -> 128 (17 MB) 0.985x; 4 MB outputs the same or 1.1x slower. The
+// AVX2 kernel's streamed 8x8 transposes: 224 layer's transposition 11% -> 9% of the time.
 constexpr std::size_t kConvStreamBytes = std::size_t(8) << 20;
 // The other float32 forwards (im2col into a block of columns) run their GEMMs on the
 // packed-weight kernel, the column matrix read in place, for C/groups*kH*kW of at least
