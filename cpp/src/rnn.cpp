@@ -73,13 +73,12 @@ class StepChunks {
   // Chunks: columns in pieces of chunk_cols (a multiple of the tiles' alignment), rows in
   // pieces of whole kRowAlign-row groups where a row of tiles has too few column pieces.
   StepChunks(const TileGrid& grid, int np, index_t chunk_cols)
-      : np_(np), tiles_(static_cast<size_t>(np)) {
+      : np_(np), chunk_cols_(chunk_cols), tiles_(static_cast<size_t>(np)) {
     index_t groups = 0;
     for (int home = 0; home < np; ++home) {
       Tile& tile = tiles_[static_cast<size_t>(home)];
       if (!grid.tile(home, tile.rows, tile.cols)) continue;
       tile.ncol = ceil_div(tile.cols.size(), chunk_cols);
-      tile.chunk_cols = chunk_cols;
       // Tiles in one row of the grid share its row pieces (the count of its first tile).
       const int first = home - home % grid.nh;
       if (home == first) {
@@ -120,9 +119,9 @@ class StepChunks {
         wait_for(group, s * per_step);
         const Span r = split(tile.rows.size(), static_cast<int>(tile.nrow),
                              static_cast<int>(piece), kRowAlign);
-        const index_t c0 = tile.cols.begin + (i % tile.ncol) * tile.chunk_cols;
+        const index_t c0 = tile.cols.begin + (i % tile.ncol) * chunk_cols_;
         fn(Span{tile.rows.begin + r.begin, tile.rows.begin + r.end},
-           Span{c0, std::min(tile.cols.end, c0 + tile.chunk_cols)});
+           Span{c0, std::min(tile.cols.end, c0 + chunk_cols_)});
         group.v.fetch_add(1, std::memory_order_release);
         v = tile.claimed.v.load(std::memory_order_relaxed);
       }
@@ -138,7 +137,7 @@ class StepChunks {
   };
   struct Tile {
     Span rows, cols;
-    index_t ncol = 0, nrow = 0, chunk_cols = 1, group0 = 0;
+    index_t ncol = 0, nrow = 0, group0 = 0;
     Counter claimed;  // chunks claimed over all steps so far
   };
   // Until the row group's finished chunks (over all steps) reach `count`. The acquire
@@ -153,6 +152,7 @@ class StepChunks {
   }
   static constexpr int kSpinsBeforeYield = 1 << 14;
   int np_;
+  index_t chunk_cols_;
   std::vector<Tile> tiles_;
   std::vector<Counter> groups_;  // chunks finished over all steps, per row group
   std::vector<index_t> group_chunks_;  // chunks per step, per row group
