@@ -156,10 +156,11 @@ grads = [g for g in ak.gru_backward(gy, None, gru_cache) + ak.rnn_backward(gy, N
 # of 152 and 304: rows beyond the block fills' 16 cached masks, for AVX2 only and for
 # both), grad_x as a forward on them, and the packed grad_weight (grad_y packed by
 # AVX-512 transposes with it, by AVX2 ones with avx2; by taps for 8 channels and more,
-# else from the bands)
+# else from the bands); at depths 216 and 360 the AVX2 tap forward runs its depth in 2 and
+# 3 pieces
 conv = []
 for s, g, width, ch in ((1, 1, 11, 6), (2, 2, 11, 6), (1, 1, 16, 8), (1, 1, 152, 6),
-                        (1, 1, 304, 6)):
+                        (1, 1, 304, 6), (1, 1, 11, 24), (1, 1, 16, 40)):
     cx = rng.standard_normal((5, ch, 13, width)).astype(np.float32)
     cw = rng.standard_normal((40, ch // g, 3, 3)).astype(np.float32)
     cy = ak.conv2d_forward(cx, cw, rng.standard_normal(40).astype(np.float32), stride=s,

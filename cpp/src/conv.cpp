@@ -971,6 +971,14 @@ bool tap_forward_applies(const Conv2dGeom& g) {
           5 * Cog >= 4 * ceil_div(Cog, kPackedPanel) * kPackedPanel);
 }
 
+// Pieces the tap-class forward cuts a class's depth K into: with the AVX2 kernel, K from
+// kConvTapSplitDepthAvx2 on in pieces of at most kConvTapPieceDepthAvx2 (tuning.h).
+index_t tap_depth_pieces(index_t K) {
+  if (K < kConvTapSplitDepthAvx2 || std::strcmp(gemm_packed_isa(), "avx2") != 0)
+    return 1;
+  return ceil_div(K, kConvTapPieceDepthAvx2);
+}
+
 // Scratch floats per thread of the tap-class forward: the stage and two tables of a unit.
 index_t tap_forward_elems(const Conv2dGeom& g, int threads) {
   const TapUnits tu(g, threads);
@@ -1019,13 +1027,19 @@ void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
               arows[m] = j * g.C * plane + cl.first_tap(g, oh, ow);
               crows[m] = (j * pos + (oh - oh0) * g.W_out + ow) * tp.ldst;
             }
+        const index_t pieces = tap_depth_pieces(cl.K);
         for (index_t gi = 0; gi < g.groups; ++gi)
           for (index_t p = 0; p < panels; ++p) {
             const index_t co = gi * Cog + p * kPackedPanel;
-            gemm_gathered(m, std::min(kPackedPanel, Cog - p * kPackedPanel), cl.K,
-                          ximages + gi * Cg * plane, arows,
-                          wp.data() + gi * wgroup + p * kPackedPanel * Kg, cl.taps.data(),
-                          bias ? bias + co : nullptr, false, stage + co, crows);
+            // the depth in pieces, each continuing the chains of the one before
+            for (index_t q = 0; q < pieces; ++q) {
+              const index_t k0 = cl.K * q / pieces, k1 = cl.K * (q + 1) / pieces;
+              gemm_gathered(m, std::min(kPackedPanel, Cog - p * kPackedPanel), k1 - k0,
+                            ximages + gi * Cg * plane, arows,
+                            wp.data() + gi * wgroup + p * kPackedPanel * Kg,
+                            cl.taps.data() + 2 * k0, bias && q == 0 ? bias + co : nullptr,
+                            q > 0, stage + co, crows);
+            }
           }
       }
       for (index_t j = 0; j < ni; ++j)

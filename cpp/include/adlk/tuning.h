@@ -74,6 +74,14 @@ constexpr index_t kConvTapMinDepth = 32;
 // 64x64x16x16, 16x64x56x56), 1152 1.05x; grad_weight 0.86x (64x32x14x14), 0.98x
 // (32x32x28x28), 1.05x (32x64x32x32).
 constexpr index_t kConvTapMaxDepthAvx2 = 384;
+// The AVX2 kernel's tap-class forward runs a depth K of at least kConvTapSplitDepthAvx2 in
+// ceil(K / kConvTapPieceDepthAvx2) equal pieces, each continuing the chains of the one
+// before (the same bits): a piece's half panel (64 B a k) then stays in L1 while the
+// class's positions pass. Forward time with 2 threads (AMD EPYC held to AVX2, 2026-12-07,
+// interleaved in one process): 64x24x14x14 3x3 (K 216, 2 pieces) 0.93x, 64x32x14x14
+// (288, 2) 0.955x, 64x40x14x14 (360, 3) 0.97x, 32x32x28x28 -> 128 (288) 0.97x; pieces
+// of 72 at K 144-147 cost 1.03x, and the AVX-512 kernel (128 B a k) gained nothing.
+constexpr index_t kConvTapSplitDepthAvx2 = 192, kConvTapPieceDepthAvx2 = 144;
 // Bytes of the tap-class forward's staged output block (positions x output channels) per
 // thread, transposed into y at the end of the block: about half a core's L2.
 constexpr std::size_t kConvTapStageBytes = std::size_t(256) << 10;
