@@ -238,11 +238,16 @@ void column_sums(int p, int np, index_t R, index_t N, const T* G, index_t ldg, T
 // (c_prev, c_next: row stride H), h = o * tanh(c) (row stride ldh). Every pointer starts
 // at the tile's first row and unit. pre and act may be the same memory (each element is
 // read before it is written).
-template <typename T>
-ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t nr, index_t nc, index_t H, const T* pre,
-                                           index_t ldp, index_t gsp, const T* bias, T* act,
-                                           index_t lda, const T* c_prev, T* c_next, T* h_next,
-                                           index_t ldh) {
+//
+// The loops run on a chunk's columns; FixedCols (non-zero) is their count known at
+// compile time, the float sequences' chunk width, whose loop the compiler then unrolls
+// whole, without the masked remainder of a run-time count (the pointwise passes took
+// 15% of the T=50, B=64, H=256 forward: -2.5% forward, -3% backward time).
+template <typename T, index_t FixedCols>
+ADLK_ALWAYS_INLINE void lstm_step_rows(
+    index_t nr, index_t nc_any, index_t H, const T* pre, index_t ldp, index_t gsp,
+    const T* bias, T* act, index_t lda, const T* c_prev, T* c_next, T* h_next, index_t ldh) {
+  const index_t nc = FixedCols ? FixedCols : nc_any;
   for (index_t r = 0; r < nr; ++r) {
     const T* p = pre + r * ldp;
     T* a = act + r * lda;
@@ -267,33 +272,59 @@ ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t nr, index_t nc, index_t H, co
   }
 }
 
+template <typename T>
+ADLK_MULTIVERSION_WIDE void lstm_step_tile(index_t nr, index_t nc, index_t H, const T* pre,
+                                           index_t ldp, index_t gsp, const T* bias, T* act,
+                                           index_t lda, const T* c_prev, T* c_next, T* h_next,
+                                           index_t ldh) {
+  if (nc == kPackedPanel)
+    lstm_step_rows<T, kPackedPanel>(nr, nc, H, pre, ldp, gsp, bias, act, lda, c_prev, c_next,
+                                    h_next, ldh);
+  else
+    lstm_step_rows<T, 0>(nr, nc, H, pre, ldp, gsp, bias, act, lda, c_prev, c_next, h_next, ldh);
+}
+
 // Backward of one LSTM step on a tile. dh (in: gradient reaching h_t from step t+1, plus
 // grad_y[t] if given) and dc (in: from step t+1; out: to c_{t-1}); dG (row stride 4H)
 // receives the pre-activation gradients.
+template <typename T, bool HasGradY, index_t FixedCols>
+ADLK_ALWAYS_INLINE void lstm_step_backward_rows(
+    index_t r0, index_t r1, index_t j0, index_t j1, index_t H, const T* gates,
+    const T* c_prev, const T* c_cur, const T* grad_y, index_t ldgy, const T* dh, T* dc,
+    T* dG) {
+  const index_t nc = FixedCols ? FixedCols : j1 - j0;
+  for (index_t r = r0; r < r1; ++r) {
+    const T* __restrict gi = gates + r * 4 * H + j0;
+    const T* __restrict gf = gi + H;
+    const T* __restrict gg = gi + 2 * H;
+    const T* __restrict go = gi + 3 * H;
+    const T* __restrict cp = c_prev + r * H + j0;
+    const T* __restrict cc = c_cur + r * H + j0;
+    const T* __restrict gy = HasGradY ? grad_y + r * ldgy + j0 : nullptr;
+    const T* __restrict dhr = dh + r * H + j0;
+    T* __restrict dcr = dc + r * H + j0;
+    T* __restrict di = dG + r * 4 * H + j0;
+    T* __restrict df = di + H;
+    T* __restrict dg = di + 2 * H;
+    T* __restrict d_o = di + 3 * H;
+#pragma omp simd
+    for (index_t j = 0; j < nc; ++j)
+      cell::lstm_step_grad(gi[j], gf[j], gg[j], go[j], cp[j], cc[j], HasGradY ? dhr[j] + gy[j] : dhr[j],
+                           dcr[j], di[j], df[j], dg[j], d_o[j]);
+  }
+}
+
 template <typename T, bool HasGradY>
 ADLK_MULTIVERSION_WIDE void
 lstm_step_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H, const T* gates,
                         const T* c_prev, const T* c_cur, const T* grad_y, index_t ldgy, const T* dh,
                         T* dc, T* dG) {
-  for (index_t r = r0; r < r1; ++r) {
-    const T* __restrict gi = gates + r * 4 * H;
-    const T* __restrict gf = gi + H;
-    const T* __restrict gg = gi + 2 * H;
-    const T* __restrict go = gi + 3 * H;
-    const T* __restrict cp = c_prev + r * H;
-    const T* __restrict cc = c_cur + r * H;
-    const T* __restrict gy = HasGradY ? grad_y + r * ldgy : nullptr;
-    const T* __restrict dhr = dh + r * H;
-    T* __restrict dcr = dc + r * H;
-    T* __restrict di = dG + r * 4 * H;
-    T* __restrict df = di + H;
-    T* __restrict dg = di + 2 * H;
-    T* __restrict d_o = di + 3 * H;
-#pragma omp simd
-    for (index_t j = j0; j < j1; ++j)
-      cell::lstm_step_grad(gi[j], gf[j], gg[j], go[j], cp[j], cc[j], HasGradY ? dhr[j] + gy[j] : dhr[j],
-                           dcr[j], di[j], df[j], dg[j], d_o[j]);
-  }
+  if (j1 - j0 == kPackedPanel)  // the float chunk width (see lstm_step_tile)
+    lstm_step_backward_rows<T, HasGradY, kPackedPanel>(r0, r1, j0, j1, H, gates, c_prev, c_cur,
+                                                       grad_y, ldgy, dh, dc, dG);
+  else
+    lstm_step_backward_rows<T, HasGradY, 0>(r0, r1, j0, j1, H, gates, c_prev, c_cur, grad_y,
+                                            ldgy, dh, dc, dG);
 }
 
 // GRU step on a tile: the input projections in gi_all (row stride 3H) become r, z, n.
