@@ -755,6 +755,9 @@ void unstage_panel(const float* stage, const Conv2dGeom& g, index_t q0, int nc,
   });
 }
 
+// Whole panels of one image the panel forward multiplies in one call.
+constexpr index_t kPanelsPerCall = 4;
+
 void conv2d_forward_panels(const float* x, const float* weight, const float* bias,
                            const Conv2dGeom& g, float* y) {
   const ShiftedBands sb(g);
@@ -804,12 +807,21 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         const index_t n0 = q0 / L, pos0 = q0 % L;
         const bool direct = pos0 + nc <= L;
         if (direct) {  // one image: the panel is read from its bands in place, into y
+          // with the whole panels after it in the image and the chunk, up to
+          // kPanelsPerCall (the AVX2 kernel keeps a weight tile in L1 across them)
+          index_t run = 1;
+          while (run < kPanelsPerCall && p + run < p_end &&
+                 pos0 + (run + 1) * kPackedPanel <= L &&
+                 q0 + (run + 1) * kPackedPanel <= columns)
+            ++run;
           load_bands(n0);
           float* yp = y + n0 * g.C_out * L + pos0;
           for (index_t gi = 0; gi < g.groups; ++gi)
-            gemm_rows_row_bias(Cog, nc, Kg, weight + gi * Cog * Kg, Kg, bands + pos0,
+            gemm_rows_row_bias(Cog, run > 1 ? run * kPackedPanel : nc, Kg,
+                               weight + gi * Cog * Kg, Kg, bands + pos0,
                                band_rows.data() + gi * Kg, bias ? bias + gi * Cog : nullptr,
                                yp + gi * Cog * L, L);
+          p += run - 1;
           continue;
         }
         // Across images: the panel's columns copied, image by image, then through the

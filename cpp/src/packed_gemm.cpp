@@ -141,6 +141,15 @@ void rows_of_tiles_balanced(index_t M, const Src& s1, const Src& s2, bool accumu
   rows_of_tiles<Tile, MR - 1>(M - j, s1.at(j, 0), s2.at(j, 0), accumulate, d.at(j, 0), nc);
 }
 
+// Tile::run<R> for a tile of r rows (1 <= r <= MR), R chosen at run time.
+template <typename Tile, int MR>
+void run_tile(int r, const Src& s1, const Src& s2, bool accumulate, const Dst& d, int nc) {
+  if constexpr (MR > 0) {
+    if (r == MR) return Tile::template run<MR>(s1, s2, accumulate, d, nc);
+    run_tile<Tile, MR - 1>(r, s1, s2, accumulate, d, nc);
+  }
+}
+
 // Runs fn(a, b, accumulate) over the depth of one panel in chunks: at most kDepthChunk k
 // of the two products together per call, so that the chunk of the panel (128 KiB) stays
 // in L2 while all rows pass. Each chunk continues the elements' chains from C (accumulate
@@ -381,8 +390,38 @@ Src half_panel(const Src& s, int half) {
   return {s.K, s.A, s.lda, s.Wp + half, s.rows, s.arows, s.taps};
 }
 
+// Panels read in place (a convolution's bands, several panels a call): row tiles outer,
+// so that a tile of A (the weight: 6 rows of the depth) stays in L1 while it passes all
+// the half panels, which come from L2 either way (576 x 64 B each on a 64-channel 3x3
+// layer). The rows of tiles as rows_of_tiles_balanced cuts them. 32x64x32x32 3x3 forward
+// (4 panels a call) -3%, backward -1.5%.
+void gemm_avx2_tiles_outer(index_t M, index_t N, const Src& s1, const Src& s2,
+                           bool accumulate, const Dst& d) {
+  const index_t r = M % kMrAvx2;
+  // the full tiles before the last one that a short remainder joins (as 4 + the rest)
+  const index_t full_end = M >= kMrAvx2 && r != 0 && r < 4 ? M - kMrAvx2 - r : M - r;
+  const auto tile_row = [&](index_t i, int rows) {
+    for (index_t n0 = 0; n0 < N; n0 += NR) {
+      const int nc = panel_cols(N, n0);
+      for (int half = 0; half < 2 && 16 * half < nc; ++half)
+        run_tile<Avx2Tile, kMrAvx2>(rows, half_panel(s1.at(i, n0), 16 * half),
+                                    half_panel(s2.at(i, n0), 16 * half), accumulate,
+                                    d.at(i, n0 + 16 * half), std::min(16, nc - 16 * half));
+    }
+  };
+  index_t i = 0;
+  for (; i < full_end; i += kMrAvx2) tile_row(i, kMrAvx2);
+  if (M - i > kMrAvx2) {
+    tile_row(i, 4);
+    i += 4;
+  }
+  if (i < M) tile_row(i, int(M - i));
+}
+
 void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumulate,
                const Dst& d) {
+  if (s1.rows && N > NR && s1.K + s2.K <= 2 * kDepthChunk)
+    return gemm_avx2_tiles_outer(M, N, s1, s2, accumulate, d);
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
@@ -740,7 +779,6 @@ void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const in
 void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                         const float* base, const index_t* rows, const float* bias, float* C,
                         index_t ldc) {
-  check(N <= NR, "gemm_rows_row_bias: N must be <= kPackedPanel");
   if (M <= 0 || N <= 0) return;
   kernel().fn(M, N, {K, A, lda, base, rows}, {}, false, {C, ldc, nullptr, bias});
 }

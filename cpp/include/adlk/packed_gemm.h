@@ -64,11 +64,11 @@ void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index
 void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
                        const float* Wp, bool accumulate, float* C, index_t ldc);
 
-// gemm_packed_row_bias (bias may be null: chains from 0) of one panel read in place, N <=
-// kPackedPanel: row k of the panel is the kPackedPanel floats at base + rows[k], all of them
-// readable (lanes from N on are read and ignored). The same bits as packing those rows
-// into a panel first; for operands whose rows already lie in memory as runs of
-// kPackedPanel floats (a convolution's shifted input bands).
+// gemm_packed_row_bias (bias may be null: chains from 0) of panels read in place: row k
+// of the panel of columns [n0, n0 + kPackedPanel) is the kPackedPanel floats at base + n0 +
+// rows[k], all of them readable (lanes from N on are read and ignored). The same bits as
+// packing those rows into panels first; for operands whose rows already lie in memory as
+// runs of floats (a convolution's shifted input bands).
 void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                         const float* base, const index_t* rows, const float* bias, float* C,
                         index_t ldc);
