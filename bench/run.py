@@ -25,15 +25,6 @@ ISA_ENV = {
              "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
              "OPENBLAS_CORETYPE": "Haswell"},
 }
-# What the switches do not reach: adlkernels' recurrent gate loops are compiled as clones
-# (x86-64-v4/v3/baseline) that the loader picks by the CPU alone.
-ISA_CAVEAT = {
-    "avx2": "Not held by the switches: adlkernels' recurrent gate loops, target clones the "
-            "loader picks by the CPU, run their AVX-512 clone (with the AVX2 clone, measured "
-            "by linking it in: the T=50 LSTM sequence's forward 1.056x and backward 1.025x "
-            "the time, the same bits).",
-}
-
 
 def _requested_isa(argv) -> str:
     for i, a in enumerate(argv):
@@ -233,8 +224,7 @@ def main(argv=None) -> int:
             f"scipy-openblas32, {100 * peak['gflops'] / fma['gflops']:.0f}% of peak), "
             f"copy {bw['gbps_read_write']:.1f} GB/s (read+write); {load_txt}. "
             f"Heap: {heap}; page faults per timed call, worst case: {faults_txt}. "
-            f"Raw data: `{rel}`."
-            + (" " + ISA_CAVEAT[args.isa] if args.isa in ISA_CAVEAT else "") + "\n\n"
+            f"Raw data: `{rel}`.\n\n"
             + (res.notes.strip() + "\n\n" if res.notes else "") + res.markdown
         )
         if args.quick:  # a smoke run's noisy numbers never replace a full run's summary

@@ -14,21 +14,18 @@
 
 // Portability of the few compiler extensions the kernels use.
 // ADLK_MULTIVERSION: compile a function for baseline x86-64 and for AVX2 (x86-64-v3),
-// picked once at load time (GCC on x86-64 with ifunc support; elsewhere a plain function).
-// Not under ThreadSanitizer, whose instrumented ifunc resolvers would run before its
-// runtime is initialized.
+// picked once at load time (GCC on x86-64 with ifunc support, ADLK_TARGET_CLONES 1;
+// elsewhere a plain function). Not under ThreadSanitizer, whose instrumented ifunc
+// resolvers would run before its runtime is initialized. (The recurrent gate loops add an
+// AVX-512 build of their own, chosen with the GEMM kernel: rnn.cpp, gate_loop.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(__SANITIZE_THREAD__)
+#define ADLK_TARGET_CLONES 1
 #define ADLK_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define ADLK_MULTIVERSION_WIDE \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
+#define ADLK_TARGET_CLONES 0
 #define ADLK_MULTIVERSION
-#define ADLK_MULTIVERSION_WIDE
 #endif
-// ADLK_MULTIVERSION_WIDE adds an AVX-512 (x86-64-v4) clone: twice the lanes for the
-// transcendental-heavy recurrent gate loops. Only for loops that are elementwise (no sum
-// across lanes), where the v4 and v3 clones compute every element the same way.
 // ADLK_KEEP_LOOPS: keep short copy loops as loops (GCC would turn them into memcpy calls,
 // whose call overhead exceeds the work for short rows).
 #if defined(__GNUC__) && !defined(__clang__)
