@@ -308,9 +308,9 @@ ADLK_ALWAYS_INLINE void lstm_step_rows(
 
 template <typename T>
 ADLK_ALWAYS_INLINE void lstm_step_tile(index_t nr, index_t nc, index_t H, const T* pre,
-                                           index_t ldp, index_t gsp, const T* bias, T* act,
-                                           index_t lda, const T* c_prev, T* c_next, T* h_next,
-                                           index_t ldh) {
+                                       index_t ldp, index_t gsp, const T* bias, T* act,
+                                       index_t lda, const T* c_prev, T* c_next, T* h_next,
+                                       index_t ldh) {
   if (nc == kPackedPanel)
     lstm_step_rows<T, kPackedPanel>(nr, nc, H, pre, ldp, gsp, bias, act, lda, c_prev, c_next,
                                     h_next, ldh);
@@ -369,10 +369,10 @@ lstm_step_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t 
 // stride H) keeps W_hn h + b_hn; h_next has row stride ldo.
 template <typename T>
 ADLK_ALWAYS_INLINE void gru_step_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                          index_t H, const T* bias_i, const T* bias_h,
-                                          T* gi_all, const T* gh, index_t ldgh, index_t gs,
-                                          const T* h, index_t ldh, T* hn_out, T* h_next,
-                                          index_t ldo) {
+                                      index_t H, const T* bias_i, const T* bias_h,
+                                      T* gi_all, const T* gh, index_t ldgh, index_t gs,
+                                      const T* h, index_t ldh, T* hn_out, T* h_next,
+                                      index_t ldo) {
   for (index_t r = r0; r < r1; ++r) {
     T* __restrict gr = gi_all + r * 3 * H;
     T* __restrict gz = gr + H;
@@ -462,7 +462,7 @@ gru_seq_backward_tile(index_t r0, index_t r1, index_t j0, index_t j1, index_t H,
 // tanh or relu in place on a tile of a (row stride ld), after adding bias (H) where given.
 template <typename T>
 ADLK_ALWAYS_INLINE void rnn_act_tile(index_t r0, index_t r1, index_t j0, index_t j1,
-                                         index_t ld, bool relu, const T* bias, T* a) {
+                                     index_t ld, bool relu, const T* bias, T* a) {
   for (index_t r = r0; r < r1; ++r) {
     T* __restrict v = a + r * ld;
     if (bias) {
@@ -922,15 +922,15 @@ void lstm_forward(const SeqGeom& g, const T* x, const T* h0, const T* c0, const 
                            p_hh + k * hh_gate + j0 * H, false, pre + k * kPackedPanel,
                            kPreStride);
             gate_loop<&lstm_step_tile<T>>(nr, nc, H, pre, kPreStride, kPackedPanel, bias_j,
-                              gt + r0 * G4 + j0, G4, cp + r0 * H + j0, ct + r0 * H + j0,
-                              yt + r0 * g.ldy + j0, g.ldy);
+                                          gt + r0 * G4 + j0, G4, cp + r0 * H + j0, ct + r0 * H + j0,
+                                          yt + r0 * g.ldy + j0, g.ldy);
           }
         } else {
           gate_gemm<T>(4, H, tr, tc, H, hp, ldh, w_hh, T(1), gt, G4);
           T* gtile = gt + tr.begin * G4 + j0;
           gate_loop<&lstm_step_tile<T>>(tr.size(), nc, H, gtile, G4, H, bias_j, gtile, G4,
-                            cp + tr.begin * H + j0, ct + tr.begin * H + j0,
-                            yt + tr.begin * g.ldy + j0, g.ldy);
+                                        cp + tr.begin * H + j0, ct + tr.begin * H + j0,
+                                        yt + tr.begin * g.ldy + j0, g.ldy);
         }
       });
     }
@@ -989,12 +989,12 @@ void lstm_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* gra
     T* dGt = dG + t * B * G4;
     if (grad_y)
       gate_loop<&lstm_step_backward_tile<T, true>>(tr.begin, tr.end, tc.begin, tc.end, H,
-                                       gates + t * B * G4, cp, cells + t * B * H,
-                                       grad_y + t * B * ldgy, ldgy, dh, dc, dGt);
+                                                   gates + t * B * G4, cp, cells + t * B * H,
+                                                   grad_y + t * B * ldgy, ldgy, dh, dc, dGt);
     else
       gate_loop<&lstm_step_backward_tile<T, false>>(tr.begin, tr.end, tc.begin, tc.end, H,
-                                        gates + t * B * G4, cp, cells + t * B * H, nullptr, 0,
-                                        dh, dc, dGt);
+                                                    gates + t * B * G4, cp, cells + t * B * H,
+                                                    nullptr, 0, dh, dc, dGt);
   };
 #pragma omp parallel num_threads(nt)
   {
@@ -1112,8 +1112,8 @@ void gru_forward(const SeqGeom& g, const T* x, const T* h0, const T* w_ih, const
           gemm<T>(false, true, tr.size(), 3 * n, H, T(1), hp + tr.begin * ldh, ldh,
                   W + 3 * c0 * H, H, T(0), gh + tr.begin * G3 + 3 * c0, G3);
         gate_loop<&gru_step_tile<T>>(tr.begin, tr.end, tc.begin, tc.end, H, bias_i, bias_h,
-                         gates + t * B * G3, gh + 2 * c0, G3, n, hp, ldh, hn + t * B * H,
-                         y + t * B * g.ldy, g.ldy);
+                                     gates + t * B * G3, gh + 2 * c0, G3, n, hp, ldh,
+                                     hn + t * B * H, y + t * B * g.ldy, g.ldy);
       }
 #pragma omp barrier
     }
@@ -1173,13 +1173,13 @@ void gru_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
         Span tr, tc;
         tiles.tile(i, tr, tc);
         if (grad_y)
-          gate_loop<&gru_seq_backward_tile<T, true>>(tr.begin, tr.end, tc.begin, tc.end, H, gates + t * B * G3,
-                                         hn + t * B * H, hp, ldh, grad_y + t * B * ldgy, ldgy,
-                                         dh, dgi_t, dgh_t);
+          gate_loop<&gru_seq_backward_tile<T, true>>(tr.begin, tr.end, tc.begin, tc.end, H,
+                                                     gates + t * B * G3, hn + t * B * H, hp, ldh,
+                                                     grad_y + t * B * ldgy, ldgy, dh, dgi_t, dgh_t);
         else
           gate_loop<&gru_seq_backward_tile<T, false>>(tr.begin, tr.end, tc.begin, tc.end, H,
-                                          gates + t * B * G3, hn + t * B * H, hp, ldh, nullptr,
-                                          0, dh, dgi_t, dgh_t);
+                                                      gates + t * B * G3, hn + t * B * H, hp, ldh,
+                                                      nullptr, 0, dh, dgi_t, dgh_t);
       }
 #pragma omp barrier
       // dh[tile] += dGh_t[tile rows, :] @ w_hh[:, tile cols] (onto the direct part d * z)
@@ -1296,11 +1296,12 @@ void rnn_backward(const SeqGeom& g, const T* grad_y, index_t ldgy, const T* grad
         tiles.tile(i, tr, tc);
         if (grad_y)
           gate_loop<&rnn_seq_backward_tile<T, true>>(tr.begin, tr.end, tc.begin, tc.end, H, relu,
-                                         y + t * B * g.ldy, g.ldy, grad_y + t * B * ldgy, ldgy,
-                                         dh, da_t);
+                                                     y + t * B * g.ldy, g.ldy,
+                                                     grad_y + t * B * ldgy, ldgy, dh, da_t);
         else
           gate_loop<&rnn_seq_backward_tile<T, false>>(tr.begin, tr.end, tc.begin, tc.end, H, relu,
-                                          y + t * B * g.ldy, g.ldy, nullptr, 0, dh, da_t);
+                                                      y + t * B * g.ldy, g.ldy, nullptr, 0, dh,
+                                                      da_t);
       }
 #pragma omp barrier
       for (int i = p; i < tiles.count(); i += np) rgrad.apply(i, da_t, false, dh);
@@ -1336,8 +1337,8 @@ void gru_cell_forward(const CellGeom& g, const T* x, const T* h, const T* w_ih, 
       gate_gemm<T>(3, H, tr, tc, I, x, I, w_ih, beta_i, gates, G3);
       const T beta_h = fill_gate_bias<T>(3, H, tr, tc, b_hh, nullptr, gh, G3);
       gate_gemm<T>(3, H, tr, tc, H, h, H, w_hh, beta_h, gh, G3);
-      gate_loop<&gru_step_tile<T>>(tr.begin, tr.end, tc.begin, tc.end, H, nullptr, nullptr, gates, gh, G3,
-                       H, h, H, hn, h_next, H);
+      gate_loop<&gru_step_tile<T>>(tr.begin, tr.end, tc.begin, tc.end, H, nullptr, nullptr, gates,
+                                   gh, G3, H, h, H, hn, h_next, H);
     }
   }
 }
@@ -1357,8 +1358,8 @@ void gru_cell_backward(const CellGeom& g, const T* grad_h_next, const T* x, cons
     const TileGrid grid(B, H, np);
     Span tr, tc;
     if (grid.tile(p, tr, tc))
-      gate_loop<&gru_backward_tile<T>>(tr.begin, tr.end, tc.begin, tc.end, H, gates, hn, h, grad_h_next, dgi,
-                           dgh, grad_h);
+      gate_loop<&gru_backward_tile<T>>(tr.begin, tr.end, tc.begin, tc.end, H, gates, hn, h,
+                                       grad_h_next, dgi, dgh, grad_h);
 #pragma omp barrier
     rows_gemm<T>(p, np, B, I, G3, dgi, G3, w_ih, I, T(0), grad_x, I);
     rows_gemm<T>(p, np, B, H, G3, dgh, G3, w_hh, H, T(1), grad_h, H);
