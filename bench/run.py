@@ -26,6 +26,7 @@ ISA_ENV = {
              "OPENBLAS_CORETYPE": "Haswell"},
 }
 
+
 def _requested_isa(argv) -> str:
     for i, a in enumerate(argv):
         if a == "--isa" and i + 1 < len(argv):
