@@ -372,9 +372,9 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
 // ---- float32 forward on the packed-weight kernel ---------------------------------------
 //
 // The output positions of the whole batch, flattened as (image, oh, ow), are cut into
-// panels of kPackedPanel columns. A thread writes a panel's columns straight into the
-// packed layout (adlk/packed_gemm.h: k-major rows of 32) and multiplies the weight, read
-// in place, by it, the bias fused into the kernel's output tile. That is one pass over the
+// panels of kPackedPanel columns. A thread writes a panel's columns straight into rows of
+// 32 (or reads them from the bands in place) and multiplies the weight, read in place, by
+// them (gemm_rows_row_bias), the bias fused into the kernel's output tile. That is one pass over the
 // columns where im2col + BLAS take three (write them, read them to pack, read the packing),
 // and a panel runs on from one image into the next, so no lanes idle at the end of an
 // image whose output size is not a multiple of 32. Each output element is one fused
@@ -776,6 +776,9 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
   for (index_t c = 0; c < g.C; ++c)
     for (index_t t = 0; t < kk; ++t)
       band_rows[std::size_t(c * kk + t)] = c * sb.per_channel + sb.taps[std::size_t(t)];
+  // A panel across images is copied into P, rows of 32 floats, and read in place too.
+  std::vector<index_t> copied_rows(static_cast<std::size_t>(Kg));
+  for (index_t k = 0; k < Kg; ++k) copied_rows[std::size_t(k)] = k * kPackedPanel;
   RegionScratch rs;
 #pragma omp parallel num_threads(team)
   {
@@ -833,9 +836,9 @@ void conv2d_forward_panels(const float* x, const float* weight, const float* bia
         });
         for (index_t gi = 0; gi < g.groups; ++gi) {
           const float* wg = weight + gi * Cog * Kg;
-          const float* Pg = P + gi * Kg * kPackedPanel;
-          gemm_packed_row_bias(Cog, nc, Kg, wg, Kg, Pg, bias ? bias + gi * Cog : nullptr,
-                               stage + gi * Cog * kPackedPanel, kPackedPanel);
+          gemm_rows_row_bias(Cog, nc, Kg, wg, Kg, P + gi * Kg * kPackedPanel,
+                             copied_rows.data(), bias ? bias + gi * Cog : nullptr,
+                             stage + gi * Cog * kPackedPanel, kPackedPanel);
         }
         unstage_panel(stage, g, q0, nc, L, y);
       }
@@ -932,7 +935,7 @@ std::vector<TapClass> tap_classes(const Conv2dGeom& g) {
         for (index_t kh = r.lo; kh < r.hi; ++kh)
           for (index_t kw = c.lo; kw < c.hi; ++kw) {
             cl.taps.push_back(ci * g.H * g.W + (kh - r.lo) * g.dH * g.W + (kw - c.lo) * g.dW);
-            cl.taps.push_back(((ci * g.kH + kh) * g.kW + kw) * kPackedPanel);
+            cl.taps.push_back(((ci * g.kH + kh) * g.kW + kw) * packed_row_stride());
           }
       classes.push_back(std::move(cl));
     }
@@ -1048,7 +1051,7 @@ void conv2d_forward_taps(const float* x, const float* weight, const float* bias,
               const index_t k0 = cl.K * q / pieces, k1 = cl.K * (q + 1) / pieces;
               gemm_gathered(m, std::min(kPackedPanel, Cog - p * kPackedPanel), k1 - k0,
                             ximages + gi * Cg * plane, arows,
-                            wp.data() + gi * wgroup + p * kPackedPanel * Kg,
+                            wp.data() + gi * wgroup + p * kPackedPanel * Kg, Kg,
                             cl.taps.data() + 2 * k0, bias && q == 0 ? bias + co : nullptr,
                             q > 0, stage + co, crows);
             }
@@ -1232,14 +1235,11 @@ void conv2d_backward_weight_packed(const float* x, const float* dy, const Conv2d
           const bool accumulate = n > 0 || oh0 > 0;
           for (index_t r = sh.r0; r < sh.r1;) {  // the share's rows, group by group
             const index_t gi = r / Kg, r_end = std::min(sh.r1, (gi + 1) * Kg);
-            const float* Wp =
-                packed + (j * g.groups + gi) * wp.packed_group + oh0 * g.W_out * kPackedPanel;
-            // One panel of output channels per call: the call's depth is the block's Lb
-            // positions, not the L that the panels are laid out for.
-            for (index_t q0 = 0; q0 < Cog; q0 += kPackedPanel)
-              gemm_packed(r_end - r, std::min(kPackedPanel, Cog - q0), Lb,
-                          cols + (r - sh.c_lo * kk) * Lb, Lb, Wp + q0 * L, accumulate,
-                          dwT.data() + r * Cog + q0, Cog);
+            // the block's Lb positions: rows [oh0 * W_out, ...) of panels packed L deep
+            const float* Wp = packed + (j * g.groups + gi) * wp.packed_group +
+                              oh0 * g.W_out * packed_row_stride();
+            gemm_packed(r_end - r, Cog, Lb, cols + (r - sh.c_lo * kk) * Lb, Lb, Wp, accumulate,
+                        dwT.data() + r * Cog, Cog, L);
             r = r_end;
           }
         }
@@ -1307,7 +1307,7 @@ void conv2d_backward_weight_taps(const float* x, const float* dy, const Conv2dGe
       for (index_t oh = oh_lo; oh < oh_hi; ++oh)
         for (index_t ow = ow_lo; ow < ow_hi; ++ow) {
           tt.push_back((oh * g.sH + offh) * g.W + ow * g.sW + offw);
-          tt.push_back((oh * g.W_out + ow) * kPackedPanel);
+          tt.push_back((oh * g.W_out + ow) * packed_row_stride());
         }
     }
   // The calling thread's slot 2 holds the packed block (team members use slot 0).
@@ -1334,7 +1334,7 @@ void conv2d_backward_weight_taps(const float* x, const float* dy, const Conv2dGe
             const std::vector<index_t>& tt = taps[std::size_t(t)];
             gemm_gathered(ch.size(), std::min(kPackedPanel, Cog - q * kPackedPanel),
                           index_t(tt.size() / 2), x + (n0 + j) * ximg, arows,
-                          packed + j * wp.packed_image + q * kPackedPanel * L, tt.data(),
+                          packed + j * wp.packed_image + q * kPackedPanel * L, L, tt.data(),
                           nullptr, n0 + j > 0, dwT.data() + t * Cog + q * kPackedPanel, crows);
           }
       // the next block's packing overwrites `packed`

@@ -16,21 +16,26 @@ namespace adlk {
 
 namespace {
 
-constexpr index_t NR = kPackedPanel;
+constexpr index_t NR = kPackedPanel, NH = kPackedHalf;
 
 // How many columns of a panel starting at column n0 exist.
 inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(NR, N - n0)); }
 
 // ---- operands -----------------------------------------------------------------------------
 
+// Floats between rows k and k + 1 of a packed panel's half: NH where the kernel in use
+// keeps each half as a block (the AVX2 one), NR where the halves interleave.
+index_t row_stride();
+
 // One product of a sum C = A1 @ W1^T (+ A2 @ W2^T): A (rows, row stride lda), W's packed
-// panels, depth K (0: no such product). The kernels run an element's chain over the first
-// product's k, then the second's. `rows` (one panel read in place, N <= NR): row k of the
-// panel is the NR floats at Wp + rows[k] instead of Wp + k * NR. `arows` (first product
-// only): row i of A is the K floats at A + arows[i] instead of A + i * lda. `taps` (with
-// arows, first product only; one panel read in place): pairs (a_k, w_k), element k of row
-// i is A[arows[i] + a_k] and row k of the panel the NR floats at Wp + w_k (one table: a
-// kernel reading two ran out of registers, 7% slower).
+// panels (layout: packed_gemm.h; kp: the depth they were packed with, K or more when the
+// product reads a part of them), depth K (0: no such product). The kernels run an
+// element's chain over the first product's k, then the second's. `rows` (one panel read
+// in place, N <= NR): row k of the panel is the NR consecutive floats at Wp + rows[k].
+// `arows` (first product only): row i of A is the K floats at A + arows[i] instead of A +
+// i * lda. `taps` (with arows, first product only; one packed panel read at gathered
+// rows): pairs (a_k, w_k), element k of row i is A[arows[i] + a_k] and row k of the panel
+// starts at Wp + w_k (one table: a kernel reading two ran out of registers, 7% slower).
 struct Src {
   index_t K = 0;
   const float* A = nullptr;
@@ -39,17 +44,19 @@ struct Src {
   const index_t* rows = nullptr;
   const index_t* arows = nullptr;
   const index_t* taps = nullptr;
+  index_t kp = 0;
   // The same operand from row i on, at the panel of column n0 (an in-place panel: column
   // n0 of the one panel).
   Src at(index_t i, index_t n0) const {
-    return {K, arows ? A : A + i * lda, lda, rows || taps ? Wp + n0 : Wp + n0 * K, rows,
-            arows ? arows + i : nullptr, taps};
+    return {K,    arows ? A : A + i * lda,    lda,  rows || taps ? Wp + n0 : Wp + n0 * kp,
+            rows, arows ? arows + i : nullptr, taps, kp};
   }
   // Depth [k0, k1) of the operand.
   Src depth(index_t k0, index_t k1) const {
-    return {k1 - k0, taps ? A : A + k0, lda, rows || taps ? Wp : Wp + k0 * NR,
-            rows ? rows + k0 : nullptr, arows, taps ? taps + 2 * k0 : nullptr};
+    return {k1 - k0, taps ? A : A + k0, lda, rows || taps ? Wp : Wp + k0 * row_stride(),
+            rows ? rows + k0 : nullptr, arows, taps ? taps + 2 * k0 : nullptr, kp};
   }
+  // Row k (interleaved halves: the kernels other than AVX2).
   const float* row(index_t k) const { return rows ? Wp + rows[k] : Wp + k * NR; }
 };
 
@@ -111,7 +118,7 @@ void gemm_portable(index_t M, index_t N, const Src& s1, const Src& s2, bool accu
 
 // Rows of C in tiles of MR, the remainder in one tile of fewer rows. Tile::run<MR> is an
 // ISA's micro-kernel (an out-of-line call per tile: its k loop dwarfs the call). s1, s2
-// point at the panel in use (column offset `half` floats inside it for the AVX2 halves).
+// point at the panel in use (at one of its halves for the AVX2 kernel).
 template <typename Tile, int MR>
 void rows_of_tiles(index_t M, const Src& s1, const Src& s2, bool accumulate, const Dst& d,
                    int nc) {
@@ -211,7 +218,7 @@ ADLK_UNROLL_ROWS
                                            : s.Wp + k * NR;
     const index_t ka = Read == ARead::gather ? s.taps[2 * k] : k;
     const __m512 w0 = _mm512_loadu_ps(w);
-    const __m512 w1 = _mm512_loadu_ps(w + 16);
+    const __m512 w1 = _mm512_loadu_ps(w + NH);
 ADLK_UNROLL_ROWS
     for (int i = 0; i < MR; ++i) {
       const __m512 a = _mm512_set1_ps(Read != ARead::strided ? ar[i][ka] : s.A[i * s.lda + k]);
@@ -300,7 +307,7 @@ ADLK_UNROLL_ROWS
   for (index_t k = 0; k < s.K; ++k) {
     const float* w = Read == ARead::gather ? s.Wp + s.taps[2 * k + 1]
                      : InPlace             ? s.Wp + s.rows[k]
-                                           : s.Wp + k * NR;
+                                           : s.Wp + k * NH;
     const index_t ka = Read == ARead::gather ? s.taps[2 * k] : k;
     if (InPlace && k + kInPlacePrefetchRowsAvx2 < s.K)
       _mm_prefetch(reinterpret_cast<const char*>(s.Wp + s.rows[k + kInPlacePrefetchRowsAvx2]),
@@ -385,10 +392,12 @@ struct Avx2Tile {
   }
 };
 
-// The half panel at column offset `half` inside each panel (Wp stays the panel's start
-// plus the offset; the panel row stride is still NR).
+// The second half of each panel where `half` is 1: 16 lanes on in a panel read in place,
+// the second block of kp rows of 16 in a packed one (at(), depth() and the kernel's row
+// reads then work unchanged inside it).
 Src half_panel(const Src& s, int half) {
-  return {s.K, s.A, s.lda, s.Wp + half, s.rows, s.arows, s.taps};
+  const index_t offset = s.rows ? NH : s.kp * NH;
+  return {s.K, s.A, s.lda, s.Wp + half * offset, s.rows, s.arows, s.taps, s.kp};
 }
 
 // Panels read in place (a convolution's bands, several panels a call): row tiles outer,
@@ -401,8 +410,8 @@ void gemm_avx2_tiles_outer(index_t M, index_t N, const Src& s1, const Src& s2,
     for (index_t n0 = 0; n0 < N; n0 += NR) {
       const int nc = panel_cols(N, n0);
       for (int half = 0; half < 2 && 16 * half < nc; ++half)
-        run_tile<Avx2Tile, kMrAvx2>(rows, half_panel(s1.at(i, n0), 16 * half),
-                                    half_panel(s2.at(i, n0), 16 * half), accumulate,
+        run_tile<Avx2Tile, kMrAvx2>(rows, half_panel(s1.at(i, n0), half),
+                                    half_panel(s2.at(i, n0), half), accumulate,
                                     d.at(i, n0 + 16 * half), std::min(16, nc - 16 * half));
     }
   });
@@ -415,8 +424,8 @@ void gemm_avx2(index_t M, index_t N, const Src& s1, const Src& s2, bool accumula
   for (index_t n0 = 0; n0 < N; n0 += NR) {
     const int nc = panel_cols(N, n0);
     for (int half = 0; half < 2 && 16 * half < nc; ++half)
-      for_each_depth_chunk(half_panel(s1.at(0, n0), 16 * half),
-                           half_panel(s2.at(0, n0), 16 * half), accumulate,
+      for_each_depth_chunk(half_panel(s1.at(0, n0), half), half_panel(s2.at(0, n0), half),
+                           accumulate,
                            [&](const Src& a, const Src& b, bool acc) {
                              const Dst dh = d.at(0, n0 + 16 * half);
                              const int nh = std::min(16, nc - 16 * half);
@@ -435,6 +444,7 @@ using GemmFn = void (*)(index_t, index_t, const Src&, const Src&, bool, const Ds
 struct Kernel {
   GemmFn fn;
   const char* isa;
+  bool halves_in_blocks;  // the packed layout it reads (packed_gemm.h)
 };
 
 // The widest kernel this CPU runs; ADLK_GEMM_ISA=avx2 or =portable asks for a narrower one
@@ -449,19 +459,21 @@ Kernel pick_kernel() {
   };
 #ifdef ADLK_PACKED_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && allowed("avx512")) return {gemm_avx512, "avx512"};
+  if (__builtin_cpu_supports("avx512f") && allowed("avx512")) return {gemm_avx512, "avx512", false};
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && allowed("avx2"))
-    return {gemm_avx2, "avx2"};
+    return {gemm_avx2, "avx2", true};
 #else
   (void)allowed;
 #endif
-  return {gemm_portable, "portable"};
+  return {gemm_portable, "portable", false};
 }
 
 const Kernel& kernel() {
   static const Kernel k = pick_kernel();
   return k;
 }
+
+index_t row_stride() { return kernel().halves_in_blocks ? NH : NR; }
 
 #ifdef ADLK_PACKED_X86
 // GCC 12's AVX-512 shuffle intrinsics start from _mm512_undefined_ps(), which its
@@ -713,30 +725,32 @@ void transpose_streaming(index_t rows, index_t cols, const float* src, index_t l
 }
 
 void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {
-  for (index_t n0 = 0; n0 < N; n0 += NR) {
-    float* P = dst + n0 * K;
-    const int nc = panel_cols(N, n0);
-    transpose(nc, K, W + n0 * ldw, ldw, P, NR);
-    for (index_t k = 0; k < K; ++k)
-      for (int j = nc; j < NR; ++j) P[k * NR + j] = 0.0f;
-  }
+  const index_t rs = row_stride();
+  for (index_t n0 = 0; n0 < N; n0 += NR)
+    for (index_t h = 0; h < 2; ++h) {  // columns n0 + 16h on, row k at P + k * rs
+      float* P = dst + n0 * K + h * (rs == NH ? NH * K : NH);
+      const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
+      transpose(nc, K, W + (n0 + h * NH) * ldw, ldw, P, rs);
+      for (index_t k = 0; k < K; ++k) std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
+    }
 }
 
 void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst) {
-  for (index_t n0 = 0; n0 < N; n0 += NR) {
-    float* P = dst + n0 * K;
-    const int nc = panel_cols(N, n0);
-    if (nc == NR) {  // whole panels: fixed-size copies the compiler inlines
-      for (index_t k = 0; k < K; ++k)
-        std::memcpy(P + k * NR, Wt + k * ldw + n0, sizeof(float) * NR);
-      continue;
+  const index_t rs = row_stride();
+  for (index_t n0 = 0; n0 < N; n0 += NR)
+    for (index_t h = 0; h < 2; ++h) {
+      float* P = dst + n0 * K + h * (rs == NH ? NH * K : NH);
+      const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
+      const float* src = Wt + n0 + h * NH;
+      if (nc == NH) {  // whole halves: fixed-size copies the compiler inlines
+        for (index_t k = 0; k < K; ++k) std::memcpy(P + k * rs, src + k * ldw, sizeof(float) * NH);
+        continue;
+      }
+      for (index_t k = 0; k < K; ++k) {
+        std::copy(src + k * ldw, src + k * ldw + nc, P + k * rs);
+        std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
+      }
     }
-    for (index_t k = 0; k < K; ++k) {
-      float* row = P + k * NR;
-      std::memcpy(row, Wt + k * ldw + n0, sizeof(float) * static_cast<std::size_t>(nc));
-      for (int j = nc; j < NR; ++j) row[j] = 0.0f;
-    }
-  }
 }
 
 void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index_t ldw,
@@ -752,21 +766,23 @@ void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index
 }
 
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
-                 bool accumulate, float* C, index_t ldc) {
+                 bool accumulate, float* C, index_t ldc, index_t panel_depth) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp}, {}, accumulate, {C, ldc});
+  kernel().fn(M, N, {K, A, lda, Wp, nullptr, nullptr, nullptr, panel_depth ? panel_depth : K}, {},
+              accumulate, {C, ldc});
 }
 
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
                           const float* Wp, const float* bias, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp}, {}, false, {C, ldc, nullptr, bias});
+  kernel().fn(M, N, {K, A, lda, Wp, nullptr, nullptr, nullptr, K}, {}, false,
+              {C, ldc, nullptr, bias});
 }
 
 void gemm_packed_arows(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
                        const float* Wp, bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows}, {}, accumulate, {C, ldc});
+  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows, nullptr, K}, {}, accumulate, {C, ldc});
 }
 
 void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
@@ -777,11 +793,11 @@ void gemm_rows_row_bias(index_t M, index_t N, index_t K, const float* A, index_t
 }
 
 void gemm_gathered(index_t M, index_t N, index_t K, const float* A, const index_t* arows,
-                   const float* base, const index_t* taps, const float* bias, bool accumulate,
-                   float* C, const index_t* crows) {
+                   const float* Wp, index_t panel_depth, const index_t* taps, const float* bias,
+                   bool accumulate, float* C, const index_t* crows) {
   check(N <= NR, "gemm_gathered: N must be <= kPackedPanel");
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, 0, base, nullptr, arows, taps}, {}, accumulate,
+  kernel().fn(M, N, {K, A, 0, Wp, nullptr, arows, taps, panel_depth}, {}, accumulate,
               {C, 0, crows, nullptr, accumulate ? nullptr : bias});
 }
 
@@ -789,9 +805,12 @@ void gemm_packed2(index_t M, index_t N, index_t K1, const float* A1, index_t lda
                   const float* Wp1, index_t K2, const float* A2, index_t lda2, const float* Wp2,
                   bool accumulate, float* C, index_t ldc) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K1, A1, lda1, Wp1}, {K2, A2, lda2, Wp2}, accumulate, {C, ldc});
+  kernel().fn(M, N, {K1, A1, lda1, Wp1, nullptr, nullptr, nullptr, K1},
+              {K2, A2, lda2, Wp2, nullptr, nullptr, nullptr, K2}, accumulate, {C, ldc});
 }
 
 const char* gemm_packed_isa() { return kernel().isa; }
+
+index_t packed_row_stride() { return row_stride(); }
 
 }  // namespace adlk
