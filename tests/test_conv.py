@@ -311,6 +311,11 @@ PANEL_CASES = [
     ("row_blocks", (3, 16, 64, 64), (4, 16, 3, 3), dict(padding=1)),
     # rows wider than the band fills' 16 cached block masks: the rest formed as they go
     ("wide_rows", (2, 8, 5, 304), (4, 8, 3, 3), dict(padding=1)),
+    # grad_weight from built columns (the bands, 3 phases of H_out + 1 rows, would be
+    # larger; fewer than 8 channels: not by taps) in several blocks of output rows, each
+    # a part of the depth of grad_y's two packed panels (40 channels)
+    ("no_bands_row_blocks", (1, 6, 450, 300), (40, 6, 3, 3),
+     dict(stride=3, padding=1, dilation=2)),
 ]
 PANEL_BY_DEFAULT = 6
 # grad_x runs as the forward of grad_y with the transposed, flipped weight (padding

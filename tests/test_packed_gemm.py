@@ -168,6 +168,13 @@ for s, g, width, ch in ((1, 1, 11, 6), (2, 2, 11, 6), (1, 1, 16, 8), (1, 1, 152,
     cgy = rng.standard_normal(cy.shape).astype(np.float32)
     conv += list(ak.conv2d_backward(cgy, cx, cw, stride=s, padding=1, groups=g,
                                     output_mask=(True, True, False))[:2]) + [cy]
+# grad_weight from built columns in blocks of output rows, each a part of the depth of
+# grad_y's packed panels (test_conv's no_bands_row_blocks)
+cx = rng.standard_normal((1, 6, 450, 300)).astype(np.float32)
+cw = rng.standard_normal((40, 6, 3, 3)).astype(np.float32)
+cgy = rng.standard_normal((1, 40, 150, 100)).astype(np.float32)
+conv.append(ak.conv2d_backward(cgy, cx, cw, stride=3, padding=1, dilation=2,
+                               output_mask=(False, True, False))[1])
 a2 = rng.standard_normal((37, 50)).astype(np.float32)
 w2 = rng.standard_normal((101, 50)).astype(np.float32)
 # 37, 38 and 39 rows: remainders of 1, 2 and 3 rows past the AVX2 kernel's 6-row tiles,
