@@ -374,10 +374,10 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
 // The output positions of the whole batch, flattened as (image, oh, ow), are cut into
 // panels of kPackedPanel columns. A thread writes a panel's columns straight into rows of
 // 32 (or reads them from the bands in place) and multiplies the weight, read in place, by
-// them (gemm_rows_row_bias), the bias fused into the kernel's output tile. That is one pass over the
-// columns where im2col + BLAS take three (write them, read them to pack, read the packing),
-// and a panel runs on from one image into the next, so no lanes idle at the end of an
-// image whose output size is not a multiple of 32. Each output element is one fused
+// them (gemm_rows_row_bias), the bias fused into the kernel's output tile. That is one
+// pass over the columns where im2col + BLAS take three (write them, read them to pack,
+// read the packing), and a panel runs on from one image into the next, so no lanes idle
+// at the end of an image whose output size is not a multiple of 32. Each output element is one fused
 // multiply-add chain over k in order, started from its bias (or 0): the same bits for any
 // thread count and for the AVX2 and AVX-512 kernels.
 //

@@ -24,8 +24,10 @@ inline int panel_cols(index_t N, index_t n0) { return static_cast<int>(std::min(
 // ---- operands -----------------------------------------------------------------------------
 
 // Floats between rows k and k + 1 of a packed panel's half: NH where the kernel in use
-// keeps each half as a block (the AVX2 one), NR where the halves interleave.
+// keeps each half as a block (the AVX2 one), NR where the halves interleave. And from a
+// row's first half to its second in a panel packed kp deep.
 index_t row_stride();
+inline index_t half_offset(index_t kp) { return row_stride() == NH ? kp * NH : NH; }
 
 // One product of a sum C = A1 @ W1^T (+ A2 @ W2^T): A (rows, row stride lda), W's packed
 // panels (layout: packed_gemm.h; kp: the depth they were packed with, K or more when the
@@ -48,8 +50,8 @@ struct Src {
   // The same operand from row i on, at the panel of column n0 (an in-place panel: column
   // n0 of the one panel).
   Src at(index_t i, index_t n0) const {
-    return {K,    arows ? A : A + i * lda,    lda,  rows || taps ? Wp + n0 : Wp + n0 * kp,
-            rows, arows ? arows + i : nullptr, taps, kp};
+    return {K,    arows ? A : A + i * lda, lda, rows || taps ? Wp + n0 : Wp + n0 * kp, rows,
+            arows ? arows + i : nullptr, taps, kp};
   }
   // Depth [k0, k1) of the operand.
   Src depth(index_t k0, index_t k1) const {
@@ -396,7 +398,7 @@ struct Avx2Tile {
 // the second block of kp rows of 16 in a packed one (at(), depth() and the kernel's row
 // reads then work unchanged inside it).
 Src half_panel(const Src& s, int half) {
-  const index_t offset = s.rows ? NH : s.kp * NH;
+  const index_t offset = s.rows ? NH : half_offset(s.kp);
   return {s.K, s.A, s.lda, s.Wp + half * offset, s.rows, s.arows, s.taps, s.kp};
 }
 
@@ -459,7 +461,8 @@ Kernel pick_kernel() {
   };
 #ifdef ADLK_PACKED_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && allowed("avx512")) return {gemm_avx512, "avx512", false};
+  if (__builtin_cpu_supports("avx512f") && allowed("avx512"))
+    return {gemm_avx512, "avx512", false};
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && allowed("avx2"))
     return {gemm_avx2, "avx2", true};
 #else
@@ -728,7 +731,7 @@ void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) 
   const index_t rs = row_stride();
   for (index_t n0 = 0; n0 < N; n0 += NR)
     for (index_t h = 0; h < 2; ++h) {  // columns n0 + 16h on, row k at P + k * rs
-      float* P = dst + n0 * K + h * (rs == NH ? NH * K : NH);
+      float* P = dst + n0 * K + h * half_offset(K);
       const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
       transpose(nc, K, W + (n0 + h * NH) * ldw, ldw, P, rs);
       for (index_t k = 0; k < K; ++k) std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
@@ -739,11 +742,12 @@ void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, 
   const index_t rs = row_stride();
   for (index_t n0 = 0; n0 < N; n0 += NR)
     for (index_t h = 0; h < 2; ++h) {
-      float* P = dst + n0 * K + h * (rs == NH ? NH * K : NH);
+      float* P = dst + n0 * K + h * half_offset(K);
       const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
       const float* src = Wt + n0 + h * NH;
       if (nc == NH) {  // whole halves: fixed-size copies the compiler inlines
-        for (index_t k = 0; k < K; ++k) std::memcpy(P + k * rs, src + k * ldw, sizeof(float) * NH);
+        for (index_t k = 0; k < K; ++k)
+          std::memcpy(P + k * rs, src + k * ldw, sizeof(float) * NH);
         continue;
       }
       for (index_t k = 0; k < K; ++k) {
@@ -768,8 +772,8 @@ void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index
 void gemm_packed(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* Wp,
                  bool accumulate, float* C, index_t ldc, index_t panel_depth) {
   if (M <= 0 || N <= 0) return;
-  kernel().fn(M, N, {K, A, lda, Wp, nullptr, nullptr, nullptr, panel_depth ? panel_depth : K}, {},
-              accumulate, {C, ldc});
+  const index_t kp = panel_depth ? panel_depth : K;
+  kernel().fn(M, N, {K, A, lda, Wp, nullptr, nullptr, nullptr, kp}, {}, accumulate, {C, ldc});
 }
 
 void gemm_packed_row_bias(index_t M, index_t N, index_t K, const float* A, index_t lda,
