@@ -11,8 +11,8 @@
 // packed_row_stride(), row k of the second half 16 floats after it (rows of 32, the
 // halves interleaved: the AVX-512 and portable kernels) or 16K floats after it (each half
 // a block of K rows of 16: the AVX2 kernel, which multiplies 16 columns at a time and so
-// streams whole cache lines; from rows of 32, a 16-float half every 128 bytes, it ran
-// 12-17% slower; the AVX-512 kernel's gathered tap reads ran 3-6% slower from blocks).
+// streams whole cache lines; from rows of 32, a 16-float half every 128 bytes, it took
+// 1.09-1.2x the time; the AVX-512 kernel's gathered tap reads took 1.03-1.06x from blocks).
 #pragma once
 
 #include "adlk/common.h"
