@@ -377,9 +377,9 @@ void for_each_plane(const Conv2dGeom& g, Fn fn) {
 // them (gemm_rows_row_bias), the bias fused into the kernel's output tile. That is one
 // pass over the columns where im2col + BLAS take three (write them, read them to pack,
 // read the packing), and a panel runs on from one image into the next, so no lanes idle
-// at the end of an image whose output size is not a multiple of 32. Each output element is one fused
-// multiply-add chain over k in order, started from its bias (or 0): the same bits for any
-// thread count and for the AVX2 and AVX-512 kernels.
+// at the end of an image whose output size is not a multiple of 32. Each output element
+// is one fused multiply-add chain over k in order, started from its bias (or 0): the same
+// bits for any thread count and for the AVX2 and AVX-512 kernels.
 //
 // The columns come from shifted bands of the image: for channel c, tap column kw and
 // vertical phase f, rows m of W_out values, band[m][ow] = x[c, m*sH + f - pH,
@@ -904,7 +904,8 @@ struct TapUnits {
       const index_t most = std::max<index_t>(
           1, std::min(stage_elems / std::max<index_t>(g.L() * ldst, 1),
                       g.N / (4 * index_t(threads))));
-      // the most images a thread gets, units claimed in turn; the largest units of the least
+      // i images a unit: a thread claims at most ceil(units / threads) units. The i with
+      // the smallest such share of images, the largest i among equals.
       index_t least = -1;
       for (index_t i = 1; i <= most; ++i) {
         const index_t share = ceil_div(ceil_div(g.N, i), index_t(threads)) * i;

@@ -727,34 +727,42 @@ void transpose_streaming(index_t rows, index_t cols, const float* src, index_t l
   transpose(rows, cols, src, lds, dst, ldd);
 }
 
-void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {
-  const index_t rs = row_stride();
-  for (index_t n0 = 0; n0 < N; n0 += NR)
-    for (index_t h = 0; h < 2; ++h) {  // columns n0 + 16h on, row k at P + k * rs
-      float* P = dst + n0 * K + h * half_offset(K);
-      const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
-      transpose(nc, K, W + (n0 + h * NH) * ldw, ldw, P, rs);
-      for (index_t k = 0; k < K; ++k) std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
-    }
-}
+namespace {
 
-void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst) {
+// Runs fill(P, c0, nc, rs) for each half panel of a packing of N columns K deep: columns
+// [c0, c0 + nc) of W^T (nc <= 16, 0 past N) go to rows P + k * rs; then zeroes the half's
+// lanes from nc on.
+template <typename Fill>
+void for_each_half_panel(index_t N, index_t K, float* dst, Fill fill) {
   const index_t rs = row_stride();
   for (index_t n0 = 0; n0 < N; n0 += NR)
     for (index_t h = 0; h < 2; ++h) {
       float* P = dst + n0 * K + h * half_offset(K);
-      const index_t nc = std::clamp<index_t>(N - n0 - h * NH, 0, NH);
-      const float* src = Wt + n0 + h * NH;
-      if (nc == NH) {  // whole halves: fixed-size copies the compiler inlines
-        for (index_t k = 0; k < K; ++k)
-          std::memcpy(P + k * rs, src + k * ldw, sizeof(float) * NH);
-        continue;
-      }
-      for (index_t k = 0; k < K; ++k) {
-        std::copy(src + k * ldw, src + k * ldw + nc, P + k * rs);
-        std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
-      }
+      const index_t c0 = n0 + h * NH, nc = std::clamp<index_t>(N - c0, 0, NH);
+      fill(P, c0, nc, rs);
+      if (nc < NH)
+        for (index_t k = 0; k < K; ++k) std::fill(P + k * rs + nc, P + k * rs + NH, 0.0f);
     }
+}
+
+}  // namespace
+
+void pack_weight(index_t N, index_t K, const float* W, index_t ldw, float* dst) {
+  for_each_half_panel(N, K, dst, [&](float* P, index_t c0, index_t nc, index_t rs) {
+    transpose(nc, K, W + c0 * ldw, ldw, P, rs);
+  });
+}
+
+void pack_weight_transposed(index_t N, index_t K, const float* Wt, index_t ldw, float* dst) {
+  for_each_half_panel(N, K, dst, [&](float* P, index_t c0, index_t nc, index_t rs) {
+    if (nc == NH) {  // whole halves: fixed-size copies the compiler inlines
+      for (index_t k = 0; k < K; ++k)
+        std::memcpy(P + k * rs, Wt + k * ldw + c0, sizeof(float) * NH);
+      return;
+    }
+    for (index_t k = 0; k < K; ++k)
+      std::copy(Wt + k * ldw + c0, Wt + k * ldw + c0 + nc, P + k * rs);
+  });
 }
 
 void pack_weight_part(int p, int np, index_t N, index_t K, const float* W, index_t ldw,
