@@ -972,10 +972,18 @@ bool taps_suit_kernel(const Conv2dGeom& g) {
          (std::strcmp(isa, "avx2") == 0 && g.col_rows() / g.groups <= kConvTapMaxDepthAvx2);
 }
 
+// taps_suit_kernel for the forward: deeper as well with the AVX2 kernel, where the panels
+// would not run or an image has few output positions (kConvTapDeepMaxPositionsAvx2).
+bool taps_suit_forward(const Conv2dGeom& g) {
+  return taps_suit_kernel(g) ||
+         (std::strcmp(gemm_packed_isa(), "avx2") == 0 &&
+          (g.L() < kConvTapDeepMaxPositionsAvx2 || !panel_forward_applies(g)));
+}
+
 // Whether the float forward takes the tap-class path: with a vector kernel (unless
 // ADLK_CONV_TAPS or ADLK_CONV_PANELS is "never"), where the output falls in at most
 // kConvMaxTapClasses classes and one output row's stage fits kConvTapStageBytes, and
-// (unless ADLK_CONV_PANELS=always) where taps_suit_kernel, for a kernel larger than 1x1
+// (unless ADLK_CONV_PANELS=always) where taps_suit_forward, for a kernel larger than 1x1
 // of depth C/groups*kH*kW >= kConvTapMinDepth whose output channels per group fill 80%
 // of the lanes of their 32-channel panels (tuning.h).
 bool tap_forward_applies(const Conv2dGeom& g) {
@@ -991,7 +999,7 @@ bool tap_forward_applies(const Conv2dGeom& g) {
     return false;
   const index_t Cog = g.C_out / g.groups;
   return choice == PanelChoice::always ||
-         (taps_suit_kernel(g) && g.kH * g.kW > 1 &&
+         (taps_suit_forward(g) && g.kH * g.kW > 1 &&
           g.col_rows() / g.groups >= kConvTapMinDepth &&
           5 * Cog >= 4 * ceil_div(Cog, kPackedPanel) * kPackedPanel);
 }

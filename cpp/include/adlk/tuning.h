@@ -74,6 +74,14 @@ constexpr index_t kConvTapMinDepth = 32;
 // 64x64x16x16, 16x64x56x56), 1152 1.05x; grad_weight 0.86x (64x32x14x14), 0.98x
 // (32x32x28x28), 1.05x (32x64x32x32).
 constexpr index_t kConvTapMaxDepthAvx2 = 384;
+// Deeper than that, its tap-class forward still wins where the panels would not run (a
+// stride: against im2col) or where an image has fewer than this many output positions
+// (panels of 32 positions then often span two images, whose columns are copied). Time
+// against the panels at depth 576-2304 (2 threads, AMD EPYC held to AVX2, 2026-12-08):
+// 7x7-15x15 outputs 0.74-0.93x (64x64x14x14 -> 32, the 64x32x14x14 layer's grad_x,
+// 0.79x), 20x20-28x28 0.96-0.98x, 16x16 1.01x, 32x32 0.99x (-> 32) and 1.05x (-> 64,
+// 128), 56x56 1.03x; stride 2 against im2col 0.80-0.96x (outputs 14x14-112x112).
+constexpr index_t kConvTapDeepMaxPositionsAvx2 = 1024;
 // The AVX2 kernel's tap-class forward runs a depth K of at least kConvTapSplitDepthAvx2 in
 // ceil(K / kConvTapPieceDepthAvx2) equal pieces, each continuing the chains of the one
 // before (the same bits): a piece's half panel (64 B a k) then stays in L1 while the
