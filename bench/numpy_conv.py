@@ -69,3 +69,32 @@ def conv2d_backward(grad_y, x, weight, stride=1, padding=0, dilation=1):
                 j * dw : j * dw + sw * (wo - 1) + 1 : sw] += gcols[..., i, j].transpose(0, 3, 1, 2)
     grad_x = np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + w])
     return grad_x, grad_w, grad_b
+
+
+def depthwise_forward(x, weight, bias=None, stride=1, padding=0):
+    """As torch.nn.functional.conv2d with groups = C_in = C_out (weight (C, 1, kH, kW)):
+    each channel's windows (a strided view) against its own kernel, one einsum."""
+    kh, kw = weight.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    y = np.einsum("nchwij,cij->nchw", win, weight[:, 0], optimize=True)
+    if bias is not None:
+        y += bias[:, None, None]
+    return y
+
+
+def depthwise_backward(grad_y, x, weight, stride=1, padding=0):
+    """(grad_x, grad_weight, grad_bias) of :func:`depthwise_forward`."""
+    kh, kw = weight.shape[2:]
+    n, c, h, w = x.shape
+    ho, wo = grad_y.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    grad_w = np.einsum("nchw,nchwij->cij", grad_y, win, optimize=True)[:, None]
+    gxp = np.zeros_like(xp)
+    for i in range(kh):
+        for j in range(kw):
+            gxp[:, :, i : i + stride * (ho - 1) + 1 : stride,
+                j : j + stride * (wo - 1) + 1 : stride] += grad_y * weight[None, :, 0, i, j, None, None]
+    grad_x = np.ascontiguousarray(gxp[:, :, padding : padding + h, padding : padding + w])
+    return grad_x, grad_w, grad_y.sum(axis=(0, 2, 3))

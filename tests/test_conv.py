@@ -276,6 +276,78 @@ def test_conv2d_work_partition(geometry, n, threads, rng, restore_threads):
         assert np.array_equal(g1, g2)
 
 
+# One input channel per group and at most 8 output channels per group (depthwise; the
+# backward at most 4, k3_x8's on im2col + GEMM) run on a direct kernel: tiles of 4 output rows by 8 columns summed from each channel's padded
+# band, a row's last partial tile reading past its end into lanes it drops; grad_x of
+# stride 1 with one output per group as the flipped kernel's forward over grad_y, else
+# summed into the band; grad_weight in 4 x 8 partial sums per tap. Output widths below,
+# above and at multiples of 8, heights with every remainder of 4, multipliers 1-3 and 8,
+# strides, dilations, paddings from 0 to past the kernel.
+# (id, N, C, H, W, multiplier, kernel, stride, padding, dilation, bias)
+DEPTHWISE_CASES = [
+    ("k3_28", 3, 5, 28, 28, 1, (3, 3), 1, 1, 1, True),
+    ("k3_widths", 2, 3, 11, 17, 1, (3, 3), 1, 1, 1, False),
+    ("k3_narrow", 2, 4, 6, 3, 1, (3, 3), 1, 1, 1, True),
+    ("k3_width8_rows5", 2, 3, 5, 8, 1, (3, 3), 1, 1, 1, True),
+    ("k5_pad2_x2", 2, 3, 13, 19, 2, (5, 5), 1, 2, 1, True),
+    ("k3_stride2", 2, 4, 15, 30, 1, (3, 3), 2, 1, 1, True),
+    ("k3_stride2_x3", 1, 2, 9, 12, 3, (3, 3), 2, 0, 1, False),
+    ("k1x3_strides", 2, 3, 7, 21, 1, (1, 3), (1, 2), (0, 1), 1, True),
+    ("k3x1_dilated", 1, 4, 14, 9, 1, (3, 1), 1, (2, 0), (2, 1), True),
+    ("k3_dilated2", 2, 3, 12, 12, 1, (3, 3), 1, 2, 2, True),
+    ("k3_pad0", 2, 3, 10, 26, 1, (3, 3), 1, 0, 1, True),
+    ("k3_x8", 2, 2, 9, 10, 8, (3, 3), 1, 1, 1, True),
+    ("k7_pad3_stride2", 1, 3, 20, 20, 1, (7, 7), 2, 3, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=[c[0] for c in DEPTHWISE_CASES])
+def test_conv2d_depthwise(case, dtype, rng, restore_threads):
+    """The depthwise kernel against the reference, each gradient alone the same bits, and
+    the same bits for 1-4 threads (the gradients where they run on it)."""
+    _, n, c, h, w, mult, (kh, kw), stride, padding, dilation, has_bias = case
+    x = randn(rng, (n, c, h, w), dtype)
+    weight = randn(rng, (c * mult, 1, kh, kw), dtype)
+    bias = randn(rng, (c * mult,), dtype) if has_bias else None
+    geom = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    gy = _grad_y(rng, x, weight, geom, dtype)
+    results = []
+    for threads in (1, 2, 3, 4):
+        ak.set_num_threads(threads)
+        y = check_forward(x, weight, bias, geom, dtype)
+        grads = check_backward(gy, x, weight, geom, dtype)
+        for i, mask in enumerate(((True, False, False), (False, True, False))):
+            assert np.array_equal(ak.conv2d_backward(gy, x, weight, output_mask=mask, **geom)[i],
+                                  grads[i])
+        results.append((y,) + grads)
+    on_kernel = results[0] if mult <= 4 else results[0][:1]
+    for other in results[1:]:
+        for a, b in zip(on_kernel, other):
+            assert np.array_equal(a, b)
+
+
+def test_conv2d_depthwise_non_finite(rng):
+    """An inf in x or grad_y reaches exactly the outputs and weight gradients the
+    definition sends it to: in particular none through the lanes a partial tile reads past
+    a row (x's first and last columns lie next to other rows' windows in the band)."""
+    x = randn(rng, (2, 3, 9, 13), np.float32)
+    x[0, 0, 4, 12] = np.inf
+    x[1, 1, 2, 0] = -np.inf
+    weight = randn(rng, (3, 1, 3, 3), np.float32)
+    gy = randn(rng, (2, 3, 9, 13), np.float32)
+    gy[1, 2, 8, 12] = np.inf
+    geom = dict(stride=1, padding=1, groups=3)
+    got = (ak.conv2d_forward(x, weight, None, **geom),) + ak.conv2d_backward(gy, x, weight,
+                                                                             **geom)
+    ref = (conv2d_ref(x, weight, None, **geom),) + conv2d_backward_ref(gy, x, weight, **geom)
+    for name, g, r in zip(("y", "grad_x", "grad_weight", "grad_bias"), got, ref):
+        for kind in (np.isnan, np.isposinf, np.isneginf):
+            assert np.array_equal(kind(g), kind(r)), (name, kind.__name__)
+        finite = np.isfinite(r)
+        assert finite.any()
+        assert_close(g[finite], r[finite], np.float32, what=name)
+
+
 # The float32 forward on the packed-GEMM kernel (AVX2/AVX-512 CPUs) runs by tap classes
 # (the output positions grouped by which taps of their window fall inside the input, the
 # padding's taps left out, several images per unit where they are small) or, with

@@ -124,13 +124,12 @@ void im2col_channel_gather(const T* xplane, const Conv2dGeom& g, index_t oh0, in
 // row segment is a plain contiguous copy, with no bounds logic and no strided loads,
 // which matters for short rows and strided kernels. The loops stay loops (no memcpy
 // call per short segment). band == nullptr: gathered instead.
+// Fills the band of output rows [oh0, oh1) from one channel's plane.
 template <typename T>
 ADLK_KEEP_LOOPS
-void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
-                    T* out, index_t ld) {
-  if (!band) return im2col_channel_gather(xplane, g, oh0, oh1, out, ld);
+void fill_band(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band) {
   const Band b(g, oh1 - oh0);
-  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
+  const index_t ih0 = oh0 * g.sH - g.pH;
   // Phase q of a band row: slot m holds input column m*sW + q - pW, zero outside [0, W).
   for (index_t q = 0; q < g.sW; ++q) {
     index_t lo, hi;
@@ -149,6 +148,16 @@ void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t o
       for (index_t m = h; m < b.Wq; ++m) ph[m] = T(0);
     }
   }
+}
+
+template <typename T>
+ADLK_KEEP_LOOPS
+void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
+                    T* out, index_t ld) {
+  if (!band) return im2col_channel_gather(xplane, g, oh0, oh1, out, ld);
+  fill_band(xplane, g, oh0, oh1, band);
+  const Band b(g, oh1 - oh0);
+  const index_t nrow = oh1 - oh0;
   for (index_t kh = 0; kh < g.kH; ++kh) {
     for (index_t kw = 0; kw < g.kW; ++kw) {
       T* dst = out + (kh * g.kW + kw) * ld;
@@ -184,29 +193,15 @@ void col2im_channel_scatter(const T* dcols, index_t ld, const Conv2dGeom& g, ind
   }
 }
 
-// The same through the band: the terms are first summed into it (zeroed; the layout of
-// im2col_channel) in one fixed (kh, kw) order, then the band's interior is added to the
-// plane: contiguous loops. Either way no atomics, and the same bits for any thread count,
-// since callers give each plane to one thread. band == nullptr: scattered directly.
-// Always inlined into its callers: measured faster on small planes.
+// Adds the interior of the band of output rows [oh0, oh1) (the cells inside the input)
+// to the plane: for stride 1 row by row; else phase by phase (slot m of phase q is input
+// column m*sW + q - pW), with no division per element.
 template <typename T>
 ADLK_KEEP_LOOPS inline __attribute__((always_inline))
-void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
-                    T* band, T* xplane) {
-  if (!band) return col2im_channel_scatter(dcols, ld, g, oh0, oh1, xplane);
+void add_band_interior(const T* band, const Conv2dGeom& g, index_t oh0, index_t oh1,
+                       T* xplane) {
   const Band b(g, oh1 - oh0);
-  const index_t ih0 = oh0 * g.sH - g.pH, nrow = oh1 - oh0;
-  std::fill(band, band + b.elems(), T(0));
-  for (index_t kh = 0; kh < g.kH; ++kh) {
-    for (index_t kw = 0; kw < g.kW; ++kw) {
-      const T* src = dcols + (kh * g.kW + kw) * ld;
-      T* dst0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
-      for (index_t i = 0; i < nrow; ++i, src += g.W_out)
-        add_row(dst0 + i * g.sH * b.row, src, g.W_out);
-    }
-  }
-  // The interior: for stride 1 row by row; else phase by phase (slot m of phase q is
-  // input column m*sW + q - pW), with no division per element.
+  const index_t ih0 = oh0 * g.sH - g.pH;
   const index_t i_lo = std::max<index_t>(0, -ih0), i_hi = std::min(b.rows, g.H - ih0);
   if (g.sW == 1) {
     for (index_t i = i_lo; i < i_hi; ++i)
@@ -222,6 +217,30 @@ void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0
       for (index_t m = lo; m < hi; ++m) xr[m * g.sW + q - g.pW] += ph[m];
     }
   }
+}
+
+// The same through the band: the terms are first summed into it (zeroed; the layout of
+// im2col_channel) in one fixed (kh, kw) order, then the band's interior is added to the
+// plane: contiguous loops. Either way no atomics, and the same bits for any thread count,
+// since callers give each plane to one thread. band == nullptr: scattered directly.
+// Always inlined into its callers: measured faster on small planes.
+template <typename T>
+ADLK_KEEP_LOOPS inline __attribute__((always_inline))
+void col2im_channel(const T* dcols, index_t ld, const Conv2dGeom& g, index_t oh0, index_t oh1,
+                    T* band, T* xplane) {
+  if (!band) return col2im_channel_scatter(dcols, ld, g, oh0, oh1, xplane);
+  const Band b(g, oh1 - oh0);
+  const index_t nrow = oh1 - oh0;
+  std::fill(band, band + b.elems(), T(0));
+  for (index_t kh = 0; kh < g.kH; ++kh) {
+    for (index_t kw = 0; kw < g.kW; ++kw) {
+      const T* src = dcols + (kh * g.kW + kw) * ld;
+      T* dst0 = band + kh * g.dH * b.row + b.slot(kw * g.dW, g.sW);
+      for (index_t i = 0; i < nrow; ++i, src += g.W_out)
+        add_row(dst0 + i * g.sH * b.row, src, g.W_out);
+    }
+  }
+  add_band_interior(band, g, oh0, oh1, xplane);
 }
 
 // col2im_channel for channels [c0, c1) of one image (dcols holds all channels' rows).
@@ -346,22 +365,31 @@ void split_range(index_t total, int parts, int i, index_t& lo, index_t& hi) {
   hi = lo + base + (i < extra ? 1 : 0);
 }
 
-// Runs fn(t, band) for every (n, c) plane t of the batch (im2col, col2im), each plane
-// on one thread, with that thread's band for whole planes (nullptr: gathered directly);
-// one thread below the parallel grain.
+// This thread's band for whole planes (nullptr where band_elems is 0: gathered directly),
+// followed by `margin` zeroed values (for reads a little past its last row).
+template <typename T>
+T* plane_band(RegionScratch& rs, const Conv2dGeom& g, index_t margin, bool& ok) {
+  const index_t used = band_elems(g, g.H_out);
+  T* band = rs.get<T>(3, used + margin, ok);
+  if (band) std::fill(band + used, band + used + margin, T(0));
+  return band;
+}
+
+// Runs fn(t, band) for every (n, c) plane t of the batch (im2col, col2im, the depthwise
+// kernel), each plane on one thread, with that thread's plane_band; one thread below the
+// parallel grain.
 template <typename T, typename Fn>
-void for_each_plane(const Conv2dGeom& g, Fn fn) {
+void for_each_plane(const Conv2dGeom& g, Fn fn, index_t margin = 0) {
   const index_t total = g.N * g.C;
   if (total == 0) return;
   const int threads = total * g.kH * g.kW * g.L() > kParallelGrain
                           ? int(std::min<index_t>(get_num_threads(), total))
                           : 1;
-  const index_t band_n = band_elems(g, g.H_out);
   RegionScratch rs;
 #pragma omp parallel num_threads(threads)
   {
     bool ok = true;
-    T* band = rs.get<T>(3, band_n, ok);
+    T* band = plane_band<T>(rs, g, margin, ok);
 #pragma omp for schedule(static)
     for (index_t t = 0; t < total; ++t)
       if (ok) fn(t, band);
@@ -1421,6 +1449,288 @@ ADLK_MULTIVERSION double channel_sum(const T* dy, index_t N, index_t C_out, inde
   return s;
 }
 
+// ---- depthwise: one input channel per group ------------------------------------------
+//
+// groups == C with a few output channels per group (a depthwise convolution, as in
+// MobileNet): on the im2col path each image and group is a GEMM of C_out/groups rows and
+// depth kH*kW, a matrix-vector product over a column matrix kH*kW times the plane's size.
+// Here each (image, channel) plane is copied once into its zero-padded band (im2col's
+// layout, all output rows) and the outputs are summed straight from it, in tiles of
+// kDwRows rows by kDwCols columns held in registers: x is read once and y written once.
+// Each output is its bias (or 0) plus the terms in (kh, kw) order. grad_x of stride 1
+// with one output per group is the same forward over grad_y (depthwise_grad_x_as_forward);
+// otherwise the terms are summed into the band in (output channel, kh, kw) order, then
+// the band's interior is the plane. grad_weight sums each element over the images, then
+// the tiles' rows and columns, into kDwRows x kDwCols partial sums, added in order at
+// the end, by one thread. The same bits for any thread count.
+constexpr int kDwRows = 4, kDwCols = 8;
+
+// Whether the forward (the backward: depthwise_grad_applies) takes the depthwise kernel:
+// one input channel per group, few outputs per group (tuning.h), and a band no larger
+// than the columns (band_elems).
+bool depthwise_applies(const Conv2dGeom& g) {
+  return g.groups > 1 && g.groups == g.C && g.C_out / g.groups <= kConvDepthwiseMaxOutputs &&
+         band_elems(g, g.H_out) > 0;
+}
+bool depthwise_grad_applies(const Conv2dGeom& g) {
+  return depthwise_applies(g) && g.C_out / g.groups <= kConvDepthwiseGradMaxOutputs;
+}
+
+// Whether grad_x runs as the depthwise forward of grad_y with the kernel flipped, padding
+// d*(k-1) - p (transposed_geom): stride 1, one output channel per group, padding within
+// the dilated kernel's reach. Each element is then summed in registers: 0.65x the time of
+// the sums into the band (64x128x28x28 3x3, 2 threads).
+bool depthwise_grad_x_as_forward(const Conv2dGeom& g) {
+  return g.C_out == g.groups && g.sH == 1 && g.sW == 1 && g.pH <= g.dH * (g.kH - 1) &&
+         g.pW <= g.dW * (g.kW - 1) && depthwise_applies(transposed_geom(g));
+}
+
+// Offsets in the band of all output rows of the (kh, kw) taps' segments for output row
+// 0, in (kh, kw) order.
+std::vector<index_t> depthwise_taps(const Conv2dGeom& g) {
+  const Band b(g, g.H_out);
+  std::vector<index_t> offs;
+  for (index_t kh = 0; kh < g.kH; ++kh)
+    for (index_t kw = 0; kw < g.kW; ++kw)
+      offs.push_back(kh * g.dH * b.row + b.slot(kw * g.dW, g.sW));
+  return offs;
+}
+
+// The helpers below are always inlined, so the ABI note about passing 32- and 64-byte
+// vectors in the baseline (non-AVX) clone does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// A row of kDwCols values in one (GCC generic) vector: SSE pairs in the baseline build,
+// AVX registers in the AVX2 one (ADLK_MULTIVERSION), without intrinsics per ISA. An
+// array of them indexed by constants only stays in registers.
+template <typename T> struct DwVecOf;
+template <> struct DwVecOf<float> { typedef float type __attribute__((vector_size(32))); };
+template <> struct DwVecOf<double> { typedef double type __attribute__((vector_size(64))); };
+template <typename T> using DwVec = typename DwVecOf<T>::type;
+
+template <typename T>
+inline __attribute__((always_inline)) DwVec<T> dw_load(const T* p) {
+  DwVec<T> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+// R output rows by nc <= kDwCols columns: out[r*ldo + j] = bias + sum over taps t of
+// w[t] * src[r*rstep + offs[t] + j], with bias and w[t] given in every lane (kDwCols
+// copies each: GCC assembled a broadcast in the tile from single inserts). Reads all
+// kDwCols columns of src (the band has a margin after it); the lanes from nc on are
+// dropped.
+template <typename T, int R>
+inline __attribute__((always_inline)) void depthwise_tile(const T* src, index_t rstep,
+                                                          const index_t* offs, const T* w,
+                                                          index_t kk, const T* bias, T* out,
+                                                          index_t ldo, index_t nc) {
+  DwVec<T> acc[R];
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] = dw_load(bias);
+  for (index_t t = 0; t < kk; ++t) {
+    const DwVec<T> wt = dw_load(w + t * kDwCols);
+    const T* s = src + offs[t];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r] += wt * dw_load(s + r * rstep);
+  }
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+    if (nc == kDwCols) {
+      __builtin_memcpy(out + r * ldo, &acc[r], sizeof acc[r]);
+    } else {
+      T row[kDwCols];
+      __builtin_memcpy(row, &acc[r], sizeof row);
+      for (index_t j = 0; j < nc; ++j) out[r * ldo + j] = row[j];
+    }
+  }
+}
+
+// One output plane (H_out x W_out) from the band of its channel; w and bias as
+// depthwise_tile's.
+template <typename T>
+ADLK_MULTIVERSION void depthwise_plane(const T* band, const Conv2dGeom& g, const index_t* offs,
+                                       const T* w, const T* bias, T* y) {
+  const index_t rstep = g.sH * Band(g, g.H_out).row, kk = g.kH * g.kW;
+  index_t oh = 0;
+  for (; oh + kDwRows <= g.H_out; oh += kDwRows)
+    for (index_t ow = 0; ow < g.W_out; ow += kDwCols)
+      depthwise_tile<T, kDwRows>(band + oh * rstep + ow, rstep, offs, w, kk, bias,
+                                 y + oh * g.W_out + ow, g.W_out,
+                                 std::min<index_t>(kDwCols, g.W_out - ow));
+  for (; oh < g.H_out; ++oh)
+    for (index_t ow = 0; ow < g.W_out; ow += kDwCols)
+      depthwise_tile<T, 1>(band + oh * rstep + ow, rstep, offs, w, kk, bias,
+                           y + oh * g.W_out + ow, g.W_out,
+                           std::min<index_t>(kDwCols, g.W_out - ow));
+}
+
+template <typename T>
+void depthwise_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom& g, T* y) {
+  const std::vector<index_t> offs = depthwise_taps(g);
+  const index_t m = g.C_out / g.groups, kk = g.kH * g.kW, plane = g.H * g.W, L = g.L();
+  // each weight and bias in kDwCols lanes (depthwise_tile)
+  std::vector<T> lanes(std::size_t(g.C_out * (kk + 1) * kDwCols));
+  for (index_t i = 0; i < g.C_out * kk; ++i)
+    std::fill_n(lanes.data() + i * kDwCols, kDwCols, weight[i]);
+  T* bias_lanes = lanes.data() + g.C_out * kk * kDwCols;
+  for (index_t co = 0; co < g.C_out; ++co)
+    std::fill_n(bias_lanes + co * kDwCols, kDwCols, bias ? bias[co] : T(0));
+  // (the tiles read up to kDwCols - 1 values past the band, into lanes they drop)
+  for_each_plane<T>(g, [&](index_t t, T* band) {
+    const index_t n = t / g.C, c = t % g.C;
+    fill_band(x + t * plane, g, 0, g.H_out, band);
+    for (index_t j = 0; j < m; ++j) {
+      const index_t co = c * m + j;
+      depthwise_plane(band, g, offs.data(), lanes.data() + co * kk * kDwCols,
+                      bias_lanes + co * kDwCols, y + (n * g.C_out + co) * L);
+    }
+  }, kDwCols);
+}
+
+// grad_x of one input plane: the terms w[co, t] * dy[co] of its output channels, summed
+// into the zeroed band in (co, t, row) order, then its interior written to the plane.
+template <typename T>
+ADLK_MULTIVERSION void depthwise_grad_x_plane(const T* dy, const T* w, index_t m,
+                                              const Conv2dGeom& g, const index_t* offs,
+                                              T* band, T* dxplane) {
+  const Band b(g, g.H_out);
+  const index_t rstep = g.sH * b.row, kk = g.kH * g.kW, L = g.L();
+  std::fill(band, band + b.elems(), T(0));
+  for (index_t j = 0; j < m; ++j)
+    for (index_t t = 0; t < kk; ++t) {
+      const T wt = w[j * kk + t];
+      for (index_t oh = 0; oh < g.H_out; ++oh) {
+        T* __restrict dst = band + oh * rstep + offs[t];
+        const T* __restrict src = dy + j * L + oh * g.W_out;
+        for (index_t ow = 0; ow < g.W_out; ++ow) dst[ow] += wt * src[ow];
+      }
+    }
+  std::fill(dxplane, dxplane + g.H * g.W, T(0));
+  add_band_interior(band, g, 0, g.H_out, dxplane);
+}
+
+// Lanes [0, nc) of v, the others 0 (an inf or NaN there is dropped, not multiplied).
+template <typename T>
+inline __attribute__((always_inline)) DwVec<T> dw_first(DwVec<T> v, index_t nc) {
+  typedef decltype(v < v) Mask;  // integer lanes of the same width
+  Mask lane{};
+  for (int j = 0; j < kDwCols; ++j) lane[j] = j;
+  return lane < Mask{} + int(nc) ? v : DwVec<T>{};
+}
+
+// Rows [oh, oh + R) of the products of grad_y and one tap's band segment into a[0..R):
+// a[r] lane j sums the products at columns j, j + kDwCols, ...; a row's last partial tile
+// reads past its end (the next rows of grad_y's plane, or, for rows after `safe` (Copy),
+// a copy: nothing past the plane is read; the band's margin) and drops those lanes.
+template <typename T, int R, bool Copy>
+inline __attribute__((always_inline)) void depthwise_grad_w_rows(const T* src, index_t rstep,
+                                                                 const T* dy,
+                                                                 const Conv2dGeom& g,
+                                                                 index_t oh, index_t safe,
+                                                                 DwVec<T>* a) {
+  const index_t full_cols = g.W_out - g.W_out % kDwCols, nc = g.W_out - full_cols;
+  for (index_t ow = 0; ow < full_cols; ow += kDwCols)
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
+      a[r] += dw_load(dy + (oh + r) * g.W_out + ow) * dw_load(src + (oh + r) * rstep + ow);
+  if (nc == 0) return;
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+    const T* d = dy + (oh + r) * g.W_out + full_cols;
+    T tail[kDwCols] = {};
+    if (Copy && oh + r > safe) {
+      for (index_t j = 0; j < nc; ++j) tail[j] = d[j];
+      d = tail;
+    }
+    a[r] += dw_first<T>(dw_load(d) * dw_load(src + (oh + r) * rstep + full_cols), nc);
+  }
+}
+
+// The partial sums of grad_weight row co over one image: acc[t][r][j] += the products of
+// grad_y and tap t's band segment at output rows r, r + kDwRows, ..., columns j, j +
+// kDwCols, ...
+template <typename T>
+ADLK_MULTIVERSION void depthwise_grad_w_image(const T* band, const T* dy, const Conv2dGeom& g,
+                                              const index_t* offs, T* acc) {
+  const index_t rstep = g.sH * Band(g, g.H_out).row, kk = g.kH * g.kW;
+  const index_t full_rows = g.H_out - g.H_out % kDwRows;
+  // the last row whose partial tile can be read in place, the plane's next values
+  // filling its lanes (-1: none)
+  const index_t full_cols = g.W_out - g.W_out % kDwCols;
+  const index_t safe = g.L() - full_cols - kDwCols >= 0
+                           ? (g.L() - full_cols - kDwCols) / g.W_out : -1;
+  for (index_t t = 0; t < kk; ++t) {
+    DwVec<T> a[kDwRows];
+    T* at = acc + t * kDwRows * kDwCols;
+    _Pragma("GCC unroll 8") for (int r = 0; r < kDwRows; ++r) a[r] = dw_load(at + r * kDwCols);
+    const T* src = band + offs[t];
+    for (index_t oh = 0; oh < full_rows; oh += kDwRows) {
+      if (oh + kDwRows - 1 <= safe)
+        depthwise_grad_w_rows<T, kDwRows, false>(src, rstep, dy, g, oh, safe, a);
+      else
+        depthwise_grad_w_rows<T, kDwRows, true>(src, rstep, dy, g, oh, safe, a);
+    }
+    static_assert(kDwRows == 4, "one case per remainder");
+    switch (g.H_out - full_rows) {  // the plane's last rows
+      case 1: depthwise_grad_w_rows<T, 1, true>(src, rstep, dy, g, full_rows, safe, a); break;
+      case 2: depthwise_grad_w_rows<T, 2, true>(src, rstep, dy, g, full_rows, safe, a); break;
+      case 3: depthwise_grad_w_rows<T, 3, true>(src, rstep, dy, g, full_rows, safe, a); break;
+      default: break;
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < kDwRows; ++r)
+      __builtin_memcpy(at + r * kDwCols, &a[r], sizeof a[r]);
+  }
+}
+
+template <typename T>
+void depthwise_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom& g, T* dx,
+                        T* dweight) {
+  const std::vector<index_t> offs = depthwise_taps(g);
+  const index_t m = g.C_out / g.groups, kk = g.kH * g.kW, plane = g.H * g.W, L = g.L();
+  const index_t tile = kDwRows * kDwCols;
+  const int nt = get_num_threads();
+  const bool parallel = g.N * (g.C * plane + g.C_out * L) > kParallelGrain;
+  if (dx && depthwise_grad_x_as_forward(g)) {
+    std::vector<T> flipped(static_cast<std::size_t>(g.C_out * kk));
+    for (index_t co = 0; co < g.C_out; ++co)
+      for (index_t t = 0; t < kk; ++t) flipped[co * kk + t] = weight[co * kk + kk - 1 - t];
+    depthwise_forward(dy, flipped.data(), static_cast<const T*>(nullptr), transposed_geom(g),
+                      dx);
+    dx = nullptr;
+  }
+  if (dx)
+    for_each_plane<T>(g, [&](index_t t, T* band) {
+      const index_t n = t / g.C, c = t % g.C;
+      depthwise_grad_x_plane(dy + (n * g.C_out + c * m) * L, weight + c * m * kk, m, g,
+                             offs.data(), band, dx + t * plane);
+    });
+  if (dweight) {
+    // Each thread owns a range of output channels and runs through the images in order
+    // (contiguous reads of x and grad_y), each channel's partial sums kept apart.
+    RegionScratch rs;
+#pragma omp parallel num_threads(nt) if (parallel)
+    {
+      index_t co0, co1;
+      split_range(g.C_out, omp_get_num_threads(), omp_get_thread_num(), co0, co1);
+      bool ok = true;
+      T* band = plane_band<T>(rs, g, kDwCols, ok);  // margin: depthwise_grad_w_rows
+      T* acc = rs.get<T>(0, (co1 - co0) * kk * tile, ok);
+      if (ok && co1 > co0) {
+        std::fill(acc, acc + (co1 - co0) * kk * tile, T(0));
+        for (index_t n = 0; n < g.N; ++n)
+          for (index_t co = co0; co < co1; ++co) {
+            if (co == co0 || co % m == 0)  // the band of channel co / m
+              fill_band(x + (n * g.C + co / m) * plane, g, 0, g.H_out, band);
+            depthwise_grad_w_image(band, dy + (n * g.C_out + co) * L, g, offs.data(),
+                                   acc + (co - co0) * kk * tile);
+          }
+        for (index_t co = co0; co < co1; ++co)
+          for (index_t t = 0; t < kk; ++t) {
+            const T* a = acc + ((co - co0) * kk + t) * tile;
+            T sum = T(0);
+            for (index_t i = 0; i < tile; ++i) sum += a[i];
+            dweight[co * kk + t] = sum;
+          }
+      }
+    }
+    rs.check();
+  }
+}
+
 }  // namespace
 
 index_t conv_output_size(index_t n, index_t k, index_t s, index_t p, index_t d) {
@@ -1460,17 +1770,32 @@ void Conv2dGeom::finalize() {
 
 std::size_t conv_workspace_bytes(const Conv2dGeom& g, std::size_t elem_size, int threads) {
   if (g.N == 0) return 0;
+  const char* what = "conv: workspace size";
+  // the depthwise kernel: a band per thread (grad_y's for grad_x as a forward), and the
+  // grad_weight partial sums
+  index_t depthwise_band_elems = depthwise_applies(g) ? band_elems(g, g.H_out) + kDwCols : 0;
+  if (depthwise_grad_applies(g) && depthwise_grad_x_as_forward(g)) {
+    const Conv2dGeom t = transposed_geom(g);
+    depthwise_band_elems = std::max(depthwise_band_elems, band_elems(t, t.H_out) + kDwCols);
+  }
+  if (depthwise_grad_applies(g)) {
+    const index_t per_thread = add_checked(
+        depthwise_band_elems,
+        mul_checked(ceil_div(g.C_out, threads), g.kH * g.kW * kDwRows * kDwCols, what), what);
+    return std::size_t(
+        mul_checked(mul_checked(per_thread, threads, what), index_t(elem_size), what));
+  }
   const index_t per_thread_images = g.N >= threads ? g.N / threads : 0;
   const Plan p = make_plan(g, elem_size, per_thread_images, 1);
   const index_t cols = p.unit_cols(g.W_out);
   const index_t wsize = g.C_out * (g.col_rows() / g.groups);
   // backward: columns, their gradient, the input band and (several images) the staged
   // grad_y per thread, plus a grad_weight partial per thread
-  const char* what = "conv: workspace size";
   index_t per_thread = mul_checked(mul_checked(g.col_rows(), cols, what), 2, what);
   per_thread = add_checked(per_thread, add_checked(band_elems(g, p.rows_per_block), wsize, what),
                            what);
   if (p.images > 1) per_thread = add_checked(per_thread, g.C_out * cols, what);
+  per_thread = std::max(per_thread, depthwise_band_elems);
   const auto packed_forward_elems = [threads](const Conv2dGeom& f) {
     return tap_forward_applies(f)     ? tap_forward_elems(f, threads)
            : panel_forward_applies(f) ? panel_forward_elems(f)
@@ -1513,6 +1838,7 @@ template <typename T>
 void conv2d_forward(const T* x, const T* weight, const T* bias, const Conv2dGeom& g, T* y) {
   check(g.C_out >= 1, "conv2d_forward: output channels must be >= 1");
   if (g.N == 0) return;
+  if (depthwise_applies(g)) return depthwise_forward(x, weight, bias, g, y);
   if constexpr (std::is_same_v<T, float>)
     if (conv2d_forward_packed(x, weight, bias, g, y)) return;
   const index_t L = g.L(), rows = g.col_rows();
@@ -1617,6 +1943,7 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
 #pragma omp parallel for schedule(static) num_threads(nt) if (g.N * g.C_out * L > kParallelGrain)
     for (index_t co = 0; co < g.C_out; ++co) dbias[co] = T(channel_sum(dy, g.N, g.C_out, L, co));
   }
+  if (depthwise_grad_applies(g)) return depthwise_backward(dy, x, weight, g, dx, dweight);
   if constexpr (std::is_same_v<T, float>) {
     if (dweight && packed_weight_grad_applies(g)) {  // writes every element
       if (tap_weight_grad_applies(g))

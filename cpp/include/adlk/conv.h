@@ -36,6 +36,17 @@
 // images staged), the bias fused. Both paths compute each output as one chain over
 // (c, kh, kw) in order from its bias: the same bits, for any thread count.
 //
+// A depthwise convolution (one input channel per group, at most kConvDepthwiseMaxOutputs
+// outputs per group; the backward up to kConvDepthwiseGradMaxOutputs; tuning.h), float32
+// or float64, takes a direct kernel instead, on every CPU: each (image, channel) plane
+// is copied once into its zero-padded band (the im2col layout, every output row) and
+// the outputs are summed from it in register tiles of 4 rows by 8 columns, each its bias
+// plus the terms in (kh, kw) order. grad_x of stride 1 with one output per group is the
+// same kernel over grad_y with the kernel flipped (padding d*(k-1) - p), otherwise the
+// terms are summed into the band; grad_weight sums each element in 32 fixed partial sums
+// over the images and positions, each output channel by one thread. No column matrix, no
+// GEMM, x and grad_y read once: the same bits for any thread count.
+//
 // The float32 grad_weight on such a CPU runs on the same kernel where a group has
 // C/groups*kH*kW >= kConvWeightGradMinRows rows (ADLK_CONV_PANELS overrides it alike):
 // for each group, grad_w^T = columns @ grad_y^T over every position of every image, the
