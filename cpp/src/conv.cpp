@@ -142,6 +142,9 @@ void fill_band(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T
       for (index_t m = 0; m < l; ++m) ph[m] = T(0);
       if (g.sW == 1) {
         copy_row(ph + l, xr + std::max<index_t>(l - g.pW, 0), h - l);  // l - pW >= 0 if l < h
+      } else if (g.sW == 2) {  // a constant stride: vectorized (shuffles)
+        const T* xq = xr + q - g.pW;
+        for (index_t m = l; m < h; ++m) ph[m] = xq[2 * m];
       } else {
         for (index_t m = l; m < h; ++m) ph[m] = xr[m * g.sW + q - g.pW];
       }
