@@ -1428,7 +1428,7 @@ void forward_unit_packed(const Conv2dGeom& g, const float* cols, index_t ld, ind
   }
 }
 
-// Sum over images and positions of channel co of dy (N, C_out, L), in double, in
+// Sums over images and positions of the channels of dy (N, C_out, L), in double, each in
 // kSumLanes fixed lanes (position l of every image goes to lane l % kSumLanes; within a
 // lane, images then positions in order) that are added in order at the end: one thread
 // per channel, so the bits depend on neither the thread count nor how the compiler
@@ -1436,20 +1436,33 @@ void forward_unit_packed(const Conv2dGeom& g, const float* cols, index_t ld, ind
 // an element (15% of a 64x32x14x14 grad_weight).
 constexpr index_t kSumLanes = 16;
 
+// Adds the L values at src into the lanes acc.
 template <typename T>
-ADLK_MULTIVERSION double channel_sum(const T* dy, index_t N, index_t C_out, index_t L,
-                                     index_t co) {
-  double acc[kSumLanes] = {};
+ADLK_MULTIVERSION void add_to_lanes(const T* src, index_t L, double* acc) {
+  double a[kSumLanes];
+  for (index_t j = 0; j < kSumLanes; ++j) a[j] = acc[j];
   const index_t full = L - L % kSumLanes;
-  for (index_t n = 0; n < N; ++n) {
-    const T* src = dy + (n * C_out + co) * L;
-    for (index_t l = 0; l < full; l += kSumLanes)
-      for (index_t j = 0; j < kSumLanes; ++j) acc[j] += double(src[l + j]);
-    for (index_t l = full; l < L; ++l) acc[l - full] += double(src[l]);
+  for (index_t l = 0; l < full; l += kSumLanes)
+    for (index_t j = 0; j < kSumLanes; ++j) a[j] += double(src[l + j]);
+  for (index_t l = full; l < L; ++l) a[l - full] += double(src[l]);
+  for (index_t j = 0; j < kSumLanes; ++j) acc[j] = a[j];
+}
+
+// out[co] for channels [co0, co1): images outer, so that dy is read in order (a channel
+// at a time, images far apart, left the prefetchers a few KiB per stream: 0.7x the time
+// on 64x128x28x28), each channel in its own lanes of acc ((co1 - co0) * kSumLanes).
+template <typename T>
+void channel_sums(const T* dy, index_t N, index_t C_out, index_t L, index_t co0, index_t co1,
+                  double* acc, T* out) {
+  std::fill(acc, acc + (co1 - co0) * kSumLanes, 0.0);
+  for (index_t n = 0; n < N; ++n)
+    for (index_t co = co0; co < co1; ++co)
+      add_to_lanes(dy + (n * C_out + co) * L, L, acc + (co - co0) * kSumLanes);
+  for (index_t co = co0; co < co1; ++co) {
+    double s = 0.0;
+    for (index_t j = 0; j < kSumLanes; ++j) s += acc[(co - co0) * kSumLanes + j];
+    out[co] = T(s);
   }
-  double s = 0.0;
-  for (index_t j = 0; j < kSumLanes; ++j) s += acc[j];
-  return s;
 }
 
 // ---- depthwise: one input channel per group ------------------------------------------
@@ -1943,8 +1956,16 @@ void conv2d_backward(const T* dy, const T* x, const T* weight, const Conv2dGeom&
   const int nt = get_num_threads();
 
   if (dbias) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (g.N * g.C_out * L > kParallelGrain)
-    for (index_t co = 0; co < g.C_out; ++co) dbias[co] = T(channel_sum(dy, g.N, g.C_out, L, co));
+    RegionScratch rs;
+#pragma omp parallel num_threads(nt) if (g.N * g.C_out * L > kParallelGrain)
+    {
+      index_t co0, co1;
+      split_range(g.C_out, omp_get_num_threads(), omp_get_thread_num(), co0, co1);
+      bool ok = true;
+      double* acc = rs.get<double>(0, (co1 - co0) * kSumLanes, ok);
+      if (acc) channel_sums(dy, g.N, g.C_out, L, co0, co1, acc, dbias);
+    }
+    rs.check();
   }
   if (depthwise_grad_applies(g)) return depthwise_backward(dy, x, weight, g, dx, dweight);
   if constexpr (std::is_same_v<T, float>) {
