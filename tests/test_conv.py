@@ -358,7 +358,8 @@ def test_conv2d_depthwise_non_finite(rng):
 # They run by default for kernels of depth C/groups*kH*kW >= 32 (the first cases; the
 # panels for stride 1 only, the tap classes for 80% full panels of output channels);
 # ADLK_CONV_PANELS=always sends every geometry they can run through them. The other
-# forwards with depth >= 128 (and, with =always, every one the panels cannot run) build
+# forwards with depth >= 128 and a kernel larger than 1x1 (and, with =always, every one
+# the panels cannot run) build
 # blocks of columns and run the same kernel on them in place: the same chains, so the
 # same bits for any thread count too, and the same as the panels' ("columns_k7_s2": its
 # bands would be too large for the panels).
@@ -371,8 +372,8 @@ PANEL_CASES = [
     # shorter than 32 and panels that run from one image into the next
     # (depth >= 256: grad_weight on the packed kernel either way)
     ("columns_s2_tails", (5, 32, 11, 13), (6, 32, 3, 3), dict(stride=2, padding=1)),
+    # taken only when asked for (a 1x1 kernel's columns by default run on BLAS)
     ("columns_pointwise", (3, 260, 5, 7), (4, 260, 1, 1), dict()),
-    # taken only when asked for
     ("stride_dilation_groups", (5, 6, 13, 10), (9, 2, 3, 2),
      dict(stride=(2, 3), padding=(2, 1), dilation=(2, 1), groups=3)),
     ("one_channel_k5", (9, 1, 12, 12), (4, 1, 5, 5), dict()),
@@ -389,7 +390,7 @@ PANEL_CASES = [
     ("no_bands_row_blocks", (1, 6, 450, 300), (40, 6, 3, 3),
      dict(stride=3, padding=1, dilation=2)),
 ]
-PANEL_BY_DEFAULT = 6
+PANEL_BY_DEFAULT = 5
 # grad_x runs as the forward of grad_y with the transposed, flipped weight (padding
 # d*(k-1) - p: 0 becomes a full convolution) on the panel path
 TRANSPOSED_GRAD_X = ["k3_pad", "dilation_groups", "k5_one_image", "row_blocks", "wide_rows"]

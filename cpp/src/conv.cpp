@@ -748,12 +748,13 @@ bool panel_forward_applies(const Conv2dGeom& g) {
 }
 
 // Whether the float forward's im2col path runs its GEMMs on the packed-weight kernel
-// (forward_unit_packed): with a vector kernel, for the depths where it measured faster.
+// (forward_unit_packed): with a vector kernel, for the kernels larger than 1x1 and the
+// depths where it measured faster (tuning.h).
 bool packed_columns_forward_applies(const Conv2dGeom& g) {
   if (std::strcmp(gemm_packed_isa(), "portable") == 0) return false;
   const PanelChoice choice = panel_choice();
   return choice == PanelChoice::always ||
-         (choice == PanelChoice::automatic &&
+         (choice == PanelChoice::automatic && g.kH * g.kW > 1 &&
           g.col_rows() / g.groups >= kConvPackedColumnsMinDepth);
 }
 

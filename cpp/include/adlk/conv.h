@@ -30,10 +30,10 @@
 // kernel's packed layout first and its outputs staged. Per thread it keeps one image's
 // bands, one panel and its staged outputs.
 //
-// The other float32 forwards of depth >= kConvPackedColumnsMinDepth on such a CPU keep
-// the im2col units but run each unit's GEMM on the same kernel, the unit's column matrix
-// read in place 32 positions at a time (a partial last panel copied, a panel spanning two
-// images staged), the bias fused. Both paths compute each output as one chain over
+// The other float32 forwards of depth >= kConvPackedColumnsMinDepth with a kernel larger
+// than 1x1 on such a CPU keep the im2col units but run each unit's GEMM on the same
+// kernel, the unit's column matrix read in place 32 positions at a time (a partial last
+// panel copied, a panel spanning two images staged), the bias fused. Both paths compute each output as one chain over
 // (c, kh, kw) in order from its bias: the same bits, for any thread count.
 //
 // A depthwise convolution (one input channel per group, at most kConvDepthwiseMaxOutputs

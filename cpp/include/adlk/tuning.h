@@ -106,7 +106,10 @@ constexpr std::size_t kConvStreamBytes = std::size_t(8) << 20;
 // same columns, 147 (7x7 stride 2, 3 channels) 0.87x the time, 144 (3x3, 16 channels)
 // 0.9x, 128 (1x1) the same, 64 (1x1) and 72 (3x3 stride 2) 1.05x, 25 (5x5, one channel)
 // 1.08x (at small depth a tile's setup and stores weigh more than in OpenBLAS's larger
-// tiles). ADLK_CONV_PANELS=always / never overrides it.
+// tiles). 1x1 kernels keep OpenBLAS (2 threads, AMD EPYC, AVX-512, 2026-12-08, the packed
+// kernel's time against it: depth 128-256 on 14x14-56x56 images 1.15-1.4x, stride 2
+// 1.04-1.13x, depth 64 1.0-1.03x, on 7x7 images 0.94-1.04x). ADLK_CONV_PANELS=always /
+// never overrides it.
 constexpr index_t kConvPackedColumnsMinDepth = 128;
 // The float32 grad_weight runs on the packed-weight kernel (grad_y packed as its panels,
 // the column matrix read in place) where a group has at least this many rows
