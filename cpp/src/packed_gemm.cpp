@@ -543,12 +543,11 @@ bool avx2_transposes() {
   return on;
 }
 
-// out[k * ldo + j] = in[j * ldi + k] for j, k < 8: an 8x8 block through registers (pairs
-// of rows interleaved, then pairs of pairs, then 128-bit halves).
-template <bool Stream = false>
-__attribute__((target("avx2"))) void transpose8_avx2(const float* in, index_t ldi, float* out,
-                                                    index_t ldo) {
-  __m256 r[8], t[8];
+// t[k] lane j = in[j * ldi + k] for j, k < 8: an 8x8 block through registers (pairs of
+// rows interleaved, then pairs of pairs, then 128-bit halves).
+__attribute__((target("avx2"))) inline void transpose8_regs_avx2(const float* in, index_t ldi,
+                                                                 __m256* t) {
+  __m256 r[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + i * ldi);
   for (int i = 0; i < 8; i += 2) {
     t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
@@ -564,11 +563,28 @@ __attribute__((target("avx2"))) void transpose8_avx2(const float* in, index_t ld
     t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
     t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
   }
+}
+
+// out[k * ldo + j] = in[j * ldi + k] for j, k < 8.
+__attribute__((target("avx2"))) void transpose8_avx2(const float* in, index_t ldi, float* out,
+                                                    index_t ldo) {
+  __m256 t[8];
+  transpose8_regs_avx2(in, ldi, t);
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + i * ldo, t[i]);
+}
+
+// The same for j < 16, k < 8, out's rows streamed (each starts a cache line: the caller's
+// check) a whole line at a time: its two halves stored back to back, so that no line is
+// left partly written while others are (two 8x8 blocks streamed one after the other kept
+// 8 lines open at once).
+__attribute__((target("avx2"))) void transpose8x16_stream_avx2(const float* in, index_t ldi,
+                                                              float* out, index_t ldo) {
+  __m256 lo[8], hi[8];
+  transpose8_regs_avx2(in, ldi, lo);
+  transpose8_regs_avx2(in + 8 * ldi, ldi, hi);
   for (int i = 0; i < 8; ++i) {
-    if (Stream)  // out's rows start on 32-byte boundaries (the caller's check)
-      _mm256_stream_ps(out + i * ldo, t[i]);
-    else
-      _mm256_storeu_ps(out + i * ldo, t[i]);
+    _mm256_stream_ps(out + i * ldo, lo[i]);
+    _mm256_stream_ps(out + i * ldo + 8, hi[i]);
   }
 }
 #endif
@@ -712,11 +728,9 @@ void transpose_streaming(index_t rows, index_t cols, const float* src, index_t l
       if (avx512_transposes())
         for (; c0 + 16 <= cols; c0 += 16)
           transpose16_avx512<true>(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-      else  // two 8x8 blocks write each dst row's 16 floats: one whole line
+      else  // each dst row's 16 floats: one whole line
         for (; c0 + 8 <= cols; c0 += 8)
-          for (index_t h = 0; h < 16; h += 8)
-            transpose8_avx2<true>(src + (r0 + h) * lds + c0, lds, dst + c0 * ldd + r0 + h,
-                                  ldd);
+          transpose8x16_stream_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
       transpose(16, cols - c0, src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
     }
     transpose(rows - r0, cols, src + r0 * lds, lds, dst + r0, ldd);
