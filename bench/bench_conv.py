@@ -43,12 +43,14 @@ class ConvCase:
 
 
 # float32, all with bias: a LeNet-ish first layer, two mid-network 3x3 layers, ResNet's
-# stem, and MobileNet's depthwise 3x3 layers (stride 1 and 2).
+# stem and a bottleneck's 1x1 reduction, and MobileNet's depthwise 3x3 layers (stride 1
+# and 2).
 CASES = [
     ConvCase((64, 1, 28, 28), 32, 5),
     ConvCase((64, 32, 14, 14), 64, 3, padding=1),
     ConvCase((32, 64, 32, 32), 128, 3, padding=1),
     ConvCase((8, 3, 224, 224), 64, 7, stride=2, padding=3),
+    ConvCase((64, 256, 14, 14), 64, 1),
     ConvCase((64, 128, 28, 28), 128, 3, padding=1, groups=128),
     ConvCase((32, 64, 56, 56), 64, 3, stride=2, padding=1, groups=64),
 ]
