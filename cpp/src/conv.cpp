@@ -120,10 +120,6 @@ void im2col_channel_gather(const T* xplane, const Conv2dGeom& g, index_t oh0, in
   }
 }
 
-// The same rows through the band (band_elems() > 0): after one pass that fills it, every
-// row segment is a plain contiguous copy, with no bounds logic and no strided loads,
-// which matters for short rows and strided kernels. The loops stay loops (no memcpy
-// call per short segment). band == nullptr: gathered instead.
 // Fills the band of output rows [oh0, oh1) from one channel's plane.
 template <typename T>
 ADLK_KEEP_LOOPS
@@ -153,6 +149,10 @@ void fill_band(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T
   }
 }
 
+// The same rows through the band (band_elems() > 0): after one pass that fills it, every
+// row segment is a plain contiguous copy, with no bounds logic and no strided loads,
+// which matters for short rows and strided kernels. The loops stay loops (no memcpy
+// call per short segment). band == nullptr: gathered instead.
 template <typename T>
 ADLK_KEEP_LOOPS
 void im2col_channel(const T* xplane, const Conv2dGeom& g, index_t oh0, index_t oh1, T* band,
@@ -1437,28 +1437,24 @@ void forward_unit_packed(const Conv2dGeom& g, const float* cols, index_t ld, ind
 // an element (15% of a 64x32x14x14 grad_weight).
 constexpr index_t kSumLanes = 16;
 
-// Adds the L values at src into the lanes acc.
-template <typename T>
-inline __attribute__((always_inline)) void add_to_lanes(const T* src, index_t L, double* acc) {
-  double a[kSumLanes];
-  for (index_t j = 0; j < kSumLanes; ++j) a[j] = acc[j];
-  const index_t full = L - L % kSumLanes;
-  for (index_t l = 0; l < full; l += kSumLanes)
-    for (index_t j = 0; j < kSumLanes; ++j) a[j] += double(src[l + j]);
-  for (index_t l = full; l < L; ++l) a[l - full] += double(src[l]);
-  for (index_t j = 0; j < kSumLanes; ++j) acc[j] = a[j];
-}
-
 // out[co] for channels [co0, co1): images outer, so that dy is read in order (a channel
 // at a time, images far apart, left the prefetchers a few KiB per stream: 0.45x the time
 // on 64x128x28x28), each channel in its own lanes of acc ((co1 - co0) * kSumLanes).
 template <typename T>
-ADLK_MULTIVERSION void channel_sums(const T* dy, index_t N, index_t C_out, index_t L, index_t co0, index_t co1,
-                  double* acc, T* out) {
+ADLK_MULTIVERSION void channel_sums(const T* dy, index_t N, index_t C_out, index_t L,
+                                    index_t co0, index_t co1, double* acc, T* out) {
   std::fill(acc, acc + (co1 - co0) * kSumLanes, 0.0);
+  const index_t full = L - L % kSumLanes;
   for (index_t n = 0; n < N; ++n)
-    for (index_t co = co0; co < co1; ++co)
-      add_to_lanes(dy + (n * C_out + co) * L, L, acc + (co - co0) * kSumLanes);
+    for (index_t co = co0; co < co1; ++co) {
+      const T* src = dy + (n * C_out + co) * L;
+      double a[kSumLanes];  // the channel's lanes, in registers over the image
+      std::copy(acc + (co - co0) * kSumLanes, acc + (co - co0 + 1) * kSumLanes, a);
+      for (index_t l = 0; l < full; l += kSumLanes)
+        for (index_t j = 0; j < kSumLanes; ++j) a[j] += double(src[l + j]);
+      for (index_t l = full; l < L; ++l) a[l - full] += double(src[l]);
+      std::copy(a, a + kSumLanes, acc + (co - co0) * kSumLanes);
+    }
   for (index_t co = co0; co < co1; ++co) {
     double s = 0.0;
     for (index_t j = 0; j < kSumLanes; ++j) s += acc[(co - co0) * kSumLanes + j];
